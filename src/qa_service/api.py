@@ -1,0 +1,185 @@
+"""HTTP routes: validate the request, then hand the answer to `streams`. Thin on purpose."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from asgi_correlation_id import correlation_id
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sse_starlette import EventSourceResponse
+
+from qa_service import errors, events
+from qa_service.config import Settings
+from qa_service.demo import SCENARIO_CONFIG_KEY, SCENARIOS
+from qa_service.events import AnswerMeta
+from qa_service.prompts import PROMPT_NAME, Prompt
+from qa_service.streams import Answer, AnswerRequest, answer_events
+from qa_service.writer import AIWriter
+
+DEMO_FALLBACK_NOTICE = (
+    "No OPENAI_API_KEY or GROQ_API_KEY is set, so the keyless demo provider is "
+    "answering. Its text is canned, not written by a language model."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """Everything a request needs, built once in the app's lifespan."""
+
+    settings: Settings
+    writer: AIWriter
+    prompts: dict[str, Prompt]
+
+
+class AskBody(BaseModel):
+    """`POST /ai_write` body: the same fields as the GET query string."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str | None = None
+    prompt: str | None = None
+    scenario: str | None = None
+
+
+def get_service(request: Request) -> Service:
+    service: Service | None = getattr(request.app.state, "service", None)
+    if service is None:
+        raise errors.NotReadyError(errors.NOT_READY)
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+router = APIRouter()
+
+
+@router.get("/ai_write", response_class=EventSourceResponse)
+async def ai_write(
+    service: ServiceDep,
+    query: str | None = None,
+    prompt: str | None = None,
+    scenario: str | None = None,
+) -> EventSourceResponse:
+    """Stream an answer to `query` as Server-Sent Events (docs/PROTOCOL.md)."""
+    return start_answer(service, AskBody(query=query, prompt=prompt, scenario=scenario))
+
+
+@router.post("/ai_write", response_class=EventSourceResponse)
+async def ai_write_post(service: ServiceDep, request: Request) -> EventSourceResponse:
+    """The same stream, for long questions: a JSON body `{"query": ..., ...}`."""
+    body = await _read_capped_body(request, _body_limit(service.settings))
+    try:
+        ask = AskBody.model_validate_json(body)
+    except ValidationError:
+        raise errors.QAServiceError(errors.INVALID_REQUEST) from None
+    return start_answer(service, ask)
+
+
+@router.get("/prompts")
+async def list_prompts(service: ServiceDep) -> dict[str, Any]:
+    """The prompts a request may name, and the default."""
+    return {
+        "default": service.settings.default_prompt,
+        "prompts": [
+            {"name": p.name, "description": p.description}
+            for p in sorted(service.prompts.values(), key=lambda p: p.name)
+        ],
+    }
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers HTTP."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=None)
+async def readyz(request: Request) -> dict[str, Any] | JSONResponse:
+    """Readiness: the model is open and the service takes answers."""
+    service: Service | None = getattr(request.app.state, "service", None)
+    if service is None:
+        return JSONResponse({"error": errors.NOT_READY.as_dict()}, status_code=503)
+    settings = service.settings
+    return {
+        "status": "ready",
+        "provider": settings.resolved_provider,
+        "model": settings.resolved_model,
+        "demo_fallback": settings.is_demo_fallback,
+    }
+
+
+def start_answer(service: Service, ask: AskBody) -> EventSourceResponse:
+    """Refuse bad input before any upstream call; otherwise open the event stream."""
+    settings = service.settings
+    question = _checked_query(ask.query, settings.max_query_chars)
+    prompt = _checked_prompt(ask.prompt, service)
+    configurable = _checked_scenario(ask.scenario, settings)
+    answer = Answer(
+        AnswerMeta(
+            request_id=correlation_id.get() or "",
+            provider=settings.resolved_provider,
+            model=settings.resolved_model,
+            prompt=prompt,
+            demo_fallback=settings.is_demo_fallback,
+            notice=DEMO_FALLBACK_NOTICE if settings.is_demo_fallback else None,
+            scenario=ask.scenario,
+        )
+    )
+    request = AnswerRequest(question=question, prompt=prompt, configurable=configurable)
+    return EventSourceResponse(
+        answer_events(answer, service.writer, request, settings.upstream_close_timeout_seconds),
+        # sse-starlette defaults to no-store; no-cache is what proxies and
+        # browsers are documented to honour for event streams.
+        headers={"Cache-Control": "no-cache"},
+        ping=settings.keepalive_seconds,
+        ping_message_factory=events.keepalive,
+        sep=events.LINE_SEPARATOR,
+        send_timeout=settings.send_timeout_seconds,
+    )
+
+
+def _checked_query(query: str | None, limit: int) -> str:
+    if query is None or not query.strip():
+        raise errors.query_required()
+    if len(query) > limit:
+        raise errors.query_too_long(limit)
+    return query
+
+
+def _checked_prompt(name: str | None, service: Service) -> str:
+    if name is None:
+        return service.settings.default_prompt
+    if not PROMPT_NAME.match(name) or name not in service.prompts:
+        raise errors.unknown_prompt(
+            name if PROMPT_NAME.match(name) else "?", sorted(service.prompts)
+        )
+    return name
+
+
+def _checked_scenario(scenario: str | None, settings: Settings) -> dict[str, str]:
+    if scenario is None:
+        return {}
+    if settings.resolved_provider != "demo" or scenario not in SCENARIOS:
+        raise errors.unknown_scenario(list(SCENARIOS))
+    return {SCENARIO_CONFIG_KEY: scenario}
+
+
+def _body_limit(settings: Settings) -> int:
+    # Worst case UTF-8 is 4 bytes a character, JSON escapes aside; plus room
+    # for the other fields. A bigger body is refused before it is buffered.
+    return settings.max_query_chars * 6 + 4096
+
+
+async def _read_capped_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise errors.QAServiceError(errors.BODY_TOO_LARGE)
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise errors.QAServiceError(errors.BODY_TOO_LARGE)
+    return bytes(body)

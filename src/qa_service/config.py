@@ -1,0 +1,151 @@
+"""Settings: the only place that reads the environment (and `.env`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ProviderName = Literal["openai", "groq", "demo"]
+
+DEFAULT_MODELS: dict[ProviderName, str] = {
+    "openai": "gpt-4o-mini",
+    "groq": "llama-3.1-8b-instant",
+    "demo": "demo-writer",
+}
+
+
+class ConfigError(Exception):
+    """A configuration that cannot run; its message is one line naming the setting."""
+
+
+class Settings(BaseSettings):
+    """Service settings. `QA_*` for ours; the providers' own variables for theirs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="QA_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    provider: Literal["auto", "openai", "groq", "demo"] = "auto"
+    model: str | None = Field(default=None, description="Model name; default depends on provider")
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=512, ge=1)
+    prompts_dir: Path = Path("prompts")
+    default_prompt: str = "explain"
+    max_query_chars: int = Field(default=4000, ge=1)
+    keepalive_seconds: float = Field(default=15.0, gt=0)
+    send_timeout_seconds: float = Field(default=30.0, gt=0)
+    upstream_connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    upstream_read_timeout_seconds: float = Field(default=120.0, gt=0)
+    upstream_max_retries: int = Field(default=2, ge=0, le=10)
+    upstream_close_timeout_seconds: float = Field(default=1.0, gt=0)
+    demo_chunk_delay_ms: float = Field(default=40.0, ge=0)
+    demo_pause_seconds: float = Field(default=20.0, ge=0)
+    shutdown_grace_seconds: int = Field(default=8, ge=0)
+    forwarded_allow_ips: str = "127.0.0.1"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # The providers' standard variables, read without our prefix so that existing
+    # deployments and OpenAI-compatible servers (vLLM, llama.cpp, Ollama) just work.
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("openai_api_key", "OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("openai_base_url", "OPENAI_BASE_URL")
+    )
+    groq_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("groq_api_key", "GROQ_API_KEY")
+    )
+    groq_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("groq_base_url", "GROQ_BASE_URL")
+    )
+
+    @field_validator("openai_api_key", "groq_api_key", mode="after")
+    @classmethod
+    def _blank_key_is_no_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # `OPENAI_API_KEY=` in a compose file means "not set", not "an empty key".
+        if value is None or not value.get_secret_value().strip():
+            return None
+        return value
+
+    @field_validator("openai_base_url", "groq_base_url", "model", mode="after")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value if value and value.strip() else None
+
+    @property
+    def resolved_provider(self) -> ProviderName:
+        """The provider that answers; `auto` picks by which key is present."""
+        if self.provider != "auto":
+            return self.provider
+        if self.openai_api_key is not None:
+            return "openai"
+        if self.groq_api_key is not None:
+            return "groq"
+        return "demo"
+
+    @property
+    def is_demo_fallback(self) -> bool:
+        """True when `auto` found no key and fell back to the keyless demo."""
+        return self.provider == "auto" and self.resolved_provider == "demo"
+
+    @property
+    def resolved_model(self) -> str:
+        return self.model or DEFAULT_MODELS[self.resolved_provider]
+
+    def secret_values(self) -> list[str]:
+        """Every secret this service holds, for log redaction."""
+        keys = (self.openai_api_key, self.groq_api_key)
+        return [key.get_secret_value() for key in keys if key is not None]
+
+    def check_runnable(self) -> None:
+        """Raise ConfigError when the chosen provider cannot run."""
+        required_key = {"openai": "OPENAI_API_KEY", "groq": "GROQ_API_KEY"}
+        if self.provider in required_key and self.resolved_api_key is None:
+            raise ConfigError(
+                f"{required_key[self.provider]} is required when QA_PROVIDER={self.provider}"
+            )
+
+    @property
+    def resolved_api_key(self) -> SecretStr | None:
+        provider = self.resolved_provider
+        if provider == "openai":
+            return self.openai_api_key
+        if provider == "groq":
+            return self.groq_api_key
+        return None
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a Settings field."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[-1])
+    return f"QA_{field.upper()}"
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming the first setting at fault, without echoing its value."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    field = str(first["loc"][0]) if first["loc"] else "settings"
+    return f"{env_name(field)}: {first['msg']}"
+
+
+def load_settings() -> Settings:
+    """Read the environment and `.env`; raise ConfigError with one line on failure."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    settings.check_runnable()
+    return settings

@@ -1,0 +1,223 @@
+"""Error hierarchy, and the one place that maps lower-layer failures to public codes.
+
+    QAServiceError              refused before the stream starts: JSON 4xx/5xx
+    ├── InvalidQueryError       query_required, query_too_long
+    ├── UnknownPromptError      unknown_prompt
+    ├── UnknownScenarioError    unknown_scenario
+    └── NotReadyError           not_ready
+    UpstreamIncompleteError     the provider ended a stream without a finish reason
+
+Public messages are fixed strings chosen here. An exception's own text never
+reaches a client or a log line: provider error bodies can echo the request,
+and the request carries the API key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import groq
+import httpx
+import openai
+
+
+@dataclass(frozen=True, slots=True)
+class PublicError:
+    """What a client is told: a stable code, a safe message, and whether to retry."""
+
+    code: str
+    message: str
+    retryable: bool
+    status: int = 500
+    retry_after_seconds: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        body: dict[str, object] = {
+            "code": self.code,
+            "message": self.message,
+            "retryable": self.retryable,
+        }
+        if self.retry_after_seconds is not None:
+            body["retry_after_seconds"] = self.retry_after_seconds
+        return body
+
+
+class QAServiceError(Exception):
+    """A refusal before the stream starts; `public` says what the client sees."""
+
+    public: PublicError
+
+    def __init__(self, public: PublicError) -> None:
+        super().__init__(public.code)
+        self.public = public
+
+
+class InvalidQueryError(QAServiceError):
+    pass
+
+
+class UnknownPromptError(QAServiceError):
+    pass
+
+
+class UnknownScenarioError(QAServiceError):
+    pass
+
+
+class NotReadyError(QAServiceError):
+    pass
+
+
+class UpstreamIncompleteError(Exception):
+    """The provider closed the stream cleanly but never said the answer was finished."""
+
+
+def query_required() -> InvalidQueryError:
+    return InvalidQueryError(
+        PublicError("query_required", "The query is missing or blank.", False, 422)
+    )
+
+
+def query_too_long(limit: int) -> InvalidQueryError:
+    return InvalidQueryError(
+        PublicError("query_too_long", f"The query is longer than {limit} characters.", False, 422)
+    )
+
+
+def unknown_prompt(name: str, known: list[str]) -> UnknownPromptError:
+    # Prompt names are validated against [a-z0-9_-] before they get here, so
+    # echoing one cannot inject anything.
+    return UnknownPromptError(
+        PublicError(
+            "unknown_prompt",
+            f"No prompt named {name!r}. Known prompts: {', '.join(known)}.",
+            False,
+            422,
+        )
+    )
+
+
+def unknown_scenario(known: list[str]) -> UnknownScenarioError:
+    return UnknownScenarioError(
+        PublicError(
+            "unknown_scenario",
+            "Scenarios exist only on the demo provider. Known scenarios: " + ", ".join(known) + ".",
+            False,
+            422,
+        )
+    )
+
+
+INVALID_REQUEST = PublicError("invalid_request", "The request is malformed.", False, 422)
+BODY_TOO_LARGE = PublicError("body_too_large", "The request body is too large.", False, 413)
+NOT_FOUND = PublicError("not_found", "No such endpoint.", False, 404)
+METHOD_NOT_ALLOWED = PublicError("method_not_allowed", "Method not allowed.", False, 405)
+NOT_READY = PublicError("not_ready", "The service is starting or stopping.", True, 503)
+INTERNAL = PublicError("internal_error", "The service failed to answer.", False, 500)
+
+UPSTREAM_AUTH = PublicError(
+    "upstream_auth_failed", "The model provider rejected the service's credentials.", False, 502
+)
+UPSTREAM_RATE_LIMITED = PublicError(
+    "upstream_rate_limited", "The model provider is rate limiting requests.", True, 503
+)
+UPSTREAM_BAD_REQUEST = PublicError(
+    "upstream_bad_request", "The model provider refused the request.", False, 502
+)
+UPSTREAM_UNAVAILABLE = PublicError(
+    "upstream_unavailable", "The model provider is unavailable.", True, 502
+)
+UPSTREAM_TIMEOUT = PublicError(
+    "upstream_timeout", "The model provider did not answer in time.", True, 504
+)
+UPSTREAM_INTERRUPTED = PublicError(
+    "upstream_interrupted", "The model provider's stream was cut off.", True, 502
+)
+UPSTREAM_INCOMPLETE = PublicError(
+    "upstream_incomplete", "The model provider ended the answer early.", True, 502
+)
+UPSTREAM_ERROR = PublicError(
+    "upstream_error", "The model provider reported an error mid-answer.", True, 502
+)
+
+PUBLIC_ERRORS: tuple[PublicError, ...] = (
+    INVALID_REQUEST,
+    BODY_TOO_LARGE,
+    NOT_FOUND,
+    METHOD_NOT_ALLOWED,
+    NOT_READY,
+    INTERNAL,
+    UPSTREAM_AUTH,
+    UPSTREAM_RATE_LIMITED,
+    UPSTREAM_BAD_REQUEST,
+    UPSTREAM_UNAVAILABLE,
+    UPSTREAM_TIMEOUT,
+    UPSTREAM_INTERRUPTED,
+    UPSTREAM_INCOMPLETE,
+    UPSTREAM_ERROR,
+)
+
+_STATUS_ERRORS = (openai.APIStatusError, groq.APIStatusError)
+_TIMEOUT_ERRORS = (openai.APITimeoutError, groq.APITimeoutError, httpx.TimeoutException)
+_CONNECT_ERRORS = (openai.APIConnectionError, groq.APIConnectionError, httpx.ConnectError)
+# Raised while reading an already-open body: the provider cut the stream.
+_CUT_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.StreamError)
+# An error object inside an open stream (the SDKs raise the bare APIError for it).
+_IN_STREAM_ERRORS = (openai.APIError, groq.APIError)
+
+
+def classify_failure(exc: BaseException) -> PublicError:
+    """Map any failure while answering to the public error a client sees."""
+    if isinstance(exc, QAServiceError):
+        return exc.public
+    if isinstance(exc, _STATUS_ERRORS):
+        return _classify_status(exc.status_code, exc.response.headers)
+    if isinstance(exc, _TIMEOUT_ERRORS):
+        return UPSTREAM_TIMEOUT
+    if isinstance(exc, _CONNECT_ERRORS):
+        return UPSTREAM_UNAVAILABLE
+    if isinstance(exc, _CUT_ERRORS):
+        return UPSTREAM_INTERRUPTED
+    if isinstance(exc, UpstreamIncompleteError):
+        return UPSTREAM_INCOMPLETE
+    if isinstance(exc, _IN_STREAM_ERRORS):
+        return UPSTREAM_ERROR
+    return INTERNAL
+
+
+def upstream_status(exc: BaseException) -> int | None:
+    """The provider's HTTP status, for logs and metrics; never its body."""
+    if isinstance(exc, _STATUS_ERRORS):
+        return exc.status_code
+    return None
+
+
+def _classify_status(status: int, headers: Mapping[str, str]) -> PublicError:
+    if status in (401, 403):
+        return UPSTREAM_AUTH
+    if status == 429:
+        retry_after = _retry_after_seconds(headers)
+        if retry_after is None:
+            return UPSTREAM_RATE_LIMITED
+        return PublicError(
+            UPSTREAM_RATE_LIMITED.code,
+            UPSTREAM_RATE_LIMITED.message,
+            True,
+            UPSTREAM_RATE_LIMITED.status,
+            retry_after,
+        )
+    if status in (408, 409) or status >= 500:
+        return UPSTREAM_UNAVAILABLE
+    return UPSTREAM_BAD_REQUEST
+
+
+def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return None  # an HTTP date; rare from LLM providers, and not worth parsing here
+    return seconds if 0 <= seconds <= 3600 else None

@@ -1,0 +1,59 @@
+"""Builds the chat model for the configured provider and owns its HTTP clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from langchain_core.runnables import Runnable
+from langchain_groq import ChatGroq
+from langchain_openai import ChatOpenAI
+
+from qa_service.config import Settings
+from qa_service.demo import build_demo_model
+from qa_service.upstream import build_async_client, build_sync_client
+
+
+@asynccontextmanager
+async def open_chat_model(settings: Settings) -> AsyncIterator[Runnable[Any, Any]]:
+    """The chat model for `settings`; its HTTP clients close when the block exits."""
+    provider = settings.resolved_provider
+    if provider == "demo":
+        yield build_demo_model(
+            chunk_delay_seconds=settings.demo_chunk_delay_ms / 1000,
+            pause_seconds=settings.demo_pause_seconds,
+        )
+        return
+
+    async with AsyncExitStack() as stack:
+        timeouts = (
+            settings.upstream_connect_timeout_seconds,
+            settings.upstream_read_timeout_seconds,
+        )
+        async_client = await stack.enter_async_context(build_async_client(*timeouts))
+        sync_client = stack.enter_context(build_sync_client(*timeouts))
+        common: dict[str, Any] = {
+            "model": settings.resolved_model,
+            "temperature": settings.temperature,
+            "max_tokens": settings.max_tokens,
+            "max_retries": settings.upstream_max_retries,
+            "streaming": True,
+            "http_async_client": async_client,
+            "http_client": sync_client,
+        }
+        if provider == "openai":
+            yield ChatOpenAI(
+                api_key=settings.openai_api_key,
+                base_url=settings.openai_base_url,
+                # Ask for the final usage chunk even from non-default base URLs;
+                # OpenAI-compatible servers that do not know the option ignore it.
+                stream_usage=True,
+                **common,
+            )
+        else:
+            yield ChatGroq(
+                api_key=settings.groq_api_key,
+                base_url=settings.groq_base_url,
+                **common,
+            )
