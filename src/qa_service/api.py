@@ -117,6 +117,7 @@ def start_answer(service: Service, ask: AskBody) -> EventSourceResponse:
     question = _checked_query(ask.query, settings.max_query_chars)
     prompt = _checked_prompt(ask.prompt, service)
     configurable = _checked_scenario(ask.scenario, settings)
+    request = AnswerRequest(question=question, prompt=prompt, configurable=configurable)
     answer = Answer(
         AnswerMeta(
             request_id=correlation_id.get() or "",
@@ -126,11 +127,13 @@ def start_answer(service: Service, ask: AskBody) -> EventSourceResponse:
             demo_fallback=settings.is_demo_fallback,
             notice=DEMO_FALLBACK_NOTICE if settings.is_demo_fallback else None,
             scenario=ask.scenario,
-        )
+        ),
+        service.writer,
+        request,
+        settings.upstream_close_timeout_seconds,
     )
-    request = AnswerRequest(question=question, prompt=prompt, configurable=configurable)
     return EventSourceResponse(
-        answer_events(answer, service.writer, request, settings.upstream_close_timeout_seconds),
+        answer_events(answer),
         # sse-starlette defaults to no-store; no-cache is what proxies and
         # browsers are documented to honour for event streams.
         headers={"Cache-Control": "no-cache"},

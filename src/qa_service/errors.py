@@ -162,7 +162,7 @@ _STATUS_ERRORS = (openai.APIStatusError, groq.APIStatusError)
 _TIMEOUT_ERRORS = (openai.APITimeoutError, groq.APITimeoutError, httpx.TimeoutException)
 _CONNECT_ERRORS = (openai.APIConnectionError, groq.APIConnectionError, httpx.ConnectError)
 # Raised while reading an already-open body: the provider cut the stream.
-_CUT_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.StreamError)
+_CUT_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError)
 # An error object inside an open stream (the SDKs raise the bare APIError for it).
 _IN_STREAM_ERRORS = (openai.APIError, groq.APIError)
 
@@ -173,17 +173,30 @@ def classify_failure(exc: BaseException) -> PublicError:
         return exc.public
     if isinstance(exc, _STATUS_ERRORS):
         return _classify_status(exc.status_code, exc.response.headers)
-    if isinstance(exc, _TIMEOUT_ERRORS):
-        return UPSTREAM_TIMEOUT
-    if isinstance(exc, _CONNECT_ERRORS):
-        return UPSTREAM_UNAVAILABLE
-    if isinstance(exc, _CUT_ERRORS):
-        return UPSTREAM_INTERRUPTED
     if isinstance(exc, UpstreamIncompleteError):
         return UPSTREAM_INCOMPLETE
-    if isinstance(exc, _IN_STREAM_ERRORS):
-        return UPSTREAM_ERROR
+    # The SDKs wrap transport errors (openai: a cut body becomes
+    # APIConnectionError, and langchain-openai wraps that again), so the
+    # transport error that started it decides.
+    causes = list(_cause_chain(exc))
+    for kinds, public in (
+        (_CUT_ERRORS, UPSTREAM_INTERRUPTED),
+        (_TIMEOUT_ERRORS, UPSTREAM_TIMEOUT),
+        (_CONNECT_ERRORS, UPSTREAM_UNAVAILABLE),
+        (_IN_STREAM_ERRORS, UPSTREAM_ERROR),
+    ):
+        if any(isinstance(cause, kinds) for cause in causes):
+            return public
     return INTERNAL
+
+
+def _cause_chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 16:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def upstream_status(exc: BaseException) -> int | None:

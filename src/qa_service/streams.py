@@ -1,14 +1,25 @@
-"""One answer's life: runs the writer, numbers its events, ends it explicitly, cleans up.
+"""One answer's life: generation in its own task, a numbered event log, subscribers, cancel.
 
-An `Answer` issues every event id (`<answer id>:<seq>`, seq 0 is `meta`), so a
-later Last-Event-ID resumption can key a replay buffer on exactly these ids.
-Every stream ends with one `done` or one `error` event, unless the client left
-first; then the generator is cancelled, and `closing_upstream` closes the
-provider's HTTP response so generation (and billing) stops.
+Why generation runs in a task of its own, not inside the response's generator:
+sse-starlette stops a stream by cancelling an anyio cancel scope, and anyio
+re-delivers that cancellation every loop iteration until the scope exits.
+LangChain runs each chain step in a child asyncio task, which the repeated
+cancels reach too. They break the shield httpcore puts around closing a
+response (seen: `response_closed.failed exception=CancelledError`), and
+that close marks itself done first, so the socket stays open and the provider
+keeps generating (with langchain-groq, whose SDK stream has no `finally`, it
+stays open until garbage collection). A separate task, cancelled exactly
+once, lets every SDK close its response; tests/integration/test_cancellation.py
+watches the upstream socket to prove it.
+
+The event log is also what Last-Event-ID resumption needs: every event keeps
+its id (`<answer id>:<seq>`, seq 0 is `meta`), and `subscribe(after=...)`
+replays from any point.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, Mapping
@@ -16,12 +27,12 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from sse_starlette import ServerSentEvent
 
 from qa_service import events
 from qa_service.errors import UpstreamIncompleteError, classify_failure, upstream_status
 from qa_service.events import AnswerMeta, AnswerSummary
-from qa_service.upstream import closing_upstream
 from qa_service.writer import AIWriter, GenerationReport
 
 log = logging.getLogger("qa_service.answers")
@@ -35,49 +46,116 @@ class AnswerRequest:
 
 
 class Answer:
-    """Identity, event numbering and tallies of one answer."""
+    """One answer: generates in its own task and keeps every event it published."""
 
-    def __init__(self, meta: AnswerMeta) -> None:
+    def __init__(
+        self,
+        meta: AnswerMeta,
+        writer: AIWriter,
+        request: AnswerRequest,
+        upstream_close_timeout: float,
+    ) -> None:
         self.meta = meta
         self.id = meta.request_id
-        self.started = time.perf_counter()
+        self.outcome = "client_disconnected"
+        self.error_code: str | None = None
         self.ttft_ms: float | None = None
         self.chars = 0
         self.pieces = 0
-        self.outcome = "client_disconnected"
-        self.error_code: str | None = None
-        self._seq = 0
+        self._writer = writer
+        self._request = request
+        self._close_timeout = upstream_close_timeout
+        self._events: list[ServerSentEvent] = []
+        self._published = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ended = False
+        self._started = time.perf_counter()
 
-    def _next_seq(self) -> int:
-        seq = self._seq
-        self._seq += 1
-        return seq
+    @property
+    def finished(self) -> bool:
+        """True once the last event (done or error) is published, or generation stopped."""
+        return self._ended
 
-    def elapsed_ms(self) -> float:
-        return round((time.perf_counter() - self.started) * 1000, 1)
+    def start(self) -> None:
+        """Start generating; idempotent. Must run inside the event loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._generate(), name=f"answer-{self.id}"
+            )
 
-    def meta_event(self) -> ServerSentEvent:
-        return events.meta(self.id, self._next_seq(), self.meta)
+    async def cancel(self) -> None:
+        """Stop generating and wait (bounded) until the upstream request is closed."""
+        task = self._task
+        if task is None or task.done():
+            return
+        task.cancel()
+        # Shielded: this runs while the caller is itself being cancelled.
+        with anyio.move_on_after(self._close_timeout, shield=True):
+            await asyncio.wait({task})
 
-    def text_event(self, chunk: str) -> ServerSentEvent:
+    async def subscribe(self, after: int = -1) -> AsyncGenerator[ServerSentEvent]:
+        """Every event with seq > `after`, as published, until the answer ends."""
+        next_seq = after + 1
+        while True:
+            while next_seq < len(self._events):
+                yield self._events[next_seq]
+                next_seq += 1
+            if self.finished:
+                return
+            await self._published.wait()
+
+    def _publish(self, event: ServerSentEvent) -> None:
+        self._events.append(event)
+        # Wake every subscriber, then arm a fresh event for the next publish.
+        published, self._published = self._published, asyncio.Event()
+        published.set()
+
+    def _elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self._started) * 1000, 1)
+
+    async def _generate(self) -> None:
+        self._publish(events.meta(self.id, 0, self.meta))
+        report = GenerationReport()
+        try:
+            texts = self._writer.stream(
+                self._request.question,
+                prompt=self._request.prompt,
+                report=report,
+                configurable=self._request.configurable,
+            )
+            async with aclosing(texts):
+                async for chunk in texts:
+                    self._publish_text(chunk)
+            if report.finish_reason is None:
+                raise UpstreamIncompleteError
+        # Exception, never BaseException: cancellation must pass through untouched.
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an error event
+            self._publish_error(exc)
+        else:
+            self._publish_done(report)
+        finally:
+            self._publish_end()
+            self._log(report)
+
+    def _publish_text(self, chunk: str) -> None:
         if self.ttft_ms is None:
-            self.ttft_ms = self.elapsed_ms()
+            self.ttft_ms = self._elapsed_ms()
         self.chars += len(chunk)
         self.pieces += 1
-        return events.text(self.id, self._next_seq(), chunk)
+        self._publish(events.text(self.id, len(self._events), chunk))
 
-    def done_event(self, report: GenerationReport) -> ServerSentEvent:
+    def _publish_done(self, report: GenerationReport) -> None:
         self.outcome = "complete"
         summary = AnswerSummary(
             finish_reason=report.finish_reason,
             usage=report.usage,
             ttft_ms=self.ttft_ms,
             chars=self.chars,
-            duration_ms=self.elapsed_ms(),
+            duration_ms=self._elapsed_ms(),
         )
-        return events.done(self.id, self._next_seq(), summary)
+        self._publish(events.done(self.id, len(self._events), summary))
 
-    def error_event(self, exc: Exception) -> ServerSentEvent:
+    def _publish_error(self, exc: Exception) -> None:
         public = classify_failure(exc)
         self.outcome = "error"
         self.error_code = public.code
@@ -90,55 +168,38 @@ class Answer:
             upstream_status(exc),
             self.pieces,
         )
-        return events.error(self.id, self._next_seq(), public)
+        self._publish(events.error(self.id, len(self._events), public))
+
+    def _publish_end(self) -> None:
+        self._ended = True
+        self._published.set()
+
+    def _log(self, report: GenerationReport) -> None:
+        usage = report.usage or {}
+        log.info(
+            "answer request_id=%s provider=%s model=%s prompt=%s outcome=%s code=%s "
+            "pieces=%d chars=%d ttft_ms=%s duration_ms=%s input_tokens=%s output_tokens=%s",
+            self.id,
+            self.meta.provider,
+            self.meta.model,
+            self.meta.prompt,
+            self.outcome,
+            self.error_code or "-",
+            self.pieces,
+            self.chars,
+            self.ttft_ms,
+            self._elapsed_ms(),
+            usage.get("input_tokens", "-"),
+            usage.get("output_tokens", "-"),
+        )
 
 
-async def answer_events(
-    answer: Answer,
-    writer: AIWriter,
-    request: AnswerRequest,
-    upstream_close_timeout: float,
-) -> AsyncGenerator[ServerSentEvent]:
-    """The whole event stream of one answer: meta, text..., then done or error."""
-    yield answer.meta_event()
-    report = GenerationReport()
+async def answer_events(answer: Answer) -> AsyncGenerator[ServerSentEvent]:
+    """One connection's stream: the answer's events. Hanging up cancels the answer."""
+    answer.start()
     try:
-        async with closing_upstream(upstream_close_timeout):
-            texts = writer.stream(
-                request.question,
-                prompt=request.prompt,
-                report=report,
-                configurable=request.configurable,
-            )
-            async with aclosing(texts):
-                async for chunk in texts:
-                    yield answer.text_event(chunk)
-        if report.finish_reason is None:
-            raise UpstreamIncompleteError
-    # Exception, never BaseException: cancellation must pass through untouched.
-    except Exception as exc:  # noqa: BLE001 - every failure becomes an error event
-        yield answer.error_event(exc)
-    else:
-        yield answer.done_event(report)
+        async with aclosing(answer.subscribe()) as stream:
+            async for event in stream:
+                yield event
     finally:
-        _log_answer(answer, report)
-
-
-def _log_answer(answer: Answer, report: GenerationReport) -> None:
-    usage = report.usage or {}
-    log.info(
-        "answer request_id=%s provider=%s model=%s prompt=%s outcome=%s code=%s "
-        "pieces=%d chars=%d ttft_ms=%s duration_ms=%s input_tokens=%s output_tokens=%s",
-        answer.id,
-        answer.meta.provider,
-        answer.meta.model,
-        answer.meta.prompt,
-        answer.outcome,
-        answer.error_code or "-",
-        answer.pieces,
-        answer.chars,
-        answer.ttft_ms,
-        answer.elapsed_ms(),
-        usage.get("input_tokens", "-"),
-        usage.get("output_tokens", "-"),
-    )
+        await answer.cancel()

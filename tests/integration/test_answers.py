@@ -1,0 +1,152 @@
+"""Complete answers over real HTTP, for both providers, against the stub."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.integration.conftest import marker
+from tests.support.service import RunningService
+from tests.support.sse import read_stream
+from tests.support.upstream_stub import GROQ_PATH, OPENAI_PATH, Reply, UpstreamStub
+
+# Every character class that naive relays mangle, with multi-byte characters at
+# piece edges. The stub also writes each event in 1-byte TCP writes, so every
+# multi-byte character below arrives split across writes.
+HARD_PIECES = [
+    "line one\nline two\r\n",
+    "bare\rCR\ttab ",
+    "\"double\" 'single' back\\slash \\n not-a-newline ",
+    "<script>alert('x')</script> <img src=x onerror=alert(1)> &amp; &lt; ",
+    "光合作用",
+    "是植物🌱",
+    "👩🏽‍🔬 👨‍👩‍👧‍👦 é e\u0301 ",
+    "\u2028\u2029 data: not a field\n\nid: nor this\n",
+    "",
+    " ",
+    "end.",
+]
+
+
+def test_text_arrives_exactly_as_the_model_wrote_it(
+    service: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=HARD_PIECES, write_slice_bytes=1))
+
+    stream = read_stream(service.url, params={"query": key})
+
+    assert stream.status == 200
+    assert stream.text == "".join(HARD_PIECES)
+    assert stream.kinds[0] == "meta"
+    assert stream.kinds[-1] == "done"
+    assert stream.last["done"]["chars"] == len("".join(HARD_PIECES))
+    # Empty pieces carry nothing and are not sent; every other piece is one event.
+    assert stream.kinds.count("text") == len([p for p in HARD_PIECES if p])
+
+
+def test_metadata_usage_and_event_ids(service: RunningService, stub: UpstreamStub) -> None:
+    key = marker()
+    usage = {"prompt_tokens": 31, "completion_tokens": 7, "total_tokens": 38}
+    stub.reply(key, Reply(pieces=["a", "b", "c"], usage=usage, finish_reason="length"))
+
+    stream = read_stream(service.url, params={"query": key})
+
+    request_id = stream.headers["x-request-id"]
+    provider = "groq" if _is_groq(service) else "openai"
+    meta = stream.events[0]["meta"]
+    assert meta == {
+        "request_id": request_id,
+        "provider": provider,
+        "model": meta["model"],
+        "prompt": "explain",
+        "demo_fallback": False,
+    }
+    assert meta["model"] in ("gpt-4o-mini", "llama-3.1-8b-instant")
+    done = stream.last["done"]
+    assert done["finish_reason"] == "length"
+    assert done["usage"] == {"input_tokens": 31, "output_tokens": 7, "total_tokens": 38}
+    assert done["chars"] == 3
+    assert isinstance(done["ttft_ms"], float)
+    assert done["ttft_ms"] >= 0
+    assert done["duration_ms"] >= done["ttft_ms"]
+    assert stream.ids == [f"{request_id}:{n}" for n in range(len(stream.events))]
+    exchange = stub.exchanges_for(key)[0]
+    assert exchange.path == (GROQ_PATH if provider == "groq" else OPENAI_PATH)
+    assert exchange.body["stream"] is True
+
+
+def _is_groq(service: RunningService) -> bool:
+    return httpx.get(f"{service.url}/readyz").json()["provider"] == "groq"
+
+
+def test_stream_headers_suit_proxies_and_browsers(
+    openai_service: RunningService, stub: UpstreamStub
+) -> None:
+    stream = read_stream(openai_service.url, params={"query": marker()})
+
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    assert stream.headers["cache-control"] == "no-cache"
+    assert stream.headers["x-accel-buffering"] == "no"
+
+
+def test_caller_request_id_is_kept(openai_service: RunningService) -> None:
+    request_id = "nginx-0123456789abcdef"
+    with httpx.stream(
+        "GET",
+        f"{openai_service.url}/ai_write",
+        params={"query": marker()},
+        headers={"X-Request-ID": request_id},
+    ) as response:
+        body = response.read().decode()
+    assert response.headers["x-request-id"] == request_id
+    assert f"id: {request_id}:0\n" in body
+
+
+def test_braces_in_a_query_are_literal(openai_service: RunningService, stub: UpstreamStub) -> None:
+    key = marker()
+    query = f"{key} what is {{concept}} and {{{{x}}}} and {{0}}?"
+
+    stream = read_stream(openai_service.url, params={"query": query})
+
+    assert stream.kinds[-1] == "done"
+    sent = stub.exchanges_for(key)[0].body["messages"][-1]["content"]
+    assert sent == ("Use 100 words to explain the following knowledge point or introduce: " + query)
+
+
+def test_a_named_prompt_is_used(openai_service: RunningService, stub: UpstreamStub) -> None:
+    key = marker()
+
+    stream = read_stream(
+        openai_service.url, method="POST", json_body={"query": key, "prompt": "eli5"}
+    )
+
+    assert stream.events[0]["meta"]["prompt"] == "eli5"
+    messages = stub.exchanges_for(key)[0].body["messages"]
+    assert messages[0]["role"] == "system"
+    assert "ten-year-old" in messages[-1]["content"]
+
+
+def test_model_settings_reach_the_provider(
+    openai_service: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    read_stream(openai_service.url, params={"query": key})
+
+    body = stub.exchanges_for(key)[0].body
+    assert body["model"] == "gpt-4o-mini"
+    assert body["temperature"] == 0.7
+    # langchain-openai sends the current field name; Groq still takes max_tokens.
+    assert body.get("max_completion_tokens", body.get("max_tokens")) == 512
+    assert body["stream_options"] == {"include_usage": True}
+
+
+def test_post_and_get_give_the_same_answer(
+    openai_service: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=["same ", "text"]))
+
+    got = read_stream(openai_service.url, params={"query": key})
+    posted = read_stream(openai_service.url, method="POST", json_body={"query": key})
+
+    assert got.text == posted.text == "same text"

@@ -1,0 +1,101 @@
+"""A client that hangs up stops the spend: the upstream request is closed within 1 s."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.integration.conftest import marker
+from tests.support.service import RunningService
+from tests.support.upstream_stub import Exchange, Reply, UpstreamStub
+
+LONG_ANSWER = [f"word{n} " for n in range(400)]  # 20 s at 50 ms a piece
+
+
+def _hang_up_after(service: RunningService, stub: UpstreamStub, key: str, kind: str) -> float:
+    """Read events until one of `kind` arrives and the stub has the request, then hang up."""
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("GET", f"{service.url}/ai_write", params={"query": key}) as response,
+    ):
+        for line in response.iter_lines():
+            if line.startswith("data: ") and kind in json.loads(line[6:]):
+                # Wait here: leaving iter_lines() closes the response at once.
+                _wait_for(lambda: bool(stub.exchanges_for(key)), "no upstream request arrived")
+                break
+    return time.monotonic()
+
+
+def _wait_for(condition: Callable[[], bool], failure: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(failure)
+        time.sleep(0.005)
+
+
+def _wait_closed(stub: UpstreamStub, key: str) -> Exchange:
+    _wait_for(
+        lambda: stub.exchanges_for(key)[0].client_closed_at is not None,
+        "the upstream request was never closed",
+    )
+    return stub.exchanges_for(key)[0]
+
+
+def test_client_hangup_mid_answer_closes_upstream_request(
+    service: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=LONG_ANSWER, piece_delay=0.05))
+
+    hung_up_at = _hang_up_after(service, stub, key, "text")
+    exchange = _wait_closed(stub, key)
+
+    assert exchange.client_closed_at is not None
+    assert exchange.client_closed_at - hung_up_at < 1.0
+    assert not exchange.completed
+    assert exchange.pieces_written < 40
+    assert "outcome=client_disconnected" in _answer_log(service, key, exchange)
+
+
+def test_client_hangup_before_first_token_closes_upstream_request(
+    service: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=LONG_ANSWER, first_delay=10.0))
+
+    hung_up_at = _hang_up_after(service, stub, key, "meta")
+    exchange = _wait_closed(stub, key)
+
+    assert exchange.client_closed_at is not None
+    assert exchange.client_closed_at - hung_up_at < 1.0
+    assert exchange.pieces_written == 0
+
+
+@pytest.mark.parametrize("hangups", [5])
+def test_repeated_hangups_leave_no_upstream_request_open(
+    service: RunningService, stub: UpstreamStub, hangups: int
+) -> None:
+    keys = [marker() for _ in range(hangups)]
+    for key in keys:
+        stub.reply(key, Reply(pieces=LONG_ANSWER, piece_delay=0.05))
+        _hang_up_after(service, stub, key, "text")
+
+    closed = [_wait_closed(stub, key) for key in keys]
+
+    assert all(not exchange.completed for exchange in closed)
+
+
+def _answer_log(service: RunningService, key: str, exchange: Exchange) -> str:
+    # The answer's own log line is written when its generator finishes closing.
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        lines = [line for line in service.logs().splitlines() if "answer request_id" in line]
+        if lines and any("client_disconnected" in line for line in lines):
+            return "\n".join(lines)
+        time.sleep(0.05)
+    return service.logs()

@@ -1,0 +1,316 @@
+"""A loopback chat-completions server that speaks OpenAI's and Groq's real SSE wire format.
+
+Raw asyncio streams rather than a framework, because the tests need control a
+framework hides: exactly how bytes are cut into TCP writes (to split a UTF-8
+character), cutting a connection mid-body, and seeing the moment a client
+hangs up. Replies are scripted per request: a test registers a `Reply` under
+a marker string, and any request whose messages contain the marker gets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+OPENAI_PATH = "/v1/chat/completions"
+GROQ_PATH = "/openai/v1/chat/completions"
+
+
+@dataclass
+class Reply:
+    """What the stub answers to one request."""
+
+    pieces: list[str] = field(default_factory=lambda: ["Hello", ", ", "world", "."])
+    status: int = 200
+    # A JSON error body; "{api_key}" in any string is replaced by the bearer token,
+    # the way some providers (and proxies) echo the credential they rejected.
+    error_body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    first_delay: float = 0.0
+    piece_delay: float = 0.0
+    # Write every HTTP body chunk in slices of this many bytes, each its own
+    # TCP write, so multi-byte characters arrive split.
+    write_slice_bytes: int | None = None
+    cut_after_pieces: int | None = None
+    finish_reason: str | None = "stop"
+    send_done: bool = True
+    usage: dict[str, int] | None = field(
+        default_factory=lambda: {"prompt_tokens": 21, "completion_tokens": 4, "total_tokens": 25}
+    )
+
+
+@dataclass
+class Exchange:
+    """What the stub saw of one request, and how its response ended."""
+
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    opened_at: float
+    pieces_written: int = 0
+    completed: bool = False
+    client_closed_at: float | None = None
+
+
+class UpstreamStub:
+    """Run with `start()` in a thread of its own; `url` is its base URL."""
+
+    def __init__(self) -> None:
+        self._replies: dict[str, Reply] = {}
+        self.exchanges: list[Exchange] = []
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def reply(self, marker: str, reply: Reply) -> None:
+        with self._lock:
+            self._replies[marker] = reply
+
+    def exchanges_for(self, marker: str) -> list[Exchange]:
+        with self._lock:
+            return [e for e in self.exchanges if marker in json.dumps(e.body["messages"])]
+
+    def start(self) -> None:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            self._server = loop.run_until_complete(
+                asyncio.start_server(self._serve_connection, "127.0.0.1", 0)
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="upstream-stub", daemon=True)
+        self._thread.start()
+        ready.wait(5)
+
+    def stop(self) -> None:
+        if self._loop is None or self._server is None:
+            return
+        loop, server = self._loop, self._server
+
+        async def shutdown() -> None:
+            server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            loop.stop()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), loop)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _reply_for(self, body: dict[str, Any]) -> Reply:
+        text = json.dumps(body.get("messages", []))
+        with self._lock:
+            for marker, reply in self._replies.items():
+                if marker in text:
+                    return reply
+        return Reply()
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            while await self._serve_one(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        head = await reader.readuntil(b"\r\n\r\n")
+        request_line, *header_lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = request_line.split(" ", 2)
+        headers = {}
+        for line in header_lines:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                headers[name.strip().lower()] = value.strip()
+        raw_body = await reader.readexactly(int(headers.get("content-length", "0")))
+        body = json.loads(raw_body) if raw_body else {}
+        if method != "POST" or path not in (OPENAI_PATH, GROQ_PATH):
+            await _write_json(writer, 404, {"error": {"message": "not found"}}, {})
+            return True
+        exchange = Exchange(path, headers, body, time.monotonic())
+        with self._lock:
+            self.exchanges.append(exchange)
+        reply = self._reply_for(body)
+        if reply.status != 200:
+            api_key = headers.get("authorization", "").removeprefix("Bearer ")
+            error = _fill_key(reply.error_body or {"error": {"message": "failed"}}, api_key)
+            await _write_json(writer, reply.status, error, reply.headers)
+            return True
+        return await self._stream(reader, writer, exchange, reply, groq=path == GROQ_PATH)
+
+    async def _stream(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        exchange: Exchange,
+        reply: Reply,
+        *,
+        groq: bool,
+    ) -> bool:
+        hangup = asyncio.ensure_future(reader.read(1))
+
+        def note_hangup(read: asyncio.Future[bytes]) -> None:
+            exchange.client_closed_at = time.monotonic()
+            if not read.cancelled():
+                read.exception()  # a reset is a hang-up too; mark it retrieved
+
+        hangup.add_done_callback(note_hangup)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+            b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n"
+            # One stream per connection: then the socket's end means exactly this
+            # stream's end, and a read on it can watch for the client hanging up.
+            b"connection: close\r\n\r\n"
+        )
+        try:
+            await self._write_events(writer, exchange, reply, hangup, groq=groq)
+            if exchange.client_closed_at is not None:
+                return False
+            if reply.cut_after_pieces is not None:
+                # Abort: no terminating chunk, so the client sees a truncated body.
+                transport = writer.transport
+                transport.abort()
+                return False
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            exchange.completed = True
+        except ConnectionError:
+            exchange.client_closed_at = exchange.client_closed_at or time.monotonic()
+        finally:
+            if not hangup.done():
+                hangup.remove_done_callback(note_hangup)
+                hangup.cancel()
+        return False
+
+    async def _write_events(
+        self,
+        writer: asyncio.StreamWriter,
+        exchange: Exchange,
+        reply: Reply,
+        hangup: asyncio.Future[bytes],
+        *,
+        groq: bool,
+    ) -> None:
+        model = exchange.body.get("model", "stub-model")
+        include_usage = bool((exchange.body.get("stream_options") or {}).get("include_usage"))
+        if reply.first_delay and await _hung_up_within(hangup, reply.first_delay):
+            return
+        for event in _chunks(model, reply, groq=groq, include_usage=include_usage):
+            if event.piece_index is not None:
+                if reply.cut_after_pieces is not None and (
+                    event.piece_index >= reply.cut_after_pieces
+                ):
+                    return
+                if (
+                    event.piece_index
+                    and reply.piece_delay
+                    and await _hung_up_within(hangup, reply.piece_delay)
+                ):
+                    return
+            if hangup.done():
+                return
+            await _write_chunk(writer, event.data, reply.write_slice_bytes)
+            if event.piece_index is not None:
+                exchange.pieces_written += 1
+
+
+@dataclass
+class _Event:
+    data: bytes
+    piece_index: int | None
+
+
+def _chunks(model: str, reply: Reply, *, groq: bool, include_usage: bool) -> Iterator[_Event]:
+    base = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": 1, "model": model}
+
+    def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        payload = {**base, "system_fingerprint": "fp_stub", "choices": choices, **extra}
+        return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
+
+    def choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+    first_extra = {"x_groq": {"id": "req_stub"}} if groq else {}
+    yield _Event(event([choice({"role": "assistant", "content": ""})], **first_extra), None)
+    for index, piece in enumerate(reply.pieces):
+        yield _Event(event([choice({"content": piece})]), index)
+    if reply.finish_reason is not None:
+        final_extra: dict[str, Any] = {}
+        if groq and reply.usage is not None:
+            final_extra["x_groq"] = {"id": "req_stub", "usage": reply.usage}
+        yield _Event(event([choice({}, reply.finish_reason)], **final_extra), None)
+    if include_usage and not groq and reply.usage is not None:
+        yield _Event(event([], usage=reply.usage), None)
+    if reply.send_done:
+        yield _Event(b"data: [DONE]\n\n", None)
+
+
+async def _write_chunk(writer: asyncio.StreamWriter, data: bytes, slice_bytes: int | None) -> None:
+    """One SSE event as HTTP chunks; sliced, each slice is a separate TCP write."""
+    slices = (
+        [data]
+        if not slice_bytes
+        else [data[i : i + slice_bytes] for i in range(0, len(data), slice_bytes)]
+    )
+    for part in slices:
+        writer.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+        await writer.drain()
+        if slice_bytes:
+            await asyncio.sleep(0.001)
+
+
+async def _hung_up_within(hangup: asyncio.Future[bytes], seconds: float) -> bool:
+    done, _ = await asyncio.wait({hangup}, timeout=seconds)
+    return bool(done)
+
+
+async def _write_json(
+    writer: asyncio.StreamWriter, status: int, body: dict[str, Any], headers: dict[str, str]
+) -> None:
+    data = json.dumps(body).encode()
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    writer.write(
+        f"HTTP/1.1 {status} Stub\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(data)}\r\n{extra}\r\n".encode()
+        + data
+    )
+    await writer.drain()
+
+
+def _fill_key(value: Any, api_key: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{api_key}", api_key)
+    if isinstance(value, dict):
+        return {k: _fill_key(v, api_key) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill_key(v, api_key) for v in value]
+    return value
