@@ -74,9 +74,24 @@ def error(answer_id: str, seq: int, public: PublicError) -> ServerSentEvent:
     return _event(answer_id, seq, {"error": public.as_dict()})
 
 
+class KeepAlive(ServerSentEvent):
+    """A lone comment line, with no blank line after it.
+
+    Proxies see traffic; parsers ignore comments. The blank line that
+    sse-starlette would add is left out on purpose: after any `id:` field,
+    several SSE clients dispatch an empty event for a comment-only block
+    (httpx-sse #35, r3labs/sse #163, openai-go #643), and `JSON.parse("")`
+    then throws in the consumer. Without the blank line there is no block.
+    """
+
+    _ENCODED = f": {KEEPALIVE_COMMENT}{LINE_SEPARATOR}".encode()
+
+    def encode(self) -> bytes:
+        return self._ENCODED
+
+
 def keepalive() -> ServerSentEvent:
-    # A comment line: proxies see traffic, EventSource ignores it.
-    return ServerSentEvent(comment=KEEPALIVE_COMMENT, sep=LINE_SEPARATOR)
+    return KeepAlive(comment=KEEPALIVE_COMMENT, sep=LINE_SEPARATOR)
 
 
 def _event(answer_id: str, seq: int, payload: dict[str, Any]) -> ServerSentEvent:

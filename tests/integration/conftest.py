@@ -15,7 +15,8 @@ from tests.support.upstream_stub import UpstreamStub
 OPENAI_KEY = f"sk-test-{uuid.uuid4().hex}"
 GROQ_KEY = f"gsk_test{uuid.uuid4().hex}"
 
-FAST = {"QA_UPSTREAM_MAX_RETRIES": "0", "QA_LOG_LEVEL": "info"}
+# A short keep-alive puts comment lines among the events of every test.
+FAST = {"QA_UPSTREAM_MAX_RETRIES": "0", "QA_LOG_LEVEL": "info", "QA_KEEPALIVE_SECONDS": "0.2"}
 
 
 @pytest.fixture(scope="session")

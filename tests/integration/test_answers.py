@@ -150,3 +150,19 @@ def test_post_and_get_give_the_same_answer(
     posted = read_stream(openai_service.url, method="POST", json_body={"query": key})
 
     assert got.text == posted.text == "same text"
+
+
+def test_slow_first_token_is_bridged_by_keepalives_that_parsers_ignore(
+    service: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=["late ", "but ", "whole"], first_delay=1.0, piece_delay=0.5))
+
+    with httpx.stream("GET", f"{service.url}/ai_write", params={"query": key}) as response:
+        lines = response.read().decode().splitlines()
+    parsed = read_stream(service.url, params={"query": key})
+
+    first_text = next(i for i, line in enumerate(lines) if '{"text"' in line)
+    assert lines[:first_text].count(": keep-alive") >= 3
+    assert parsed.kinds == ["meta", "text", "text", "text", "done"]
+    assert parsed.text == "late but whole"

@@ -1,0 +1,101 @@
+"""Bad input is refused with a JSON 4xx before any upstream call, never truncated."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.integration.conftest import marker
+from tests.support.service import RunningService
+from tests.support.upstream_stub import UpstreamStub
+
+LIMIT = 4000  # QA_MAX_QUERY_CHARS default
+
+
+def _refusal(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["x-request-id"]
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert body["error"]["retryable"] is False
+    assert body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({}, "query_required"),
+        ({"query": ""}, "query_required"),
+        ({"query": "   \t\n "}, "query_required"),
+        ({"query": "x" * (LIMIT + 1)}, "query_too_long"),
+        ({"query": "ok", "prompt": "no-such-prompt"}, "unknown_prompt"),
+        ({"query": "ok", "prompt": "../etc/passwd"}, "unknown_prompt"),
+        ({"query": "ok", "scenario": "slow_first_token"}, "unknown_scenario"),
+    ],
+)
+def test_bad_get_is_refused_before_any_upstream_call(
+    openai_service: RunningService, stub: UpstreamStub, params: dict[str, str], code: str
+) -> None:
+    before = len(stub.exchanges)
+
+    response = httpx.get(f"{openai_service.url}/ai_write", params=params)
+
+    _refusal(response, 422, code)
+    assert len(stub.exchanges) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({}, "query_required"),
+        ({"query": None}, "query_required"),
+        ({"query": " "}, "query_required"),
+        ({"query": "é" * (LIMIT + 1)}, "query_too_long"),
+        ({"query": 42}, "invalid_request"),
+        ({"query": "ok", "unexpected": 1}, "invalid_request"),
+        ({"query": "ok", "prompt": "nope"}, "unknown_prompt"),
+    ],
+)
+def test_bad_post_is_refused_before_any_upstream_call(
+    openai_service: RunningService, stub: UpstreamStub, body: dict[str, object], code: str
+) -> None:
+    before = len(stub.exchanges)
+
+    response = httpx.post(f"{openai_service.url}/ai_write", json=body)
+
+    _refusal(response, 422, code)
+    assert len(stub.exchanges) == before
+
+
+def test_malformed_json_is_refused(openai_service: RunningService) -> None:
+    response = httpx.post(
+        f"{openai_service.url}/ai_write",
+        content=b'{"query": ',
+        headers={"content-type": "application/json"},
+    )
+    _refusal(response, 422, "invalid_request")
+
+
+def test_oversized_body_is_refused_without_reading_it_all(openai_service: RunningService) -> None:
+    response = httpx.post(f"{openai_service.url}/ai_write", content=b"x" * (LIMIT * 6 + 5000))
+    _refusal(response, 413, "body_too_large")
+
+
+def test_query_at_the_limit_is_answered_whole(
+    openai_service: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    query = key + "界" * (LIMIT - len(key))
+
+    response = httpx.post(f"{openai_service.url}/ai_write", json={"query": query})
+
+    assert response.status_code == 200
+    sent = stub.exchanges_for(key)[0].body["messages"][-1]["content"]
+    assert sent.endswith(query)
+
+
+def test_unknown_routes_and_methods_get_json_errors(openai_service: RunningService) -> None:
+    _refusal(httpx.get(f"{openai_service.url}/nope"), 404, "not_found")
+    _refusal(httpx.delete(f"{openai_service.url}/ai_write"), 405, "method_not_allowed")

@@ -1,0 +1,126 @@
+"""The keyless demo provider over real HTTP: its scenarios and the keep-alive comments."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from qa_service.demo import UNICODE_SAMPLE
+from tests.support.service import RunningService, run_service
+from tests.support.sse import read_stream
+
+PAUSE = 0.6
+KEEPALIVE = 0.15
+
+
+@pytest.fixture(scope="module")
+def demo_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    settings = {
+        "QA_DEMO_CHUNK_DELAY_MS": "1",
+        "QA_DEMO_PAUSE_SECONDS": str(PAUSE),
+        "QA_KEEPALIVE_SECONDS": str(KEEPALIVE),
+    }
+    with run_service(settings, tmp_path_factory.mktemp("demo")) as service:
+        yield service
+
+
+def test_demo_answer_says_it_is_a_demo(demo_service: RunningService) -> None:
+    stream = read_stream(demo_service.url, params={"query": "photosynthesis"})
+
+    meta = stream.events[0]["meta"]
+    assert meta["provider"] == "demo"
+    assert meta["demo_fallback"] is True
+    assert "demo" in meta["notice"]
+    assert "photosynthesis" in stream.text
+    assert stream.kinds.count("text") > 20
+    done = stream.last["done"]
+    assert done["finish_reason"] == "stop"
+    assert done["usage"]["output_tokens"] == stream.kinds.count("text")
+
+
+def test_demo_is_deterministic(demo_service: RunningService) -> None:
+    first = read_stream(demo_service.url, params={"query": "tides"})
+    second = read_stream(demo_service.url, params={"query": "tides"})
+    assert first.text == second.text
+
+
+def test_unicode_scenario_arrives_exactly(demo_service: RunningService) -> None:
+    query = "emoji 🌍 and {braces}"
+    stream = read_stream(demo_service.url, params={"query": query, "scenario": "unicode"})
+
+    request = "Use 100 words to explain the following knowledge point or introduce: " + query
+    assert stream.text == UNICODE_SAMPLE.replace("{request}", request)
+    assert stream.events[0]["meta"]["scenario"] == "unicode"
+
+
+def test_error_mid_stream_scenario_ends_with_an_error_event(demo_service: RunningService) -> None:
+    stream = read_stream(
+        demo_service.url, method="POST", json_body={"query": "x", "scenario": "error_mid_stream"}
+    )
+    assert stream.kinds.count("text") > 5
+    assert stream.kinds[-1] == "error"
+    assert stream.last["error"]["code"] == "upstream_interrupted"
+    assert stream.last["error"]["retryable"] is True
+
+
+@pytest.mark.parametrize("scenario", ["slow_first_token", "long_silence"])
+def test_silences_are_bridged_by_keepalive_comments(
+    demo_service: RunningService, scenario: str
+) -> None:
+    with httpx.stream(
+        "GET", f"{demo_service.url}/ai_write", params={"query": "x", "scenario": scenario}
+    ) as response:
+        body = response.read().decode()
+
+    blocks = body.split("\n\n")
+    assert not any(block.strip() == ": keep-alive" for block in blocks), "no comment-only block"
+    kinds = [
+        kind
+        for line in body.splitlines()
+        for kind in ["keepalive" if line == ": keep-alive" else "text" if '{"text"' in line else ""]
+        if kind
+    ]
+    first_text = kinds.index("text")
+    if scenario == "slow_first_token":
+        assert kinds[:first_text].count("keepalive") >= 2
+    else:
+        last_text = len(kinds) - 1 - kinds[::-1].index("text")
+        assert kinds[first_text:last_text].count("keepalive") >= 2
+    assert '"done"' in blocks[-2]
+
+
+def test_scenarios_are_refused_outside_the_demo_provider_and_unknown_ones_too(
+    demo_service: RunningService,
+) -> None:
+    response = httpx.get(f"{demo_service.url}/ai_write", params={"query": "x", "scenario": "x"})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "unknown_scenario"
+
+
+def test_cli_ask_streams_to_the_terminal(demo_service: RunningService, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "qa_service", "ask", "--url", demo_service.url, "tides"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0
+    assert "tides" in result.stdout
+    assert "demo" in result.stderr
+
+    failed = subprocess.run(
+        [sys.executable, "-m", "qa_service", "ask", "--url", demo_service.url, " "],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert failed.returncode == 1
+    assert "query_required" in failed.stderr

@@ -1,0 +1,109 @@
+"""Start-up: a wrong configuration stops with one line naming the setting; health endpoints."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.service import RunningService, run_service, service_env
+
+
+def _serve_fails(settings: dict[str, str], workdir: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "qa_service", "serve", "--port", "0"],
+        env=service_env(settings),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("settings", "names"),
+    [
+        ({"QA_PROVIDER": "anthropic"}, "QA_PROVIDER"),
+        ({"QA_PROVIDER": "openai"}, "OPENAI_API_KEY"),
+        ({"QA_PROVIDER": "groq", "GROQ_API_KEY": "  "}, "GROQ_API_KEY"),
+        ({"QA_TEMPERATURE": "hot"}, "QA_TEMPERATURE"),
+        ({"QA_MAX_QUERY_CHARS": "0"}, "QA_MAX_QUERY_CHARS"),
+        ({"QA_DEFAULT_PROMPT": "missing"}, "QA_DEFAULT_PROMPT"),
+        ({"QA_PROMPTS_DIR": "/nonexistent/prompts"}, "/nonexistent/prompts"),
+    ],
+)
+def test_wrong_configuration_stops_start_up_with_one_line(
+    tmp_path: Path, settings: dict[str, str], names: str
+) -> None:
+    line = _serve_fails(settings, tmp_path)
+    assert line.startswith("qa-service: configuration error: ")
+    assert names in line
+
+
+@pytest.mark.parametrize(
+    ("content", "fault"),
+    [
+        ('system = "s"\n', "'user'"),
+        ('system = "s"\nuser = "no variable"\n', "{concept}"),
+        ('system = "s"\nuser = "{concept} and {other}"\n', "other"),
+        ('system = "s {concept}"\nuser = "x"\n', "'user' part"),
+        ('system = "s"\nuser = "{concept"\n', "invalid template"),
+        ("not toml at all [", "unreadable"),
+        ('system = "s"\nuser = "{concept}"\ncolour = "red"\n', "unknown keys"),
+    ],
+)
+def test_a_broken_prompt_file_stops_start_up_naming_the_file(
+    tmp_path: Path, content: str, fault: str
+) -> None:
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "explain.toml").write_text('system = "s"\nuser = "{concept}"\n')
+    (prompts / "broken.toml").write_text(content)
+
+    line = _serve_fails({"QA_PROMPTS_DIR": str(prompts)}, tmp_path)
+
+    assert "broken.toml" in line
+    assert fault in line
+
+
+def test_secrets_given_at_start_up_never_reach_the_error_line(tmp_path: Path) -> None:
+    secret = "sk-test-do-not-print-me-0123456789"
+    line = _serve_fails({"QA_PROVIDER": "bogus", "OPENAI_API_KEY": secret}, tmp_path)
+    assert secret not in line
+
+
+def test_health_and_readiness(openai_service: RunningService) -> None:
+    assert httpx.get(f"{openai_service.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{openai_service.url}/readyz").json()
+    assert ready == {
+        "status": "ready",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "demo_fallback": False,
+    }
+
+
+def test_prompts_are_listed(openai_service: RunningService) -> None:
+    listing = httpx.get(f"{openai_service.url}/prompts").json()
+    assert listing["default"] == "explain"
+    names = [p["name"] for p in listing["prompts"]]
+    assert names == sorted(names)
+    assert {"explain", "eli5", "outline"} <= set(names)
+
+
+def test_auto_without_keys_falls_back_to_demo_loudly(tmp_path: Path) -> None:
+    with run_service({"QA_DEMO_CHUNK_DELAY_MS": "0"}, tmp_path) as service:
+        ready = httpx.get(f"{service.url}/readyz").json()
+        logs = service.logs()
+    assert ready["provider"] == "demo"
+    assert ready["demo_fallback"] is True
+    assert "WARNING" in logs
+    assert "DEMO provider" in logs
