@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import httpx
 from langchain_core.runnables import Runnable
 from langchain_groq import ChatGroq
 from langchain_openai import ChatOpenAI
 
 from qa_service.config import Settings
 from qa_service.demo import build_demo_model
+from qa_service.upstream import build_async_client, build_sync_client
 
 
 @asynccontextmanager
@@ -31,17 +31,12 @@ async def open_chat_model(settings: Settings) -> AsyncIterator[Runnable[Any, Any
         return
 
     async with AsyncExitStack() as stack:
-        timeout = httpx.Timeout(
+        timeouts = (
+            settings.upstream_connect_timeout_seconds,
             settings.upstream_read_timeout_seconds,
-            connect=settings.upstream_connect_timeout_seconds,
         )
-        # Streams are long-lived: no pool cap below what the service admits.
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=100)
-        async_client = await stack.enter_async_context(
-            httpx.AsyncClient(timeout=timeout, limits=limits)
-        )
-        # Never used for streaming; passed so the SDKs do not build their own.
-        sync_client = stack.enter_context(httpx.Client(timeout=timeout))
+        async_client = await stack.enter_async_context(build_async_client(*timeouts))
+        sync_client = stack.enter_context(build_sync_client(*timeouts))
         common: dict[str, Any] = {
             "model": settings.resolved_model,
             "temperature": settings.temperature,

@@ -7,10 +7,10 @@ LangChain runs each chain step in a child asyncio task, which the repeated
 cancels reach too. They break the shield httpcore puts around closing a
 response (seen: `response_closed.failed exception=CancelledError`), and
 that close marks itself done first, so the socket stays open and the provider
-keeps generating (with langchain-groq, whose SDK stream has no `finally`, it
-stays open until garbage collection). A separate task, cancelled exactly
-once, lets every SDK close its response; tests/integration/test_cancellation.py
-watches the upstream socket to prove it.
+keeps generating. A separate task, cancelled exactly once, lets the SDKs close
+their responses; `closing_upstream` closes any the cancel could not reach
+(see upstream.py). tests/integration/test_cancellation.py watches the
+upstream socket to prove both.
 
 The event log is also what Last-Event-ID resumption needs: every event keeps
 its id (`<answer id>:<seq>`, seq 0 is `meta`), and `subscribe(after=...)`
@@ -33,6 +33,7 @@ from sse_starlette import ServerSentEvent
 from qa_service import events
 from qa_service.errors import UpstreamIncompleteError, classify_failure, upstream_status
 from qa_service.events import AnswerMeta, AnswerSummary
+from qa_service.upstream import closing_upstream
 from qa_service.writer import AIWriter, GenerationReport
 
 log = logging.getLogger("qa_service.answers")
@@ -117,15 +118,16 @@ class Answer:
         self._publish(events.meta(self.id, 0, self.meta))
         report = GenerationReport()
         try:
-            texts = self._writer.stream(
-                self._request.question,
-                prompt=self._request.prompt,
-                report=report,
-                configurable=self._request.configurable,
-            )
-            async with aclosing(texts):
-                async for chunk in texts:
-                    self._publish_text(chunk)
+            async with closing_upstream(self._close_timeout):
+                texts = self._writer.stream(
+                    self._request.question,
+                    prompt=self._request.prompt,
+                    report=report,
+                    configurable=self._request.configurable,
+                )
+                async with aclosing(texts):
+                    async for chunk in texts:
+                        self._publish_text(chunk)
             if report.finish_reason is None:
                 raise UpstreamIncompleteError
         # Exception, never BaseException: cancellation must pass through untouched.

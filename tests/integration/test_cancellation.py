@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -99,3 +100,49 @@ def _answer_log(service: RunningService, key: str, exchange: Exchange) -> str:
             return "\n".join(lines)
         time.sleep(0.05)
     return service.logs()
+
+
+@pytest.mark.parametrize("provider", ["openai", "groq"])
+async def test_hangup_between_chunks_closes_upstream_request(
+    stub: UpstreamStub, provider: str
+) -> None:
+    """The race a server hits by chance, made certain: the subscriber leaves
+    right after a chunk is published, so the cancel lands while LangChain's
+    generators sit at a yield, not inside a network read."""
+    from qa_service.api import Service  # noqa: F401  (import check: app wiring intact)
+    from qa_service.config import Settings
+    from qa_service.events import AnswerMeta
+    from qa_service.prompts import load_prompts
+    from qa_service.providers import open_chat_model
+    from qa_service.streams import Answer, AnswerRequest, answer_events
+    from qa_service.writer import AIWriter
+    from tests.integration.conftest import provider_settings
+    from tests.support.service import PROMPTS
+
+    key = marker()
+    stub.reply(key, Reply(pieces=LONG_ANSWER, piece_delay=0.02))
+    env = provider_settings(provider, stub)
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        provider=provider,
+        openai_api_key=env.get("OPENAI_API_KEY"),
+        openai_base_url=env.get("OPENAI_BASE_URL"),
+        groq_api_key=env.get("GROQ_API_KEY"),
+        groq_base_url=env.get("GROQ_BASE_URL"),
+        upstream_max_retries=0,
+    )
+    async with open_chat_model(settings) as model:
+        meta = AnswerMeta(request_id="r", provider=provider, model="m", prompt="explain")
+        request = AnswerRequest(key, "explain", {})
+        answer = Answer(meta, AIWriter(model, load_prompts(PROMPTS)), request, 1.0)
+        stream = answer_events(answer)
+        for _ in range(4):  # meta and three texts
+            await anext(stream)
+        await stream.aclose()
+        hung_up_at = time.monotonic()
+
+        exchange = await asyncio.to_thread(_wait_closed, stub, key)
+
+    assert exchange.client_closed_at is not None
+    assert exchange.client_closed_at - hung_up_at < 1.0
+    assert not exchange.completed

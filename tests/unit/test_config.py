@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from qa_service.config import ConfigError, Settings, load_settings
+
+
+def _settings(**values: object) -> Settings:
+    # _env_file=None: a developer's .env must not change what the test sees.
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "GROQ_API_KEY", "OPENAI_BASE_URL", "GROQ_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir("/")
+
+
+@pytest.mark.parametrize(
+    ("values", "provider"),
+    [
+        ({}, "demo"),
+        ({"groq_api_key": "g"}, "groq"),
+        ({"openai_api_key": "o"}, "openai"),
+        ({"openai_api_key": "o", "groq_api_key": "g"}, "openai"),
+        ({"openai_api_key": "   "}, "demo"),
+        ({"provider": "groq", "groq_api_key": "g", "openai_api_key": "o"}, "groq"),
+        ({"provider": "demo", "openai_api_key": "o"}, "demo"),
+    ],
+)
+def test_auto_picks_the_provider_by_which_key_is_set(
+    values: dict[str, object], provider: str
+) -> None:
+    assert _settings(**values).resolved_provider == provider
+
+
+def test_demo_fallback_is_flagged_only_for_auto() -> None:
+    assert _settings().is_demo_fallback
+    assert not _settings(provider="demo").is_demo_fallback
+
+
+def test_model_defaults_per_provider_and_can_be_overridden() -> None:
+    assert _settings(groq_api_key="g").resolved_model == "llama-3.1-8b-instant"
+    assert _settings(openai_api_key="o").resolved_model == "gpt-4o-mini"
+    assert _settings(openai_api_key="o", model="gpt-4.1").resolved_model == "gpt-4.1"
+
+
+def test_provider_variables_are_read_without_our_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:1/v1")
+    monkeypatch.setenv("QA_TEMPERATURE", "0.2")
+
+    settings = load_settings()
+
+    assert settings.openai_api_key == SecretStr("sk-from-env")
+    assert settings.openai_base_url == "http://127.0.0.1:1/v1"
+    assert settings.temperature == 0.2
+    assert "sk-from-env" not in repr(settings)
+
+
+def test_explicit_provider_without_its_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QA_PROVIDER", "groq")
+    with pytest.raises(ConfigError, match=r"^GROQ_API_KEY is required when QA_PROVIDER=groq$"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("QA_PROVIDER", "bedrock", "QA_PROVIDER"),
+        ("QA_PORT", "99999", "QA_PORT"),
+        ("QA_KEEPALIVE_SECONDS", "0", "QA_KEEPALIVE_SECONDS"),
+    ],
+)
+def test_invalid_values_are_named_by_their_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(f"{named}: ")
+    assert "\n" not in message
+
+
+def test_secret_values_lists_every_key() -> None:
+    settings = _settings(openai_api_key="o-key", groq_api_key="g-key")
+    assert sorted(settings.secret_values()) == ["g-key", "o-key"]

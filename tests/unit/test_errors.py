@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import groq
+import httpx
+import openai
+import pytest
+
+from qa_service import errors
+from qa_service.errors import classify_failure
+
+REQUEST = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
+
+
+def _status_error(sdk: object, status: int, headers: dict[str, str] | None = None) -> Exception:
+    response = httpx.Response(status, headers=headers, request=REQUEST, json={"error": {}})
+    return sdk.APIStatusError("secret-bearing message", response=response, body=None)  # type: ignore[attr-defined,no-any-return]
+
+
+@pytest.mark.parametrize("sdk", [openai, groq])
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (400, "upstream_bad_request"),
+        (401, "upstream_auth_failed"),
+        (403, "upstream_auth_failed"),
+        (404, "upstream_bad_request"),
+        (408, "upstream_unavailable"),
+        (422, "upstream_bad_request"),
+        (429, "upstream_rate_limited"),
+        (500, "upstream_unavailable"),
+        (529, "upstream_unavailable"),
+    ],
+)
+def test_provider_statuses_map_to_stable_codes(sdk: object, status: int, code: str) -> None:
+    public = classify_failure(_status_error(sdk, status))
+    assert public.code == code
+    assert "secret" not in public.message
+
+
+def test_retry_after_is_passed_on_when_it_is_a_number() -> None:
+    assert (
+        classify_failure(_status_error(openai, 429, {"retry-after": "3"})).retry_after_seconds == 3
+    )
+    dated = _status_error(openai, 429, {"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"})
+    assert classify_failure(dated).retry_after_seconds is None
+
+
+def _wrapped(outer: Exception, cause: Exception) -> Exception:
+    """`outer` raised from `cause`, the way the SDKs wrap transport errors."""
+    outer.__cause__ = cause
+    return outer
+
+
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [
+        (httpx.RemoteProtocolError("peer closed"), "upstream_interrupted"),
+        (
+            _wrapped(openai.APIConnectionError(request=REQUEST), httpx.ReadError("reset")),
+            "upstream_interrupted",
+        ),
+        (
+            _wrapped(openai.APIConnectionError(request=REQUEST), httpx.ConnectError("refused")),
+            "upstream_unavailable",
+        ),
+        (openai.APITimeoutError(request=REQUEST), "upstream_timeout"),
+        (groq.APITimeoutError(request=REQUEST), "upstream_timeout"),
+        (httpx.ReadTimeout("slow"), "upstream_timeout"),
+        (openai.APIError("in-stream error", request=REQUEST, body=None), "upstream_error"),
+        (errors.UpstreamIncompleteError(), "upstream_incomplete"),
+        (RuntimeError("a bug"), "internal_error"),
+    ],
+)
+def test_transport_failures_are_classified_by_their_root_cause(
+    failure: Exception, code: str
+) -> None:
+    assert classify_failure(failure).code == code
+
+
+def test_every_public_code_is_unique_and_documented() -> None:
+    codes = [public.code for public in errors.PUBLIC_ERRORS]
+    assert len(codes) == len(set(codes))
+    protocol = (
+        __import__("pathlib").Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
+    ).read_text()
+    for code in [*codes, "query_required", "query_too_long", "unknown_prompt", "unknown_scenario"]:
+        assert f"`{code}`" in protocol, code

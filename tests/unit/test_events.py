@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from httpx_sse._decoders import SSEDecoder
+
+from qa_service import events
+from qa_service.errors import UPSTREAM_RATE_LIMITED, PublicError
+from qa_service.events import AnswerMeta, AnswerSummary
+
+
+def _decode(raw: bytes) -> list[tuple[str, str]]:
+    """(id, data) of each event, with a real SSE decoder."""
+    decoder = SSEDecoder()
+    out = []
+    # SSE lines end at CR, LF or CRLF only; str.splitlines() would also cut at U+2028.
+    for line in re.split(r"\r\n|\r|\n", raw.decode())[:-1]:
+        sse = decoder.decode(line)
+        if sse is not None:
+            out.append((sse.id, sse.data))
+    return out
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        "plain",
+        "line\nbreak",
+        "cr\ronly",
+        "crlf\r\n",
+        "\n\n",
+        "data: fake\n\nid: 9",
+        'quote " and \\ backslash',
+        "<b>&amp;</b>",
+        "光合作用 🌱 👩🏽‍🔬",
+        "\u2028\u2029",
+        "\x00\x1f",
+        "",
+    ],
+)
+def test_text_event_round_trips_exactly(chunk: str) -> None:
+    raw = events.text("abc", 3, chunk).encode()
+    assert raw.count(b"\n\n") == 1
+    assert raw.endswith(b"\n\n")
+    [(event_id, data)] = _decode(raw)
+    assert event_id == "abc:3"
+    assert json.loads(data) == {"text": chunk}
+
+
+def test_lone_surrogate_survives_as_a_json_escape() -> None:
+    raw = events.text("a", 1, "half \ud83d emoji").encode()
+    raw.decode("utf-8")  # valid UTF-8 on the wire
+    [(_, data)] = _decode(raw)
+    assert json.loads(data) == {"text": "half \ud83d emoji"}
+
+
+def test_non_ascii_is_sent_raw_not_escaped() -> None:
+    assert "光".encode() in events.text("a", 1, "光").encode()
+
+
+def test_meta_omits_unset_fields() -> None:
+    meta = AnswerMeta(request_id="r", provider="openai", model="m", prompt="explain")
+    [(_, data)] = _decode(events.meta("r", 0, meta).encode())
+    assert json.loads(data) == {
+        "meta": {
+            "request_id": "r",
+            "provider": "openai",
+            "model": "m",
+            "prompt": "explain",
+            "demo_fallback": False,
+        }
+    }
+
+
+def test_done_carries_the_summary() -> None:
+    summary = AnswerSummary("stop", {"input_tokens": 1}, 12.5, 40, 99.0)
+    [(_, data)] = _decode(events.done("r", 7, summary).encode())
+    assert json.loads(data) == {
+        "done": {
+            "finish_reason": "stop",
+            "usage": {"input_tokens": 1},
+            "ttft_ms": 12.5,
+            "chars": 40,
+            "duration_ms": 99.0,
+        }
+    }
+
+
+def test_error_carries_code_message_retryable_and_retry_after() -> None:
+    limited = PublicError(UPSTREAM_RATE_LIMITED.code, UPSTREAM_RATE_LIMITED.message, True, 503, 7.0)
+    [(_, data)] = _decode(events.error("r", 2, limited).encode())
+    assert json.loads(data) == {
+        "error": {
+            "code": "upstream_rate_limited",
+            "message": UPSTREAM_RATE_LIMITED.message,
+            "retryable": True,
+            "retry_after_seconds": 7.0,
+        }
+    }
+
+
+def test_keepalive_is_a_lone_comment_line_that_dispatches_nothing() -> None:
+    raw = events.text("r", 1, "x").encode() + events.keepalive().encode()
+    raw += events.text("r", 2, "y").encode()
+    assert events.keepalive().encode() == b": keep-alive\n"
+    assert [json.loads(data) for _, data in _decode(raw)] == [{"text": "x"}, {"text": "y"}]

@@ -1,0 +1,99 @@
+"""AIWriter with LangChain's fake chat models: no server, no network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from langchain_core.language_models.fake_chat_models import (
+    FakeListChatModel,
+    FakeListChatModelError,
+    GenericFakeChatModel,
+)
+from langchain_core.messages import AIMessage
+
+from qa_service.demo import SCENARIO_CONFIG_KEY, build_demo_model
+from qa_service.prompts import load_prompts
+from qa_service.writer import AIWriter, GenerationReport
+
+PROMPTS = load_prompts(Path(__file__).resolve().parents[2] / "prompts")
+
+
+async def _collect(writer: AIWriter, question: str, **kwargs: object) -> list[str]:
+    return [chunk async for chunk in writer.stream(question, prompt="explain", **kwargs)]  # type: ignore[arg-type]
+
+
+async def test_streams_the_models_text_exactly_in_pieces() -> None:
+    text = 'Photosynthesis\r\nturns light\tinto 糖 🌱 <b>&amp;</b> \\ "done"'
+    writer = AIWriter(GenericFakeChatModel(messages=iter([AIMessage(content=text)])), PROMPTS)
+
+    chunks = await _collect(writer, "photosynthesis")
+
+    assert "".join(chunks) == text
+    assert len(chunks) > 5
+    assert all(chunks)
+
+
+async def test_model_failure_propagates_to_the_caller() -> None:
+    writer = AIWriter(FakeListChatModel(responses=["x"], error_on_chunk_number=0), PROMPTS)
+
+    with pytest.raises(FakeListChatModelError):
+        await _collect(writer, "q")
+
+
+async def test_report_collects_finish_reason_and_usage() -> None:
+    writer = AIWriter(build_demo_model(0, 0), PROMPTS)
+    report = GenerationReport()
+
+    chunks = await _collect(writer, "tides", report=report)
+
+    assert report.finish_reason == "stop"
+    assert report.usage is not None
+    assert report.usage["output_tokens"] == len(chunks)
+    assert report.usage["total_tokens"] == (
+        report.usage["input_tokens"] + report.usage["output_tokens"]
+    )
+
+
+async def test_report_stays_empty_when_the_model_gives_no_finish_reason() -> None:
+    writer = AIWriter(GenericFakeChatModel(messages=iter(["a b"])), PROMPTS)
+    report = GenerationReport()
+
+    await _collect(writer, "q", report=report)
+
+    assert report == GenerationReport()
+
+
+async def test_the_prompt_is_chosen_by_name() -> None:
+    writer = AIWriter(build_demo_model(0, 0), PROMPTS)
+
+    chunks = [c async for c in writer.stream("tides", prompt="eli5")]
+
+    assert "ten-year-old" in "".join(chunks)
+    assert writer.prompt_names == sorted(PROMPTS)
+
+
+async def test_demo_scenarios_are_chosen_per_call() -> None:
+    writer = AIWriter(build_demo_model(0, 0), PROMPTS)
+
+    normal = "".join(await _collect(writer, "q"))
+    unicode = "".join(await _collect(writer, "q", configurable={SCENARIO_CONFIG_KEY: "unicode"}))
+
+    assert "🌱" not in normal
+    assert "🌱" in unicode
+    assert "".join(await _collect(writer, "q")) == normal
+
+
+async def test_demo_error_scenario_raises_after_some_text() -> None:
+    writer = AIWriter(build_demo_model(0, 0), PROMPTS)
+    seen: list[str] = []
+
+    async def read_all() -> None:
+        config = {SCENARIO_CONFIG_KEY: "error_mid_stream"}
+        async for chunk in writer.stream("q", prompt="explain", configurable=config):
+            seen.append(chunk)
+
+    with pytest.raises(httpx.RemoteProtocolError, match="simulated cut"):
+        await read_all()
+    assert len(seen) > 5
