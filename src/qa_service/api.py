@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio
 from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -132,8 +133,16 @@ def start_answer(service: Service, ask: AskBody) -> EventSourceResponse:
         request,
         settings.upstream_close_timeout_seconds,
     )
+    # Shutdown timeline (SIGTERM): sse-starlette notices within 0.5 s and sets
+    # `shutdown`; answers get QA_SHUTDOWN_GRACE_SECONDS to finish, then end with
+    # a shutting_down event; sse-starlette and uvicorn wait a little longer so
+    # that event is delivered before they force anything.
+    grace = settings.shutdown_grace_seconds
+    shutdown = anyio.Event()
     return EventSourceResponse(
-        answer_events(answer),
+        answer_events(answer, shutdown, drain_seconds=grace),
+        shutdown_event=shutdown,
+        shutdown_grace_period=grace + 1,
         # sse-starlette defaults to no-store; no-cache is what proxies and
         # browsers are documented to honour for event streams.
         headers={"Cache-Control": "no-cache"},

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import httpx
+import uvicorn
 from httpx_sse import connect_sse
 
 from qa_service.config import ConfigError, load_settings
 from qa_service.prompts import PromptError
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but a graceful shutdown on SIGTERM exits 0.
+
+    uvicorn re-raises the captured signal once it has drained, so the process
+    dies "killed by SIGTERM" (exit 143 under Docker) even when every answer
+    ended cleanly. A clean drain is a success.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,8 +53,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve_command(host: str | None, port: int | None) -> int:
     # Imported here so `qa-service ask` starts without loading LangChain.
-    import uvicorn
-
     from qa_service.app import create_app
     from qa_service.logs import configure_logging
 
@@ -57,11 +72,13 @@ def serve_command(host: str | None, port: int | None) -> int:
         log_config=None,
         # The per-answer log line replaces access logs, whose URL carries the query text.
         access_log=False,
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        # After the answers' own grace (see api.start_answer), a little more
+        # for their final events to be delivered.
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds + 2,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
-    uvicorn.Server(config).run()
+    DrainingServer(config).run()
     return 0
 
 

@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     upstream_close_timeout_seconds: float = Field(default=1.0, gt=0)
     demo_chunk_delay_ms: float = Field(default=40.0, ge=0)
     demo_pause_seconds: float = Field(default=20.0, ge=0)
-    shutdown_grace_seconds: int = Field(default=8, ge=0)
+    # Docker's default stop timeout is 10 s; the process exits within this + ~2.5 s.
+    shutdown_grace_seconds: int = Field(default=6, ge=0, le=300)
     forwarded_allow_ips: str = "127.0.0.1"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

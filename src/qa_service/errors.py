@@ -115,6 +115,9 @@ NOT_FOUND = PublicError("not_found", "No such endpoint.", False, 404)
 METHOD_NOT_ALLOWED = PublicError("method_not_allowed", "Method not allowed.", False, 405)
 NOT_READY = PublicError("not_ready", "The service is starting or stopping.", True, 503)
 INTERNAL = PublicError("internal_error", "The service failed to answer.", False, 500)
+SHUTTING_DOWN = PublicError(
+    "shutting_down", "The service is restarting; ask again to reach another instance.", True, 503
+)
 
 UPSTREAM_AUTH = PublicError(
     "upstream_auth_failed", "The model provider rejected the service's credentials.", False, 502
@@ -148,6 +151,7 @@ PUBLIC_ERRORS: tuple[PublicError, ...] = (
     METHOD_NOT_ALLOWED,
     NOT_READY,
     INTERNAL,
+    SHUTTING_DOWN,
     UPSTREAM_AUTH,
     UPSTREAM_RATE_LIMITED,
     UPSTREAM_BAD_REQUEST,

@@ -31,7 +31,13 @@ import anyio
 from sse_starlette import ServerSentEvent
 
 from qa_service import events
-from qa_service.errors import UpstreamIncompleteError, classify_failure, upstream_status
+from qa_service.errors import (
+    SHUTTING_DOWN,
+    PublicError,
+    UpstreamIncompleteError,
+    classify_failure,
+    upstream_status,
+)
 from qa_service.events import AnswerMeta, AnswerSummary
 from qa_service.upstream import closing_upstream
 from qa_service.writer import AIWriter, GenerationReport
@@ -70,6 +76,7 @@ class Answer:
         self._published = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ended = False
+        self._abort_error: PublicError | None = None
         self._started = time.perf_counter()
 
     @property
@@ -93,6 +100,12 @@ class Answer:
         # Shielded: this runs while the caller is itself being cancelled.
         with anyio.move_on_after(self._close_timeout, shield=True):
             await asyncio.wait({task})
+
+    async def abort(self, public: PublicError) -> None:
+        """Stop generating and end the answer with `public` as its error event."""
+        if not self._ended:
+            self._abort_error = public
+            await self.cancel()
 
     async def subscribe(self, after: int = -1) -> AsyncGenerator[ServerSentEvent]:
         """Every event with seq > `after`, as published, until the answer ends."""
@@ -130,6 +143,10 @@ class Answer:
                         self._publish_text(chunk)
             if report.finish_reason is None:
                 raise UpstreamIncompleteError
+        except asyncio.CancelledError:
+            if self._abort_error is not None:
+                self._publish_public_error(self._abort_error, "Aborted")
+            raise
         # Exception, never BaseException: cancellation must pass through untouched.
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error event
             self._publish_error(exc)
@@ -158,7 +175,11 @@ class Answer:
         self._publish(events.done(self.id, len(self._events), summary))
 
     def _publish_error(self, exc: Exception) -> None:
-        public = classify_failure(exc)
+        self._publish_public_error(classify_failure(exc), type(exc).__name__, upstream_status(exc))
+
+    def _publish_public_error(
+        self, public: PublicError, cause: str, status: int | None = None
+    ) -> None:
         self.outcome = "error"
         self.error_code = public.code
         # Type and status only: provider error bodies can echo the API key.
@@ -166,8 +187,8 @@ class Answer:
             "answer failed request_id=%s code=%s exception=%s upstream_status=%s after_pieces=%d",
             self.id,
             public.code,
-            type(exc).__name__,
-            upstream_status(exc),
+            cause,
+            status,
             self.pieces,
         )
         self._publish(events.error(self.id, len(self._events), public))
@@ -196,12 +217,31 @@ class Answer:
         )
 
 
-async def answer_events(answer: Answer) -> AsyncGenerator[ServerSentEvent]:
-    """One connection's stream: the answer's events. Hanging up cancels the answer."""
+async def answer_events(
+    answer: Answer, shutdown: anyio.Event | None = None, drain_seconds: float = 0.0
+) -> AsyncGenerator[ServerSentEvent]:
+    """One connection's stream: the answer's events. Hanging up cancels the answer.
+
+    When `shutdown` is set (SIGTERM), the answer gets `drain_seconds` to finish;
+    then it ends with a `shutting_down` error event, never a silent close.
+    """
     answer.start()
+    watcher = None
+    if shutdown is not None:
+        watcher = asyncio.get_running_loop().create_task(
+            _end_at_shutdown(answer, shutdown, drain_seconds)
+        )
     try:
         async with aclosing(answer.subscribe()) as stream:
             async for event in stream:
                 yield event
     finally:
+        if watcher is not None:
+            watcher.cancel()
         await answer.cancel()
+
+
+async def _end_at_shutdown(answer: Answer, shutdown: anyio.Event, drain_seconds: float) -> None:
+    await shutdown.wait()
+    await asyncio.sleep(drain_seconds)
+    await answer.abort(SHUTTING_DOWN)

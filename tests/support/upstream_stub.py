@@ -64,6 +64,9 @@ class UpstreamStub:
 
     def __init__(self) -> None:
         self._replies: dict[str, Reply] = {}
+        self.default_reply = Reply()
+        # Benchmarks turn this off: a long run would otherwise keep every request.
+        self.record = True
         self.exchanges: list[Exchange] = []
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -119,12 +122,14 @@ class UpstreamStub:
             self._thread.join(5)
 
     def _reply_for(self, body: dict[str, Any]) -> Reply:
+        if not self._replies:
+            return self.default_reply
         text = json.dumps(body.get("messages", []))
         with self._lock:
             for marker, reply in self._replies.items():
                 if marker in text:
                     return reply
-        return Reply()
+        return self.default_reply
 
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -157,8 +162,9 @@ class UpstreamStub:
             await _write_json(writer, 404, {"error": {"message": "not found"}}, {})
             return True
         exchange = Exchange(path, headers, body, time.monotonic())
-        with self._lock:
-            self.exchanges.append(exchange)
+        if self.record:
+            with self._lock:
+                self.exchanges.append(exchange)
         reply = self._reply_for(body)
         if reply.status != 200:
             api_key = headers.get("authorization", "").removeprefix("Bearer ")
@@ -314,3 +320,33 @@ def _fill_key(value: Any, api_key: str) -> Any:
     if isinstance(value, list):
         return [_fill_key(v, api_key) for v in value]
     return value
+
+
+def main() -> None:
+    """Run the stub alone (for benchmarks): prints its port, serves until killed."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pieces", type=int, default=200)
+    parser.add_argument("--first-delay", type=float, default=0.0)
+    parser.add_argument("--piece-delay", type=float, default=0.0)
+    args = parser.parse_args()
+    stub = UpstreamStub()
+    stub.record = False
+    stub.default_reply = Reply(
+        pieces=[f" tok{n}" for n in range(args.pieces)],
+        first_delay=args.first_delay,
+        piece_delay=args.piece_delay,
+        usage={
+            "prompt_tokens": 20,
+            "completion_tokens": args.pieces,
+            "total_tokens": 20 + args.pieces,
+        },
+    )
+    stub.start()
+    print(stub.port, flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up and run the service: ./scripts/serve.sh [--host H] [--port P]
+# Without OPENAI_API_KEY or GROQ_API_KEY it answers with the keyless demo provider.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/bootstrap.sh --no-dev
+exec uv run --frozen --no-dev qa-service serve "$@"
