@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -100,27 +101,22 @@ def test_scenarios_are_refused_outside_the_demo_provider_and_unknown_ones_too(
     assert response.json()["error"]["code"] == "unknown_scenario"
 
 
-def test_cli_ask_streams_to_the_terminal(demo_service: RunningService, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [sys.executable, "-m", "qa_service", "ask", "--url", demo_service.url, "tides"],
+def _ask(service: RunningService, question: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "qa_service", "ask", "--url", service.url, question],
         capture_output=True,
         text=True,
         timeout=60,
         stdin=subprocess.DEVNULL,
     )
-    assert result.returncode == 0
-    assert "tides" in result.stdout
-    assert "demo" in result.stderr
 
-    failed = subprocess.run(
-        [sys.executable, "-m", "qa_service", "ask", "--url", demo_service.url, " "],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    assert failed.returncode == 1
-    assert "query_required" in failed.stderr
+
+def test_cli_ask_streams_to_the_terminal(demo_service: RunningService) -> None:
+    answered = _ask(demo_service, "tides")
+    assert answered.returncode == 0
+    assert "tides" in answered.stdout
+    assert "demo" in answered.stderr
+
+    refused = _ask(demo_service, " ")
+    assert refused.returncode == 1
+    assert "query_required" in refused.stderr
