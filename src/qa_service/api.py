@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import anyio
 from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sse_starlette import EventSourceResponse
 
@@ -18,6 +19,7 @@ from qa_service.demo import SCENARIO_CONFIG_KEY, SCENARIOS
 from qa_service.events import AnswerMeta
 from qa_service.prompts import PROMPT_NAME, Prompt
 from qa_service.streams import Answer, AnswerRequest, answer_events
+from qa_service.telemetry import Telemetry
 from qa_service.writer import AIWriter
 
 DEMO_FALLBACK_NOTICE = (
@@ -33,6 +35,7 @@ class Service:
     settings: Settings
     writer: AIWriter
     prompts: dict[str, Prompt]
+    telemetry: Telemetry
 
 
 class AskBody(BaseModel):
@@ -91,6 +94,13 @@ async def list_prompts(service: ServiceDep) -> dict[str, Any]:
     }
 
 
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics (text exposition format)."""
+    telemetry: Telemetry = request.app.state.telemetry
+    return Response(generate_latest(telemetry.registry), media_type=CONTENT_TYPE_LATEST)
+
+
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers HTTP."""
@@ -132,6 +142,7 @@ def start_answer(service: Service, ask: AskBody) -> EventSourceResponse:
         service.writer,
         request,
         settings.upstream_close_timeout_seconds,
+        observer=service.telemetry,
     )
     # Shutdown timeline (SIGTERM): sse-starlette notices within 0.5 s and sets
     # `shutdown`; answers get QA_SHUTDOWN_GRACE_SECONDS to finish, then end with

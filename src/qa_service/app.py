@@ -19,6 +19,7 @@ from qa_service.config import Settings
 from qa_service.errors import PublicError, QAServiceError
 from qa_service.prompts import check_default, load_prompts
 from qa_service.providers import open_chat_model
+from qa_service.telemetry import Telemetry
 from qa_service.writer import AIWriter
 
 log = logging.getLogger(__name__)
@@ -32,11 +33,12 @@ def create_app(settings: Settings) -> FastAPI:
     """A new app for `settings`. Prompts are checked now, so bad ones stop start-up."""
     prompts = load_prompts(settings.prompts_dir)
     check_default(prompts, settings.default_prompt)
+    telemetry = Telemetry(settings.resolved_provider, settings.resolved_model)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_chat_model(settings) as model:
-            app.state.service = Service(settings, AIWriter(model, prompts), prompts)
+            app.state.service = Service(settings, AIWriter(model, prompts), prompts, telemetry)
             if settings.is_demo_fallback:
                 log.warning(
                     "NO PROVIDER KEY SET: answering with the keyless DEMO provider. "
@@ -55,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="qa-service", version=__version__, lifespan=lifespan)
     app.state.service = None
+    app.state.telemetry = telemetry
     app.add_middleware(
         CorrelationIdMiddleware,
         header_name="X-Request-ID",
@@ -66,17 +69,23 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    def refuse(request: Request, public: PublicError) -> JSONResponse:
+        if request.url.path == "/ai_write":
+            telemetry: Telemetry = request.app.state.telemetry
+            telemetry.refused(public.code)
+        return error_response(public)
+
     async def service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, QAServiceError)
-        return error_response(exc.public)
+        return refuse(request, exc.public)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(errors.INVALID_REQUEST)
+        return refuse(request, errors.INVALID_REQUEST)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         known = {404: errors.NOT_FOUND, 405: errors.METHOD_NOT_ALLOWED}
-        return error_response(known.get(exc.status_code, errors.INVALID_REQUEST))
+        return refuse(request, known.get(exc.status_code, errors.INVALID_REQUEST))
 
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error exception=%s path=%s", type(exc).__name__, request.url.path)

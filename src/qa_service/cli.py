@@ -58,7 +58,7 @@ def serve_command(host: str | None, port: int | None) -> int:
 
     try:
         settings = load_settings()
-        configure_logging(settings.log_level, settings.secret_values())
+        configure_logging(settings.log_level, settings.secret_values(), settings.log_format)
         app = create_app(settings)
     except (ConfigError, PromptError) as exc:
         print(f"qa-service: configuration error: {exc}", file=sys.stderr)

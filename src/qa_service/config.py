@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: int = Field(default=6, ge=0, le=300)
     forwarded_allow_ips: str = "127.0.0.1"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
 
     # The providers' standard variables, read without our prefix so that existing
     # deployments and OpenAI-compatible servers (vLLM, llama.cpp, Ollama) just work.
@@ -69,8 +70,16 @@ class Settings(BaseSettings):
     groq_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("groq_base_url", "GROQ_BASE_URL")
     )
+    # LangChain reads its tracing variables itself; the key is read here only
+    # so that logs can scrub it.
+    langsmith_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "langsmith_api_key", "LANGCHAIN_API_KEY", "LANGSMITH_API_KEY"
+        ),
+    )
 
-    @field_validator("openai_api_key", "groq_api_key", mode="after")
+    @field_validator("openai_api_key", "groq_api_key", "langsmith_api_key", mode="after")
     @classmethod
     def _blank_key_is_no_key(cls, value: SecretStr | None) -> SecretStr | None:
         # `OPENAI_API_KEY=` in a compose file means "not set", not "an empty key".
@@ -105,7 +114,7 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every secret this service holds, for log redaction."""
-        keys = (self.openai_api_key, self.groq_api_key)
+        keys = (self.openai_api_key, self.groq_api_key, self.langsmith_api_key)
         return [key.get_secret_value() for key in keys if key is not None]
 
     def check_runnable(self) -> None:

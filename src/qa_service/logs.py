@@ -1,32 +1,37 @@
-"""Log set-up: one handler on stderr, with every known secret redacted from every line."""
+"""Log set-up: JSON lines (or text) on stderr, request ids attached, secrets scrubbed."""
 
 from __future__ import annotations
 
 import logging
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
+
+from asgi_correlation_id import correlation_id
+from pythonjsonlogger.json import JsonFormatter
 
 REDACTED = "[REDACTED]"
+JSON_FIELDS = ("asctime", "levelname", "name", "message")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
-class RedactingFormatter(logging.Formatter):
-    """Formats as usual, then removes secrets from the whole line, tracebacks included.
+class _Redacting(logging.Formatter):
+    """Scrubs secrets from the finished line, and withholds tracebacks.
 
-    The service never logs exception text on purpose; this is the net under
-    that rule, for third-party loggers that might.
+    Tracebacks carry exception text, and provider exception text can carry the
+    request and its key. The service never logs exception text on purpose;
+    this is the net under that rule, for third-party loggers that might.
     """
 
-    def __init__(self, fmt: str, secrets: Iterable[str]) -> None:
-        super().__init__(fmt)
+    _secrets: list[str]
+
+    def _set_secrets(self, secrets: Iterable[str]) -> None:
         # Longest first, so a secret containing another is removed whole.
         self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
     def formatException(self, ei: Any) -> str:
-        # Tracebacks carry exception text, and provider exception text can
-        # carry the request and its key. The type is enough to find the line.
         exc_type = ei[0].__name__ if ei and ei[0] is not None else "Exception"
-        return f"exception={exc_type} (traceback withheld)"
+        return f"{exc_type} (traceback withheld)"
 
     def formatStack(self, stack_info: str) -> str:
         return "(stack withheld)"
@@ -38,12 +43,55 @@ class RedactingFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(level: str, secrets: Iterable[str]) -> None:
-    """Route the service's, uvicorn's and the SDKs' logs through one redacting handler."""
+class RedactingJsonFormatter(_Redacting, JsonFormatter):
+    """One JSON object a line; `extra=` fields become keys."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__(list(JSON_FIELDS), rename_fields={"levelname": "level"})
+        self._set_secrets(secrets)
+
+
+class RedactingTextFormatter(_Redacting):
+    """For people at a terminal; `extra=` fields follow as key=value."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__(TEXT_FORMAT)
+        self._set_secrets(secrets)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        extras = " ".join(
+            f"{key}={value}"
+            for key, value in record.__dict__.items()
+            if key not in _STANDARD_ATTRIBUTES and value is not None
+        )
+        line = super().formatMessage(record)
+        return f"{line} {extras}" if extras else line
+
+
+class _RequestIdFilter(logging.Filter):
+    """Tags every line logged while serving a request with that request's id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            request_id = correlation_id.get()
+            if request_id:
+                record.request_id = request_id
+        return True
+
+
+_STANDARD_ATTRIBUTES = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+def configure_logging(
+    level: str, secrets: Iterable[str], log_format: Literal["json", "text"] = "json"
+) -> None:
+    """Route the service's, uvicorn's and the SDKs' logs through one scrubbing handler."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        RedactingFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", secrets)
+    formatter = (
+        RedactingJsonFormatter(secrets) if log_format == "json" else RedactingTextFormatter(secrets)
     )
+    handler.setFormatter(formatter)
+    handler.addFilter(_RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

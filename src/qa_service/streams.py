@@ -20,12 +20,11 @@ replays from any point.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from sse_starlette import ServerSentEvent
@@ -42,14 +41,38 @@ from qa_service.events import AnswerMeta, AnswerSummary
 from qa_service.upstream import closing_upstream
 from qa_service.writer import AIWriter, GenerationReport
 
-log = logging.getLogger("qa_service.answers")
-
 
 @dataclass(frozen=True, slots=True)
 class AnswerRequest:
     question: str
     prompt: str
     configurable: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRecord:
+    """How one answer went, for logs and metrics. Never the question or the text."""
+
+    request_id: str
+    provider: str
+    model: str
+    prompt: str
+    outcome: str  # complete | error | client_disconnected
+    error_code: str | None
+    error_cause: str | None  # exception type; its message can carry secrets
+    upstream_status: int | None
+    finish_reason: str | None
+    pieces: int
+    chars: int
+    ttft_ms: float | None
+    duration_ms: float
+    input_tokens: int | None
+    output_tokens: int | None
+
+
+class AnswerObserver(Protocol):
+    def answer_started(self, meta: AnswerMeta) -> None: ...
+    def answer_finished(self, record: AnswerRecord) -> None: ...
 
 
 class Answer:
@@ -61,11 +84,14 @@ class Answer:
         writer: AIWriter,
         request: AnswerRequest,
         upstream_close_timeout: float,
+        observer: AnswerObserver | None = None,
     ) -> None:
         self.meta = meta
         self.id = meta.request_id
         self.outcome = "client_disconnected"
         self.error_code: str | None = None
+        self.error_cause: str | None = None
+        self.upstream_status: int | None = None
         self.ttft_ms: float | None = None
         self.chars = 0
         self.pieces = 0
@@ -77,6 +103,7 @@ class Answer:
         self._task: asyncio.Task[None] | None = None
         self._ended = False
         self._abort_error: PublicError | None = None
+        self._observer = observer
         self._started = time.perf_counter()
 
     @property
@@ -87,6 +114,8 @@ class Answer:
     def start(self) -> None:
         """Start generating; idempotent. Must run inside the event loop."""
         if self._task is None:
+            if self._observer is not None:
+                self._observer.answer_started(self.meta)
             self._task = asyncio.get_running_loop().create_task(
                 self._generate(), name=f"answer-{self.id}"
             )
@@ -154,7 +183,8 @@ class Answer:
             self._publish_done(report)
         finally:
             self._publish_end()
-            self._log(report)
+            if self._observer is not None:
+                self._observer.answer_finished(self._record(report))
 
     def _publish_text(self, chunk: str) -> None:
         if self.ttft_ms is None:
@@ -183,37 +213,32 @@ class Answer:
         self.outcome = "error"
         self.error_code = public.code
         # Type and status only: provider error bodies can echo the API key.
-        log.warning(
-            "answer failed request_id=%s code=%s exception=%s upstream_status=%s after_pieces=%d",
-            self.id,
-            public.code,
-            cause,
-            status,
-            self.pieces,
-        )
+        self.error_cause = cause
+        self.upstream_status = status
         self._publish(events.error(self.id, len(self._events), public))
 
     def _publish_end(self) -> None:
         self._ended = True
         self._published.set()
 
-    def _log(self, report: GenerationReport) -> None:
+    def _record(self, report: GenerationReport) -> AnswerRecord:
         usage = report.usage or {}
-        log.info(
-            "answer request_id=%s provider=%s model=%s prompt=%s outcome=%s code=%s "
-            "pieces=%d chars=%d ttft_ms=%s duration_ms=%s input_tokens=%s output_tokens=%s",
-            self.id,
-            self.meta.provider,
-            self.meta.model,
-            self.meta.prompt,
-            self.outcome,
-            self.error_code or "-",
-            self.pieces,
-            self.chars,
-            self.ttft_ms,
-            self._elapsed_ms(),
-            usage.get("input_tokens", "-"),
-            usage.get("output_tokens", "-"),
+        return AnswerRecord(
+            request_id=self.id,
+            provider=self.meta.provider,
+            model=self.meta.model,
+            prompt=self.meta.prompt,
+            outcome=self.outcome,
+            error_code=self.error_code,
+            error_cause=self.error_cause,
+            upstream_status=self.upstream_status,
+            finish_reason=report.finish_reason,
+            pieces=self.pieces,
+            chars=self.chars,
+            ttft_ms=self.ttft_ms,
+            duration_ms=self._elapsed_ms(),
+            input_tokens=usage.get("input_tokens"),
+            output_tokens=usage.get("output_tokens"),
         )
 
 

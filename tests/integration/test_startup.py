@@ -102,8 +102,8 @@ def test_prompts_are_listed(openai_service: RunningService) -> None:
 def test_auto_without_keys_falls_back_to_demo_loudly(tmp_path: Path) -> None:
     with run_service({"QA_DEMO_CHUNK_DELAY_MS": "0"}, tmp_path) as service:
         ready = httpx.get(f"{service.url}/readyz").json()
-        logs = service.logs()
+        records = service.log_records()
     assert ready["provider"] == "demo"
     assert ready["demo_fallback"] is True
-    assert "WARNING" in logs
-    assert "DEMO provider" in logs
+    warnings = [r["message"] for r in records if r["level"] == "WARNING"]
+    assert any("DEMO provider" in message for message in warnings)

@@ -115,5 +115,8 @@ def test_an_error_body_echoing_the_key_reaches_neither_client_nor_logs(
     assert "Incorrect API key" not in raw_events
     assert "Incorrect API key" not in logs
     assert "Traceback" not in logs
-    # The failure is still logged, by code, for operators.
-    assert "code=upstream_" in logs
+    # The failure is still logged, by code and status, for operators.
+    record = service.answer_record(with_raw.headers["x-request-id"])
+    assert record["level"] == "WARNING"
+    assert record["error_code"] == with_raw.last["error"]["code"]
+    assert record["upstream_status"] == status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -26,6 +28,26 @@ class RunningService:
 
     def logs(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """The JSON log lines; any line that is not JSON fails the test."""
+        return [json.loads(line) for line in self.logs().splitlines() if line.strip()]
+
+    def answer_record(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The one log line of an answer, once its generation has ended."""
+        deadline = time.monotonic() + timeout
+        while True:
+            records = [
+                r
+                for r in self.log_records()
+                if r.get("message") == "answer" and r.get("request_id") == request_id
+            ]
+            if records:
+                assert len(records) == 1, records
+                return records[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no answer log line for {request_id}")
+            time.sleep(0.02)
 
 
 def free_port() -> int:

@@ -1,0 +1,131 @@
+"""Prometheus metrics, and the one log line per answer.
+
+Labels are the provider and the model (fixed for a process), plus an outcome or
+an error code from a fixed set. Nothing per request, so series stay few however
+many answers pass.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from qa_service.events import AnswerMeta
+from qa_service.streams import AnswerRecord
+
+log = logging.getLogger("qa_service.answers")
+
+# Time to first token: a model answers in 0.1 s to tens of seconds.
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+
+
+class Telemetry:
+    """Metrics in a registry of this app's own, so apps in one process never collide."""
+
+    def __init__(self, provider: str, model: str) -> None:
+        self.registry = CollectorRegistry()
+        self._labels = (provider, model)
+        labels = ["provider", "model"]
+        self.requests = Counter(
+            "qa_requests",
+            "Requests to /ai_write by outcome: complete, error, client_disconnected, refused",
+            [*labels, "outcome", "code"],
+            registry=self.registry,
+        )
+        self.active_streams = Gauge(
+            "qa_active_streams", "Answers being generated now", labels, registry=self.registry
+        )
+        self.ttft = Histogram(
+            "qa_time_to_first_token_seconds",
+            "From accepting the request to the first text",
+            labels,
+            buckets=TTFT_BUCKETS,
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "qa_answer_duration_seconds",
+            "From accepting the request to the end of the answer",
+            labels,
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens_relayed = Counter(
+            "qa_tokens_relayed", "Text pieces sent to clients", labels, registry=self.registry
+        )
+        self.usage_tokens = Counter(
+            "qa_usage_tokens",
+            "Tokens as the provider reported them",
+            [*labels, "kind"],
+            registry=self.registry,
+        )
+        self.upstream_errors = Counter(
+            "qa_upstream_errors",
+            "Answers failed by the provider, by public error code",
+            [*labels, "code"],
+            registry=self.registry,
+        )
+        self.client_disconnects = Counter(
+            "qa_client_disconnects",
+            "Clients that left before their answer ended",
+            labels,
+            registry=self.registry,
+        )
+        self.upstream_cancellations = Counter(
+            "qa_upstream_cancellations",
+            "Provider requests the service closed before they finished",
+            labels,
+            registry=self.registry,
+        )
+
+    def refused(self, code: str) -> None:
+        self.requests.labels(*self._labels, "refused", code).inc()
+
+    def answer_started(self, meta: AnswerMeta) -> None:
+        self.active_streams.labels(*self._labels).inc()
+
+    def answer_finished(self, record: AnswerRecord) -> None:
+        labels = self._labels
+        self.active_streams.labels(*labels).dec()
+        self.requests.labels(*labels, record.outcome, record.error_code or "").inc()
+        self.duration.labels(*labels).observe(record.duration_ms / 1000)
+        if record.ttft_ms is not None:
+            self.ttft.labels(*labels).observe(record.ttft_ms / 1000)
+        self.tokens_relayed.labels(*labels).inc(record.pieces)
+        if record.input_tokens is not None:
+            self.usage_tokens.labels(*labels, "input").inc(record.input_tokens)
+        if record.output_tokens is not None:
+            self.usage_tokens.labels(*labels, "output").inc(record.output_tokens)
+        if record.error_code and record.error_code.startswith("upstream_"):
+            self.upstream_errors.labels(*labels, record.error_code).inc()
+        stopped_early = record.outcome == "client_disconnected" or (
+            record.error_code == "shutting_down"
+        )
+        if record.outcome == "client_disconnected":
+            self.client_disconnects.labels(*labels).inc()
+        if stopped_early:
+            self.upstream_cancellations.labels(*labels).inc()
+        _log_answer(record)
+
+
+def _log_answer(record: AnswerRecord) -> None:
+    level = logging.WARNING if record.outcome == "error" else logging.INFO
+    fields = {
+        "request_id": record.request_id,
+        "provider": record.provider,
+        "model": record.model,
+        "prompt": record.prompt,
+        "outcome": record.outcome,
+        "error_code": record.error_code,
+        "error_cause": record.error_cause,
+        "upstream_status": record.upstream_status,
+        "finish_reason": record.finish_reason,
+        "pieces": record.pieces,
+        "chars": record.chars,
+        "ttft_ms": record.ttft_ms,
+        "duration_ms": record.duration_ms,
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+    }
+    log.log(level, "answer", extra=fields)
