@@ -5,12 +5,16 @@
 ARG BASE_IMAGE=python:3.12-slim
 
 FROM ${BASE_IMAGE} AS build
+ARG UV_VERSION=0.13.9
+# UV_SYSTEM_CERTS: trust the platform's CA store, as pip does, so builds behind
+# TLS-inspecting proxies work.
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
+    UV_SYSTEM_CERTS=1 \
     UV_PROJECT_ENVIRONMENT=/app/.venv \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m pip install --no-cache-dir uv
+RUN python -m pip install --no-cache-dir "uv==${UV_VERSION}"
 WORKDIR /app
 # Dependencies first, from the lockfile alone: this layer is reused until the lock changes.
 COPY pyproject.toml uv.lock ./

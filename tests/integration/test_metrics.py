@@ -1,0 +1,89 @@
+"""/metrics moves with every outcome, labelled by provider and model only."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+
+from tests.integration.conftest import marker
+from tests.support.metrics import read_metrics, total
+from tests.support.service import RunningService
+from tests.support.sse import read_stream
+from tests.support.upstream_stub import Reply, UpstreamStub
+
+
+def test_counters_and_histograms_move_with_answers(
+    openai_service: RunningService, stub: UpstreamStub
+) -> None:
+    labels = {"provider": "openai", "model": "gpt-4o-mini"}
+    before = read_metrics(openai_service.url)
+
+    for _ in range(3):
+        key = marker()
+        stub.reply(
+            key,
+            Reply(
+                pieces=["a", "b", "c", "d"],
+                usage={"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
+            ),
+        )
+        read_stream(openai_service.url, params={"query": key})
+    limited = marker()
+    stub.reply(limited, Reply(status=429, error_body={"error": {"message": "slow down"}}))
+    read_stream(openai_service.url, params={"query": limited})
+    slow = marker()
+    stub.reply(slow, Reply(pieces=[f"w{n} " for n in range(200)], piece_delay=0.05))
+    request_id = _hang_up_after_first_text_of(openai_service, slow)
+    openai_service.answer_record(request_id)  # the answer has ended and been counted
+    httpx.get(f"{openai_service.url}/ai_write")  # refused: no query
+
+    after = read_metrics(openai_service.url)
+
+    def delta(name: str, **extra: str) -> float:
+        return total(after, name, **labels, **extra) - total(before, name, **labels, **extra)
+
+    assert delta("qa_requests_total", outcome="complete") == 3
+    assert delta("qa_requests_total", outcome="error", code="upstream_rate_limited") == 1
+    assert delta("qa_requests_total", outcome="client_disconnected") == 1
+    assert delta("qa_requests_total", outcome="refused", code="query_required") == 1
+    assert delta("qa_upstream_errors_total", code="upstream_rate_limited") == 1
+    assert delta("qa_client_disconnects_total") == 1
+    assert delta("qa_upstream_cancellations_total") == 1
+    assert delta("qa_tokens_relayed_total") >= 13
+    assert delta("qa_usage_tokens_total", kind="output") == 12
+    assert delta("qa_time_to_first_token_seconds_count") == 4
+    assert delta("qa_answer_duration_seconds_count") == 5
+    assert total(after, "qa_active_streams", **labels) == 0
+
+
+def _hang_up_after_first_text_of(service: RunningService, key: str) -> str:
+    with httpx.stream("GET", f"{service.url}/ai_write", params={"query": key}) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: ") and "text" in json.loads(line[6:]):
+                break
+    return response.headers["x-request-id"]
+
+
+def test_active_streams_counts_answers_in_flight(
+    openai_service: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=["x"], first_delay=1.5))
+    labels = {"provider": "openai", "model": "gpt-4o-mini"}
+    with httpx.stream("GET", f"{openai_service.url}/ai_write", params={"query": key}) as response:
+        lines = response.iter_lines()  # kept: a dropped iterator closes the response
+        next(lines)
+        deadline = time.monotonic() + 2
+        while total(read_metrics(openai_service.url), "qa_active_streams", **labels) < 1:
+            assert time.monotonic() < deadline, "active stream never counted"
+            time.sleep(0.02)
+        assert any('"done"' in line for line in lines)
+
+
+def test_series_do_not_grow_per_request(openai_service: RunningService) -> None:
+    for _ in range(5):
+        read_stream(openai_service.url, params={"query": marker()})
+    names = {key for key in read_metrics(openai_service.url) if "request_id" in key}
+    assert names == set()
