@@ -99,12 +99,10 @@ class Telemetry:
             self.usage_tokens.labels(*labels, "output").inc(record.output_tokens)
         if record.error_code and record.error_code.startswith("upstream_"):
             self.upstream_errors.labels(*labels, record.error_code).inc()
-        stopped_early = record.outcome == "client_disconnected" or (
-            record.error_code == "shutting_down"
-        )
         if record.outcome == "client_disconnected":
             self.client_disconnects.labels(*labels).inc()
-        if stopped_early:
+        # Both stop generation mid-answer, so both close a provider request early.
+        if record.outcome == "client_disconnected" or record.error_code == "shutting_down":
             self.upstream_cancellations.labels(*labels).inc()
         _log_answer(record)
 

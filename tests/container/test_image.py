@@ -16,7 +16,7 @@ from tests.integration.test_answers import HARD_PIECES
 from tests.support.metrics import read_metrics, total
 from tests.support.podman import Container, image_config, podman, run_container
 from tests.support.service import free_port
-from tests.support.sse import read_stream
+from tests.support.sse import hang_up_after, read_stream
 from tests.support.upstream_stub import Reply, UpstreamStub
 
 FAKE_KEY = f"sk-test-{uuid.uuid4().hex}"
@@ -99,10 +99,7 @@ def test_metrics_move_after_answers_a_disconnect_and_an_upstream_error(
     read_stream(container.url, params={"query": failing})
     slow = f"c{uuid.uuid4().hex[:12]}"
     stub.reply(slow, Reply(pieces=[f"w{n} " for n in range(200)], piece_delay=0.05))
-    with httpx.stream("GET", f"{container.url}/ai_write", params={"query": slow}) as response:
-        for line in response.iter_lines():
-            if line.startswith('data: {"text"'):
-                break
+    hang_up_after(container.url, slow)
 
     deadline = time.monotonic() + 5
     while True:

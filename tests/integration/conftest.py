@@ -19,14 +19,6 @@ GROQ_KEY = f"gsk_test{uuid.uuid4().hex}"
 FAST = {"QA_UPSTREAM_MAX_RETRIES": "0", "QA_LOG_LEVEL": "info", "QA_KEEPALIVE_SECONDS": "0.2"}
 
 
-@pytest.fixture(scope="session")
-def stub() -> Iterator[UpstreamStub]:
-    server = UpstreamStub()
-    server.start()
-    yield server
-    server.stop()
-
-
 def provider_settings(provider: str, stub: UpstreamStub) -> dict[str, str]:
     if provider == "openai":
         return {

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 
-import httpx
 import pytest
 
 from tests.integration.conftest import marker
 from tests.support.service import RunningService
+from tests.support.sse import hang_up_after
 from tests.support.upstream_stub import Exchange, Reply, UpstreamStub
 
 LONG_ANSWER = [f"word{n} " for n in range(400)]  # 20 s at 50 ms a piece
@@ -20,19 +19,13 @@ LONG_ANSWER = [f"word{n} " for n in range(400)]  # 20 s at 50 ms a piece
 def _hang_up_after(
     service: RunningService, stub: UpstreamStub, key: str, kind: str
 ) -> tuple[float, str]:
-    """Read until an event of `kind` arrives and the stub has the request, then hang up.
-
-    Returns when it hung up, and the request id."""
-    with (
-        httpx.Client(timeout=10) as client,
-        client.stream("GET", f"{service.url}/ai_write", params={"query": key}) as response,
-    ):
-        for line in response.iter_lines():
-            if line.startswith("data: ") and kind in json.loads(line[6:]):
-                # Wait here: leaving iter_lines() closes the response at once.
-                _wait_for(lambda: bool(stub.exchanges_for(key)), "no upstream request arrived")
-                break
-    return time.monotonic(), response.headers["x-request-id"]
+    """Hang up after the first `kind` event, once the stub has the upstream request."""
+    return hang_up_after(
+        service.url,
+        key,
+        kind,
+        lambda: _wait_for(lambda: bool(stub.exchanges_for(key)), "no upstream request arrived"),
+    )
 
 
 def _wait_for(condition: Callable[[], bool], failure: str, timeout: float = 5.0) -> None:

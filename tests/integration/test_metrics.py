@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
@@ -10,7 +9,7 @@ import httpx
 from tests.integration.conftest import marker
 from tests.support.metrics import read_metrics, total
 from tests.support.service import RunningService
-from tests.support.sse import read_stream
+from tests.support.sse import hang_up_after, read_stream
 from tests.support.upstream_stub import Reply, UpstreamStub
 
 
@@ -35,7 +34,7 @@ def test_counters_and_histograms_move_with_answers(
     read_stream(openai_service.url, params={"query": limited})
     slow = marker()
     stub.reply(slow, Reply(pieces=[f"w{n} " for n in range(200)], piece_delay=0.05))
-    request_id = _hang_up_after_first_text_of(openai_service, slow)
+    _, request_id = hang_up_after(openai_service.url, slow)
     openai_service.answer_record(request_id)  # the answer has ended and been counted
     httpx.get(f"{openai_service.url}/ai_write")  # refused: no query
 
@@ -56,14 +55,6 @@ def test_counters_and_histograms_move_with_answers(
     assert delta("qa_time_to_first_token_seconds_count") == 4
     assert delta("qa_answer_duration_seconds_count") == 5
     assert total(after, "qa_active_streams", **labels) == 0
-
-
-def _hang_up_after_first_text_of(service: RunningService, key: str) -> str:
-    with httpx.stream("GET", f"{service.url}/ai_write", params={"query": key}) as response:
-        for line in response.iter_lines():
-            if line.startswith("data: ") and "text" in json.loads(line[6:]):
-                break
-    return response.headers["x-request-id"]
 
 
 def test_active_streams_counts_answers_in_flight(

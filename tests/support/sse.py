@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,3 +56,24 @@ def read_stream(
             stream.ids.append(sse.id)
             assert sse.event == "message", "every event must reach EventSource.onmessage"
         return stream
+
+
+def hang_up_after(
+    base_url: str,
+    query: str,
+    kind: str = "text",
+    before_hanging_up: Callable[[], None] | None = None,
+) -> tuple[float, str]:
+    """Read until the first event of `kind`, then drop the connection.
+
+    Returns when it hung up (time.monotonic) and the request id.
+    `before_hanging_up` runs while the stream is still open.
+    """
+    with httpx.stream("GET", f"{base_url}/ai_write", params={"query": query}) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: ") and kind in json.loads(line[6:]):
+                # Here, not after the loop: leaving iter_lines() closes the response.
+                if before_hanging_up is not None:
+                    before_hanging_up()
+                break
+    return time.monotonic(), response.headers["x-request-id"]
