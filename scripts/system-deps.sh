@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs: podman (with runc, as shared/CONTAINERS.md
-# explains) and debootstrap for the container tests' stand-in base image.
+# explains) and debootstrap for the container tests' stand-in base image, and
+# chromium for the browser tests (Playwright drives it; it cannot download its own).
+# Node.js runs the JS client's tests; Debian's is used only where none is installed.
 # Installs only what is missing; needs root (CI runs as root), or sudo.
 set -euo pipefail
-PACKAGES=(podman runc debootstrap uidmap)
+PACKAGES=(podman runc debootstrap uidmap chromium)
+command -v node >/dev/null 2>&1 || PACKAGES+=(nodejs)
 missing=()
 for package in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

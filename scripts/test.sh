@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite: ./scripts/test.sh
-# Lint, types, then unit, integration and container tests: the real service
+# Lint, types, then unit, integration and container tests (the real service
 # under uvicorn, and the Docker image under podman, against a loopback stub of
-# the providers' HTTP APIs. Nothing leaves 127.0.0.1.
+# the providers' HTTP APIs), the JS client's tests under node, and the browser
+# tests in headless Chromium. Nothing leaves 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== system packages"
@@ -14,5 +15,10 @@ uv run --frozen ruff format --check src tests benchmarks
 uv run --frozen ruff check src tests benchmarks
 echo "== mypy --strict"
 uv run --frozen mypy
-echo "== pytest"
+echo "== pytest: unit, integration, container"
 uv run --frozen pytest tests/unit tests/integration tests/container "$@"
+echo "== node --test: the JS client"
+node --test tests/js/
+# Their own invocation: sync Playwright and pytest-asyncio do not share a loop.
+echo "== pytest: browser"
+uv run --frozen pytest tests/browser "$@"

@@ -20,6 +20,7 @@ from qa_service.errors import PublicError, QAServiceError
 from qa_service.prompts import check_default, load_prompts
 from qa_service.providers import open_chat_model
 from qa_service.telemetry import Telemetry
+from qa_service.web import install_web
 from qa_service.writer import AIWriter
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     _install_error_handlers(app)
     app.include_router(router)
+    install_web(app, settings)
     return app
 
 

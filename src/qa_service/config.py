@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ProviderName = Literal["openai", "groq", "demo"]
 
@@ -53,6 +59,10 @@ class Settings(BaseSettings):
     # Docker's default stop timeout is 10 s; the process exits within this + ~2.5 s.
     shutdown_grace_seconds: int = Field(default=6, ge=0, le=300)
     forwarded_allow_ips: str = "127.0.0.1"
+    # Origins that may call the API from a browser (CORS). Comma-separated;
+    # empty means same-origin only. "*" is allowed only without credentials.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_allow_credentials: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
 
@@ -92,6 +102,13 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value if value and value.strip() else None
 
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value
+
     @property
     def resolved_provider(self) -> ProviderName:
         """The provider that answers; `auto` picks by which key is present."""
@@ -119,6 +136,11 @@ class Settings(BaseSettings):
 
     def check_runnable(self) -> None:
         """Raise ConfigError when the chosen provider cannot run."""
+        if "*" in self.cors_origins and self.cors_allow_credentials:
+            # Browsers refuse it anyway; a configuration that asks for it is a mistake.
+            raise ConfigError(
+                "QA_CORS_ORIGINS: '*' cannot be combined with QA_CORS_ALLOW_CREDENTIALS=true"
+            )
         required_key = {"openai": "OPENAI_API_KEY", "groq": "GROQ_API_KEY"}
         if self.provider in required_key and self.resolved_api_key is None:
             raise ConfigError(

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import pytest
 
 from tests.integration.conftest import marker
 from tests.support.service import RunningService
 from tests.support.sse import hang_up_after
-from tests.support.upstream_stub import Exchange, Reply, UpstreamStub
+from tests.support.upstream_stub import Reply, UpstreamStub
 
 LONG_ANSWER = [f"word{n} " for n in range(400)]  # 20 s at 50 ms a piece
 
@@ -20,28 +19,7 @@ def _hang_up_after(
     service: RunningService, stub: UpstreamStub, key: str, kind: str
 ) -> tuple[float, str]:
     """Hang up after the first `kind` event, once the stub has the upstream request."""
-    return hang_up_after(
-        service.url,
-        key,
-        kind,
-        lambda: _wait_for(lambda: bool(stub.exchanges_for(key)), "no upstream request arrived"),
-    )
-
-
-def _wait_for(condition: Callable[[], bool], failure: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(failure)
-        time.sleep(0.005)
-
-
-def _wait_closed(stub: UpstreamStub, key: str) -> Exchange:
-    _wait_for(
-        lambda: stub.exchanges_for(key)[0].client_closed_at is not None,
-        "the upstream request was never closed",
-    )
-    return stub.exchanges_for(key)[0]
+    return hang_up_after(service.url, key, kind, lambda: stub.wait_for_request(key))
 
 
 def test_client_hangup_mid_answer_closes_upstream_request(
@@ -51,7 +29,7 @@ def test_client_hangup_mid_answer_closes_upstream_request(
     stub.reply(key, Reply(pieces=LONG_ANSWER, piece_delay=0.05))
 
     hung_up_at, request_id = _hang_up_after(service, stub, key, "text")
-    exchange = _wait_closed(stub, key)
+    exchange = stub.wait_closed(key)
 
     assert exchange.client_closed_at is not None
     assert exchange.client_closed_at - hung_up_at < 1.0
@@ -67,7 +45,7 @@ def test_client_hangup_before_first_token_closes_upstream_request(
     stub.reply(key, Reply(pieces=LONG_ANSWER, first_delay=10.0))
 
     hung_up_at, _ = _hang_up_after(service, stub, key, "meta")
-    exchange = _wait_closed(stub, key)
+    exchange = stub.wait_closed(key)
 
     assert exchange.client_closed_at is not None
     assert exchange.client_closed_at - hung_up_at < 1.0
@@ -83,7 +61,7 @@ def test_repeated_hangups_leave_no_upstream_request_open(
         stub.reply(key, Reply(pieces=LONG_ANSWER, piece_delay=0.05))
         _hang_up_after(service, stub, key, "text")
 
-    closed = [_wait_closed(stub, key) for key in keys]
+    closed = [stub.wait_closed(key) for key in keys]
 
     assert all(not exchange.completed for exchange in closed)
 
@@ -127,7 +105,7 @@ async def test_hangup_between_chunks_closes_upstream_request(
         await stream.aclose()
         hung_up_at = time.monotonic()
 
-        exchange = await asyncio.to_thread(_wait_closed, stub, key)
+        exchange = await asyncio.to_thread(stub.wait_closed, key)
 
     assert exchange.client_closed_at is not None
     assert exchange.client_closed_at - hung_up_at < 1.0

@@ -15,7 +15,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,28 @@ class UpstreamStub:
     def exchanges_for(self, marker: str) -> list[Exchange]:
         with self._lock:
             return [e for e in self.exchanges if marker in json.dumps(e.body["messages"])]
+
+    def wait_for_request(self, marker: str, timeout: float = 5.0) -> Exchange:
+        """The first request with `marker`, once it has arrived."""
+        return self._wait(marker, lambda e: True, "no upstream request arrived", timeout)
+
+    def wait_closed(self, marker: str, timeout: float = 5.0) -> Exchange:
+        """The first request with `marker`, once its client has hung up."""
+        return self._wait(
+            marker, lambda e: e.client_closed_at is not None, "upstream never closed", timeout
+        )
+
+    def _wait(
+        self, marker: str, done: Callable[[Exchange], bool], failure: str, timeout: float
+    ) -> Exchange:
+        deadline = time.monotonic() + timeout
+        while True:
+            exchanges = self.exchanges_for(marker)
+            if exchanges and done(exchanges[0]):
+                return exchanges[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{failure}: {marker}")
+            time.sleep(0.005)
 
     def start(self) -> None:
         ready = threading.Event()

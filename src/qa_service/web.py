@@ -1,0 +1,84 @@
+"""The browser side: the demo page, the JS client, security headers and CORS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from secure import (
+    ContentSecurityPolicy,
+    CrossOriginOpenerPolicy,
+    ReferrerPolicy,
+    Secure,
+    XContentTypeOptions,
+    XFrameOptions,
+)
+from secure.middleware import SecureASGIMiddleware
+from starlette.middleware.cors import CORSMiddleware
+
+from qa_service.config import Settings
+
+STATIC = Path(__file__).parent / "static"
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+async def page() -> FileResponse:
+    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+
+
+@router.get("/qa-client.js")
+async def client_module() -> FileResponse:
+    """The client at a stable address, for `import { streamAnswer } from ".../qa-client.js"`."""
+    return FileResponse(STATIC / "qa-client.js", media_type="text/javascript; charset=utf-8")
+
+
+@router.get("/favicon.ico")
+async def favicon() -> FileResponse:
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+
+def security_headers() -> Secure:
+    """Headers for every response. No inline script or style: the page has none.
+
+    Cache-Control is left alone on purpose: the event stream sets its own.
+    """
+    csp = (
+        ContentSecurityPolicy()
+        .default_src("'self'")
+        .script_src("'self'")
+        .style_src("'self'")
+        .img_src("'self'")
+        .connect_src("'self'")
+        .base_uri("'none'")
+        .form_action("'self'")
+        .frame_ancestors("'none'")
+        .object_src("'none'")
+    )
+    return Secure(
+        csp=csp,
+        xcto=XContentTypeOptions().nosniff(),
+        xfo=XFrameOptions().deny(),
+        referrer=ReferrerPolicy().no_referrer(),
+        coop=CrossOriginOpenerPolicy().same_origin(),
+    )
+
+
+def install_web(app: FastAPI, settings: Settings) -> None:
+    """Routes for the page and the client, then the middleware for browsers."""
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "Accept", "Last-Event-ID", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
+            max_age=600,
+        )
+    app.add_middleware(SecureASGIMiddleware, secure=security_headers())

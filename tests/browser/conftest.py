@@ -1,0 +1,72 @@
+"""Headless Debian Chromium (/usr/bin/chromium) driven by Playwright against the real service.
+
+Run in their own pytest invocation: sync Playwright and pytest-asyncio do not
+share an event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.integration.conftest import provider_settings
+from tests.support.service import RunningService, run_service
+from tests.support.upstream_stub import UpstreamStub
+
+CHROMIUM = "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps dialling Google's
+# hosts, which this machine's closed network refuses.
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError("Debian chromium is needed: ./scripts/test.sh installs it")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh page; the test fails if the page logs a console error."""
+    context = browser.new_context()
+    opened = context.new_page()
+    problems: list[str] = []
+    opened.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    opened.on("pageerror", lambda error: problems.append(str(error)))
+    yield opened
+    context.close()
+    assert problems == [], problems
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("browser")
+
+
+@pytest.fixture(scope="session")
+def openai_service(stub: UpstreamStub, workdir: Path) -> Iterator[RunningService]:
+    with run_service(provider_settings("openai", stub), workdir) as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def demo_service(workdir: Path) -> Iterator[RunningService]:
+    settings = {"QA_DEMO_CHUNK_DELAY_MS": "5", "QA_DEMO_PAUSE_SECONDS": "30"}
+    with run_service(settings, workdir) as service:
+        yield service

@@ -1,0 +1,126 @@
+"""What browsers get: the page and client with strict security headers, and CORS by allow-list."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import marker
+from tests.support.service import RunningService, run_service
+from tests.support.upstream_stub import UpstreamStub
+
+FRONTEND = "https://frontend.example"
+
+
+@pytest.fixture(scope="module")
+def cors_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    settings = {"QA_CORS_ORIGINS": f"{FRONTEND}, http://localhost:5173", "QA_PROVIDER": "demo"}
+    with run_service(settings, tmp_path_factory.mktemp("cors")) as service:
+        yield service
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/", "text/html"),
+        ("/qa-client.js", "text/javascript"),
+        ("/static/app.js", "text/javascript"),
+        ("/static/style.css", "text/css"),
+        ("/static/favicon.svg", "image/svg+xml"),
+        ("/favicon.ico", "image/svg+xml"),
+    ],
+)
+def test_page_and_assets_are_served_with_strict_headers(
+    openai_service: RunningService, path: str, content_type: str
+) -> None:
+    response = httpx.get(f"{openai_service.url}{path}")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith(content_type)
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert "unsafe-eval" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+
+
+def test_page_has_no_inline_script_or_style(openai_service: RunningService) -> None:
+    html = httpx.get(f"{openai_service.url}/").text
+    assert "<script>" not in html
+    assert 'type="module" src="/static/app.js"' in html
+    assert "style=" not in html
+    assert "<style" not in html
+
+
+def test_security_headers_leave_the_stream_cacheable_as_designed(
+    openai_service: RunningService, stub: UpstreamStub
+) -> None:
+    with httpx.stream(
+        "GET", f"{openai_service.url}/ai_write", params={"query": marker()}
+    ) as response:
+        response.read()
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_no_cors_headers_unless_origins_are_configured(openai_service: RunningService) -> None:
+    response = httpx.get(f"{openai_service.url}/healthz", headers={"Origin": FRONTEND})
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_an_allowed_origin_may_preflight_and_stream(cors_service: RunningService) -> None:
+    preflight = httpx.options(
+        f"{cors_service.url}/ai_write",
+        headers={
+            "Origin": FRONTEND,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == FRONTEND
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert "access-control-allow-credentials" not in preflight.headers
+
+    with httpx.stream(
+        "POST",
+        f"{cors_service.url}/ai_write",
+        json={"query": "tides"},
+        headers={"Origin": FRONTEND},
+    ) as response:
+        response.read()
+    assert response.headers["access-control-allow-origin"] == FRONTEND
+    assert "x-request-id" in response.headers["access-control-expose-headers"].lower()
+
+
+def test_other_origins_are_not_allowed(cors_service: RunningService) -> None:
+    evil = "https://evil.example"
+    preflight = httpx.options(
+        f"{cors_service.url}/ai_write",
+        headers={"Origin": evil, "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 400
+    assert "access-control-allow-origin" not in preflight.headers
+    response = httpx.get(f"{cors_service.url}/readyz", headers={"Origin": evil})
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_refusals_carry_cors_headers_so_frontends_can_read_them(
+    cors_service: RunningService,
+) -> None:
+    response = httpx.get(f"{cors_service.url}/ai_write", headers={"Origin": FRONTEND})
+    assert response.status_code == 422
+    assert response.headers["access-control-allow-origin"] == FRONTEND
+
+
+def test_wildcard_with_credentials_stops_start_up(tmp_path: Path) -> None:
+    from tests.integration.test_startup import _serve_fails
+
+    line = _serve_fails({"QA_CORS_ORIGINS": "*", "QA_CORS_ALLOW_CREDENTIALS": "true"}, tmp_path)
+    assert "QA_CORS_ORIGINS" in line
+    assert "QA_CORS_ALLOW_CREDENTIALS" in line
