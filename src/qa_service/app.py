@@ -46,10 +46,12 @@ def create_app(settings: Settings) -> FastAPI:
                     "Set OPENAI_API_KEY or GROQ_API_KEY (or QA_PROVIDER) for real answers."
                 )
             log.info(
-                "ready provider=%s model=%s prompts=%s",
-                settings.resolved_provider,
-                settings.resolved_model,
-                ",".join(sorted(prompts)),
+                "ready",
+                extra={
+                    "provider": settings.resolved_provider,
+                    "model": settings.resolved_model,
+                    "prompts": sorted(prompts),
+                },
             )
             try:
                 yield

@@ -114,8 +114,6 @@ class Answer:
     def start(self) -> None:
         """Start generating; idempotent. Must run inside the event loop."""
         if self._task is None:
-            if self._observer is not None:
-                self._observer.answer_started(self.meta)
             self._task = asyncio.get_running_loop().create_task(
                 self._generate(), name=f"answer-{self.id}"
             )
@@ -129,6 +127,9 @@ class Answer:
         # Shielded: this runs while the caller is itself being cancelled.
         with anyio.move_on_after(self._close_timeout, shield=True):
             await asyncio.wait({task})
+        # A task cancelled before its first step never ran _generate's finally.
+        if task.done() and not self._ended:
+            self._publish_end()
 
     async def abort(self, public: PublicError) -> None:
         """Stop generating and end the answer with `public` as its error event."""
@@ -157,6 +158,10 @@ class Answer:
         return round((time.perf_counter() - self._started) * 1000, 1)
 
     async def _generate(self) -> None:
+        # Here, not in start(): started and finished are then reported in pairs,
+        # even for a task cancelled before it ever ran.
+        if self._observer is not None:
+            self._observer.answer_started(self.meta)
         self._publish(events.meta(self.id, 0, self.meta))
         report = GenerationReport()
         try:

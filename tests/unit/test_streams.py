@@ -116,3 +116,34 @@ async def test_leaving_the_stream_stops_generation_at_once() -> None:
     assert answer.finished
     assert answer.outcome == "client_disconnected"
     assert model.written == stopped_at
+
+
+class _Counting:
+    def __init__(self) -> None:
+        self.started = 0
+        self.finished = 0
+
+    def answer_started(self, meta: AnswerMeta) -> None:
+        self.started += 1
+
+    def answer_finished(self, record: Any) -> None:
+        self.finished += 1
+
+
+async def test_a_hangup_before_generation_runs_leaves_nothing_counted_or_waiting() -> None:
+    observer = _Counting()
+    meta = AnswerMeta(request_id="rid", provider="demo", model="m", prompt="explain")
+    answer = Answer(
+        meta,
+        AIWriter(build_demo_model(0, 0), PROMPTS),
+        AnswerRequest("q", "explain", {}),
+        upstream_close_timeout=1.0,
+        observer=observer,
+    )
+
+    answer.start()
+    await answer.cancel()  # before the task's first step
+
+    assert answer.finished
+    assert observer.started == observer.finished
+    assert [e async for e in answer.subscribe()] == []
