@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.integration.conftest import provider_settings
 from tests.support.service import RunningService, run_service
-from tests.support.upstream_stub import UpstreamStub
 
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps dialling Google's
@@ -52,17 +50,6 @@ def page(browser: Browser) -> Iterator[Page]:
     yield opened
     context.close()
     assert problems == [], problems
-
-
-@pytest.fixture(scope="session")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("browser")
-
-
-@pytest.fixture(scope="session")
-def openai_service(stub: UpstreamStub, workdir: Path) -> Iterator[RunningService]:
-    with run_service(provider_settings("openai", stub), workdir) as service:
-        yield service
 
 
 @pytest.fixture(scope="session")

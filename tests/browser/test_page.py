@@ -8,8 +8,8 @@ from typing import Any
 from playwright.sync_api import Page, expect
 
 from qa_service.demo import UNICODE_SAMPLE
-from tests.integration.conftest import marker
 from tests.integration.test_answers import HARD_PIECES
+from tests.support.providers import marker
 from tests.support.service import RunningService
 from tests.support.upstream_stub import Reply, UpstreamStub
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.integration.conftest import marker
+from tests.support.providers import marker
 from tests.support.service import RunningService
 from tests.support.sse import read_stream
 from tests.support.upstream_stub import GROQ_PATH, OPENAI_PATH, Reply, UpstreamStub

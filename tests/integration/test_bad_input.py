@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.integration.conftest import marker
+from tests.support.providers import marker
 from tests.support.service import RunningService
 from tests.support.upstream_stub import UpstreamStub
 

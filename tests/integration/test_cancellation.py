@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import marker
+from tests.support.providers import marker
 from tests.support.service import RunningService
 from tests.support.sse import hang_up_after
 from tests.support.upstream_stub import Reply, UpstreamStub
@@ -80,7 +80,7 @@ async def test_hangup_between_chunks_closes_upstream_request(
     from qa_service.providers import open_chat_model
     from qa_service.streams import Answer, AnswerRequest, answer_events
     from qa_service.writer import AIWriter
-    from tests.integration.conftest import provider_settings
+    from tests.support.providers import provider_settings
     from tests.support.service import PROMPTS
 
     key = marker()

@@ -6,8 +6,8 @@ import time
 
 import httpx
 
-from tests.integration.conftest import marker
-from tests.support.metrics import read_metrics, total
+from tests.support.metrics import delta, read_metrics, total
+from tests.support.providers import marker
 from tests.support.service import RunningService
 from tests.support.sse import hang_up_after, read_stream
 from tests.support.upstream_stub import Reply, UpstreamStub
@@ -40,20 +40,20 @@ def test_counters_and_histograms_move_with_answers(
 
     after = read_metrics(openai_service.url)
 
-    def delta(name: str, **extra: str) -> float:
-        return total(after, name, **labels, **extra) - total(before, name, **labels, **extra)
+    def grew(name: str, **extra: str) -> float:
+        return delta(before, after, name, **labels, **extra)
 
-    assert delta("qa_requests_total", outcome="complete") == 3
-    assert delta("qa_requests_total", outcome="error", code="upstream_rate_limited") == 1
-    assert delta("qa_requests_total", outcome="client_disconnected") == 1
-    assert delta("qa_requests_total", outcome="refused", code="query_required") == 1
-    assert delta("qa_upstream_errors_total", code="upstream_rate_limited") == 1
-    assert delta("qa_client_disconnects_total") == 1
-    assert delta("qa_upstream_cancellations_total") == 1
-    assert delta("qa_tokens_relayed_total") >= 13
-    assert delta("qa_usage_tokens_total", kind="output") == 12
-    assert delta("qa_time_to_first_token_seconds_count") == 4
-    assert delta("qa_answer_duration_seconds_count") == 5
+    assert grew("qa_requests_total", outcome="complete") == 3
+    assert grew("qa_requests_total", outcome="error", code="upstream_rate_limited") == 1
+    assert grew("qa_requests_total", outcome="client_disconnected") == 1
+    assert grew("qa_requests_total", outcome="refused", code="query_required") == 1
+    assert grew("qa_upstream_errors_total", code="upstream_rate_limited") == 1
+    assert grew("qa_client_disconnects_total") == 1
+    assert grew("qa_upstream_cancellations_total") == 1
+    assert grew("qa_tokens_relayed_total") >= 13
+    assert grew("qa_usage_tokens_total", kind="output") == 12
+    assert grew("qa_time_to_first_token_seconds_count") == 4
+    assert grew("qa_answer_duration_seconds_count") == 5
     assert total(after, "qa_active_streams", **labels) == 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import GROQ_KEY, OPENAI_KEY, marker
+from tests.support.providers import GROQ_KEY, OPENAI_KEY, marker
 from tests.support.service import RunningService
 from tests.support.sse import read_stream
 from tests.support.upstream_stub import Reply, UpstreamStub

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import marker
+from tests.support.providers import marker
 from tests.support.service import RunningService, run_service
 from tests.support.upstream_stub import UpstreamStub
 

@@ -27,3 +27,8 @@ def total(samples: dict[str, float], name: str, **labels: str) -> float:
         for key, value in samples.items()
         if key.split("{", 1)[0] == name and all(w in key for w in wanted)
     )
+
+
+def delta(before: dict[str, float], after: dict[str, float], name: str, **labels: str) -> float:
+    """How much `name` (summed over samples matching `labels`) grew between two reads."""
+    return total(after, name, **labels) - total(before, name, **labels)

@@ -1,0 +1,35 @@
+"""Service settings that point each provider at the stub, with fake keys."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.support.upstream_stub import UpstreamStub
+
+# Fake, generated per run: shaped like real keys so redaction is tested for real.
+OPENAI_KEY = f"sk-test-{uuid.uuid4().hex}"
+GROQ_KEY = f"gsk_test{uuid.uuid4().hex}"
+
+# A short keep-alive puts comment lines among the events of every test.
+FAST = {"QA_UPSTREAM_MAX_RETRIES": "0", "QA_LOG_LEVEL": "info", "QA_KEEPALIVE_SECONDS": "0.2"}
+
+
+def provider_settings(provider: str, stub: UpstreamStub) -> dict[str, str]:
+    if provider == "openai":
+        return {
+            **FAST,
+            "QA_PROVIDER": "openai",
+            "OPENAI_API_KEY": OPENAI_KEY,
+            "OPENAI_BASE_URL": f"{stub.url}/v1",
+        }
+    return {
+        **FAST,
+        "QA_PROVIDER": "groq",
+        "GROQ_API_KEY": GROQ_KEY,
+        "GROQ_BASE_URL": stub.url,
+    }
+
+
+def marker() -> str:
+    """A unique string for a query, so the stub picks this test's scripted reply."""
+    return f"m{uuid.uuid4().hex[:12]}"
