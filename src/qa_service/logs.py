@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -76,7 +77,19 @@ class _RequestIdFilter(logging.Filter):
             request_id = correlation_id.get()
             if request_id:
                 record.request_id = request_id
+        # uvicorn's copy of the message with terminal colour codes.
+        record.__dict__.pop("color_message", None)
         return True
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    # The default hook prints a raw traceback to stderr, past every formatter;
+    # SDK background threads (LangSmith's tracer, for one) can raise there.
+    logging.getLogger("qa_service.threads").error(
+        "uncaught exception in thread %s",
+        args.thread.name if args.thread else "?",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
+    )
 
 
 _STANDARD_ATTRIBUTES = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -101,3 +114,4 @@ def configure_logging(
         logger.propagate = True
     # httpx logs every request URL at INFO; that is noise per answer, not news.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    threading.excepthook = _log_thread_exception

@@ -1,0 +1,72 @@
+"""Log lines: JSON, scrubbed of secrets, never a traceback, from any thread."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from qa_service.logs import configure_logging
+
+SECRET = "sk-test-abcdefghijklmnop"
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level, hook = root.handlers[:], root.level, threading.excepthook
+    yield
+    root.handlers[:], threading.excepthook = handlers, hook
+    root.setLevel(level)
+
+
+def _lines(err: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in err.splitlines() if line.strip()]
+
+
+def test_lines_are_json_with_extra_fields_and_no_secret(
+    capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    configure_logging("info", [SECRET])
+    logging.getLogger("some.sdk").warning("request failed: key %s rejected", SECRET)
+    logging.getLogger("qa_service.answers").info("answer", extra={"outcome": "complete"})
+
+    first, second = _lines(capsys.readouterr().err)
+    assert first["message"] == "request failed: key [REDACTED] rejected"
+    assert first["level"] == "WARNING"
+    assert second["outcome"] == "complete"
+
+
+def test_tracebacks_are_withheld(capsys: pytest.CaptureFixture[str], restore_logging: None) -> None:
+    configure_logging("info", [SECRET])
+    try:
+        raise ValueError(f"body echoed {SECRET}")
+    except ValueError:
+        logging.getLogger("x").exception("failed")
+
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert SECRET not in err
+    assert "ValueError (traceback withheld)" in err
+
+
+def test_a_background_thread_crash_is_logged_without_traceback(
+    capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    configure_logging("info", [SECRET])
+
+    def crash() -> None:
+        raise KeyError(SECRET)
+
+    thread = threading.Thread(target=crash, name="sdk-worker")
+    thread.start()
+    thread.join()
+
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert SECRET not in err
+    [line] = _lines(err)
+    assert line["message"] == "uncaught exception in thread sdk-worker"
