@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v uv >/dev/null 2>&1; then
-    python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
-    export PATH="$HOME/.local/bin:$PATH"
+    if ! python3 -m uv --version >/dev/null 2>&1; then
+        python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
+    fi
+    # `python3 -m uv` works wherever pip put it, on PATH or not.
+    uv() { python3 -m uv "$@"; }
 fi
 uv sync --frozen "$@"
