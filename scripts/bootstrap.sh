@@ -2,7 +2,7 @@
 # Shared by serve.sh and test.sh: make sure uv exists, then install the locked
 # dependencies into .venv. Needs only Python >= 3.11 and access to PyPI.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 if ! command -v uv >/dev/null 2>&1; then
     if ! python3 -m uv --version >/dev/null 2>&1; then

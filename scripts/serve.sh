@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh --no-dev
-exec uv run --frozen --no-dev qa-service serve "$@"
+# The environment is synced: run its entry point directly, as PID-preserving exec.
+exec .venv/bin/qa-service serve "$@"
