@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import anyio
 from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sse_starlette import EventSourceResponse
@@ -107,12 +107,9 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=None)
-async def readyz(request: Request) -> dict[str, Any] | JSONResponse:
-    """Readiness: the model is open and the service takes answers."""
-    service: Service | None = getattr(request.app.state, "service", None)
-    if service is None:
-        return JSONResponse({"error": errors.NOT_READY.as_dict()}, status_code=503)
+@router.get("/readyz")
+async def readyz(service: ServiceDep) -> dict[str, Any]:
+    """Readiness: the model is open and the service takes answers (else 503 not_ready)."""
     settings = service.settings
     return {
         "status": "ready",

@@ -182,7 +182,7 @@ def classify_failure(exc: BaseException) -> PublicError:
     # The SDKs wrap transport errors (openai: a cut body becomes
     # APIConnectionError, and langchain-openai wraps that again), so the
     # transport error that started it decides.
-    causes = list(_cause_chain(exc))
+    causes = _cause_chain(exc)
     for kinds, public in (
         (_CUT_ERRORS, UPSTREAM_INTERRUPTED),
         (_TIMEOUT_ERRORS, UPSTREAM_TIMEOUT),

@@ -91,7 +91,7 @@ class KeepAlive(ServerSentEvent):
 
 
 def keepalive() -> ServerSentEvent:
-    return KeepAlive(comment=KEEPALIVE_COMMENT, sep=LINE_SEPARATOR)
+    return KeepAlive()
 
 
 def _event(answer_id: str, seq: int, payload: dict[str, Any]) -> ServerSentEvent:
