@@ -20,12 +20,17 @@ from qa_service.events import AnswerMeta
 from qa_service.prompts import PROMPT_NAME, Prompt
 from qa_service.streams import Answer, AnswerRequest, answer_events
 from qa_service.telemetry import Telemetry
+from qa_service.validation import describe_body_error, describe_query_string_error
 from qa_service.writer import AIWriter
 
 DEMO_FALLBACK_NOTICE = (
     "No OPENAI_API_KEY or GROQ_API_KEY is set, so the keyless demo provider is "
     "answering. Its text is canned, not written by a language model."
 )
+
+# sse-starlette defaults to no-store; no-cache is what proxies and browsers are
+# documented to honour for event streams. Also sent on HEAD, without a stream.
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +65,22 @@ ServiceDep = Annotated[Service, Depends(get_service)]
 router = APIRouter()
 
 
-@router.get("/ai_write", response_class=EventSourceResponse)
+@router.api_route("/ai_write", methods=["GET", "HEAD"], response_class=EventSourceResponse)
 async def ai_write(
     service: ServiceDep,
+    request: Request,
     query: str | None = None,
     prompt: str | None = None,
     scenario: str | None = None,
-) -> EventSourceResponse:
+) -> Response:
     """Stream an answer to `query` as Server-Sent Events (docs/PROTOCOL.md)."""
-    return start_answer(service, AskBody(query=query, prompt=prompt, scenario=scenario))
+    problem = describe_query_string_error(request.query_params.multi_items(), AskBody.model_fields)
+    if problem is not None:
+        raise errors.invalid_request(problem)
+    ask = AskBody(query=query, prompt=prompt, scenario=scenario)
+    if request.method == "HEAD":
+        return _stream_headers_only(service, ask)
+    return start_answer(service, ask)
 
 
 @router.post("/ai_write", response_class=EventSourceResponse)
@@ -77,12 +89,13 @@ async def ai_write_post(service: ServiceDep, request: Request) -> EventSourceRes
     body = await _read_capped_body(request, _body_limit(service.settings))
     try:
         ask = AskBody.model_validate_json(body)
-    except ValidationError:
-        raise errors.QAServiceError(errors.INVALID_REQUEST) from None
+    except ValidationError as exc:
+        problem = describe_body_error(exc, body, request.headers.get("content-type"))
+        raise errors.invalid_request(problem) from None
     return start_answer(service, ask)
 
 
-@router.get("/prompts")
+@router.api_route("/prompts", methods=["GET", "HEAD"])
 async def list_prompts(service: ServiceDep) -> dict[str, Any]:
     """The prompts a request may name, and the default."""
     return {
@@ -94,20 +107,20 @@ async def list_prompts(service: ServiceDep) -> dict[str, Any]:
     }
 
 
-@router.get("/metrics", response_class=Response)
+@router.api_route("/metrics", methods=["GET", "HEAD"], response_class=Response)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics (text exposition format)."""
     telemetry: Telemetry = request.app.state.telemetry
     return Response(generate_latest(telemetry.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/healthz")
+@router.api_route("/healthz", methods=["GET", "HEAD"])
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers HTTP."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.api_route("/readyz", methods=["GET", "HEAD"])
 async def readyz(service: ServiceDep) -> dict[str, Any]:
     """Readiness: the model is open and the service takes answers (else 503 not_ready)."""
     settings = service.settings
@@ -122,10 +135,8 @@ async def readyz(service: ServiceDep) -> dict[str, Any]:
 def start_answer(service: Service, ask: AskBody) -> EventSourceResponse:
     """Refuse bad input before any upstream call; otherwise open the event stream."""
     settings = service.settings
-    question = _checked_query(ask.query, settings.max_query_chars)
-    prompt = _checked_prompt(ask.prompt, service)
-    configurable = _checked_scenario(ask.scenario, settings)
-    request = AnswerRequest(question=question, prompt=prompt, configurable=configurable)
+    request = _checked_request(service, ask)
+    prompt = request.prompt
     answer = Answer(
         AnswerMeta(
             request_id=correlation_id.get() or "",
@@ -151,13 +162,29 @@ def start_answer(service: Service, ask: AskBody) -> EventSourceResponse:
         answer_events(answer, shutdown, drain_seconds=grace),
         shutdown_event=shutdown,
         shutdown_grace_period=grace + 1,
-        # sse-starlette defaults to no-store; no-cache is what proxies and
-        # browsers are documented to honour for event streams.
-        headers={"Cache-Control": "no-cache"},
+        headers=STREAM_HEADERS,
         ping=settings.keepalive_seconds,
         ping_message_factory=events.keepalive,
         sep=events.LINE_SEPARATOR,
         send_timeout=settings.send_timeout_seconds,
+    )
+
+
+def _stream_headers_only(service: Service, ask: AskBody) -> Response:
+    """HEAD: the checks and headers of GET, without asking the model anything."""
+    _checked_request(service, ask)
+    response = Response(headers=STREAM_HEADERS, media_type="text/event-stream; charset=utf-8")
+    # The stream has no length; an empty body's "0" would be a lie about GET.
+    del response.headers["content-length"]
+    return response
+
+
+def _checked_request(service: Service, ask: AskBody) -> AnswerRequest:
+    settings = service.settings
+    return AnswerRequest(
+        question=_checked_query(ask.query, settings.max_query_chars),
+        prompt=_checked_prompt(ask.prompt, service),
+        configurable=_checked_scenario(ask.scenario, settings),
     )
 
 
@@ -174,7 +201,7 @@ def _checked_prompt(name: str | None, service: Service) -> str:
         return service.settings.default_prompt
     if not PROMPT_NAME.match(name) or name not in service.prompts:
         raise errors.unknown_prompt(
-            name if PROMPT_NAME.match(name) else "?", sorted(service.prompts)
+            name if PROMPT_NAME.match(name) else None, sorted(service.prompts)
         )
     return name
 

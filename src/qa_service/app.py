@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from qa_service import __version__, errors
 from qa_service.api import Service, router
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 # Ids from proxies (nginx's $request_id, uuids) are kept; anything else is
 # replaced. No ':' allowed, since event ids are "<request id>:<seq>".
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -89,7 +91,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         known = {404: errors.NOT_FOUND, 405: errors.METHOD_NOT_ALLOWED}
-        return refuse(request, known.get(exc.status_code, errors.INVALID_REQUEST))
+        response = refuse(request, known.get(exc.status_code, errors.INVALID_REQUEST))
+        if exc.status_code == 405:
+            response.headers["Allow"] = allowed_methods(request)
+        return response
 
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error exception=%s path=%s", type(exc).__name__, request.url.path)
@@ -99,6 +104,28 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected_error)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path, for a 405's `Allow` header.
+
+    Starlette answers 405 from the first route whose path matched, and names
+    only that route's methods: `DELETE /ai_write` would say `Allow: GET, HEAD`
+    and hide POST. StaticFiles sends no `Allow` at all. So every route is
+    asked about every method.
+    """
+    # Inside a mount the scope's root_path has grown; match from the app's.
+    scope = {**request.scope, "root_path": request.scope.get("app_root_path", "")}
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Mount):  # the static files: GET and HEAD
+            if route.matches(scope)[0] != Match.NONE:
+                methods |= {"GET", "HEAD"}
+            continue
+        for method in _METHODS:
+            if route.matches({**scope, "method": method})[0] == Match.FULL:
+                methods.add(method)
+    return ", ".join(sorted(methods))
 
 
 def error_response(public: PublicError) -> JSONResponse:

@@ -55,6 +55,7 @@ def serve_command(host: str | None, port: int | None) -> int:
     # Imported here so `qa-service ask` starts without loading LangChain.
     from qa_service.app import create_app
     from qa_service.logs import configure_logging
+    from qa_service.server import JsonErrorHttpToolsProtocol
 
     try:
         settings = load_settings()
@@ -68,7 +69,7 @@ def serve_command(host: str | None, port: int | None) -> int:
         host=host or settings.host,
         port=settings.port if port is None else port,
         loop="uvloop",
-        http="httptools",
+        http=JsonErrorHttpToolsProtocol,
         log_config=None,
         # The per-answer log line replaces access logs, whose URL carries the query text.
         access_log=False,

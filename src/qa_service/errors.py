@@ -85,13 +85,14 @@ def query_too_long(limit: int) -> InvalidQueryError:
     )
 
 
-def unknown_prompt(name: str, known: list[str]) -> UnknownPromptError:
-    # Prompt names are validated against [a-z0-9_-] before they get here, so
-    # echoing one cannot inject anything.
+def unknown_prompt(name: str | None, known: list[str]) -> UnknownPromptError:
+    """`name` is None when it is not a valid prompt name, and so is not echoed."""
+    # Valid names match [a-z0-9_-], so echoing one cannot inject anything.
+    which = f"named {name!r}" if name is not None else "by that name (names use a-z, 0-9, _ and -)"
     return UnknownPromptError(
         PublicError(
             "unknown_prompt",
-            f"No prompt named {name!r}. Known prompts: {', '.join(known)}.",
+            f"prompt: there is no prompt {which}. Known prompts: {', '.join(known)}.",
             False,
             422,
         )
@@ -109,7 +110,23 @@ def unknown_scenario(known: list[str]) -> UnknownScenarioError:
     )
 
 
+def invalid_request(detail: str) -> QAServiceError:
+    """`detail` names the field and the problem (see validation.py), never the value."""
+    return QAServiceError(
+        PublicError("invalid_request", f"The request is malformed: {detail}.", False, 422)
+    )
+
+
 INVALID_REQUEST = PublicError("invalid_request", "The request is malformed.", False, 422)
+# Written by the HTTP protocol itself (server.py), for requests the app never sees.
+UNPARSEABLE_REQUEST = PublicError("bad_http_request", "The request is not valid HTTP.", False, 400)
+URL_TOO_LONG = PublicError(
+    "url_too_long",
+    "The URL is longer than 65,535 bytes. Send long questions with POST /ai_write "
+    '(a JSON body, {"query": "..."}).',
+    False,
+    414,
+)
 BODY_TOO_LARGE = PublicError("body_too_large", "The request body is too large.", False, 413)
 NOT_FOUND = PublicError("not_found", "No such endpoint.", False, 404)
 METHOD_NOT_ALLOWED = PublicError("method_not_allowed", "Method not allowed.", False, 405)
@@ -146,6 +163,8 @@ UPSTREAM_ERROR = PublicError(
 
 PUBLIC_ERRORS: tuple[PublicError, ...] = (
     INVALID_REQUEST,
+    UNPARSEABLE_REQUEST,
+    URL_TOO_LONG,
     BODY_TOO_LARGE,
     NOT_FOUND,
     METHOD_NOT_ALLOWED,

@@ -25,18 +25,18 @@ STATIC = Path(__file__).parent / "static"
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])
 async def page() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
 
 
-@router.get("/qa-client.js")
+@router.api_route("/qa-client.js", methods=["GET", "HEAD"])
 async def client_module() -> FileResponse:
     """The client at a stable address, for `import { streamAnswer } from ".../qa-client.js"`."""
     return FileResponse(STATIC / "qa-client.js", media_type="text/javascript; charset=utf-8")
 
 
-@router.get("/favicon.ico")
+@router.api_route("/favicon.ico", methods=["GET", "HEAD"])
 async def favicon() -> FileResponse:
     return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 

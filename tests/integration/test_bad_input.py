@@ -99,3 +99,62 @@ def test_query_at_the_limit_is_answered_whole(
 def test_unknown_routes_and_methods_get_json_errors(openai_service: RunningService) -> None:
     _refusal(httpx.get(f"{openai_service.url}/nope"), 404, "not_found")
     _refusal(httpx.delete(f"{openai_service.url}/ai_write"), 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "detail"),
+    [
+        (b"query=tides", "application/x-www-form-urlencoded", "body: send JSON, not a form"),
+        (b"query=tides", None, "body: send JSON, not a form"),
+        (b'{"query": ', "application/json", "body: not valid JSON"),
+        (b"", "application/json", "body: empty"),
+        (b'["tides"]', "application/json", "body: must be a JSON object"),
+        (b'{"query": 42}', "application/json", "query: must be a string"),
+        (b'{"query": "ok", "prompt": ["eli5"]}', "application/json", "prompt: must be a string"),
+        (b'{"query": "ok", "colour": "SECRET"}', "application/json", "colour: unknown field"),
+        (b'{"query": "ok", "<b>SECRET": 1}', "application/json", "a field: unknown field"),
+    ],
+)
+def test_invalid_post_names_the_field_and_the_problem_not_the_value(
+    openai_service: RunningService, content: bytes, content_type: str | None, detail: str
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    response = httpx.post(f"{openai_service.url}/ai_write", content=content, headers=headers)
+
+    _refusal(response, 422, "invalid_request")
+    message = response.json()["error"]["message"]
+    assert detail in message
+    assert "SECRET" not in message
+    assert "tides" not in message
+
+
+@pytest.mark.parametrize(
+    ("query_string", "detail"),
+    [
+        ("query=ok&promt=eli5", "promt: unknown parameter"),
+        ("query=ok&%3Cscript%3E=1", "a parameter: unknown parameter"),
+        ("query=one&query=two", "query: given more than once"),
+    ],
+)
+def test_invalid_get_names_the_parameter_and_the_problem(
+    openai_service: RunningService, stub: UpstreamStub, query_string: str, detail: str
+) -> None:
+    before = len(stub.exchanges)
+
+    response = httpx.get(f"{openai_service.url}/ai_write?{query_string}")
+
+    _refusal(response, 422, "invalid_request")
+    assert detail in response.json()["error"]["message"]
+    assert len(stub.exchanges) == before
+
+
+def test_an_unknown_prompt_is_named_only_when_it_is_a_name(openai_service: RunningService) -> None:
+    named = httpx.get(f"{openai_service.url}/ai_write", params={"query": "x", "prompt": "nope"})
+    odd = httpx.get(f"{openai_service.url}/ai_write", params={"query": "x", "prompt": "../etc"})
+
+    assert "no prompt named 'nope'" in named.json()["error"]["message"]
+    message = odd.json()["error"]["message"]
+    assert "../etc" not in message
+    assert "'?'" not in message
+    assert "a-z, 0-9, _ and -" in message
+    assert "explain" in message
