@@ -17,6 +17,7 @@ from qa_service import errors, events
 from qa_service.config import Settings
 from qa_service.demo import SCENARIO_CONFIG_KEY, SCENARIOS
 from qa_service.events import AnswerMeta
+from qa_service.probe import ProviderProbe
 from qa_service.prompts import PROMPT_NAME, Prompt
 from qa_service.streams import Answer, AnswerRequest, answer_events
 from qa_service.telemetry import Telemetry
@@ -41,6 +42,7 @@ class Service:
     writer: AIWriter
     prompts: dict[str, Prompt]
     telemetry: Telemetry
+    probe: ProviderProbe | None = None
 
 
 class AskBody(BaseModel):
@@ -122,14 +124,26 @@ async def healthz() -> dict[str, str]:
 
 @router.api_route("/readyz", methods=["GET", "HEAD"])
 async def readyz(service: ServiceDep) -> dict[str, Any]:
-    """Readiness: the model is open and the service takes answers (else 503 not_ready)."""
+    """Readiness: the model is open and the service takes answers (else 503 not_ready).
+
+    With QA_READYZ_PROBE, the provider must also have answered `GET /models`
+    within the last few seconds. The body also tells a page what to offer.
+    """
     settings = service.settings
-    return {
+    if service.probe is not None and not await service.probe.ready():
+        raise errors.NotReadyError(errors.PROVIDER_NOT_READY)
+    ready: dict[str, Any] = {
         "status": "ready",
         "provider": settings.resolved_provider,
         "model": settings.resolved_model,
         "demo_fallback": settings.is_demo_fallback,
+        "max_query_chars": settings.max_query_chars,
     }
+    if settings.is_demo_fallback:
+        ready["notice"] = DEMO_FALLBACK_NOTICE
+    if settings.resolved_provider == "demo":
+        ready["scenarios"] = list(SCENARIOS)
+    return ready
 
 
 def start_answer(service: Service, ask: AskBody) -> EventSourceResponse:

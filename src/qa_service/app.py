@@ -18,6 +18,7 @@ from qa_service import __version__, errors
 from qa_service.api import Service, router
 from qa_service.config import Settings
 from qa_service.errors import PublicError, QAServiceError
+from qa_service.probe import build_probe
 from qa_service.prompts import check_default, load_prompts
 from qa_service.providers import open_chat_model
 from qa_service.telemetry import Telemetry
@@ -41,7 +42,14 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_chat_model(settings) as model:
-            app.state.service = Service(settings, AIWriter(model, prompts), prompts, telemetry)
+            probe = (
+                build_probe(model, settings.readyz_probe_ttl_seconds)
+                if settings.readyz_probe
+                else None
+            )
+            app.state.service = Service(
+                settings, AIWriter(model, prompts), prompts, telemetry, probe
+            )
             if settings.is_demo_fallback:
                 log.warning(
                     "NO PROVIDER KEY SET: answering with the keyless DEMO provider. "

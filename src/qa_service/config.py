@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -65,6 +66,11 @@ class Settings(BaseSettings):
     cors_allow_credentials: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
+    # /readyz asks the provider (GET {base}/models) instead of only checking
+    # that the model client is open. Each probe is a provider request, so its
+    # result is kept for readyz_probe_ttl_seconds, whoever polls.
+    readyz_probe: bool = False
+    readyz_probe_ttl_seconds: float = Field(default=5.0, gt=0, le=3600)
 
     # The providers' standard variables, read without our prefix so that existing
     # deployments and OpenAI-compatible servers (vLLM, llama.cpp, Ollama) just work.
@@ -101,6 +107,22 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value if value and value.strip() else None
+
+    @field_validator("openai_base_url", "groq_base_url", mode="after")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        # Caught at start-up, not on every answer as an upstream_unavailable.
+        # The message never echoes the value: a URL can carry credentials.
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:11434/v1")
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ValueError("has a port that is not a number") from None
+        return value.strip()
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -170,7 +192,7 @@ def describe_validation_error(exc: ValidationError) -> str:
     """One line naming the first setting at fault, without echoing its value."""
     first = exc.errors(include_url=False, include_input=False)[0]
     field = str(first["loc"][0]) if first["loc"] else "settings"
-    return f"{env_name(field)}: {first['msg']}"
+    return f"{env_name(field)}: {first['msg'].removeprefix('Value error, ')}"
 
 
 def load_settings() -> Settings:

@@ -131,6 +131,9 @@ BODY_TOO_LARGE = PublicError("body_too_large", "The request body is too large.",
 NOT_FOUND = PublicError("not_found", "No such endpoint.", False, 404)
 METHOD_NOT_ALLOWED = PublicError("method_not_allowed", "Method not allowed.", False, 405)
 NOT_READY = PublicError("not_ready", "The service is starting or stopping.", True, 503)
+PROVIDER_NOT_READY = PublicError(
+    "not_ready", "The model provider did not answer the readiness probe.", True, 503
+)
 INTERNAL = PublicError("internal_error", "The service failed to answer.", False, 500)
 SHUTTING_DOWN = PublicError(
     "shutting_down", "The service is restarting; ask again to reach another instance.", True, 503

@@ -38,6 +38,11 @@ def _serve_fails(settings: dict[str, str], workdir: Path) -> str:
         ({"QA_MAX_QUERY_CHARS": "0"}, "QA_MAX_QUERY_CHARS"),
         ({"QA_DEFAULT_PROMPT": "missing"}, "QA_DEFAULT_PROMPT"),
         ({"QA_PROMPTS_DIR": "/nonexistent/prompts"}, "/nonexistent/prompts"),
+        ({"QA_PROVIDER": "demo", "OPENAI_BASE_URL": "notaurl"}, "OPENAI_BASE_URL"),
+        ({"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": "127.0.0.1:11434/v1"}, "OPENAI_BASE_URL"),
+        ({"GROQ_API_KEY": "k", "GROQ_BASE_URL": "ftp://files.example"}, "GROQ_BASE_URL"),
+        ({"GROQ_API_KEY": "k", "GROQ_BASE_URL": "http://h:port"}, "GROQ_BASE_URL"),
+        ({"QA_READYZ_PROBE": "maybe"}, "QA_READYZ_PROBE"),
     ],
 )
 def test_wrong_configuration_stops_start_up_with_one_line(
@@ -78,6 +83,10 @@ def test_secrets_given_at_start_up_never_reach_the_error_line(tmp_path: Path) ->
     secret = "sk-test-do-not-print-me-0123456789"
     line = _serve_fails({"QA_PROVIDER": "bogus", "OPENAI_API_KEY": secret}, tmp_path)
     assert secret not in line
+    # A base URL can carry credentials too: the line names the setting, not the value.
+    line = _serve_fails({"OPENAI_BASE_URL": f"htp://user:{secret}@host/v1"}, tmp_path)
+    assert line.startswith("qa-service: configuration error: OPENAI_BASE_URL: must be an http")
+    assert secret not in line
 
 
 def test_health_and_readiness(openai_service: RunningService) -> None:
@@ -88,6 +97,7 @@ def test_health_and_readiness(openai_service: RunningService) -> None:
         "provider": "openai",
         "model": "gpt-4o-mini",
         "demo_fallback": False,
+        "max_query_chars": 4000,
     }
 
 
@@ -105,5 +115,8 @@ def test_auto_without_keys_falls_back_to_demo_loudly(tmp_path: Path) -> None:
         records = service.log_records()
     assert ready["provider"] == "demo"
     assert ready["demo_fallback"] is True
+    assert "keyless demo provider" in ready["notice"]
+    assert ready["scenarios"][0] == "normal"
+    assert "unicode" in ready["scenarios"]
     warnings = [r["message"] for r in records if r["level"] == "WARNING"]
     assert any("DEMO provider" in message for message in warnings)

@@ -21,6 +21,7 @@ from typing import Any
 
 OPENAI_PATH = "/v1/chat/completions"
 GROQ_PATH = "/openai/v1/chat/completions"
+MODELS_PATHS = ("/v1/models", "/openai/v1/models")
 
 
 @dataclass
@@ -68,6 +69,9 @@ class UpstreamStub:
         # Benchmarks turn this off: a long run would otherwise keep every request.
         self.record = True
         self.exchanges: list[Exchange] = []
+        # GET /models: how many came, and the status to answer them with.
+        self.models_requests = 0
+        self.models_status = 200
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -180,6 +184,9 @@ class UpstreamStub:
                 headers[name.strip().lower()] = value.strip()
         raw_body = await reader.readexactly(int(headers.get("content-length", "0")))
         body = json.loads(raw_body) if raw_body else {}
+        if method == "GET" and path in MODELS_PATHS:
+            await self._list_models(writer)
+            return True
         if method != "POST" or path not in (OPENAI_PATH, GROQ_PATH):
             await _write_json(writer, 404, {"error": {"message": "not found"}}, {})
             return True
@@ -194,6 +201,20 @@ class UpstreamStub:
             await _write_json(writer, reply.status, error, reply.headers)
             return True
         return await self._stream(reader, writer, exchange, reply, groq=path == GROQ_PATH)
+
+    async def _list_models(self, writer: asyncio.StreamWriter) -> None:
+        """`GET /models` in OpenAI's shape (Groq's is the same list)."""
+        with self._lock:
+            self.models_requests += 1
+            status = self.models_status
+        if status != 200:
+            await _write_json(writer, status, {"error": {"message": "unavailable"}}, {})
+            return
+        models = [
+            {"id": name, "object": "model", "created": 1, "owned_by": "stub"}
+            for name in ("gpt-4o-mini", "llama-3.1-8b-instant")
+        ]
+        await _write_json(writer, 200, {"object": "list", "data": models}, {})
 
     async def _stream(
         self,

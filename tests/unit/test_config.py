@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
-from qa_service.config import ConfigError, Settings, load_settings
+from qa_service.config import ConfigError, Settings, describe_validation_error, load_settings
 
 
 def _settings(**values: object) -> Settings:
@@ -88,3 +88,23 @@ def test_invalid_values_are_named_by_their_variable(
 def test_secret_values_lists_every_key() -> None:
     settings = _settings(openai_api_key="o-key", groq_api_key="g-key")
     assert sorted(settings.secret_values()) == ["g-key", "o-key"]
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:11434/v1", "https://api.example.com/openai/v1", " http://h/ "]
+)
+def test_base_urls_that_are_http_urls_are_kept(url: str) -> None:
+    settings = _settings(openai_base_url=url, groq_base_url=url)
+    assert settings.openai_base_url == url.strip()
+    assert settings.groq_base_url == url.strip()
+
+
+@pytest.mark.parametrize(
+    "url", ["notaurl", "localhost:8080", "ftp://h/v1", "http:///v1", "http://h:x"]
+)
+def test_base_urls_that_are_not_http_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        _settings(openai_base_url=url)
+    line = describe_validation_error(caught.value)
+    assert line.startswith("OPENAI_BASE_URL: ")
+    assert url not in line
