@@ -55,8 +55,11 @@ def create_app(settings: Settings) -> FastAPI:
                     "NO PROVIDER KEY SET: answering with the keyless DEMO provider. "
                     "Set OPENAI_API_KEY or GROQ_API_KEY (or QA_PROVIDER) for real answers."
                 )
+            # Port 0 means "any free port", which only uvicorn learns, later.
+            where = f"; open {settings.local_url}/" if settings.port else ""
             log.info(
-                "ready",
+                "ready%s",
+                where,
                 extra={
                     "provider": settings.resolved_provider,
                     "model": settings.resolved_model,

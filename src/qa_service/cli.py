@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from collections.abc import Iterator, Sequence
 
-import httpx
 import uvicorn
-from httpx_sse import connect_sse
 
-from qa_service.config import ConfigError, load_settings
-from qa_service.prompts import PromptError
+# Everything else is imported by the command that needs it: `qa-service ask`
+# must start without loading LangChain (issue 10: `ask --help` took 5 s).
 
 
 class DrainingServer(uvicorn.Server):
@@ -39,26 +36,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", help="bind address (default: QA_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: QA_PORT or 8000)")
 
-    ask = commands.add_parser("ask", help="stream an answer from a running service")
+    ask = commands.add_parser(
+        "ask",
+        help="stream an answer from a running service",
+        description="Stream an answer to stdout; notes and a closing summary go to stderr.",
+    )
     ask.add_argument("question")
-    ask.add_argument("--url", default="http://127.0.0.1:8000", help="the service's base URL")
+    ask.add_argument(
+        "--url",
+        help="the service's base URL (default: http://QA_HOST:QA_PORT, as `serve` uses them)",
+    )
     ask.add_argument("--prompt", help="a prompt name from GET /prompts")
     ask.add_argument("--scenario", help="a demo scenario (demo provider only)")
+    ask.add_argument(
+        "--json", action="store_true", help="print every event as one JSON line on stdout"
+    )
 
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve_command(args.host, args.port)
-    return ask_command(args.url, args.question, args.prompt, args.scenario)
+    return ask_command(args.url, args.question, args.prompt, args.scenario, json_lines=args.json)
 
 
 def serve_command(host: str | None, port: int | None) -> int:
     # Imported here so `qa-service ask` starts without loading LangChain.
     from qa_service.app import create_app
+    from qa_service.config import ConfigError, load_settings
     from qa_service.logs import configure_logging
+    from qa_service.prompts import PromptError
     from qa_service.server import JsonErrorHttpToolsProtocol
 
     try:
-        settings = load_settings()
+        # The flags win over QA_HOST / QA_PORT, and the app's ready log says where.
+        settings = load_settings().with_address(host, port)
         configure_logging(settings.log_level, settings.secret_values(), settings.log_format)
         app = create_app(settings)
     except (ConfigError, PromptError) as exc:
@@ -83,42 +93,24 @@ def serve_command(host: str | None, port: int | None) -> int:
     return 0
 
 
-def ask_command(url: str, question: str, prompt: str | None, scenario: str | None) -> int:
-    body = {"query": question, "prompt": prompt, "scenario": scenario}
-    payload = {key: value for key, value in body.items() if value is not None}
-    timeout = httpx.Timeout(10.0, read=None)
-    try:
-        with (
-            httpx.Client(timeout=timeout) as client,
-            connect_sse(client, "POST", f"{url}/ai_write", json=payload) as source,
-        ):
-            if source.response.status_code != 200:
-                source.response.read()
-                return _report_error(source.response.json().get("error", {}))
-            for sse in source.iter_sse():
-                event = json.loads(sse.data)
-                if "text" in event:
-                    sys.stdout.write(event["text"])
-                    sys.stdout.flush()
-                elif "meta" in event and event["meta"].get("notice"):
-                    print(f"note: {event['meta']['notice']}", file=sys.stderr)
-                elif "done" in event:
-                    sys.stdout.write("\n")
-                    return 0
-                elif "error" in event:
-                    sys.stdout.write("\n")
-                    return _report_error(event["error"])
-    except httpx.HTTPError as exc:
-        print(f"qa-service: cannot reach {url}: {type(exc).__name__}", file=sys.stderr)
-        return 1
-    print("qa-service: the stream ended without a done or error event", file=sys.stderr)
-    return 1
+def ask_command(
+    url: str | None,
+    question: str,
+    prompt: str | None,
+    scenario: str | None,
+    *,
+    json_lines: bool = False,
+) -> int:
+    from qa_service.ask import CONFIG_ERROR, ask, default_url
+    from qa_service.config import ConfigError
 
-
-def _report_error(error: dict[str, object]) -> int:
-    retry = " (retryable)" if error.get("retryable") else ""
-    print(f"qa-service: {error.get('code')}: {error.get('message')}{retry}", file=sys.stderr)
-    return 1
+    if url is None:
+        try:
+            url = default_url()
+        except ConfigError as exc:
+            print(f"qa-service: configuration error: {exc}", file=sys.stderr)
+            return CONFIG_ERROR
+    return ask(url, question, prompt, scenario, json_lines=json_lines)
 
 
 if __name__ == "__main__":

@@ -151,6 +151,19 @@ class Settings(BaseSettings):
     def resolved_model(self) -> str:
         return self.model or DEFAULT_MODELS[self.resolved_provider]
 
+    def with_address(self, host: str | None, port: int | None) -> Settings:
+        """These settings, listening where `serve --host/--port` say when they are given."""
+        update = {"host": host, "port": port}
+        return self.model_copy(update={k: v for k, v in update.items() if v is not None})
+
+    @property
+    def local_url(self) -> str:
+        """Where this machine reaches the service (a bind-all address means loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
     def secret_values(self) -> list[str]:
         """Every secret this service holds, for log redaction."""
         keys = (self.openai_api_key, self.groq_api_key, self.langsmith_api_key)
@@ -195,11 +208,16 @@ def describe_validation_error(exc: ValidationError) -> str:
     return f"{env_name(field)}: {first['msg'].removeprefix('Value error, ')}"
 
 
-def load_settings() -> Settings:
-    """Read the environment and `.env`; raise ConfigError with one line on failure."""
+def load_settings(*, runnable: bool = True) -> Settings:
+    """Read the environment and `.env`; raise ConfigError with one line on failure.
+
+    `runnable=False` skips the checks that only serving needs (provider keys),
+    for `qa-service ask`, which reads only where the service listens.
+    """
     try:
         settings = Settings()
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
-    settings.check_runnable()
+    if runnable:
+        settings.check_runnable()
     return settings

@@ -120,3 +120,8 @@ def test_auto_without_keys_falls_back_to_demo_loudly(tmp_path: Path) -> None:
     assert "unicode" in ready["scenarios"]
     warnings = [r["message"] for r in records if r["level"] == "WARNING"]
     assert any("DEMO provider" in message for message in warnings)
+
+
+def test_the_ready_log_line_says_where_the_page_is(openai_service: RunningService) -> None:
+    messages = [r["message"] for r in openai_service.log_records()]
+    assert f"ready; open {openai_service.url}/" in messages
