@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from asgi_correlation_id import correlation_id
@@ -21,7 +22,7 @@ from qa_service.probe import ProviderProbe
 from qa_service.prompts import PROMPT_NAME, Prompt
 from qa_service.streams import Answer, AnswerRequest, answer_events
 from qa_service.telemetry import Telemetry
-from qa_service.validation import describe_body_error, describe_query_string_error
+from qa_service.validation import NOT_BLANK, describe_body_error, describe_query_string_error
 from qa_service.writer import AIWriter
 
 DEMO_FALLBACK_NOTICE = (
@@ -66,8 +67,25 @@ ServiceDep = Annotated[Service, Depends(get_service)]
 
 router = APIRouter()
 
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
-@router.api_route("/ai_write", methods=["GET", "HEAD"], response_class=EventSourceResponse)
+
+def get_and_head(path: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
+    """`@router.get`, plus HEAD as its own route: one route with both methods
+    would give the two OpenAPI operations the same operationId."""
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        for method in ("GET", "HEAD"):
+            operation_id = f"{endpoint.__name__}_{method.lower()}"
+            router.add_api_route(
+                path, endpoint, methods=[method], operation_id=operation_id, **options
+            )
+        return endpoint
+
+    return register
+
+
+@get_and_head("/ai_write", response_class=EventSourceResponse)
 async def ai_write(
     service: ServiceDep,
     request: Request,
@@ -85,7 +103,7 @@ async def ai_write(
     return start_answer(service, ask)
 
 
-@router.post("/ai_write", response_class=EventSourceResponse)
+@router.post("/ai_write", response_class=EventSourceResponse, operation_id="ai_write_post")
 async def ai_write_post(service: ServiceDep, request: Request) -> EventSourceResponse:
     """The same stream, for long questions: a JSON body `{"query": ..., ...}`."""
     body = await _read_capped_body(request, _body_limit(service.settings))
@@ -97,7 +115,7 @@ async def ai_write_post(service: ServiceDep, request: Request) -> EventSourceRes
     return start_answer(service, ask)
 
 
-@router.api_route("/prompts", methods=["GET", "HEAD"])
+@get_and_head("/prompts")
 async def list_prompts(service: ServiceDep) -> dict[str, Any]:
     """The prompts a request may name, and the default."""
     return {
@@ -109,20 +127,20 @@ async def list_prompts(service: ServiceDep) -> dict[str, Any]:
     }
 
 
-@router.api_route("/metrics", methods=["GET", "HEAD"], response_class=Response)
+@get_and_head("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics (text exposition format)."""
     telemetry: Telemetry = request.app.state.telemetry
     return Response(generate_latest(telemetry.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.api_route("/healthz", methods=["GET", "HEAD"])
+@get_and_head("/healthz")
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers HTTP."""
     return {"status": "ok"}
 
 
-@router.api_route("/readyz", methods=["GET", "HEAD"])
+@get_and_head("/readyz")
 async def readyz(service: ServiceDep) -> dict[str, Any]:
     """Readiness: the model is open and the service takes answers (else 503 not_ready).
 
@@ -203,7 +221,7 @@ def _checked_request(service: Service, ask: AskBody) -> AnswerRequest:
 
 
 def _checked_query(query: str | None, limit: int) -> str:
-    if query is None or not query.strip():
+    if query is None or not NOT_BLANK.search(query):
         raise errors.query_required()
     if len(query) > limit:
         raise errors.query_too_long(limit)
@@ -229,9 +247,11 @@ def _checked_scenario(scenario: str | None, settings: Settings) -> dict[str, str
 
 
 def _body_limit(settings: Settings) -> int:
-    # Worst case UTF-8 is 4 bytes a character, JSON escapes aside; plus room
-    # for the other fields. A bigger body is refused before it is buffered.
-    return settings.max_query_chars * 6 + 4096
+    # Worst case is 12 bytes a character: an astral character (an emoji) as
+    # the surrogate-pair escape "\\ud83c\\udf31", which Python's and many
+    # clients' JSON encoders write by default. Plus room for the other fields.
+    # A bigger body is refused before it is buffered.
+    return settings.max_query_chars * 12 + 4096
 
 
 async def _read_capped_body(request: Request, limit: int) -> bytes:

@@ -18,6 +18,7 @@ from qa_service import __version__, errors
 from qa_service.api import Service, router
 from qa_service.config import Settings
 from qa_service.errors import PublicError, QAServiceError
+from qa_service.openapi import install_openapi
 from qa_service.probe import build_probe
 from qa_service.prompts import check_default, load_prompts
 from qa_service.providers import open_chat_model
@@ -71,7 +72,11 @@ def create_app(settings: Settings) -> FastAPI:
             finally:
                 app.state.service = None
 
-    app = FastAPI(title="qa-service", version=__version__, lifespan=lifespan)
+    # FastAPI's /docs and /redoc load their scripts from a CDN, which the CSP
+    # blocks and an offline machine cannot reach: web.py serves /docs instead.
+    app = FastAPI(
+        title="qa-service", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.service = None
     app.state.telemetry = telemetry
     app.add_middleware(
@@ -82,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     _install_error_handlers(app)
     app.include_router(router)
     install_web(app, settings)
+    install_openapi(app, settings, prompts)
     return app
 
 

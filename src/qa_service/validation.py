@@ -17,6 +17,11 @@ from pydantic import ValidationError
 # cannot carry anything but a name: short, and from a plain alphabet.
 _ECHOABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# A query must hold a character that is not whitespace. The class is the union
+# of what Python (str.isspace) and JavaScript (\s) call whitespace, so the same
+# pattern in the OpenAPI schema means the same thing to any validator.
+NOT_BLANK_PATTERN = r"[^\s\x1c-\x1f\x85\ufeff]"
+NOT_BLANK = re.compile(NOT_BLANK_PATTERN)
 
 
 def named(name: object, fallback: str) -> str:

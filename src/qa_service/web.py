@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import fastapi_offline
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from secure import (
     ContentSecurityPolicy,
@@ -21,6 +22,8 @@ from starlette.middleware.cors import CORSMiddleware
 from qa_service.config import Settings
 
 STATIC = Path(__file__).parent / "static"
+# fastapi-offline ships Swagger UI's files; only the files are used, not its app class.
+SWAGGER_UI = Path(fastapi_offline.__file__).parent / "static"
 
 router = APIRouter(include_in_schema=False)
 
@@ -34,6 +37,18 @@ async def page() -> FileResponse:
 async def client_module() -> FileResponse:
     """The client at a stable address, for `import { streamAnswer } from ".../qa-client.js"`."""
     return FileResponse(STATIC / "qa-client.js", media_type="text/javascript; charset=utf-8")
+
+
+@router.api_route("/docs", methods=["GET", "HEAD"])
+async def api_docs() -> FileResponse:
+    """Swagger UI for /openapi.json, with no CDN (FastAPI's own /docs loads one)."""
+    return FileResponse(STATIC / "docs.html", media_type="text/html; charset=utf-8")
+
+
+@router.api_route("/redoc", methods=["GET", "HEAD"])
+async def redoc() -> RedirectResponse:
+    """One API page is kept, not two: /redoc leads to /docs."""
+    return RedirectResponse("/docs", status_code=308)
 
 
 @router.api_route("/favicon.ico", methods=["GET", "HEAD"])
@@ -71,6 +86,7 @@ def install_web(app: FastAPI, settings: Settings) -> None:
     """Routes for the page and the client, then the middleware for browsers."""
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/docs/assets", StaticFiles(directory=SWAGGER_UI), name="docs-assets")
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

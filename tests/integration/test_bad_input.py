@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -29,6 +31,8 @@ def _refusal(response: httpx.Response, status: int, code: str) -> None:
         ({}, "query_required"),
         ({"query": ""}, "query_required"),
         ({"query": "   \t\n "}, "query_required"),
+        # Whitespace to Python or to JavaScript, as the OpenAPI pattern says.
+        ({"query": "\x1c\x85\u3000\ufeff"}, "query_required"),
         ({"query": "x" * (LIMIT + 1)}, "query_too_long"),
         ({"query": "ok", "prompt": "no-such-prompt"}, "unknown_prompt"),
         ({"query": "ok", "prompt": "../etc/passwd"}, "unknown_prompt"),
@@ -79,7 +83,7 @@ def test_malformed_json_is_refused(openai_service: RunningService) -> None:
 
 
 def test_oversized_body_is_refused_without_reading_it_all(openai_service: RunningService) -> None:
-    response = httpx.post(f"{openai_service.url}/ai_write", content=b"x" * (LIMIT * 6 + 5000))
+    response = httpx.post(f"{openai_service.url}/ai_write", content=b"x" * (LIMIT * 12 + 5000))
     _refusal(response, 413, "body_too_large")
 
 
@@ -158,3 +162,21 @@ def test_an_unknown_prompt_is_named_only_when_it_is_a_name(openai_service: Runni
     assert "'?'" not in message
     assert "a-z, 0-9, _ and -" in message
     assert "explain" in message
+
+
+def test_a_query_at_the_limit_fits_the_body_cap_even_fully_escaped(
+    openai_service: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    query = key + "🌱" * (LIMIT - len(key))
+    # Python's default: every emoji as a surrogate-pair escape, 12 bytes.
+    body = json.dumps({"query": query, "prompt": "explain"})
+
+    response = httpx.post(
+        f"{openai_service.url}/ai_write",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+
+    assert response.status_code == 200
+    assert stub.exchanges_for(key)

@@ -31,6 +31,10 @@ def cors_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSe
         ("/static/style.css", "text/css"),
         ("/static/favicon.svg", "image/svg+xml"),
         ("/favicon.ico", "image/svg+xml"),
+        ("/docs", "text/html"),
+        ("/static/docs.js", "text/javascript"),
+        ("/docs/assets/swagger-ui-bundle.js", "text/javascript"),
+        ("/docs/assets/swagger-ui.css", "text/css"),
     ],
 )
 def test_page_and_assets_are_served_with_strict_headers(
@@ -124,3 +128,16 @@ def test_wildcard_with_credentials_stops_start_up(tmp_path: Path) -> None:
     line = _serve_fails({"QA_CORS_ORIGINS": "*", "QA_CORS_ALLOW_CREDENTIALS": "true"}, tmp_path)
     assert "QA_CORS_ORIGINS" in line
     assert "QA_CORS_ALLOW_CREDENTIALS" in line
+
+
+def test_api_docs_are_served_by_the_service_and_redoc_leads_there(
+    openai_service: RunningService,
+) -> None:
+    html = httpx.get(f"{openai_service.url}/docs").text
+    # Every script and stylesheet from the service itself: no CDN.
+    assert "http" not in html.replace('href="/openapi.json"', "")
+    assert '<script src="/docs/assets/swagger-ui-bundle.js"' in html
+    assert "<script>" not in html
+    redoc = httpx.get(f"{openai_service.url}/redoc")
+    assert redoc.status_code == 308
+    assert redoc.headers["location"] == "/docs"
