@@ -79,7 +79,8 @@ def test_an_error_mid_stream_shows_a_message_and_a_retry(
     _ask(page, openai_service, key)
 
     alert = page.get_by_role("alert")
-    expect(alert).to_contain_text("The model provider's stream was cut off. (upstream_interrupted)")
+    expect(alert).to_contain_text("The model provider's stream was cut off.")
+    expect(page.locator("#error-code")).to_have_text("upstream_interrupted")
     assert page.evaluate(ANSWER_TEXT) == "before the cut "
 
     page.get_by_role("button", name="Try again").click()
@@ -87,7 +88,7 @@ def test_an_error_mid_stream_shows_a_message_and_a_retry(
     while len(stub.exchanges_for(key)) < 2:
         assert time.monotonic() < deadline, "the retry never reached the provider"
         time.sleep(0.01)
-    expect(alert).to_contain_text("(upstream_interrupted)")
+    expect(page.locator("#error-code")).to_have_text("upstream_interrupted")
 
 
 def test_model_markup_is_shown_literally_and_never_runs(

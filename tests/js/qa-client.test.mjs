@@ -172,15 +172,33 @@ test("streamAnswer calls a stream that ends without done or error a cut", async 
   assert.equal(result.text, "half");
 });
 
-test("streamAnswer passes on a JSON refusal", async () => {
+test("streamAnswer passes on a JSON refusal, with the request id to quote", async () => {
   const refusal = async () =>
     new Response(
       JSON.stringify({ error: { code: "query_required", message: "m", retryable: false } }),
-      { status: 422, headers: { "content-type": "application/json" } },
+      { status: 422, headers: { "content-type": "application/json", "x-request-id": "rid12345" } },
     );
-  const result = await withFetch(refusal, () => streamAnswer(" "));
+  let quoted;
+  const result = await withFetch(refusal, () =>
+    streamAnswer(" ", { onError: (_error, _text, requestId) => (quoted = requestId) }),
+  );
   assert.equal(result.status, "error");
   assert.equal(result.error.code, "query_required");
+  assert.equal(result.requestId, "rid12345");
+  assert.equal(quoted, "rid12345");
+});
+
+test("streamAnswer reports the meta event's request id with an error event", async () => {
+  const stream = [
+    'data: {"meta":{"request_id":"fromMeta1"}}\n\n',
+    'data: {"error":{"code":"upstream_error","message":"m","retryable":true}}\n\n',
+  ];
+  let quoted;
+  const result = await withFetch(fakeFetch(stream), () =>
+    streamAnswer("q", { onError: (_error, _text, requestId) => (quoted = requestId) }),
+  );
+  assert.equal(quoted, "fromMeta1");
+  assert.equal(result.requestId, "fromMeta1");
 });
 
 test("streamAnswer resolves as aborted, without onError, when its signal aborts", async () => {

@@ -1,24 +1,60 @@
 // The demo page: streams an answer into the page with qa-client.js.
+// What the page offers (provider, demo notice, scenarios, the query limit)
+// comes from GET /readyz and GET /prompts; nothing is hard-coded here.
 import { streamAnswer } from "/qa-client.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("ask-form");
 const question = $("question");
+const counter = $("counter");
+const problem = $("question-problem");
 const askButton = $("ask");
 const stopButton = $("stop");
+const waiting = $("waiting");
+const waitingText = $("waiting-text");
 const answer = $("answer");
 const meta = $("meta");
 const stats = $("stats");
+const provider = $("provider");
 const notice = $("notice");
 const errorBox = $("error");
+const errorTitle = $("error-title");
 const errorMessage = $("error-message");
+const errorCode = $("error-code");
+const errorRequest = $("error-request");
+const errorRequestId = $("error-request-id");
+const copyButton = $("copy-id");
 const retryButton = $("retry");
 const promptSelect = $("prompt");
 const scenarioField = $("scenario-field");
 const scenarioSelect = $("scenario");
 
+let maxChars = null; // from /readyz
 let controller = null;
 let lastRequest = null;
+
+// What a person should read first; the service's own message follows it.
+const FRIENDLY = {
+  query_required: "Type a question first.",
+  query_too_long: "That question is too long.",
+  unknown_prompt: "That style is not available.",
+  unknown_scenario: "That demo scenario is not available here.",
+  invalid_request: "The page sent a request the service could not read.",
+  body_too_large: "That question is too long.",
+  not_ready: "The service is starting or stopping. Try again in a moment.",
+  shutting_down: "The service restarted while answering. Try again.",
+  upstream_auth_failed: "The model provider rejected the service's key. The operator must fix it.",
+  upstream_rate_limited: "The model provider is busy. Try again in a moment.",
+  upstream_bad_request: "The model provider refused this request.",
+  upstream_unavailable: "The model provider is not answering. Try again in a moment.",
+  upstream_timeout: "The model provider took too long to answer.",
+  upstream_interrupted: "The answer was cut off.",
+  upstream_incomplete: "The answer ended early.",
+  upstream_error: "The model provider reported an error.",
+  network_error: "The service could not be reached. Check the connection.",
+  stream_cut: "The connection dropped before the answer was finished.",
+  internal_error: "The service failed. Quote the request id when you report it.",
+};
 
 // Text arrives faster than the screen refreshes: pieces are batched and
 // appended once per animation frame, as a text node, so markup in model
@@ -36,16 +72,108 @@ function flushText() {
   pending = "";
 }
 
+// The waiting state: before the first text, and whenever the model falls
+// silent for a while, a spinner and the seconds waited so far.
+const SILENCE_MS = 1500;
+let waitTimer = 0;
+let startedAt = 0;
+let lastTextAt = 0;
+let sawText = false;
+function startWaiting() {
+  startedAt = performance.now();
+  lastTextAt = startedAt;
+  sawText = false;
+  clearInterval(waitTimer);
+  waitTimer = setInterval(showWaiting, 250);
+  showWaiting();
+}
+function noteText() {
+  sawText = true;
+  lastTextAt = performance.now();
+  waiting.hidden = true;
+}
+function showWaiting() {
+  const now = performance.now();
+  if (sawText && now - lastTextAt < SILENCE_MS) {
+    waiting.hidden = true;
+    return;
+  }
+  const seconds = Math.floor((now - (sawText ? lastTextAt : startedAt)) / 1000);
+  waitingText.textContent = sawText
+    ? `The model paused… ${seconds} s`
+    : `Waiting for the first words… ${seconds} s`;
+  waiting.hidden = false;
+}
+function stopWaiting() {
+  clearInterval(waitTimer);
+  waitTimer = 0;
+  waiting.hidden = true;
+}
+
+function characters(text) {
+  return [...text].length; // code points, as the service counts them
+}
+function overLimit(used) {
+  const over = used - maxChars;
+  return `${over} character${over === 1 ? "" : "s"} over the limit of ${maxChars}.`;
+}
+// Inline validation: a blank question is reported when it is asked, a long
+// one as soon as it is typed; either clears once the question is fixed.
+function updateCounter() {
+  const used = characters(question.value);
+  counter.textContent = maxChars === null ? "" : `${used} / ${maxChars}`;
+  const over = maxChars !== null && used > maxChars;
+  counter.classList.toggle("over", over);
+  if (over) showProblem("long", overLimit(used));
+  else if (problem.dataset.kind === "long" || question.value.trim()) clearProblem();
+}
+function showProblem(kind, text) {
+  problem.dataset.kind = kind;
+  problem.textContent = text;
+  problem.hidden = false;
+  question.setAttribute("aria-invalid", "true");
+}
+function clearProblem() {
+  delete problem.dataset.kind;
+  problem.textContent = "";
+  problem.hidden = true;
+  question.removeAttribute("aria-invalid");
+}
+function checkQuestion(query) {
+  if (!query.trim()) showProblem("blank", "Type a question first.");
+  else if (maxChars !== null && characters(query) > maxChars) {
+    showProblem("long", overLimit(characters(query)));
+  } else return true;
+  return false;
+}
+
 function setBusy(busy) {
   askButton.disabled = busy;
   stopButton.disabled = !busy;
   answer.setAttribute("aria-busy", String(busy));
 }
 
-function showError(error) {
-  errorMessage.textContent = `${error.message} (${error.code})`;
+function showError(error, _text, requestId) {
+  errorTitle.textContent = FRIENDLY[error.code] ?? "Something went wrong.";
+  errorMessage.textContent = error.message;
+  errorCode.textContent = error.code;
+  errorRequestId.textContent = requestId ?? "";
+  errorRequest.hidden = !requestId;
+  copyButton.textContent = "Copy";
   retryButton.hidden = !error.retryable;
   errorBox.hidden = false;
+}
+
+async function copyRequestId() {
+  const id = errorRequestId.textContent;
+  try {
+    await navigator.clipboard.writeText(id);
+    copyButton.textContent = "Copied";
+  } catch {
+    // No clipboard (a plain-http origin that is not localhost): select it instead.
+    getSelection().selectAllChildren(errorRequestId);
+    copyButton.textContent = "Selected: press Ctrl+C";
+  }
 }
 
 async function ask(request) {
@@ -57,18 +185,18 @@ async function ask(request) {
   stats.textContent = "";
   errorBox.hidden = true;
   setBusy(true);
+  startWaiting();
   const result = await streamAnswer(request.query, {
     prompt: request.prompt,
     scenario: request.scenario,
     signal: controller.signal,
     onMeta(info) {
       meta.textContent = `${info.provider} · ${info.model} · prompt "${info.prompt}"`;
-      if (info.notice) {
-        notice.textContent = info.notice;
-        notice.hidden = false;
-      }
     },
-    onText: queueText,
+    onText(piece) {
+      noteText();
+      queueText(piece);
+    },
     onDone(done) {
       const usage = done.usage
         ? `${done.usage.input_tokens} in / ${done.usage.output_tokens} out tokens`
@@ -78,6 +206,7 @@ async function ask(request) {
     },
     onError: showError,
   });
+  stopWaiting();
   flushText();
   setBusy(false);
   if (result.status === "aborted") stats.textContent = "Stopped.";
@@ -86,12 +215,14 @@ async function ask(request) {
 form.addEventListener("submit", (event) => {
   event.preventDefault();
   const query = question.value;
-  if (!query.trim()) {
+  if (!checkQuestion(query)) {
     question.focus();
     return;
   }
+  clearProblem();
   ask({ query, prompt: promptSelect.value || undefined, scenario: scenarioSelect.value || undefined });
 });
+question.addEventListener("input", updateCounter);
 question.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
@@ -103,20 +234,49 @@ document.addEventListener("keydown", (event) => {
 });
 stopButton.addEventListener("click", () => controller?.abort());
 retryButton.addEventListener("click", () => lastRequest && ask(lastRequest));
+copyButton.addEventListener("click", copyRequestId);
 
-async function loadOptions() {
-  const [prompts, ready] = await Promise.all([
-    fetch("/prompts").then((r) => r.json()),
-    fetch("/readyz").then((r) => r.json()),
-  ]);
-  for (const { name, description } of prompts.prompts) {
-    const option = new Option(name, name, false, name === prompts.default);
-    option.title = description;
-    promptSelect.append(option);
-  }
-  scenarioField.hidden = ready.provider !== "demo";
+function showService(ready) {
+  provider.replaceChildren("Answering with ", strong(ready.provider), " · ", strong(ready.model));
+  if (ready.notice) notice.textContent = ready.notice;
+  notice.hidden = !ready.notice;
+  maxChars = ready.max_query_chars;
+  scenarioSelect.replaceChildren(
+    ...(ready.scenarios ?? []).map((name) => new Option(name.replaceAll("_", " "), name)),
+  );
+  scenarioField.hidden = !ready.scenarios;
+  updateCounter();
 }
-loadOptions().catch(() => {
-  meta.textContent = "The service is not ready yet; asking still works once it is.";
-});
+function strong(text) {
+  const element = document.createElement("strong");
+  element.textContent = text;
+  return element;
+}
+
+async function loadPrompts() {
+  const prompts = await fetch("/prompts").then((r) => (r.ok ? r.json() : Promise.reject(r)));
+  promptSelect.replaceChildren(
+    ...prompts.prompts.map(({ name, description }) => {
+      const option = new Option(name, name, false, name === prompts.default);
+      option.title = description;
+      return option;
+    }),
+  );
+}
+
+// Until the service says it is ready, say so, and ask again every 2 s.
+async function loadService() {
+  try {
+    const response = await fetch("/readyz", { cache: "no-store" });
+    if (!response.ok) throw new Error(`readyz ${response.status}`);
+    showService(await response.json());
+    await loadPrompts();
+  } catch {
+    provider.textContent = "The service is not ready yet; trying again…";
+    setTimeout(loadService, 2000);
+  }
+}
+
+updateCounter();
+loadService();
 question.focus();

@@ -7,9 +7,10 @@
 //     onMeta: (meta) => {},              // provider, model, request_id, notice
 //     onText: (piece, textSoFar) => {},  // insert as text, never as HTML
 //     onDone: (done, text) => {},        // finish_reason, usage, ttft_ms, chars
-//     onError: (error, textSoFar) => {}, // code, message, retryable
+//     onError: (error, textSoFar, requestId) => {}, // code, message, retryable
 //   });
-//   // result.status is "done", "error" or "aborted"
+//   // result.status is "done", "error" or "aborted"; result.requestId is the
+//   // service's id for this request (quote it in bug reports), or "" if none
 //
 // It uses fetch (POST, so long questions stay out of URLs and logs) and a
 // parser that follows the WHATWG event-stream rules, so events split across
@@ -111,7 +112,8 @@ const NETWORK_ERROR = {
 
 /**
  * Ask a question and stream the answer. It never throws: it resolves to
- * {status: "done", text, done} | {status: "error", text, error} | {status: "aborted", text}.
+ * {status: "done", text, done} | {status: "error", text, error} | {status: "aborted", text},
+ * each with `requestId`: the X-Request-ID header (or the meta event's), "" without a response.
  */
 export async function streamAnswer(query, options = {}) {
   const {
@@ -130,9 +132,10 @@ export async function streamAnswer(query, options = {}) {
   if (scenario) body.scenario = scenario;
 
   let text = "";
+  let requestId = "";
   const fail = (error) => {
-    onError?.(error, text);
-    return { status: "error", text, error };
+    onError?.(error, text, requestId);
+    return { status: "error", text, error, requestId };
   };
   const aborted = (error) => signal?.aborted || error?.name === "AbortError";
 
@@ -150,8 +153,10 @@ export async function streamAnswer(query, options = {}) {
       cache: "no-store",
     });
   } catch (error) {
-    return aborted(error) ? { status: "aborted", text } : fail(NETWORK_ERROR);
+    return aborted(error) ? { status: "aborted", text, requestId } : fail(NETWORK_ERROR);
   }
+  // Readable cross-origin too: the service lists it in Access-Control-Expose-Headers.
+  requestId = response.headers.get("X-Request-ID") ?? "";
   if (!response.ok) {
     const refusal = await response.json().catch(() => null);
     return fail(
@@ -170,7 +175,10 @@ export async function streamAnswer(query, options = {}) {
     if ("text" in payload) {
       text += payload.text;
       onText?.(payload.text, text);
-    } else if ("meta" in payload) onMeta?.(payload.meta);
+    } else if ("meta" in payload) {
+      requestId = payload.meta.request_id ?? requestId;
+      onMeta?.(payload.meta);
+    }
     else if ("done" in payload) outcome = { done: payload.done };
     else if ("error" in payload) outcome = { error: payload.error };
   });
@@ -185,7 +193,7 @@ export async function streamAnswer(query, options = {}) {
       parser.feed(value);
     }
   } catch (error) {
-    if (aborted(error)) return { status: "aborted", text };
+    if (aborted(error)) return { status: "aborted", text, requestId };
     // Otherwise the connection broke: reported below as stream_cut.
   } finally {
     // Stop reading at the terminal event: nothing reconnects, nothing is asked twice.
@@ -193,7 +201,7 @@ export async function streamAnswer(query, options = {}) {
   }
   if (outcome?.done) {
     onDone?.(outcome.done, text);
-    return { status: "done", text, done: outcome.done };
+    return { status: "done", text, done: outcome.done, requestId };
   }
   return fail(outcome?.error ?? STREAM_CUT);
 }
