@@ -7,7 +7,9 @@ share an event loop.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -39,10 +41,10 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    """A fresh page; the test fails if the page logs a console error."""
-    context = browser.new_context()
+@contextmanager
+def open_page(browser: Browser, **context_options: Any) -> Iterator[Page]:
+    """A fresh page in its own context; fails if the page logs a console error."""
+    context = browser.new_context(**context_options)
     opened = context.new_page()
     problems: list[str] = []
     opened.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
@@ -50,6 +52,12 @@ def page(browser: Browser) -> Iterator[Page]:
     yield opened
     context.close()
     assert problems == [], problems
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    with open_page(browser) as opened:
+        yield opened
 
 
 @pytest.fixture(scope="session")

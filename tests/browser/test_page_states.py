@@ -17,6 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from tests.browser.conftest import open_page
 from tests.support.providers import marker
 from tests.support.service import RunningService
 from tests.support.upstream_stub import Reply, UpstreamStub
@@ -122,13 +123,8 @@ def test_a_too_long_question_is_counted_and_caught_as_it_is_typed(
 
 @pytest.fixture
 def clipboard_page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
-    opened = context.new_page()
-    problems: list[str] = []
-    opened.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    yield opened
-    context.close()
-    assert problems == [], problems
+    with open_page(browser, permissions=["clipboard-read", "clipboard-write"]) as opened:
+        yield opened
 
 
 def test_an_error_says_what_happened_with_its_code_and_a_request_id_to_copy(
