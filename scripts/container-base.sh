@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the stand-in for python:3.12-slim that container tests use where no
-# registry can be reached (see shared/CONTAINERS.md), and imports it into podman
+# registry can be reached (see docs/CONTAINER_TESTS.md), and imports it into podman
 # as localhost/python-base:test. The root filesystem is cached as a tarball, so
 # only the first run pays for debootstrap.
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian packages the test suite needs: podman (with runc, as shared/CONTAINERS.md
+# Debian packages the test suite needs: podman (with runc, as docs/CONTAINER_TESTS.md
 # explains) and debootstrap for the container tests' stand-in base image, and
 # chromium for the browser tests (Playwright drives it; it cannot download its own).
 # Node.js runs the JS client's tests; Debian's is used only where none is installed.

@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== system packages"
 ./scripts/system-deps.sh
+# Arguments are for pytest; a sourced script would otherwise see them as its own.
+PYTEST_ARGS=("$@")
+set --
 source scripts/bootstrap.sh
 
 echo "== ruff"
@@ -16,9 +19,9 @@ uv run --frozen ruff check src tests benchmarks
 echo "== mypy --strict"
 uv run --frozen mypy
 echo "== pytest: unit, integration, container"
-uv run --frozen pytest tests/unit tests/integration tests/container "$@"
+uv run --frozen pytest tests/unit tests/integration tests/container "${PYTEST_ARGS[@]}"
 echo "== node --test: the JS client"
 node --test tests/js/
 # Their own invocation: sync Playwright and pytest-asyncio do not share a loop.
 echo "== pytest: browser"
-uv run --frozen pytest tests/browser "$@"
+uv run --frozen pytest tests/browser "${PYTEST_ARGS[@]}"

@@ -145,6 +145,9 @@ def test_ctrl_c_exits_130_with_one_line_and_the_upstream_request_closes(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # A shell that runs the suite in the background ignores SIGINT, and the
+        # child would inherit that; a user's terminal never does.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert process.stdout is not None
@@ -161,7 +164,7 @@ def test_ctrl_c_exits_130_with_one_line_and_the_upstream_request_closes(
     finally:
         if process.poll() is None:
             process.kill()
-            process.wait()
+            process.communicate()
 
     assert process.returncode == 130
     assert stderr.decode().strip().splitlines() == [

@@ -1,11 +1,13 @@
 """Building and running the image with podman, with the flags these machines need.
 
-See shared/CONTAINERS.md: runc instead of crun, explicit ulimits, host network.
+See docs/CONTAINER_TESTS.md: runc instead of crun, explicit ulimits, host
+network, the stand-in base image, and why a run removes what it built.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -19,7 +21,9 @@ import httpx
 
 from tests.support.service import REPO
 
-IMAGE = "localhost/qa-service:test"
+# One tag per run, so runs from two checkouts on one machine never build over,
+# or remove, each other's image.
+IMAGE = f"localhost/qa-service:test-{os.getpid()}"
 BASE_IMAGE = "localhost/python-base:test"
 PODMAN = ["podman", "--runtime", "/usr/sbin/runc"]
 ULIMITS = ["--ulimit", "nofile=1024:4096", "--ulimit", "nproc=1024:2048"]
@@ -52,6 +56,10 @@ def build_image() -> float:
         "build",
         *ULIMITS,
         "--format=docker",  # OCI images drop HEALTHCHECK
+        # No intermediate images: the run removes its image at the end, so a
+        # layer cache would only be left behind as dangling images.
+        "--layers=false",
+        "--force-rm",
         "--network=host",
         f"--build-arg=BASE_IMAGE={BASE_IMAGE}",
         f"--tag={IMAGE}",
@@ -59,6 +67,13 @@ def build_image() -> float:
         timeout=1200,
     )
     return time.monotonic() - started
+
+
+def remove_image() -> None:
+    """Remove this run's image. The stand-in base stays, on purpose (docs/CONTAINER_TESTS.md)."""
+    podman("rmi", "--force", IMAGE, check=False)
+    if podman("image", "exists", IMAGE, check=False).returncode == 0:
+        raise RuntimeError(f"podman image {IMAGE} could not be removed")
 
 
 def image_config() -> dict[str, Any]:
@@ -85,6 +100,7 @@ class Container:
 
 @contextmanager
 def run_container(name: str, port: int, env: Mapping[str, str]) -> Iterator[Container]:
+    name = f"{name}-{os.getpid()}"  # like IMAGE: never another run's container
     podman("rm", "--force", name, check=False)
     env_flags = [f"--env={key}={value}" for key, value in {**env, "QA_PORT": str(port)}.items()]
     # The same hardening as docker-compose.yml, so its settings are proved to work.
