@@ -20,11 +20,11 @@ from httpx_sse import connect_sse
 OK, FAILED, CONFIG_ERROR, INTERRUPTED = 0, 1, 2, 130
 
 
-def default_url() -> str:
-    """The URL `qa-service serve` listens on, from the same settings (QA_HOST, QA_PORT, .env)."""
+def default_url(host: str | None = None, port: int | None = None) -> str:
+    """Where `qa-service serve` listens: the same flags, settings and `.env` it reads."""
     from qa_service.config import load_settings
 
-    return load_settings(runnable=False).local_url
+    return load_settings(runnable=False).with_address(host, port).local_url
 
 
 @dataclass

@@ -44,8 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ask.add_argument("question")
     ask.add_argument(
         "--url",
-        help="the service's base URL (default: http://QA_HOST:QA_PORT, as `serve` uses them)",
+        help="the service's base URL (default: from --host/--port, QA_HOST/QA_PORT or .env, "
+        "as `serve` reads them)",
     )
+    ask.add_argument("--host", help="where `serve --host` listens (instead of --url)")
+    ask.add_argument("--port", type=int, help="where `serve --port` listens (instead of --url)")
     ask.add_argument("--prompt", help="a prompt name from GET /prompts")
     ask.add_argument("--scenario", help="a demo scenario (demo provider only)")
     ask.add_argument(
@@ -55,7 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve_command(args.host, args.port)
-    return ask_command(args.url, args.question, args.prompt, args.scenario, json_lines=args.json)
+    if args.url is not None and (args.host is not None or args.port is not None):
+        ask.error("give --url, or --host/--port, not both")
+    return ask_command(
+        args.url,
+        args.question,
+        args.prompt,
+        args.scenario,
+        json_lines=args.json,
+        address=(args.host, args.port),
+    )
 
 
 def serve_command(host: str | None, port: int | None) -> int:
@@ -100,13 +112,14 @@ def ask_command(
     scenario: str | None,
     *,
     json_lines: bool = False,
+    address: tuple[str | None, int | None] = (None, None),
 ) -> int:
     from qa_service.ask import CONFIG_ERROR, ask, default_url
     from qa_service.config import ConfigError
 
     if url is None:
         try:
-            url = default_url()
+            url = default_url(*address)
         except ConfigError as exc:
             print(f"qa-service: configuration error: {exc}", file=sys.stderr)
             return CONFIG_ERROR

@@ -83,6 +83,23 @@ def test_without_url_it_finds_the_service_from_qa_port_and_qa_host(
     assert result.stdout == "from env\n"
 
 
+def test_host_and_port_flags_work_as_they_do_for_serve(
+    openai_service: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=["from flags"]))
+    # QA_PORT points elsewhere; the flag wins, as with `serve --port`.
+    env = service_env({"QA_PORT": str(free_port())})
+
+    result = _ask("--host", "127.0.0.1", "--port", _port(openai_service), key, env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "from flags\n"
+    both = _ask("--url", openai_service.url, "--port", "1", key)
+    assert both.returncode == 2
+    assert "not both" in both.stderr
+
+
 def test_without_url_it_reads_the_same_dotenv_as_serve(
     openai_service: RunningService, stub: UpstreamStub, tmp_path: Path
 ) -> None:
