@@ -187,28 +187,33 @@ def build_openapi(
     }
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
-            responses = _responses_for(path, method)
-            if responses is None:
-                continue
-            operation["responses"] = responses
-            operation["summary"], operation["tags"] = _SUMMARIES[path]
-            if method == "head":
-                operation["summary"] += " (headers only)"
-            elif path == "/ai_write" and method == "post":
-                operation["summary"] += " (a JSON body, for long questions)"
-            if path == "/ai_write" and method == "post":
-                operation["requestBody"] = {
-                    "required": True,
-                    "content": {
-                        "application/json": {"schema": {"$ref": REF.format(model="AskBody")}}
-                    },
-                }
-            elif path == "/ai_write":
-                operation["parameters"] = [
-                    {"name": name, "in": "query", "required": name == "query", "schema": field}
-                    for name, field in fields.items()
-                ]
+            _describe_operation(operation, path, method, fields)
     return schema
+
+
+def _describe_operation(
+    operation: dict[str, Any], path: str, method: str, fields: dict[str, dict[str, Any]]
+) -> None:
+    responses = _responses_for(path, method)
+    if responses is None:
+        return
+    summary, tags = _SUMMARIES[path]
+    if method == "head":
+        summary += " (headers only)"
+    operation.update(summary=summary, tags=tags, responses=responses)
+    if path != "/ai_write":
+        return
+    if method == "post":
+        operation["summary"] += " (a JSON body, for long questions)"
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("AskBody")}},
+        }
+    else:
+        operation["parameters"] = [
+            {"name": name, "in": "query", "required": name == "query", "schema": field}
+            for name, field in fields.items()
+        ]
 
 
 def _responses_for(path: str, method: str) -> dict[str, Any] | None:
