@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import httpx
 import uvicorn
@@ -14,21 +13,7 @@ from httpx_sse import connect_sse
 
 from qa_service.config import ConfigError, load_settings
 from qa_service.prompts import PromptError
-
-
-class DrainingServer(uvicorn.Server):
-    """uvicorn, but a graceful shutdown on SIGTERM exits 0.
-
-    uvicorn re-raises the captured signal once it has drained, so the process
-    dies "killed by SIGTERM" (exit 143 under Docker) even when every answer
-    ended cleanly. A clean drain is a success.
-    """
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        with super().capture_signals():
-            yield
-            self._captured_signals.clear()
+from qa_service.server import DrainingServer
 
 
 def main(argv: Sequence[str] | None = None) -> int:
