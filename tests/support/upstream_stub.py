@@ -39,6 +39,11 @@ class Reply:
     # TCP write, so multi-byte characters arrive split.
     write_slice_bytes: int | None = None
     cut_after_pieces: int | None = None
+    # After this many pieces, send nothing more and hold the connection open
+    # until the client leaves; with `stall_comment_every`, send an SSE comment
+    # that often meanwhile (as OpenAI does while a model thinks).
+    stall_after_pieces: int | None = None
+    stall_comment_every: float | None = None
     finish_reason: str | None = "stop"
     send_done: bool = True
     usage: dict[str, int] | None = field(
@@ -221,7 +226,8 @@ class UpstreamStub:
         )
         try:
             await self._write_events(writer, exchange, reply, hangup, groq=groq)
-            if exchange.client_closed_at is not None:
+            # hangup.done(), not client_closed_at: its callback may not have run yet.
+            if hangup.done():
                 return False
             if reply.cut_after_pieces is not None:
                 # Abort: no terminating chunk, so the client sees a truncated body.
@@ -257,6 +263,9 @@ class UpstreamStub:
                 if reply.cut_after_pieces is not None and (
                     event.piece_index >= reply.cut_after_pieces
                 ):
+                    return
+                if event.piece_index == reply.stall_after_pieces:
+                    await _stall(writer, hangup, reply.stall_comment_every)
                     return
                 if (
                     event.piece_index
@@ -314,6 +323,16 @@ async def _write_chunk(writer: asyncio.StreamWriter, data: bytes, slice_bytes: i
         await writer.drain()
         if slice_bytes:
             await asyncio.sleep(0.001)
+
+
+async def _stall(
+    writer: asyncio.StreamWriter, hangup: asyncio.Future[bytes], comment_every: float | None
+) -> None:
+    if comment_every is None:
+        await asyncio.wait({hangup})
+        return
+    while not await _hung_up_within(hangup, comment_every):
+        await _write_chunk(writer, b": keep-alive\n\n", None)
 
 
 async def _hung_up_within(hangup: asyncio.Future[bytes], seconds: float) -> bool:
