@@ -13,7 +13,7 @@ from httpx_sse import connect_sse
 
 from qa_service.config import ConfigError, load_settings
 from qa_service.prompts import PromptError
-from qa_service.server import DrainingServer
+from qa_service.server import DrainingServer, guarded_http_protocol
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,7 +53,7 @@ def serve_command(host: str | None, port: int | None) -> int:
         host=host or settings.host,
         port=settings.port if port is None else port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_http_protocol(settings.request_header_timeout_seconds),
         log_config=None,
         # The per-answer log line replaces access logs, whose URL carries the query text.
         access_log=False,

@@ -6,10 +6,18 @@ that those internals still exist, so an upgrade of uvicorn fails loudly there.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import socket
+import struct
 from collections.abc import Iterator
+from typing import Any, cast
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
@@ -25,3 +33,98 @@ class DrainingServer(uvicorn.Server):
         with super().capture_signals():
             yield
             self._captured_signals.clear()
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with two guards uvicorn lacks.
+
+    - A connection must deliver a request's headers within `header_timeout`
+      of opening (or of starting its next request). uvicorn arms no timer
+      before the first request, so 1,000 silent connections stayed open for
+      as long as their clients liked, each holding a descriptor.
+    - A response cut off mid-body is aborted, not closed. uvicorn closes the
+      transport when the app fails after the response started (our send
+      timeout, for one), and asyncio's close() first flushes the write
+      buffer: to a client that never reads, that is never, and the socket
+      stayed ESTABLISHED. The tail of a broken response helps nobody.
+      Complete responses still close gracefully.
+
+    Internals used: `HttpToolsProtocol.connection_made/connection_lost/
+    on_message_begin/on_headers_complete`, `.cycle`, and the cycle's
+    `response_started/response_complete` (tests/unit/test_server.py).
+    """
+
+    header_timeout: float = 10.0
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvicorn hands this object on to every request's cycle.
+        wrapped = _CutOffAborting(cast(asyncio.Transport, transport), self)
+        super().connection_made(cast(asyncio.Transport, wrapped))
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:
+            self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._disarm_header_timer()
+        super().on_headers_complete()
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_late)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_late(self) -> None:
+        self._header_timer = None
+        log.debug("closed a connection that sent no request headers in time")
+        self.transport.close()
+
+    def response_cut_off(self) -> bool:
+        cycle = self.cycle
+        return cycle is not None and cycle.response_started and not cycle.response_complete
+
+
+_LINGER_OFF = struct.pack("ii", 1, 0)  # struct linger {l_onoff=1, l_linger=0}
+
+
+class _CutOffAborting:
+    """The connection's transport, except that closing a cut-off response aborts it."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpToolsProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def close(self) -> None:
+        if not self._protocol.response_cut_off():
+            self._transport.close()
+            return
+        # abort() alone only frees our descriptor: the kernel would keep the
+        # socket, its unsent megabytes, and the client's connection, for as
+        # long as it probes a zero window. Linger 0 makes the close a reset.
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_OFF)
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def guarded_http_protocol(header_timeout: float) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class to hand uvicorn (`Config(http=...)`)."""
+    return type(
+        "GuardedHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
+        {"header_timeout": header_timeout},
+    )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import signal
 
+import pytest
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from qa_service.server import DrainingServer
+from qa_service.server import DrainingServer, guarded_http_protocol
 
 
 def _app() -> None:  # never called: the server is not started
@@ -21,3 +24,23 @@ def test_a_clean_drain_forgets_the_captured_signal_so_the_exit_code_is_zero() ->
     # uvicorn would re-raise every captured signal on leaving the block, which
     # would kill this test process; reaching the next line is the assertion.
     assert server._captured_signals == []
+
+
+@pytest.mark.parametrize(
+    "method", ["connection_made", "connection_lost", "on_message_begin", "on_headers_complete"]
+)
+def test_the_protocol_hooks_server_py_overrides_still_exist_in_uvicorn(method: str) -> None:
+    # A rename upstream would leave our override silently uncalled.
+    assert callable(getattr(HttpToolsProtocol, method))
+
+
+def test_the_cycle_still_tracks_whether_its_response_started_and_completed() -> None:
+    source = inspect.getsource(RequestResponseCycle.__init__)
+    assert "self.response_started = False" in source
+    assert "self.response_complete = False" in source
+
+
+def test_the_protocol_class_carries_its_header_timeout() -> None:
+    protocol = guarded_http_protocol(2.5)
+    assert issubclass(protocol, HttpToolsProtocol)
+    assert protocol.header_timeout == 2.5
