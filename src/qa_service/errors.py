@@ -119,6 +119,12 @@ def unknown_scenario(known: list[str]) -> UnknownScenarioError:
 
 INVALID_REQUEST = PublicError("invalid_request", "The request is malformed.", False, 422)
 BODY_TOO_LARGE = PublicError("body_too_large", "The request body is too large.", False, 413)
+UNSUPPORTED_MEDIA_TYPE = PublicError(
+    "unsupported_media_type",
+    "Send the body as JSON, with Content-Type: application/json.",
+    False,
+    415,
+)
 NOT_FOUND = PublicError("not_found", "No such endpoint.", False, 404)
 METHOD_NOT_ALLOWED = PublicError("method_not_allowed", "Method not allowed.", False, 405)
 NOT_READY = PublicError("not_ready", "The service is starting or stopping.", True, 503)
@@ -155,6 +161,7 @@ UPSTREAM_ERROR = PublicError(
 PUBLIC_ERRORS: tuple[PublicError, ...] = (
     INVALID_REQUEST,
     BODY_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
     NOT_FOUND,
     METHOD_NOT_ALLOWED,
     NOT_READY,

@@ -25,6 +25,7 @@ replays from any point.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
@@ -45,6 +46,8 @@ from qa_service.errors import (
 from qa_service.events import AnswerMeta, AnswerSummary
 from qa_service.upstream import AnswerUpstream
 from qa_service.writer import AIWriter, GenerationReport
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +176,7 @@ class Answer:
         # even for a task cancelled before it ever ran.
         if self._observer is not None:
             self._observer.answer_started(self.meta)
+        log.debug("generating", extra={"prompt": self.meta.prompt})
         self._publish(events.meta(self.id, 0, self.meta))
         report = GenerationReport()
         try:

@@ -79,7 +79,11 @@ def test_malformed_json_is_refused(openai_service: RunningService) -> None:
 
 
 def test_oversized_body_is_refused_without_reading_it_all(openai_service: RunningService) -> None:
-    response = httpx.post(f"{openai_service.url}/ai_write", content=b"x" * (LIMIT * 6 + 5000))
+    response = httpx.post(
+        f"{openai_service.url}/ai_write",
+        content=b"x" * (LIMIT * 6 + 5000),
+        headers={"content-type": "application/json"},
+    )
     _refusal(response, 413, "body_too_large")
 
 
@@ -99,3 +103,43 @@ def test_query_at_the_limit_is_answered_whole(
 def test_unknown_routes_and_methods_get_json_errors(openai_service: RunningService) -> None:
     _refusal(httpx.get(f"{openai_service.url}/nope"), 404, "not_found")
     _refusal(httpx.delete(f"{openai_service.url}/ai_write"), 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",  # what a cross-origin <form enctype="text/plain"> sends, unpreflighted
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        None,
+        "application/jsonx",
+    ],
+)
+def test_a_post_that_is_not_json_is_refused_with_415_before_any_upstream_call(
+    openai_service: RunningService, stub: UpstreamStub, content_type: str | None
+) -> None:
+    key = marker()
+    headers = {"content-type": content_type} if content_type else {}
+    response = httpx.post(
+        f"{openai_service.url}/ai_write",
+        content=f'{{"query": "{key}"}}'.encode(),
+        headers={**headers, "origin": "https://elsewhere.example"},
+    )
+
+    _refusal(response, 415, "unsupported_media_type")
+    assert stub.exchanges_for(key) == []
+
+
+def test_json_with_a_charset_parameter_is_accepted(
+    openai_service: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    with httpx.stream(
+        "POST",
+        f"{openai_service.url}/ai_write",
+        content=f'{{"query": "{key}"}}'.encode(),
+        headers={"content-type": "Application/JSON; charset=utf-8"},
+    ) as response:
+        assert response.status_code == 200
+        response.read()
+    assert len(stub.exchanges_for(key)) == 1

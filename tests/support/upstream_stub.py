@@ -29,8 +29,9 @@ class Reply:
 
     pieces: list[str] = field(default_factory=lambda: ["Hello", ", ", "world", "."])
     status: int = 200
-    # A JSON error body; "{api_key}" in any string is replaced by the bearer token,
-    # the way some providers (and proxies) echo the credential they rejected.
+    # A JSON error body; "{api_key}" in any string (headers too) is replaced by
+    # the bearer token, and "{api_key_masked}" by a masked form of it, the way
+    # providers (and proxies) echo the credential they rejected.
     error_body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     first_delay: float = 0.0
@@ -196,7 +197,7 @@ class UpstreamStub:
         if reply.status != 200:
             api_key = headers.get("authorization", "").removeprefix("Bearer ")
             error = _fill_key(reply.error_body or {"error": {"message": "failed"}}, api_key)
-            await _write_json(writer, reply.status, error, reply.headers)
+            await _write_json(writer, reply.status, error, _fill_key(reply.headers, api_key))
             return True
         return await self._stream(reader, writer, exchange, reply, groq=path == GROQ_PATH)
 
@@ -355,7 +356,8 @@ async def _write_json(
 
 def _fill_key(value: Any, api_key: str) -> Any:
     if isinstance(value, str):
-        return value.replace("{api_key}", api_key)
+        masked = f"{api_key[:8]}****{api_key[-4:]}"
+        return value.replace("{api_key}", api_key).replace("{api_key_masked}", masked)
     if isinstance(value, dict):
         return {k: _fill_key(v, api_key) for k, v in value.items()}
     if isinstance(value, list):
