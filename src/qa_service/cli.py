@@ -13,7 +13,12 @@ from httpx_sse import connect_sse
 
 from qa_service.config import ConfigError, load_settings
 from qa_service.prompts import PromptError
-from qa_service.server import DrainingServer, guarded_http_protocol
+from qa_service.server import (
+    DrainingServer,
+    guarded_http_protocol,
+    log_open_file_limit,
+    raise_open_file_limit,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,6 +53,7 @@ def serve_command(host: str | None, port: int | None) -> int:
     except (ConfigError, PromptError) as exc:
         print(f"qa-service: configuration error: {exc}", file=sys.stderr)
         return 2
+    log_open_file_limit(*raise_open_file_limit())
     config = uvicorn.Config(
         app,
         host=host or settings.host,

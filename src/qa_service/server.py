@@ -1,7 +1,8 @@
-"""uvicorn, adapted: the one module that relies on uvicorn's internals.
+"""The serving process: uvicorn, adapted, and the OS limits it needs.
 
-Each adaptation names the internal it touches; tests/unit/test_server.py checks
-that those internals still exist, so an upgrade of uvicorn fails loudly there.
+This is the one module that relies on uvicorn's internals. Each adaptation
+names the internal it touches; tests/unit/test_server.py checks that those
+internals still exist, so an upgrade of uvicorn fails loudly there.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import socket
 import struct
 from collections.abc import Iterator
@@ -18,6 +20,48 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
+
+
+# Descriptors an answer holds: the client's connection and the provider's.
+DESCRIPTORS_PER_STREAM = 2
+# What the process holds besides answers: its own files, the listening socket,
+# and up to 100 idle provider connections kept for reuse (upstream.py).
+DESCRIPTORS_RESERVED = 150
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft limit on open files as far as the hard limit allows.
+
+    The common default soft limit of 1,024 holds about 400 concurrent answers;
+    past it, accept() and connect() fail with EMFILE, which clients saw as
+    resets and as upstream_unavailable, with no log line saying why.
+    Returns (before, after).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # "unlimited" is not a value the kernel takes for this limit; nr_open is.
+    target = hard if hard != resource.RLIM_INFINITY else _kernel_open_file_ceiling()
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _kernel_open_file_ceiling() -> int:
+    try:
+        with open("/proc/sys/fs/nr_open", encoding="ascii") as nr_open:
+            return int(nr_open.read())
+    except (OSError, ValueError):
+        return 1_048_576
+
+
+def log_open_file_limit(before: int, after: int) -> None:
+    streams = max(0, (after - DESCRIPTORS_RESERVED) // DESCRIPTORS_PER_STREAM)
+    level = logging.WARNING if streams < 1000 else logging.INFO
+    log.log(
+        level,
+        "open file limit",
+        extra={"open_files": after, "raised_from": before, "concurrent_streams_about": streams},
+    )
 
 
 class DrainingServer(uvicorn.Server):
