@@ -106,11 +106,12 @@ async def ai_write(
 @router.post("/ai_write", response_class=EventSourceResponse, operation_id="ai_write_post")
 async def ai_write_post(service: ServiceDep, request: Request) -> EventSourceResponse:
     """The same stream, for long questions: a JSON body `{"query": ..., ...}`."""
+    _require_json(request)
     body = await _read_capped_body(request, _body_limit(service.settings))
     try:
         ask = AskBody.model_validate_json(body)
     except ValidationError as exc:
-        problem = describe_body_error(exc, body, request.headers.get("content-type"))
+        problem = describe_body_error(exc, body)
         raise errors.invalid_request(problem) from None
     return start_answer(service, ask)
 
@@ -244,6 +245,15 @@ def _checked_scenario(scenario: str | None, settings: Settings) -> dict[str, str
     if settings.resolved_provider != "demo" or scenario not in SCENARIOS:
         raise errors.unknown_scenario(list(SCENARIOS))
     return {SCENARIO_CONFIG_KEY: scenario}
+
+
+def _require_json(request: Request) -> None:
+    # Only JSON: a form or text/plain POST is a "simple" cross-origin request
+    # that browsers send from any page without a CORS preflight, so any site
+    # could spend our provider budget through its visitors.
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise errors.QAServiceError(errors.UNSUPPORTED_MEDIA_TYPE)
 
 
 def _body_limit(settings: Settings) -> int:

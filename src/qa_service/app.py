@@ -24,7 +24,7 @@ from qa_service.prompts import check_default, load_prompts
 from qa_service.providers import open_chat_model
 from qa_service.telemetry import Telemetry
 from qa_service.web import install_web
-from qa_service.writer import AIWriter
+from qa_service.writer import AIWriter, GenerationLimits
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,18 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_chat_model(settings) as model:
+            limits = GenerationLimits(
+                first_piece_seconds=settings.upstream_read_timeout_seconds,
+                idle_seconds=settings.upstream_idle_timeout_seconds,
+                max_pieces=settings.max_tokens,
+            )
+            writer = AIWriter(model, prompts, limits)
             probe = (
                 build_probe(model, settings.readyz_probe_ttl_seconds)
                 if settings.readyz_probe
                 else None
             )
-            app.state.service = Service(
-                settings, AIWriter(model, prompts), prompts, telemetry, probe
-            )
+            app.state.service = Service(settings, writer, prompts, telemetry, probe)
             if settings.is_demo_fallback:
                 log.warning(
                     "NO PROVIDER KEY SET: answering with the keyless DEMO provider. "

@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from collections.abc import Iterator, Sequence
-
-import uvicorn
+from collections.abc import Sequence
 
 # Everything else is imported by the command that needs it: `qa-service ask`
 # must start without loading LangChain (issue 10: `ask --help` took 5 s).
-
-
-class DrainingServer(uvicorn.Server):
-    """uvicorn, but a graceful shutdown on SIGTERM exits 0.
-
-    uvicorn re-raises the captured signal once it has drained, so the process
-    dies "killed by SIGTERM" (exit 143 under Docker) even when every answer
-    ended cleanly. A clean drain is a success.
-    """
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        with super().capture_signals():
-            yield
-            self._captured_signals.clear()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,11 +54,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve_command(host: str | None, port: int | None) -> int:
     # Imported here so `qa-service ask` starts without loading LangChain.
+    import uvicorn
+
     from qa_service.app import create_app
     from qa_service.config import ConfigError, load_settings
     from qa_service.logs import configure_logging
     from qa_service.prompts import PromptError
-    from qa_service.server import JsonErrorHttpToolsProtocol
+    from qa_service.server import (
+        DrainingServer,
+        guarded_http_protocol,
+        log_open_file_limit,
+        raise_open_file_limit,
+    )
 
     try:
         # The flags win over QA_HOST / QA_PORT, and the app's ready log says where.
@@ -86,12 +75,13 @@ def serve_command(host: str | None, port: int | None) -> int:
     except (ConfigError, PromptError) as exc:
         print(f"qa-service: configuration error: {exc}", file=sys.stderr)
         return 2
+    log_open_file_limit(*raise_open_file_limit())
     config = uvicorn.Config(
         app,
         host=host or settings.host,
         port=settings.port if port is None else port,
         loop="uvloop",
-        http=JsonErrorHttpToolsProtocol,
+        http=guarded_http_protocol(settings.request_header_timeout_seconds),
         log_config=None,
         # The per-answer log line replaces access logs, whose URL carries the query text.
         access_log=False,

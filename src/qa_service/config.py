@@ -51,8 +51,15 @@ class Settings(BaseSettings):
     max_query_chars: int = Field(default=4000, ge=1)
     keepalive_seconds: float = Field(default=15.0, gt=0)
     send_timeout_seconds: float = Field(default=30.0, gt=0)
+    # A connection must deliver a request's headers this soon after it opens.
+    request_header_timeout_seconds: float = Field(default=10.0, gt=0)
     upstream_connect_timeout_seconds: float = Field(default=10.0, gt=0)
     upstream_read_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Between two pieces once text has started, however the provider keeps the
+    # connection alive meanwhile (SSE comments reset a read timeout, not this).
+    upstream_idle_timeout_seconds: float = Field(default=30.0, gt=0)
+    # The longest Retry-After worth waiting out before an SDK retry.
+    upstream_max_retry_wait_seconds: float = Field(default=8.0, ge=0)
     upstream_max_retries: int = Field(default=2, ge=0, le=10)
     upstream_close_timeout_seconds: float = Field(default=1.0, gt=0)
     demo_chunk_delay_ms: float = Field(default=40.0, ge=0)

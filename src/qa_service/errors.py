@@ -6,6 +6,7 @@
     ├── UnknownScenarioError    unknown_scenario
     └── NotReadyError           not_ready
     UpstreamIncompleteError     the provider ended a stream without a finish reason
+    UpstreamStalledError        the provider went quiet for longer than allowed
 
 Public messages are fixed strings chosen here. An exception's own text never
 reaches a client or a log line: provider error bodies can echo the request,
@@ -14,12 +15,15 @@ and the request carries the API key.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import groq
 import httpx
 import openai
+
+from qa_service.upstream import retry_after_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,10 @@ class NotReadyError(QAServiceError):
 
 class UpstreamIncompleteError(Exception):
     """The provider closed the stream cleanly but never said the answer was finished."""
+
+
+class UpstreamStalledError(Exception):
+    """The provider sent nothing the answer could use for too long (writer.py)."""
 
 
 def query_required() -> InvalidQueryError:
@@ -128,6 +136,12 @@ URL_TOO_LONG = PublicError(
     414,
 )
 BODY_TOO_LARGE = PublicError("body_too_large", "The request body is too large.", False, 413)
+UNSUPPORTED_MEDIA_TYPE = PublicError(
+    "unsupported_media_type",
+    "Send the body as JSON, with Content-Type: application/json.",
+    False,
+    415,
+)
 NOT_FOUND = PublicError("not_found", "No such endpoint.", False, 404)
 METHOD_NOT_ALLOWED = PublicError("method_not_allowed", "Method not allowed.", False, 405)
 NOT_READY = PublicError("not_ready", "The service is starting or stopping.", True, 503)
@@ -169,6 +183,7 @@ PUBLIC_ERRORS: tuple[PublicError, ...] = (
     UNPARSEABLE_REQUEST,
     URL_TOO_LONG,
     BODY_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
     NOT_FOUND,
     METHOD_NOT_ALLOWED,
     NOT_READY,
@@ -185,7 +200,14 @@ PUBLIC_ERRORS: tuple[PublicError, ...] = (
 )
 
 _STATUS_ERRORS = (openai.APIStatusError, groq.APIStatusError)
-_TIMEOUT_ERRORS = (openai.APITimeoutError, groq.APITimeoutError, httpx.TimeoutException)
+_TIMEOUT_ERRORS = (
+    openai.APITimeoutError,
+    groq.APITimeoutError,
+    httpx.TimeoutException,
+    UpstreamStalledError,
+    # asyncio's, and langchain-openai's StreamChunkTimeoutError, a subclass.
+    TimeoutError,
+)
 _CONNECT_ERRORS = (openai.APIConnectionError, groq.APIConnectionError, httpx.ConnectError)
 # Raised while reading an already-open body: the provider cut the stream.
 _CUT_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError)
@@ -236,27 +258,19 @@ def _classify_status(status: int, headers: Mapping[str, str]) -> PublicError:
     if status in (401, 403):
         return UPSTREAM_AUTH
     if status == 429:
-        retry_after = _retry_after_seconds(headers)
-        if retry_after is None:
-            return UPSTREAM_RATE_LIMITED
-        return PublicError(
-            UPSTREAM_RATE_LIMITED.code,
-            UPSTREAM_RATE_LIMITED.message,
-            True,
-            UPSTREAM_RATE_LIMITED.status,
-            retry_after,
-        )
-    if status in (408, 409) or status >= 500:
-        return UPSTREAM_UNAVAILABLE
-    return UPSTREAM_BAD_REQUEST
+        public = UPSTREAM_RATE_LIMITED
+    elif status in (408, 409) or status >= 500:
+        public = UPSTREAM_UNAVAILABLE
+    else:
+        return UPSTREAM_BAD_REQUEST
+    retry_after = _retry_after_seconds(headers)
+    if retry_after is None:
+        return public
+    return dataclasses.replace(public, retry_after_seconds=retry_after)
 
 
 def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        return None  # an HTTP date; rare from LLM providers, and not worth parsing here
-    return seconds if 0 <= seconds <= 3600 else None
+    # Passed on to clients only within an hour: past that it is a provider's
+    # mistake or an outage, and "ask again in a day" helps nobody.
+    seconds = retry_after_seconds(headers)
+    return round(seconds, 3) if seconds is not None and seconds <= 3600 else None

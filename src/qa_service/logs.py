@@ -16,19 +16,31 @@ JSON_FIELDS = ("asctime", "levelname", "name", "message")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
+# A run this long from a secret is enough to recognise it: a masked key
+# ("sk-proj-****wxyz") or a truncated one in an SDK message gives away no less.
+SECRET_RUN = 8
+
+
 class _Redacting(logging.Formatter):
-    """Scrubs secrets from the finished line, and withholds tracebacks.
+    """Scrubs secrets, and any run of SECRET_RUN characters from one; withholds tracebacks.
 
     Tracebacks carry exception text, and provider exception text can carry the
     request and its key. The service never logs exception text on purpose;
     this is the net under that rule, for third-party loggers that might.
     """
 
-    _secrets: list[str]
+    _short: list[str]
+    _runs: frozenset[str]
 
     def _set_secrets(self, secrets: Iterable[str]) -> None:
-        # Longest first, so a secret containing another is removed whole.
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        secrets = {s for s in secrets if len(s) >= 4}
+        self._short = sorted((s for s in secrets if len(s) < SECRET_RUN), key=len, reverse=True)
+        self._runs = frozenset(
+            secret[start : start + SECRET_RUN]
+            for secret in secrets
+            if len(secret) >= SECRET_RUN
+            for start in range(len(secret) - SECRET_RUN + 1)
+        )
 
     def formatException(self, ei: Any) -> str:
         exc_type = ei[0].__name__ if ei and ei[0] is not None else "Exception"
@@ -39,9 +51,28 @@ class _Redacting(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        for secret in self._secrets:
+        for secret in self._short:
             line = line.replace(secret, REDACTED)
+        return _scrub_runs(line, self._runs) if self._runs else line
+
+
+def _scrub_runs(line: str, runs: frozenset[str]) -> str:
+    """Replace every stretch of `line` covered by runs from a secret with one REDACTED."""
+    # A set lookup per position: a few microseconds a line, where a regex of
+    # every run would try each of them at each position.
+    pieces: list[str] = []
+    kept_from = 0
+    covered_to = -1
+    for start in range(len(line) - SECRET_RUN + 1):
+        if line[start : start + SECRET_RUN] in runs:
+            if start > covered_to:
+                pieces += [line[kept_from:start], REDACTED]
+            covered_to = start + SECRET_RUN
+            kept_from = covered_to
+    if not pieces:
         return line
+    pieces.append(line[kept_from:])
+    return "".join(pieces)
 
 
 class RedactingJsonFormatter(_Redacting, JsonFormatter):
@@ -67,6 +98,38 @@ class RedactingTextFormatter(_Redacting):
         )
         line = super().formatMessage(record)
         return f"{line} {extras}" if extras else line
+
+
+# Loggers whose DEBUG and INFO lines are ours to vouch for. Every other
+# library is held at WARNING whatever QA_LOG_LEVEL says: at DEBUG the SDKs log
+# whole requests (the question), httpcore logs headers, and sse-starlette
+# logs each chunk it sends (the answer).
+OWN_LOGGERS = ("qa_service", "uvicorn")
+QUIET_LIBRARIES = (
+    "openai",
+    "groq",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "hpack",
+    "langchain",
+    "langchain_core",
+    "langchain_openai",
+    "langchain_groq",
+    "langsmith",
+    "sse_starlette",
+    "asyncio",
+    "urllib3",
+    "multipart",
+    "python_multipart",
+)
+
+
+class _LibraryFloor(logging.Filter):
+    """Drops third-party lines below WARNING: the net under QUIET_LIBRARIES' levels."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.startswith(OWN_LOGGERS)
 
 
 class _RequestIdFilter(logging.Filter):
@@ -104,6 +167,7 @@ def configure_logging(
         RedactingJsonFormatter(secrets) if log_format == "json" else RedactingTextFormatter(secrets)
     )
     handler.setFormatter(formatter)
+    handler.addFilter(_LibraryFloor())
     handler.addFilter(_RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -112,6 +176,7 @@ def configure_logging(
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
-    # httpx logs every request URL at INFO; that is noise per answer, not news.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Levels, so these libraries do not even build the records the floor drops.
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
     threading.excepthook = _log_thread_exception

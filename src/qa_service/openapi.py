@@ -303,6 +303,9 @@ def _stream_responses(method: str) -> dict[str, Any]:
         responses["413"] = _error(
             "`body_too_large`: larger than 12 * QA_MAX_QUERY_CHARS + 4096 bytes."
         )
+        responses["415"] = _error(
+            "`unsupported_media_type`: the body is not declared as application/json."
+        )
     else:
         responses["414"] = _error(
             "`url_too_long`: a URL over 65,535 bytes; send the question with POST."

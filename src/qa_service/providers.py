@@ -16,7 +16,7 @@ from langchain_openai import ChatOpenAI
 
 from qa_service.config import Settings
 from qa_service.demo import build_demo_model
-from qa_service.upstream import build_async_client, build_sync_client
+from qa_service.upstream import build_async_client, build_sync_client, upstream_timeout
 
 
 @asynccontextmanager
@@ -31,18 +31,23 @@ async def open_chat_model(settings: Settings) -> AsyncIterator[Runnable[Any, Any
         return
 
     async with AsyncExitStack() as stack:
-        timeouts = (
-            settings.upstream_connect_timeout_seconds,
-            settings.upstream_read_timeout_seconds,
+        timeout = upstream_timeout(
+            settings.upstream_connect_timeout_seconds, settings.upstream_read_timeout_seconds
         )
-        async_client = await stack.enter_async_context(build_async_client(*timeouts))
-        sync_client = stack.enter_context(build_sync_client(*timeouts))
+        async_client = await stack.enter_async_context(
+            build_async_client(timeout, settings.upstream_max_retry_wait_seconds)
+        )
+        sync_client = stack.enter_context(build_sync_client(timeout))
         common: dict[str, Any] = {
             "model": settings.resolved_model,
             "temperature": settings.temperature,
             "max_tokens": settings.max_tokens,
             "max_retries": settings.upstream_max_retries,
             "streaming": True,
+            # Given explicitly, because the SDKs send their own timeout with
+            # every request, overriding the client's; langchain's default
+            # (None) reaches them as "no timeout at all".
+            "timeout": timeout,
             "http_async_client": async_client,
             "http_client": sync_client,
         }
@@ -53,6 +58,12 @@ async def open_chat_model(settings: Settings) -> AsyncIterator[Runnable[Any, Any
                 # Ask for the final usage chunk even from non-default base URLs;
                 # OpenAI-compatible servers that do not know the option ignore it.
                 stream_usage=True,
+                # Off: it wraps each chunk read in asyncio.wait_for, which on
+                # Python 3.11 can swallow the cancel of a client's hang-up
+                # (cpython gh-86296), so the answer ran on, paid for. The
+                # writer bounds the wait for each chunk itself, for both
+                # providers (writer.py).
+                stream_chunk_timeout=None,
                 **common,
             )
         else:

@@ -1,34 +1,154 @@
-"""uvicorn's HTTP protocol, refusing requests it cannot parse in our JSON shape.
+"""The serving process: uvicorn, adapted, and the OS limits it needs.
 
-Some requests never reach the app: httptools keeps URL offsets as 16-bit
-numbers, so a URL longer than 65,535 bytes fails inside the parser, and
-uvicorn answers with a plain-text 400 ("Invalid HTTP request received.").
-A browser's `EventSource` with a long question gets exactly that (issue 10).
-This subclass writes the same refusal as the app would: a JSON error, 414 with
-a pointer to POST for a long URL, 400 for anything else the parser rejects.
+This is the one module that relies on uvicorn's internals. Each adaptation
+names the internal it touches; tests/unit/test_server.py checks that those
+internals still exist, so an upgrade of uvicorn fails loudly there.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
+import resource
+import socket
+import struct
+from collections.abc import Iterator
+from typing import Any, cast
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from qa_service import errors
 
-# httptools.parse_url stores offsets and lengths as uint16_t.
+log = logging.getLogger(__name__)
+
+# httptools.parse_url keeps URL offsets and lengths as uint16_t.
 MAX_URL_BYTES = 65_535
 
 
-class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
-    """`uvicorn.Config(http=...)`: httptools, with parser refusals as JSON errors."""
+# Descriptors an answer holds: the client's connection and the provider's.
+DESCRIPTORS_PER_STREAM = 2
+# What the process holds besides answers: its own files, the listening socket,
+# and up to 100 idle provider connections kept for reuse (upstream.py).
+DESCRIPTORS_RESERVED = 150
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft limit on open files as far as the hard limit allows.
+
+    The common default soft limit of 1,024 holds about 400 concurrent answers;
+    past it, accept() and connect() fail with EMFILE, which clients saw as
+    resets and as upstream_unavailable, with no log line saying why.
+    Returns (before, after).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # "unlimited" is not a value the kernel takes for this limit; nr_open is.
+    target = hard if hard != resource.RLIM_INFINITY else _kernel_open_file_ceiling()
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _kernel_open_file_ceiling() -> int:
+    try:
+        with open("/proc/sys/fs/nr_open", encoding="ascii") as nr_open:
+            return int(nr_open.read())
+    except (OSError, ValueError):
+        return 1_048_576
+
+
+def log_open_file_limit(before: int, after: int) -> None:
+    streams = max(0, (after - DESCRIPTORS_RESERVED) // DESCRIPTORS_PER_STREAM)
+    level = logging.WARNING if streams < 1000 else logging.INFO
+    log.log(
+        level,
+        "open file limit",
+        extra={"open_files": after, "raised_from": before, "concurrent_streams_about": streams},
+    )
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but a graceful shutdown on SIGTERM exits 0.
+
+    uvicorn re-raises the captured signal once it has drained, so the process
+    dies "killed by SIGTERM" (exit 143 under Docker) even when every answer
+    ended cleanly. A clean drain is a success.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with two guards uvicorn lacks, and JSON refusals.
+
+    - A connection must deliver a request's headers within `header_timeout`
+      of opening (or of starting its next request). uvicorn arms no timer
+      before the first request, so 1,000 silent connections stayed open for
+      as long as their clients liked, each holding a descriptor.
+    - A response cut off mid-body is aborted, not closed. uvicorn closes the
+      transport when the app fails after the response started (our send
+      timeout, for one), and asyncio's close() first flushes the write
+      buffer: to a client that never reads, that is never, and the socket
+      stayed ESTABLISHED. The tail of a broken response helps nobody.
+      Complete responses still close gracefully.
+
+    Requests the parser rejects never reach the app, so uvicorn answered them
+    with a plain-text 400 ("Invalid HTTP request received."). One of them is
+    any URL over 65,535 bytes, which a browser's EventSource sends for a long
+    question (issue 10). They now get the app's JSON shape: 414 `url_too_long`
+    pointing to POST, or 400 `bad_http_request`.
+
+    Internals used: `HttpToolsProtocol.connection_made/connection_lost/
+    on_message_begin/on_headers_complete/send_400_response`, `.cycle`, `.url`,
+    `STATUS_LINE`, and the cycle's `response_started/response_complete`
+    (tests/unit/test_server.py).
+    """
+
+    header_timeout: float = 10.0
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvicorn hands this object on to every request's cycle.
+        wrapped = _CutOffAborting(cast(asyncio.Transport, transport), self)
+        super().connection_made(cast(asyncio.Transport, wrapped))
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:
+            self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._disarm_header_timer()
+        super().on_headers_complete()
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_late)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_late(self) -> None:
+        self._header_timer = None
+        log.debug("closed a connection that sent no request headers in time")
+        self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
-        public = (
-            errors.URL_TOO_LONG
-            if len(getattr(self, "url", b"")) > MAX_URL_BYTES
-            else errors.UNPARSEABLE_REQUEST
-        )
+        too_long = len(getattr(self, "url", b"")) > MAX_URL_BYTES
+        public = errors.URL_TOO_LONG if too_long else errors.UNPARSEABLE_REQUEST
         body = json.dumps({"error": public.as_dict()}).encode()
         head = [STATUS_LINE[public.status]]
         for name, value in self.server_state.default_headers:
@@ -44,3 +164,43 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         )
         self.transport.write(b"".join(head) + body)
         self.transport.close()
+
+    def response_cut_off(self) -> bool:
+        cycle = self.cycle
+        return cycle is not None and cycle.response_started and not cycle.response_complete
+
+
+_LINGER_OFF = struct.pack("ii", 1, 0)  # struct linger {l_onoff=1, l_linger=0}
+
+
+class _CutOffAborting:
+    """The connection's transport, except that closing a cut-off response aborts it."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpToolsProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def close(self) -> None:
+        if not self._protocol.response_cut_off():
+            self._transport.close()
+            return
+        # abort() alone only frees our descriptor: the kernel would keep the
+        # socket, its unsent megabytes, and the client's connection, for as
+        # long as it probes a zero window. Linger 0 makes the close a reset.
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_OFF)
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def guarded_http_protocol(header_timeout: float) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class to hand uvicorn (`Config(http=...)`)."""
+    return type(
+        "GuardedHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
+        {"header_timeout": header_timeout},
+    )

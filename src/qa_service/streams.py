@@ -8,9 +8,14 @@ cancels reach too. They break the shield httpcore puts around closing a
 response (seen: `response_closed.failed exception=CancelledError`), and
 that close marks itself done first, so the socket stays open and the provider
 keeps generating. A separate task, cancelled exactly once, lets the SDKs close
-their responses; `closing_upstream` closes any the cancel could not reach
+their responses; `AnswerUpstream` closes any the cancel could not reach
 (see upstream.py). tests/integration/test_cancellation.py watches the
 upstream socket to prove both.
+
+A cancel is also made to take effect when a library below swallows it
+(Python 3.11's asyncio.wait_for can): the request to stop is kept as state,
+the generation loop honours it at the next piece, and `cancel` closes the
+answer's upstream responses itself if the task has not ended in time.
 
 The event log is also what Last-Event-ID resumption needs: every event keeps
 its id (`<answer id>:<seq>`, seq 0 is `meta`), and `subscribe(after=...)`
@@ -20,6 +25,7 @@ replays from any point.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
@@ -38,8 +44,10 @@ from qa_service.errors import (
     upstream_status,
 )
 from qa_service.events import AnswerMeta, AnswerSummary
-from qa_service.upstream import closing_upstream
+from qa_service.upstream import AnswerUpstream
 from qa_service.writer import AIWriter, GenerationReport
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +106,8 @@ class Answer:
         self._writer = writer
         self._request = request
         self._close_timeout = upstream_close_timeout
+        self._upstream = AnswerUpstream(upstream_close_timeout)
+        self._stop_requested = False
         self._events: list[ServerSentEvent] = []
         self._published = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -123,10 +133,14 @@ class Answer:
         task = self._task
         if task is None or task.done():
             return
+        self._stop_requested = True
         task.cancel()
         # Shielded: this runs while the caller is itself being cancelled.
         with anyio.move_on_after(self._close_timeout, shield=True):
             await asyncio.wait({task})
+        if not task.done():
+            # The cancel did not take: end the provider's request from here.
+            await self._upstream.close()
         # A task cancelled before its first step never ran _generate's finally.
         if task.done() and not self._ended:
             self._publish_end()
@@ -162,10 +176,11 @@ class Answer:
         # even for a task cancelled before it ever ran.
         if self._observer is not None:
             self._observer.answer_started(self.meta)
+        log.debug("generating", extra={"prompt": self.meta.prompt})
         self._publish(events.meta(self.id, 0, self.meta))
         report = GenerationReport()
         try:
-            async with closing_upstream(self._close_timeout):
+            async with self._upstream.recording():
                 texts = self._writer.stream(
                     self._request.question,
                     prompt=self._request.prompt,
@@ -174,22 +189,33 @@ class Answer:
                 )
                 async with aclosing(texts):
                     async for chunk in texts:
+                        if self._stop_requested:
+                            break
                         self._publish_text(chunk)
+            if self._stop_requested:
+                raise asyncio.CancelledError  # the cancel was swallowed below us
             if report.finish_reason is None:
                 raise UpstreamIncompleteError
         except asyncio.CancelledError:
-            if self._abort_error is not None:
-                self._publish_public_error(self._abort_error, "Aborted")
+            self._publish_stopped()
             raise
         # Exception, never BaseException: cancellation must pass through untouched.
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error event
-            self._publish_error(exc)
+            if self._stop_requested:
+                # The failure is our own doing: cancel closed the upstream.
+                self._publish_stopped()
+            else:
+                self._publish_error(exc)
         else:
             self._publish_done(report)
         finally:
             self._publish_end()
             if self._observer is not None:
                 self._observer.answer_finished(self._record(report))
+
+    def _publish_stopped(self) -> None:
+        if self._abort_error is not None:
+            self._publish_public_error(self._abort_error, "Aborted")
 
     def _publish_text(self, chunk: str) -> None:
         if self.ttft_ms is None:

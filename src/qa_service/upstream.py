@@ -14,10 +14,14 @@ ends, however it ends (tests/integration/test_cancellation.py).
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import logging
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from datetime import UTC, datetime
 
 import anyio
 import httpx
@@ -37,34 +41,100 @@ async def _record_response(response: httpx.Response) -> None:
         responses.add(response)
 
 
-def build_async_client(connect_timeout: float, read_timeout: float) -> httpx.AsyncClient:
+# Statuses the SDKs retry by themselves (both follow the same rules).
+_RETRIED_STATUSES = frozenset({408, 409, 429})
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """How long the provider asked us to wait, read as the SDKs read it.
+
+    `retry-after-ms` first, then `retry-after` as seconds or an HTTP date.
+    None when absent, unreadable, negative or not finite.
+    """
+    seconds: float | None = None
+    with contextlib.suppress(ValueError):
+        if "retry-after-ms" in headers:
+            seconds = float(headers["retry-after-ms"]) / 1000
+        elif "retry-after" in headers:
+            raw = headers["retry-after"]
+            try:
+                seconds = float(raw)
+            except ValueError:
+                moment = email.utils.parsedate_to_datetime(raw)
+                seconds = (moment - datetime.now(moment.tzinfo or UTC)).total_seconds()
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+def _give_up_past(max_wait: float) -> Callable[[httpx.Response], Awaitable[None]]:
+    """A response hook: no SDK retry that would wait longer than `max_wait`.
+
+    The SDKs honour a Retry-After up to their own limits (openai 120 s; groq
+    60 s, past which it retries on its own backoff regardless), while a
+    person waits for the first word. Both obey `x-should-retry`, so a wait
+    beyond ours turns the retry off, and the answer ends at once with the
+    provider's Retry-After passed on to the client.
+    """
+
+    async def hook(response: httpx.Response) -> None:
+        if response.status_code in _RETRIED_STATUSES or response.status_code >= 500:
+            wait = retry_after_seconds(response.headers)
+            if wait is not None and wait > max_wait:
+                response.headers["x-should-retry"] = "false"
+
+    return hook
+
+
+def upstream_timeout(connect_timeout: float, read_timeout: float) -> httpx.Timeout:
+    """Connect bound, and the longest silence between two reads (and writes)."""
+    return httpx.Timeout(read_timeout, connect=connect_timeout)
+
+
+def build_async_client(timeout: httpx.Timeout, max_retry_wait: float) -> httpx.AsyncClient:
     """An AsyncClient whose responses answers can close; the caller closes it."""
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+        timeout=timeout,
         # Streams are long-lived: no pool cap below what the service admits.
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
-        event_hooks={"response": [_record_response]},
+        event_hooks={"response": [_record_response, _give_up_past(max_retry_wait)]},
     )
 
 
-def build_sync_client(connect_timeout: float, read_timeout: float) -> httpx.Client:
+def build_sync_client(timeout: httpx.Timeout) -> httpx.Client:
     """Never used for streaming; handed to the SDKs so they do not build their own."""
-    return httpx.Client(timeout=httpx.Timeout(read_timeout, connect=connect_timeout))
+    return httpx.Client(timeout=timeout)
 
 
-@asynccontextmanager
-async def closing_upstream(close_timeout: float) -> AsyncIterator[None]:
-    """Close every upstream response opened inside this block when it exits."""
-    responses: set[httpx.Response] = set()
-    _answer_responses.set(responses)
-    try:
-        yield
-    finally:
-        # Runs during cancellation, so the awaits need a shield, and the
-        # shield a deadline.
-        with anyio.move_on_after(close_timeout, shield=True):
-            for response in responses:
+class AnswerUpstream:
+    """The provider responses one answer opened; closing it closes every one.
+
+    Closing works from any task. A stopping answer closes them from its own
+    task as it ends; `Answer.cancel` closes them from outside when the
+    answer's task does not end in time (a library swallowed the cancel).
+    Either way the provider sees the request end.
+    """
+
+    def __init__(self, close_timeout: float) -> None:
+        self._responses: set[httpx.Response] = set()
+        self._close_timeout = close_timeout
+
+    @asynccontextmanager
+    async def recording(self) -> AsyncIterator[None]:
+        """Record every response opened inside this block; close them all as it exits."""
+        token = _answer_responses.set(self._responses)
+        try:
+            yield
+        finally:
+            _answer_responses.reset(token)
+            await self.close()
+
+    async def close(self) -> None:
+        """Close every open response, bounded: runs during cancellation too."""
+        # A shield, because this runs while the caller is being cancelled,
+        # and a deadline for the shield.
+        with anyio.move_on_after(self._close_timeout, shield=True):
+            for response in list(self._responses):
                 if not response.is_closed:
                     await response.aclose()
                     log.debug("closed upstream response early")
-        _answer_responses.set(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -13,7 +14,22 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 
+from qa_service.errors import UpstreamStalledError
 from qa_service.prompts import QUERY_VARIABLE, Prompt
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationLimits:
+    """What the writer enforces itself, whatever the provider does. None: no bound."""
+
+    # The first piece must come this soon after the request (connect, retries
+    # and the model's thinking included); SSE comments do not count.
+    first_piece_seconds: float | None = None
+    # Then no gap between two pieces may be longer.
+    idle_seconds: float | None = None
+    # QA_MAX_TOKENS, counted in the provider's pieces: each holds at least one
+    # token, so a provider that keeps to the cap is never cut short.
+    max_pieces: int | None = None
 
 
 @dataclass(slots=True)
@@ -52,7 +68,13 @@ class _ReportHandler(AsyncCallbackHandler):
 class AIWriter:
     """Writes answers with one chat model and a set of named prompts."""
 
-    def __init__(self, model: Runnable[Any, Any], prompts: Mapping[str, Prompt]) -> None:
+    def __init__(
+        self,
+        model: Runnable[Any, Any],
+        prompts: Mapping[str, Prompt],
+        limits: GenerationLimits | None = None,
+    ) -> None:
+        self._limits = limits or GenerationLimits()
         self._chains: dict[str, Runnable[dict[str, str], str]] = {
             name: prompt.template | model | StrOutputParser() for name, prompt in prompts.items()
         }
@@ -69,22 +91,53 @@ class AIWriter:
         report: GenerationReport | None = None,
         configurable: Mapping[str, Any] | None = None,
     ) -> AsyncGenerator[str]:
-        """Yield the answer's text as the model writes it; empty pieces are skipped."""
+        """Yield the answer's text as the model writes it; empty pieces are skipped.
+
+        Raises UpstreamStalledError when the model falls silent for longer than
+        the limits allow. At `max_pieces` it stops, closes the chain, and
+        reports finish_reason "length", as a provider that keeps to the cap does.
+        """
         config = RunnableConfig(
             run_name="ai_write",
             callbacks=[_ReportHandler(report)] if report is not None else [],
             configurable=dict(configurable or {}),
         )
+        limits = self._limits
         # Runnable.astream is typed AsyncIterator, but it is an async generator,
         # and it must be closed explicitly so the model's HTTP response closes.
         chunks = cast(
             AsyncGenerator[str],
             self._chains[prompt].astream({QUERY_VARIABLE: question}, config=config),
         )
+        loop = asyncio.get_running_loop()
+        deadline = _after(loop, limits.first_piece_seconds)
+        pieces = 0
         async with aclosing(chunks):
-            async for chunk in chunks:
+            while True:
+                try:
+                    # asyncio.timeout, not wait_for: it runs in this task, so a
+                    # cancel from outside is never mistaken for (or lost to) a
+                    # timeout. It bounds only the wait for the model, never the
+                    # time our consumer takes between pieces.
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise UpstreamStalledError from None
                 if chunk:
+                    pieces += 1
                     yield chunk
+                    if limits.max_pieces is not None and pieces >= limits.max_pieces:
+                        if report is not None:
+                            report.finish_reason = "length"
+                        return
+                if pieces:
+                    deadline = _after(loop, limits.idle_seconds)
 
 
-__all__ = ["AIWriter", "GenerationReport"]
+def _after(loop: asyncio.AbstractEventLoop, seconds: float | None) -> float | None:
+    return None if seconds is None else loop.time() + seconds
+
+
+__all__ = ["AIWriter", "GenerationLimits", "GenerationReport"]

@@ -83,7 +83,11 @@ def test_malformed_json_is_refused(openai_service: RunningService) -> None:
 
 
 def test_oversized_body_is_refused_without_reading_it_all(openai_service: RunningService) -> None:
-    response = httpx.post(f"{openai_service.url}/ai_write", content=b"x" * (LIMIT * 12 + 5000))
+    response = httpx.post(
+        f"{openai_service.url}/ai_write",
+        content=b"x" * (LIMIT * 12 + 5000),
+        headers={"content-type": "application/json"},
+    )
     _refusal(response, 413, "body_too_large")
 
 
@@ -108,8 +112,8 @@ def test_unknown_routes_and_methods_get_json_errors(openai_service: RunningServi
 @pytest.mark.parametrize(
     ("content", "content_type", "detail"),
     [
-        (b"query=tides", "application/x-www-form-urlencoded", "body: send JSON, not a form"),
-        (b"query=tides", None, "body: send JSON, not a form"),
+        # A form's content type is refused with 415 first (see below).
+        (b"query=tides", "application/json", "body: send JSON, not a form"),
         (b'{"query": ', "application/json", "body: not valid JSON"),
         (b"", "application/json", "body: empty"),
         (b'["tides"]', "application/json", "body: must be a JSON object"),
@@ -120,9 +124,9 @@ def test_unknown_routes_and_methods_get_json_errors(openai_service: RunningServi
     ],
 )
 def test_invalid_post_names_the_field_and_the_problem_not_the_value(
-    openai_service: RunningService, content: bytes, content_type: str | None, detail: str
+    openai_service: RunningService, content: bytes, content_type: str, detail: str
 ) -> None:
-    headers = {"content-type": content_type} if content_type else {}
+    headers = {"content-type": content_type}
     response = httpx.post(f"{openai_service.url}/ai_write", content=content, headers=headers)
 
     _refusal(response, 422, "invalid_request")
@@ -180,3 +184,43 @@ def test_a_query_at_the_limit_fits_the_body_cap_even_fully_escaped(
 
     assert response.status_code == 200
     assert stub.exchanges_for(key)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",  # what a cross-origin <form enctype="text/plain"> sends, unpreflighted
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        None,
+        "application/jsonx",
+    ],
+)
+def test_a_post_that_is_not_json_is_refused_with_415_before_any_upstream_call(
+    openai_service: RunningService, stub: UpstreamStub, content_type: str | None
+) -> None:
+    key = marker()
+    headers = {"content-type": content_type} if content_type else {}
+    response = httpx.post(
+        f"{openai_service.url}/ai_write",
+        content=f'{{"query": "{key}"}}'.encode(),
+        headers={**headers, "origin": "https://elsewhere.example"},
+    )
+
+    _refusal(response, 415, "unsupported_media_type")
+    assert stub.exchanges_for(key) == []
+
+
+def test_json_with_a_charset_parameter_is_accepted(
+    openai_service: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    with httpx.stream(
+        "POST",
+        f"{openai_service.url}/ai_write",
+        content=f'{{"query": "{key}"}}'.encode(),
+        headers={"content-type": "Application/JSON; charset=utf-8"},
+    ) as response:
+        assert response.status_code == 200
+        response.read()
+    assert len(stub.exchanges_for(key)) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,20 @@ def test_auto_without_keys_falls_back_to_demo_loudly(tmp_path: Path) -> None:
 def test_the_ready_log_line_says_where_the_page_is(openai_service: RunningService) -> None:
     messages = [r["message"] for r in openai_service.log_records()]
     assert f"ready; open {openai_service.url}/" in messages
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit_and_logged(workdir: Path) -> None:
+    soft, hard = 256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard <= soft:
+        pytest.skip(f"the hard limit ({hard}) leaves nothing to raise")
+    with run_service({}, workdir, open_files=(soft, hard)) as service:
+        limits = Path(f"/proc/{service.process.pid}/limits").read_text()
+        (line,) = [r for r in service.log_records() if r["message"] == "open file limit"]
+
+    max_open = next(row.split()[3:5] for row in limits.splitlines() if "open files" in row)
+    raised = int(max_open[0])
+    assert raised > soft
+    assert max_open[0] == max_open[1] or hard == resource.RLIM_INFINITY
+    assert line["raised_from"] == soft
+    assert line["open_files"] == raised
+    assert line["concurrent_streams_about"] == (raised - 150) // 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -66,8 +67,13 @@ def service_env(settings: Mapping[str, str]) -> dict[str, str]:
 
 
 @contextmanager
-def run_service(settings: Mapping[str, str], workdir: Path) -> Iterator[RunningService]:
-    """Start the service, wait until /readyz says ready, stop it afterwards."""
+def run_service(
+    settings: Mapping[str, str], workdir: Path, open_files: tuple[int, int] | None = None
+) -> Iterator[RunningService]:
+    """Start the service, wait until /readyz says ready, stop it afterwards.
+
+    `open_files`: the (soft, hard) limit on open files it starts with.
+    """
     port = free_port()
     log_path = workdir / f"service-{port}.log"
     env = service_env({**settings, "QA_PORT": str(port)})
@@ -78,6 +84,7 @@ def run_service(settings: Mapping[str, str], workdir: Path) -> Iterator[RunningS
             cwd=workdir,  # no stray .env from the repository
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=None if open_files is None else lambda: _limit_open_files(open_files),
         )
     service = RunningService(f"http://127.0.0.1:{port}", log_path, process)
     try:
@@ -90,6 +97,10 @@ def run_service(settings: Mapping[str, str], workdir: Path) -> Iterator[RunningS
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _limit_open_files(limits: tuple[int, int]) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
 
 def _wait_ready(service: RunningService, timeout: float = 30.0) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from httpx_sse import connect_sse
+from httpx_sse import EventSource, connect_sse
 
 
 @dataclass
@@ -18,6 +18,8 @@ class Stream:
     headers: httpx.Headers
     events: list[dict[str, Any]] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
+    # When each event arrived (time.monotonic), for tests of timeouts.
+    arrived: list[float] = field(default_factory=list)
     body: bytes = b""
 
     @property
@@ -33,6 +35,27 @@ class Stream:
         return self.events[-1]
 
 
+class _Deadlined:
+    """A response whose text stops with an AssertionError at `deadline`.
+
+    Keep-alive comments arrive every fraction of a second and dispatch no
+    event, so a check per event would never run on a stream that never ends.
+    """
+
+    def __init__(self, response: httpx.Response, deadline: float) -> None:
+        self._response = response
+        self._deadline = deadline
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._response, name)
+
+    def iter_text(self) -> Iterator[str]:
+        for text in self._response.iter_text():
+            if time.monotonic() > self._deadline:
+                raise AssertionError("the stream is still open at its deadline")
+            yield text
+
+
 def read_stream(
     base_url: str,
     *,
@@ -41,7 +64,12 @@ def read_stream(
     json_body: dict[str, Any] | None = None,
     timeout: float = 30.0,
 ) -> Stream:
-    """The whole response: events parsed as JSON, or the JSON error body."""
+    """The whole response: events parsed as JSON, or the JSON error body.
+
+    `timeout` bounds the whole read, not just each wait: keep-alives would
+    otherwise keep a stream that never ends alive for ever.
+    """
+    deadline = time.monotonic() + timeout
     with (
         httpx.Client(timeout=timeout) as client,
         connect_sse(client, method, f"{base_url}/ai_write", params=params, json=json_body) as src,
@@ -51,9 +79,10 @@ def read_stream(
         if response.status_code != 200:
             stream.body = response.read()
             return stream
-        for sse in src.iter_sse():
+        for sse in EventSource(_Deadlined(response, deadline)).iter_sse():  # type: ignore[arg-type]
             stream.events.append(json.loads(sse.data))
             stream.ids.append(sse.id)
+            stream.arrived.append(time.monotonic())
             assert sse.event == "message", "every event must reach EventSource.onmessage"
         return stream
 

@@ -30,8 +30,9 @@ class Reply:
 
     pieces: list[str] = field(default_factory=lambda: ["Hello", ", ", "world", "."])
     status: int = 200
-    # A JSON error body; "{api_key}" in any string is replaced by the bearer token,
-    # the way some providers (and proxies) echo the credential they rejected.
+    # A JSON error body; "{api_key}" in any string (headers too) is replaced by
+    # the bearer token, and "{api_key_masked}" by a masked form of it, the way
+    # providers (and proxies) echo the credential they rejected.
     error_body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     first_delay: float = 0.0
@@ -40,6 +41,11 @@ class Reply:
     # TCP write, so multi-byte characters arrive split.
     write_slice_bytes: int | None = None
     cut_after_pieces: int | None = None
+    # After this many pieces, send nothing more and hold the connection open
+    # until the client leaves; with `stall_comment_every`, send an SSE comment
+    # that often meanwhile (as OpenAI does while a model thinks).
+    stall_after_pieces: int | None = None
+    stall_comment_every: float | None = None
     finish_reason: str | None = "stop"
     send_done: bool = True
     usage: dict[str, int] | None = field(
@@ -198,7 +204,7 @@ class UpstreamStub:
         if reply.status != 200:
             api_key = headers.get("authorization", "").removeprefix("Bearer ")
             error = _fill_key(reply.error_body or {"error": {"message": "failed"}}, api_key)
-            await _write_json(writer, reply.status, error, reply.headers)
+            await _write_json(writer, reply.status, error, _fill_key(reply.headers, api_key))
             return True
         return await self._stream(reader, writer, exchange, reply, groq=path == GROQ_PATH)
 
@@ -242,7 +248,8 @@ class UpstreamStub:
         )
         try:
             await self._write_events(writer, exchange, reply, hangup, groq=groq)
-            if exchange.client_closed_at is not None:
+            # hangup.done(), not client_closed_at: its callback may not have run yet.
+            if hangup.done():
                 return False
             if reply.cut_after_pieces is not None:
                 # Abort: no terminating chunk, so the client sees a truncated body.
@@ -278,6 +285,9 @@ class UpstreamStub:
                 if reply.cut_after_pieces is not None and (
                     event.piece_index >= reply.cut_after_pieces
                 ):
+                    return
+                if event.piece_index == reply.stall_after_pieces:
+                    await _stall(writer, hangup, reply.stall_comment_every)
                     return
                 if (
                     event.piece_index
@@ -337,6 +347,16 @@ async def _write_chunk(writer: asyncio.StreamWriter, data: bytes, slice_bytes: i
             await asyncio.sleep(0.001)
 
 
+async def _stall(
+    writer: asyncio.StreamWriter, hangup: asyncio.Future[bytes], comment_every: float | None
+) -> None:
+    if comment_every is None:
+        await asyncio.wait({hangup})
+        return
+    while not await _hung_up_within(hangup, comment_every):
+        await _write_chunk(writer, b": keep-alive\n\n", None)
+
+
 async def _hung_up_within(hangup: asyncio.Future[bytes], seconds: float) -> bool:
     done, _ = await asyncio.wait({hangup}, timeout=seconds)
     return bool(done)
@@ -357,7 +377,8 @@ async def _write_json(
 
 def _fill_key(value: Any, api_key: str) -> Any:
     if isinstance(value, str):
-        return value.replace("{api_key}", api_key)
+        masked = f"{api_key[:8]}****{api_key[-4:]}"
+        return value.replace("{api_key}", api_key).replace("{api_key_masked}", masked)
     if isinstance(value, dict):
         return {k: _fill_key(v, api_key) for k, v in value.items()}
     if isinstance(value, list):

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
 import groq
 import httpx
 import openai
@@ -7,6 +11,7 @@ import pytest
 
 from qa_service import errors
 from qa_service.errors import classify_failure
+from qa_service.upstream import retry_after_seconds
 
 REQUEST = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
 
@@ -25,6 +30,7 @@ def _status_error(sdk: object, status: int, headers: dict[str, str] | None = Non
         (403, "upstream_auth_failed"),
         (404, "upstream_bad_request"),
         (408, "upstream_unavailable"),
+        (409, "upstream_unavailable"),  # the SDKs retry a 409 too: it is transient
         (422, "upstream_bad_request"),
         (429, "upstream_rate_limited"),
         (500, "upstream_unavailable"),
@@ -41,8 +47,29 @@ def test_retry_after_is_passed_on_when_it_is_a_number() -> None:
     assert (
         classify_failure(_status_error(openai, 429, {"retry-after": "3"})).retry_after_seconds == 3
     )
-    dated = _status_error(openai, 429, {"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"})
-    assert classify_failure(dated).retry_after_seconds is None
+    assert classify_failure(_status_error(groq, 503, {"retry-after": "2"})).retry_after_seconds == 2
+
+
+def test_retry_after_as_an_http_date_counts_from_now() -> None:
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    seconds = classify_failure(_status_error(openai, 429, {"retry-after": soon}))
+    assert seconds.retry_after_seconds is not None
+    assert 25 < seconds.retry_after_seconds <= 30
+    past = _status_error(openai, 429, {"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    assert classify_failure(past).retry_after_seconds is None
+
+
+def test_retry_after_ms_wins_over_retry_after_as_the_sdks_read_it() -> None:
+    headers = httpx.Headers({"retry-after-ms": "1500", "retry-after": "9"})
+    assert retry_after_seconds(headers) == 1.5
+
+
+@pytest.mark.parametrize("raw", ["-1", "nan", "inf", "-inf", "soon", "", "86400"])
+def test_a_retry_after_that_is_not_a_sane_wait_is_not_passed_on(raw: str) -> None:
+    public = classify_failure(_status_error(openai, 429, {"retry-after": raw}))
+    assert public.code == "upstream_rate_limited"
+    assert public.retry_after_seconds is None
+    assert "NaN" not in json.dumps(public.as_dict())
 
 
 def _wrapped(outer: Exception, cause: Exception) -> Exception:

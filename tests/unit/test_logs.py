@@ -70,3 +70,36 @@ def test_a_background_thread_crash_is_logged_without_traceback(
     assert SECRET not in err
     [line] = _lines(err)
     assert line["message"] == "uncaught exception in thread sdk-worker"
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("masked: sk-test-****mnop", "masked: [REDACTED]****mnop"),
+        ("tail: ...ghijklmnop!", "tail: ...[REDACTED]!"),
+        (f"twice {SECRET} and {SECRET}", "twice [REDACTED] and [REDACTED]"),
+        ("glued sk-test-abcdefghXXijklmnop", "glued [REDACTED]XX[REDACTED]"),
+        ("seven only: sk-test", "seven only: sk-test"),
+    ],
+)
+def test_a_recognisable_run_of_a_secret_is_scrubbed_too(
+    capsys: pytest.CaptureFixture[str], restore_logging: None, message: str, expected: str
+) -> None:
+    configure_logging("info", [SECRET])
+    logging.getLogger("some.sdk").warning(message)
+
+    (line,) = _lines(capsys.readouterr().err)
+    assert line["message"] == expected
+
+
+def test_libraries_stay_at_warning_when_the_service_logs_at_debug(
+    capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    configure_logging("debug", [])
+    logging.getLogger("groq._base_client").debug("Request options: the question")
+    logging.getLogger("some.new.library").info("the answer")
+    logging.getLogger("some.new.library").warning("a real problem")
+    logging.getLogger("qa_service.upstream").debug("ours")
+
+    messages = [line["message"] for line in _lines(capsys.readouterr().err)]
+    assert messages == ["a real problem", "ours"]

@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -147,3 +147,40 @@ async def test_a_hangup_before_generation_runs_leaves_nothing_counted_or_waiting
     assert answer.finished
     assert observer.started == observer.finished
     assert [e async for e in answer.subscribe()] == []
+
+
+class _CancelSwallowingWriter:
+    """Writes forever and swallows a cancel, as asyncio.wait_for can on Python 3.11."""
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.swallowed = 0
+
+    async def stream(self, question: str, **kwargs: Any) -> AsyncIterator[str]:
+        while True:
+            try:
+                await asyncio.sleep(0.005)
+            except asyncio.CancelledError:
+                self.swallowed += 1
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            self.written += 1
+            yield "more "
+
+
+async def test_a_cancel_swallowed_below_still_stops_the_answer() -> None:
+    writer = _CancelSwallowingWriter()
+    meta = AnswerMeta(request_id="rid", provider="demo", model="m", prompt="explain")
+    request = AnswerRequest("question", "explain", {})
+    answer = Answer(meta, cast(AIWriter, writer), request, upstream_close_timeout=1.0)
+    stream = answer_events(answer)
+    for _ in range(3):
+        await anext(stream)
+
+    await stream.aclose()
+
+    assert writer.swallowed == 1
+    assert answer.finished
+    assert answer.outcome == "client_disconnected"
+    stopped_at = writer.written
+    await asyncio.sleep(0.05)
+    assert writer.written == stopped_at

@@ -1,0 +1,117 @@
+"""Connections that hold resources without using them are let go.
+
+A client that stops reading mid-answer, and a connection that never sends a
+request, each hold a descriptor (and, for the reader, megabytes of buffer).
+The service ends both within a bound it documents.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.providers import marker, provider_settings
+from tests.support.service import RunningService, run_service
+from tests.support.sockets import tcp_socket
+from tests.support.sse import read_stream
+from tests.support.upstream_stub import Reply, UpstreamStub
+
+SEND_TIMEOUT = 1.0
+HEADER_TIMEOUT = 1.0
+
+
+@pytest.fixture(scope="module", params=["openai", "groq"])
+def strict(
+    request: pytest.FixtureRequest, stub: UpstreamStub, workdir: Path
+) -> Iterator[RunningService]:
+    settings = {
+        **provider_settings(request.param, stub),
+        "QA_SEND_TIMEOUT_SECONDS": str(SEND_TIMEOUT),
+        "QA_REQUEST_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
+        "QA_MAX_TOKENS": "100000",  # an answer far bigger than every buffer on the way
+    }
+    with run_service(settings, workdir) as service:
+        yield service
+
+
+def _port(service: RunningService) -> int:
+    return int(service.url.rsplit(":", 1)[1])
+
+
+def test_a_client_that_stops_reading_is_disconnected_after_the_send_timeout(
+    strict: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=["x" * 200] * 30_000))
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        client.connect(("127.0.0.1", _port(strict)))
+        client.sendall(f"GET /ai_write?query={key} HTTP/1.1\r\nHost: qa\r\n\r\n".encode())
+        server_port, client_port = _port(strict), client.getsockname()[1]
+
+        # The server's send queue grows while buffers fill, then stands still:
+        # from then on every send waits, and the send timeout runs.
+        deadline = time.monotonic() + 30
+        stalled_at = None
+        previous = -1
+        while (server_side := tcp_socket(server_port, client_port)) is not None:
+            now = time.monotonic()
+            assert now < deadline, f"still connected: {server_side}"
+            if stalled_at is None and server_side.send_queue == previous > 0:
+                stalled_at = now
+            previous = server_side.send_queue
+            time.sleep(0.1)
+        gone_at = time.monotonic()
+
+    assert stalled_at is not None
+    # Reset, not a graceful close: the kernel keeps nothing of it either.
+    assert gone_at - stalled_at < SEND_TIMEOUT + 2.0
+    exchange = stub.wait_closed(key, timeout=2.0)
+    assert not exchange.completed
+
+
+def test_connections_that_send_no_request_are_closed_after_the_header_timeout(
+    strict: RunningService,
+) -> None:
+    clients = [socket.create_connection(("127.0.0.1", _port(strict))) for _ in range(200)]
+    opened_at = time.monotonic()
+    try:
+        for client in clients:
+            client.settimeout(max(0.01, opened_at + HEADER_TIMEOUT + 2.0 - time.monotonic()))
+            with contextlib.suppress(ConnectionResetError):  # a reset is a close too
+                assert client.recv(1) == b""  # the server closed it
+        closed_after = time.monotonic() - opened_at
+    finally:
+        for client in clients:
+            client.close()
+
+    assert HEADER_TIMEOUT - 0.2 < closed_after < HEADER_TIMEOUT + 2.0
+    # The service is none the worse for it.
+    assert read_stream(strict.url, params={"query": marker()}).last.keys() == {"done"}
+
+
+def test_headers_sent_too_slowly_are_cut_off_at_the_header_timeout(
+    strict: RunningService,
+) -> None:
+    with socket.create_connection(("127.0.0.1", _port(strict))) as client:
+        opened_at = time.monotonic()
+        client.sendall(b"GET /healthz HTTP/1.1\r\nHost: qa\r\n")
+        closed = False
+        while time.monotonic() - opened_at < HEADER_TIMEOUT + 2.0 and not closed:
+            try:
+                client.sendall(b"X-Slow: a\r\n")
+                client.settimeout(0.25)
+                closed = client.recv(1) == b""
+            except TimeoutError:
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                closed = True
+        closed_after = time.monotonic() - opened_at
+
+    assert closed
+    assert HEADER_TIMEOUT - 0.2 < closed_after < HEADER_TIMEOUT + 2.0
