@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import SecretStr
 
-from qa_service.config import ConfigError, Settings, load_settings
+from qa_service.config import ConfigError, Settings, env_name, load_settings
 
 
 def _settings(**values: object) -> Settings:
@@ -88,3 +90,17 @@ def test_invalid_values_are_named_by_their_variable(
 def test_secret_values_lists_every_key() -> None:
     settings = _settings(openai_api_key="o-key", groq_api_key="g-key")
     assert sorted(settings.secret_values()) == ["g-key", "o-key"]
+
+
+def test_every_setting_is_in_the_readme_configuration_table() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    missing = [
+        env_name(field)
+        for field in Settings.model_fields
+        if f"`{env_name(field)}`" not in table
+        # QA_HOST / QA_PORT share a row.
+        and f"`{env_name(field)}` /" not in table
+        and f"/ `{env_name(field)}`" not in table
+    ]
+    assert missing == []
