@@ -94,13 +94,8 @@ def test_secret_values_lists_every_key() -> None:
 
 def test_every_setting_is_in_the_readme_configuration_table() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    missing = [
-        env_name(field)
-        for field in Settings.model_fields
-        if f"`{env_name(field)}`" not in table
-        # QA_HOST / QA_PORT share a row.
-        and f"`{env_name(field)}` /" not in table
-        and f"/ `{env_name(field)}`" not in table
-    ]
-    assert missing == []
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    # The first cell of each row: "`QA_HOST` / `QA_PORT`" names two settings.
+    first_cells = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    documented = {name.strip(" `") for cell in first_cells for name in cell.split("/")}
+    assert {env_name(field) for field in Settings.model_fields} - documented == set()
