@@ -1,9 +1,17 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from qa_service.config import ConfigError, Settings, describe_validation_error, load_settings
+from qa_service.config import (
+    ConfigError,
+    Settings,
+    describe_validation_error,
+    env_name,
+    load_settings,
+)
 
 
 def _settings(**values: object) -> Settings:
@@ -108,3 +116,12 @@ def test_base_urls_that_are_not_http_urls_are_refused(url: str) -> None:
     line = describe_validation_error(caught.value)
     assert line.startswith("OPENAI_BASE_URL: ")
     assert url not in line
+
+
+def test_every_setting_is_in_the_readme_configuration_table() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    # The first cell of each row: "`QA_HOST` / `QA_PORT`" names two settings.
+    first_cells = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    documented = {name.strip(" `") for cell in first_cells for name in cell.split("/")}
+    assert {env_name(field) for field in Settings.model_fields} - documented == set()

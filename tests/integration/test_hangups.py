@@ -1,0 +1,148 @@
+"""Hang-ups at random points never let an answer run on: the cancel takes effect every time.
+
+One try per case cannot show this: on Python 3.11 a cancel that lands just as
+a chunk is ready used to be lost (langchain-openai's asyncio.wait_for), and
+then 2 answers in 26 ran to the end, every token paid for. So each provider
+gets 200 hang-ups, spread over where a cancel can land.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+
+from tests.support.providers import marker
+from tests.support.service import RunningService
+from tests.support.upstream_stub import Reply, UpstreamStub
+
+HANGUPS = 200
+CONCURRENCY = 4
+SEED = 20261122
+
+
+@dataclass
+class HangUp:
+    key: str
+    case: str
+    at: float  # time.monotonic() when the client's connection was gone
+    request_id: str | None
+
+
+def _read_then_leave(
+    service: RunningService, key: str, texts: int, linger: float
+) -> tuple[float, str]:
+    """Read `texts` text events (0: just meta), wait `linger` s, then hang up."""
+    with httpx.stream(
+        "GET", f"{service.url}/ai_write", params={"query": key}, timeout=10
+    ) as response:
+        seen = -1
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                seen += "text" in json.loads(line[6:]) or seen < 0
+                if seen >= texts:
+                    time.sleep(linger)
+                    break
+    return time.monotonic(), response.headers["x-request-id"]
+
+
+def _read_slowly_then_leave(
+    service: RunningService, key: str, reading: float
+) -> tuple[float, str | None]:
+    """A client with a tiny receive buffer that reads a trickle, then hangs up."""
+    port = int(service.url.rsplit(":", 1)[1])
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        client.connect(("127.0.0.1", port))
+        client.sendall(f"GET /ai_write?query={key} HTTP/1.1\r\nHost: qa\r\n\r\n".encode())
+        client.settimeout(1.0)
+        received = b""
+        until = time.monotonic() + reading
+        while time.monotonic() < until:
+            received += client.recv(64)
+            time.sleep(0.005)
+    head = received.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+    request_id = re.search(r"^x-request-id: (\S+)", head, re.MULTILINE)
+    return time.monotonic(), request_id.group(1) if request_id else None
+
+
+def _cases(
+    service: RunningService, stub: UpstreamStub, rng: random.Random
+) -> list[Callable[[], HangUp]]:
+    """Each case scripts the stub for a fresh marker and returns how to hang up."""
+    words = [f"w{n} " for n in range(1000)]
+
+    def before_first_token() -> HangUp:
+        key = marker()
+        stub.reply(key, Reply(pieces=words, first_delay=0.5, piece_delay=0.02))
+        at, rid = _read_then_leave(service, key, 0, rng.uniform(0, 0.25))
+        return HangUp(key, "before the first token", at, rid)
+
+    def inside_a_read() -> HangUp:
+        key = marker()
+        stub.reply(key, Reply(pieces=words, piece_delay=0.02))
+        at, rid = _read_then_leave(service, key, rng.randint(1, 10), rng.uniform(0, 0.02))
+        return HangUp(key, "inside a read", at, rid)
+
+    def mid_chunk() -> HangUp:
+        key = marker()
+        stub.reply(key, Reply(pieces=words, write_slice_bytes=16))
+        at, rid = _read_then_leave(service, key, rng.randint(1, 10), rng.uniform(0, 0.005))
+        return HangUp(key, "mid-chunk", at, rid)
+
+    def between_chunks_of_a_burst() -> HangUp:
+        key = marker()
+        # As fast as the service can take it, but paced at the source: unpaced,
+        # the whole answer would fit in the sockets' buffers, and the stub would
+        # have "finished" before any hang-up could reach it.
+        stub.reply(key, Reply(pieces=words * 5, piece_delay=0.001))
+        at, rid = _read_then_leave(service, key, rng.randint(1, 50), 0)
+        return HangUp(key, "between chunks of a burst", at, rid)
+
+    def under_a_slow_reader() -> HangUp:
+        key = marker()
+        stub.reply(key, Reply(pieces=words, piece_delay=0.002))
+        at, rid = _read_slowly_then_leave(service, key, rng.uniform(0.1, 0.4))
+        return HangUp(key, "under a slow reader", at, rid)
+
+    kinds = [before_first_token, inside_a_read, mid_chunk, between_chunks_of_a_burst]
+    kinds.append(under_a_slow_reader)
+    return [kinds[n % len(kinds)] for n in range(HANGUPS)]
+
+
+def test_200_hangups_at_random_points_never_let_an_answer_run_on(
+    service: RunningService, stub: UpstreamStub
+) -> None:
+    rng = random.Random(SEED)
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        hangups = list(pool.map(lambda case: case(), _cases(service, stub, rng)))
+
+    late: list[str] = []
+    for hangup in hangups:
+        if not stub.exchanges_for(hangup.key):
+            # Left before the upstream request was sent; if it is sent late,
+            # the answer record below still says how it ended.
+            continue
+        assert len(stub.exchanges_for(hangup.key)) == 1, hangup
+        try:
+            closed = stub.wait_closed(hangup.key, timeout=5.0)
+        except AssertionError:
+            late.append(f"{hangup.case}: never")
+            continue
+        assert not closed.completed, hangup
+        assert closed.client_closed_at is not None
+        if closed.client_closed_at - hangup.at >= 1.0:
+            late.append(f"{hangup.case}: {closed.client_closed_at - hangup.at:.2f} s")
+    assert late == [], f"upstream closed later than 1 s after the hang-up (seed {SEED})"
+
+    ids = [h.request_id for h in hangups if h.request_id is not None]
+    outcomes = [service.answer_record(rid, timeout=30)["outcome"] for rid in ids]
+    assert outcomes.count("complete") == 0
+    assert set(outcomes) == {"client_disconnected"}
