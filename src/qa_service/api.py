@@ -198,9 +198,11 @@ def _require_json(request: Request) -> None:
 
 
 def _body_limit(settings: Settings) -> int:
-    # Worst case UTF-8 is 4 bytes a character, JSON escapes aside; plus room
-    # for the other fields. A bigger body is refused before it is buffered.
-    return settings.max_query_chars * 6 + 4096
+    # The worst case a character costs in JSON is 12 bytes: an astral one
+    # (emoji) escaped as a surrogate pair, \ud83d\ude00, which is what
+    # Python's json.dumps and requests send by default. Plus room for the other
+    # fields. A bigger body is refused before it is buffered.
+    return settings.max_query_chars * 12 + 4096
 
 
 async def _read_capped_body(request: Request, limit: int) -> bytes:
