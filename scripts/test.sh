@@ -18,10 +18,15 @@ uv run --frozen ruff format --check src tests benchmarks
 uv run --frozen ruff check src tests benchmarks
 echo "== mypy --strict"
 uv run --frozen mypy
+# Coverage counts the service's own processes too (pyproject: patch = subprocess).
+rm -rf .coverage-data && mkdir -p .coverage-data
 echo "== pytest: unit, integration, container"
-uv run --frozen pytest tests/unit tests/integration tests/container "${PYTEST_ARGS[@]}"
+uv run --frozen coverage run -m pytest tests/unit tests/integration tests/container "${PYTEST_ARGS[@]}"
 echo "== node --test: the JS client"
 node --test tests/js/
 # Their own invocation: sync Playwright and pytest-asyncio do not share a loop.
 echo "== pytest: browser"
-uv run --frozen pytest tests/browser "${PYTEST_ARGS[@]}"
+uv run --frozen coverage run -m pytest tests/browser "${PYTEST_ARGS[@]}"
+echo "== coverage: the tests and every service process they started"
+uv run --frozen coverage combine --quiet
+uv run --frozen coverage report

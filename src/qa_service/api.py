@@ -257,10 +257,10 @@ def _require_json(request: Request) -> None:
 
 
 def _body_limit(settings: Settings) -> int:
-    # Worst case is 12 bytes a character: an astral character (an emoji) as
-    # the surrogate-pair escape "\\ud83c\\udf31", which Python's and many
-    # clients' JSON encoders write by default. Plus room for the other fields.
-    # A bigger body is refused before it is buffered.
+    # The worst case a character costs in JSON is 12 bytes: an astral one
+    # (emoji) escaped as a surrogate pair, \ud83d\ude00, which is what
+    # Python's json.dumps and requests send by default. Plus room for the other
+    # fields. A bigger body is refused before it is buffered.
     return settings.max_query_chars * 12 + 4096
 
 

@@ -11,6 +11,7 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sse_starlette.sse import SendTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
@@ -118,6 +119,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         return response
 
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, SendTimeoutError):
+            # Not a bug: the client stopped reading (server.py resets it).
+            log.warning("client stopped reading; its answer is cancelled, its connection reset")
+            return error_response(errors.INTERNAL)  # never sent: the response has started
         log.error("unhandled error exception=%s path=%s", type(exc).__name__, request.url.path)
         return error_response(errors.INTERNAL)
 

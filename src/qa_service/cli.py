@@ -81,7 +81,9 @@ def serve_command(host: str | None, port: int | None) -> int:
         host=host or settings.host,
         port=settings.port if port is None else port,
         loop="uvloop",
-        http=guarded_http_protocol(settings.request_header_timeout_seconds),
+        http=guarded_http_protocol(
+            settings.request_header_timeout_seconds, app.state.telemetry.connection_closed
+        ),
         log_config=None,
         # The per-answer log line replaces access logs, whose URL carries the query text.
         access_log=False,

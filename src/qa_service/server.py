@@ -14,7 +14,7 @@ import logging
 import resource
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import uvicorn
@@ -112,6 +112,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """
 
     header_timeout: float = 10.0
+    # Told why, whenever the server ends a connection itself (metrics).
+    on_closed: Callable[[str], None] = staticmethod(lambda reason: None)
     _header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -144,6 +146,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _headers_too_late(self) -> None:
         self._header_timer = None
         log.debug("closed a connection that sent no request headers in time")
+        self.on_closed("no_request")
         self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
@@ -184,9 +187,12 @@ class _CutOffAborting:
         if not self._protocol.response_cut_off():
             self._transport.close()
             return
+        if self._transport.is_closing():
+            return  # reset already (uvicorn closes again as the connection is lost)
         # abort() alone only frees our descriptor: the kernel would keep the
         # socket, its unsent megabytes, and the client's connection, for as
         # long as it probes a zero window. Linger 0 makes the close a reset.
+        self._protocol.on_closed("response_cut_off")
         sock = self._transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -197,10 +203,11 @@ class _CutOffAborting:
         return getattr(self._transport, name)
 
 
-def guarded_http_protocol(header_timeout: float) -> type[GuardedHttpToolsProtocol]:
+def guarded_http_protocol(
+    header_timeout: float, on_closed: Callable[[str], None] | None = None
+) -> type[GuardedHttpToolsProtocol]:
     """The protocol class to hand uvicorn (`Config(http=...)`)."""
-    return type(
-        "GuardedHttpToolsProtocol",
-        (GuardedHttpToolsProtocol,),
-        {"header_timeout": header_timeout},
-    )
+    attributes: dict[str, Any] = {"header_timeout": header_timeout}
+    if on_closed is not None:
+        attributes["on_closed"] = staticmethod(on_closed)
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), attributes)

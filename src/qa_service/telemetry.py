@@ -72,12 +72,23 @@ class Telemetry:
             labels,
             registry=self.registry,
         )
+        self.connections_closed = Counter(
+            "qa_connections_closed",
+            "Connections the server ended itself: no_request (no request headers in time), "
+            "response_cut_off (reset mid-response, e.g. a client that stopped reading)",
+            [*labels, "reason"],
+            registry=self.registry,
+        )
         self.upstream_cancellations = Counter(
             "qa_upstream_cancellations",
             "Provider requests the service closed before they finished",
             labels,
             registry=self.registry,
         )
+
+    def connection_closed(self, reason: str) -> None:
+        """The server ended a connection itself: `no_request` or `response_cut_off`."""
+        self.connections_closed.labels(*self._labels, reason).inc()
 
     def refused(self, code: str) -> None:
         self.requests.labels(*self._labels, "refused", code).inc()

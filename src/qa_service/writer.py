@@ -104,7 +104,9 @@ class AIWriter:
         )
         limits = self._limits
         # Runnable.astream is typed AsyncIterator, but it is an async generator,
-        # and it must be closed explicitly so the model's HTTP response closes.
+        # closed explicitly so LangChain ends the run at once. That does not
+        # reach the model's own stream, which stays suspended below it; the
+        # HTTP response under it is closed by the answer (upstream.py).
         chunks = cast(
             AsyncGenerator[str],
             self._chains[prompt].astream({QUERY_VARIABLE: question}, config=config),

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+import select
+import socket
+import time
 
 import httpx
 import pytest
 
 from tests.support.providers import marker
 from tests.support.service import RunningService
+from tests.support.sse import read_stream
 from tests.support.upstream_stub import UpstreamStub
 
 LIMIT = 4000  # QA_MAX_QUERY_CHARS default
@@ -168,24 +173,6 @@ def test_an_unknown_prompt_is_named_only_when_it_is_a_name(openai_service: Runni
     assert "explain" in message
 
 
-def test_a_query_at_the_limit_fits_the_body_cap_even_fully_escaped(
-    openai_service: RunningService, stub: UpstreamStub
-) -> None:
-    key = marker()
-    query = key + "🌱" * (LIMIT - len(key))
-    # Python's default: every emoji as a surrogate-pair escape, 12 bytes.
-    body = json.dumps({"query": query, "prompt": "explain"})
-
-    response = httpx.post(
-        f"{openai_service.url}/ai_write",
-        content=body,
-        headers={"content-type": "application/json"},
-    )
-
-    assert response.status_code == 200
-    assert stub.exchanges_for(key)
-
-
 @pytest.mark.parametrize(
     "content_type",
     [
@@ -224,3 +211,73 @@ def test_json_with_a_charset_parameter_is_accepted(
         assert response.status_code == 200
         response.read()
     assert len(stub.exchanges_for(key)) == 1
+
+
+def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_cap(
+    openai_service: RunningService,
+) -> None:
+    """No Content-Length to go by: the cap holds while the body streams in."""
+    port = int(openai_service.url.rsplit(":", 1)[1])
+    piece = b"x" * 16_384
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        client.sendall(
+            b"POST /ai_write HTTP/1.1\r\nHost: qa\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        deadline = time.monotonic() + 10
+        while not select.select([client], [], [], 0.01)[0]:
+            assert time.monotonic() < deadline, "never refused"
+            assert sent < 8_000_000, "never refused"
+            client.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            sent += len(piece)
+        head = client.recv(65536).split(b"\r\n", 1)[0]
+
+    assert head.startswith(b"HTTP/1.1 413")
+    # Refused within a few pieces of the cap, not after buffering everything.
+    assert sent < LIMIT * 12 + 4096 + 20 * len(piece)
+
+
+def test_a_query_of_escaped_emoji_at_the_limit_is_answered_whole(
+    openai_service: RunningService, stub: UpstreamStub
+) -> None:
+    """json.dumps escapes every emoji as 12 bytes: 4,000 of them are 48 kB."""
+    key = marker()
+    query = key + "\U0001f600" * (LIMIT - len(key))
+    body = json.dumps({"query": query}).encode()  # ensure_ascii, as json and requests default
+    assert len(body) > LIMIT * 6 + 4096  # what the cap used to allow
+
+    response = httpx.post(
+        f"{openai_service.url}/ai_write",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+
+    assert response.status_code == 200
+    assert stub.exchanges_for(key)[0].body["messages"][-1]["content"].endswith(query)
+
+
+@pytest.mark.parametrize("sent", ["a:b:c:d:e", "x" * 65, "short", "spaces are bad"])
+def test_a_malformed_request_id_is_replaced_by_one_of_ours(
+    openai_service: RunningService, sent: str
+) -> None:
+    # ':' would make "<request id>:<seq>" event ids ambiguous; length and
+    # charset keep odd values out of logs and meta events.
+    stream = read_stream(
+        openai_service.url, params={"query": marker()}, headers={"x-request-id": sent}
+    )
+
+    request_id = stream.headers["x-request-id"]
+    assert request_id != sent
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id)
+    assert stream.events[0]["meta"]["request_id"] == request_id
+    assert all(event_id.rsplit(":", 1)[0] == request_id for event_id in stream.ids)
+
+
+def test_a_well_formed_request_id_from_a_proxy_is_kept(openai_service: RunningService) -> None:
+    sent = "nginx-0f3c9a5e2b7d4e0f"
+    stream = read_stream(
+        openai_service.url, params={"query": marker()}, headers={"x-request-id": sent}
+    )
+    assert stream.headers["x-request-id"] == sent
+    assert stream.ids[0] == f"{sent}:0"

@@ -31,7 +31,6 @@ def test_client_hangup_mid_answer_closes_upstream_request(
     hung_up_at, request_id = _hang_up_after(service, stub, key, "text")
     exchange = stub.wait_closed(key)
 
-    assert exchange.client_closed_at is not None
     assert exchange.client_closed_at - hung_up_at < 1.0
     assert not exchange.completed
     assert exchange.pieces_written < 40
@@ -47,23 +46,8 @@ def test_client_hangup_before_first_token_closes_upstream_request(
     hung_up_at, _ = _hang_up_after(service, stub, key, "meta")
     exchange = stub.wait_closed(key)
 
-    assert exchange.client_closed_at is not None
     assert exchange.client_closed_at - hung_up_at < 1.0
     assert exchange.pieces_written == 0
-
-
-@pytest.mark.parametrize("hangups", [5])
-def test_repeated_hangups_leave_no_upstream_request_open(
-    service: RunningService, stub: UpstreamStub, hangups: int
-) -> None:
-    keys = [marker() for _ in range(hangups)]
-    for key in keys:
-        stub.reply(key, Reply(pieces=LONG_ANSWER, piece_delay=0.05))
-        _hang_up_after(service, stub, key, "text")
-
-    closed = [stub.wait_closed(key) for key in keys]
-
-    assert all(not exchange.completed for exchange in closed)
 
 
 @pytest.mark.parametrize("provider", ["openai", "groq"])
@@ -73,7 +57,6 @@ async def test_hangup_between_chunks_closes_upstream_request(
     """The race a server hits by chance, made certain: the subscriber leaves
     right after a chunk is published, so the cancel lands while LangChain's
     generators sit at a yield, not inside a network read."""
-    from qa_service.api import Service  # noqa: F401  (import check: app wiring intact)
     from qa_service.config import Settings
     from qa_service.events import AnswerMeta
     from qa_service.prompts import load_prompts
@@ -107,6 +90,5 @@ async def test_hangup_between_chunks_closes_upstream_request(
 
         exchange = await asyncio.to_thread(stub.wait_closed, key)
 
-    assert exchange.client_closed_at is not None
     assert exchange.client_closed_at - hung_up_at < 1.0
     assert not exchange.completed

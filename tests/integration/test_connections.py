@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.metrics import delta, read_metrics
 from tests.support.providers import marker, provider_settings
 from tests.support.service import RunningService, run_service
 from tests.support.sockets import tcp_socket
@@ -51,6 +52,7 @@ def test_a_client_that_stops_reading_is_disconnected_after_the_send_timeout(
     # of events, so when the send timeout starts does not depend on how fast a
     # loaded machine relays thousands of small ones (3.7 s on 2 busy cores).
     stub.reply(key, Reply(pieces=["x" * 8_000] * 30_000))
+    before = read_metrics(strict.url)
     with socket.socket() as client:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
         client.connect(("127.0.0.1", _port(strict)))
@@ -76,11 +78,23 @@ def test_a_client_that_stops_reading_is_disconnected_after_the_send_timeout(
     assert gone_at - stalled_at < SEND_TIMEOUT + 2.0
     exchange = stub.wait_closed(key, timeout=2.0)
     assert not exchange.completed
+    closed = delta(before, read_metrics(strict.url), "qa_connections_closed_total")
+    assert closed == 1
+    assert (
+        delta(
+            before,
+            read_metrics(strict.url),
+            "qa_connections_closed_total",
+            reason="response_cut_off",
+        )
+        == 1
+    )
 
 
 def test_connections_that_send_no_request_are_closed_after_the_header_timeout(
     strict: RunningService,
 ) -> None:
+    before = read_metrics(strict.url)
     clients = [socket.create_connection(("127.0.0.1", _port(strict))) for _ in range(200)]
     opened_at = time.monotonic()
     try:
@@ -94,8 +108,10 @@ def test_connections_that_send_no_request_are_closed_after_the_header_timeout(
             client.close()
 
     assert HEADER_TIMEOUT - 0.2 < closed_after < HEADER_TIMEOUT + 2.0
-    # The service is none the worse for it.
+    # The service is none the worse for it, and operators can see what happened.
     assert read_stream(strict.url, params={"query": marker()}).last.keys() == {"done"}
+    after = read_metrics(strict.url)
+    assert delta(before, after, "qa_connections_closed_total", reason="no_request") == 200
 
 
 def test_headers_sent_too_slowly_are_cut_off_at_the_header_timeout(

@@ -36,7 +36,10 @@ def _sigterm_during(
     with run_service(settings, tmp_path) as service:
         reader = threading.Thread(target=_read_events, args=(service, scenario, events))
         reader.start()
+        deadline = time.monotonic() + 10
         while not any("text" in event for event in events):
+            assert reader.is_alive(), f"the reader died: {events}"
+            assert time.monotonic() < deadline, f"no text: {events}"
             time.sleep(0.01)
         signalled = time.monotonic()
         service.process.send_signal(signal.SIGTERM)

@@ -80,14 +80,22 @@ def test_a_broken_prompt_file_stops_start_up_naming_the_file(
     assert fault in line
 
 
-def test_secrets_given_at_start_up_never_reach_the_error_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("setting", ["QA_PORT", "QA_PROVIDER", "QA_TEMPERATURE"])
+def test_a_rejected_value_is_never_echoed_in_the_error_line(tmp_path: Path, setting: str) -> None:
+    # A key pasted into the wrong variable must not be printed back.
     secret = "sk-test-do-not-print-me-0123456789"
-    line = _serve_fails({"QA_PROVIDER": "bogus", "OPENAI_API_KEY": secret}, tmp_path)
+    line = _serve_fails({setting: secret, "OPENAI_API_KEY": secret}, tmp_path)
+    assert line.startswith(f"qa-service: configuration error: {setting}:")
     assert secret not in line
-    # A base URL can carry credentials too: the line names the setting, not the value.
+    assert secret[:8] not in line
+
+
+def test_a_base_url_is_never_echoed_in_the_error_line(tmp_path: Path) -> None:
+    # A base URL can carry credentials: the line names the setting, not the value.
+    secret = "sk-test-do-not-print-me-0123456789"
     line = _serve_fails({"OPENAI_BASE_URL": f"htp://user:{secret}@host/v1"}, tmp_path)
     assert line.startswith("qa-service: configuration error: OPENAI_BASE_URL: must be an http")
-    assert secret not in line
+    assert secret[:8] not in line
 
 
 def test_health_and_readiness(openai_service: RunningService) -> None:

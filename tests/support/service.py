@@ -61,6 +61,8 @@ def service_env(settings: Mapping[str, str]) -> dict[str, str]:
     """A clean environment: nothing from the developer's shell leaks in."""
     keep = ("PATH", "HOME", "LANG", "SYSTEMROOT", "TMPDIR")
     env = {name: os.environ[name] for name in keep if name in os.environ}
+    # Under `coverage run`, these make the service measure itself too.
+    env.update({k: v for k, v in os.environ.items() if k.startswith("COVERAGE_")})
     env.update({"QA_HOST": "127.0.0.1", "QA_PROMPTS_DIR": str(PROMPTS), "PYTHONUNBUFFERED": "1"})
     env.update(settings)
     return env

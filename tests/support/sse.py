@@ -62,6 +62,7 @@ def read_stream(
     method: str = "GET",
     params: dict[str, str] | None = None,
     json_body: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
     timeout: float = 30.0,
 ) -> Stream:
     """The whole response: events parsed as JSON, or the JSON error body.
@@ -72,7 +73,14 @@ def read_stream(
     deadline = time.monotonic() + timeout
     with (
         httpx.Client(timeout=timeout) as client,
-        connect_sse(client, method, f"{base_url}/ai_write", params=params, json=json_body) as src,
+        connect_sse(
+            client,
+            method,
+            f"{base_url}/ai_write",
+            params=params,
+            json=json_body,
+            headers=dict(headers or {}),
+        ) as src,
     ):
         response = src.response
         stream = Stream(response.status_code, response.headers)

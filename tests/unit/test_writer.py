@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -11,11 +14,12 @@ from langchain_core.language_models.fake_chat_models import (
     FakeListChatModelError,
     GenericFakeChatModel,
 )
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.outputs import ChatGenerationChunk
 
 from qa_service.demo import SCENARIO_CONFIG_KEY, build_demo_model
 from qa_service.prompts import load_prompts
-from qa_service.writer import AIWriter, GenerationReport
+from qa_service.writer import AIWriter, GenerationLimits, GenerationReport
 
 PROMPTS = load_prompts(Path(__file__).resolve().parents[2] / "prompts")
 
@@ -97,3 +101,22 @@ async def test_demo_error_scenario_raises_after_some_text() -> None:
     with pytest.raises(httpx.RemoteProtocolError, match="simulated cut"):
         await read_all()
     assert len(seen) > 5
+
+
+class _EndlessModel(GenericFakeChatModel):
+    """Streams forever, as a provider that ignores max_tokens does."""
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        while True:
+            await asyncio.sleep(0)
+            yield ChatGenerationChunk(message=AIMessageChunk(content="more "))
+
+
+async def test_the_cap_stops_the_stream_and_reports_length() -> None:
+    report = GenerationReport()
+    writer = AIWriter(_EndlessModel(messages=iter(())), PROMPTS, GenerationLimits(max_pieces=7))
+
+    chunks = await _collect(writer, "q", report=report)
+
+    assert chunks == ["more "] * 7
+    assert report.finish_reason == "length"
