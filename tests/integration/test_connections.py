@@ -48,10 +48,9 @@ def test_a_client_that_stops_reading_is_disconnected_after_the_send_timeout(
     strict: RunningService, stub: UpstreamStub
 ) -> None:
     key = marker()
-    # Few, large pieces: uvicorn's 64 KiB write buffer then fills in a handful
-    # of events, so when the send timeout starts does not depend on how fast a
-    # loaded machine relays thousands of small ones (3.7 s on 2 busy cores).
-    stub.reply(key, Reply(pieces=["x" * 8_000] * 30_000))
+    # Paced at the source, as a model is: the service must not be able to
+    # read the whole answer before the client's side has had time to stall.
+    stub.reply(key, Reply(pieces=["x" * 2000] * 30_000, piece_delay=0.001))
     before = read_metrics(strict.url)
     with socket.socket() as client:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
@@ -60,17 +59,16 @@ def test_a_client_that_stops_reading_is_disconnected_after_the_send_timeout(
         server_port, client_port = _port(strict), client.getsockname()[1]
 
         # The server's send queue grows while buffers fill, then stands still:
-        # from then on every send waits, and the send timeout runs.
+        # from its last growth on, every send waits, and the send timeout runs.
         deadline = time.monotonic() + 30
         stalled_at = None
         previous = -1
         while (server_side := tcp_socket(server_port, client_port)) is not None:
             now = time.monotonic()
             assert now < deadline, f"still connected: {server_side}"
-            if stalled_at is None and server_side.send_queue == previous > 0:
-                stalled_at = now
-            previous = server_side.send_queue
-            time.sleep(0.1)
+            if server_side.send_queue != previous:
+                stalled_at, previous = now, server_side.send_queue
+            time.sleep(0.05)
         gone_at = time.monotonic()
 
     assert stalled_at is not None
