@@ -30,10 +30,6 @@ DEMO_FALLBACK_NOTICE = (
     "answering. Its text is canned, not written by a language model."
 )
 
-# sse-starlette defaults to no-store; no-cache is what proxies and browsers are
-# documented to honour for event streams. Also sent on HEAD, without a stream.
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
 
 @dataclass(frozen=True, slots=True)
 class Service:
@@ -92,15 +88,14 @@ async def ai_write(
     query: str | None = None,
     prompt: str | None = None,
     scenario: str | None = None,
-) -> Response:
+) -> EventSourceResponse:
     """Stream an answer to `query` as Server-Sent Events (docs/PROTOCOL.md)."""
     problem = describe_query_string_error(request.query_params.multi_items(), AskBody.model_fields)
     if problem is not None:
         raise errors.invalid_request(problem)
-    ask = AskBody(query=query, prompt=prompt, scenario=scenario)
-    if request.method == "HEAD":
-        return _stream_headers_only(service, ask)
-    return start_answer(service, ask)
+    # HEAD is checked like GET; sse-starlette then sends only the stream's
+    # headers and never runs the answer (its Issue #218).
+    return start_answer(service, AskBody(query=query, prompt=prompt, scenario=scenario))
 
 
 @router.post("/ai_write", response_class=EventSourceResponse, operation_id="ai_write_post")
@@ -195,21 +190,14 @@ def start_answer(service: Service, ask: AskBody) -> EventSourceResponse:
         answer_events(answer, shutdown, drain_seconds=grace),
         shutdown_event=shutdown,
         shutdown_grace_period=grace + 1,
-        headers=STREAM_HEADERS,
+        # sse-starlette defaults to no-store; no-cache is what proxies and
+        # browsers are documented to honour for event streams.
+        headers={"Cache-Control": "no-cache"},
         ping=settings.keepalive_seconds,
         ping_message_factory=events.keepalive,
         sep=events.LINE_SEPARATOR,
         send_timeout=settings.send_timeout_seconds,
     )
-
-
-def _stream_headers_only(service: Service, ask: AskBody) -> Response:
-    """HEAD: the checks and headers of GET, without asking the model anything."""
-    _checked_request(service, ask)
-    response = Response(headers=STREAM_HEADERS, media_type="text/event-stream; charset=utf-8")
-    # The stream has no length; an empty body's "0" would be a lie about GET.
-    del response.headers["content-length"]
-    return response
 
 
 def _checked_request(service: Service, ask: AskBody) -> AnswerRequest:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import httpx
 import pytest
@@ -49,7 +50,16 @@ def test_head_on_ai_write_checks_the_query_but_asks_no_model(
     assert head.headers["cache-control"] == "no-cache"
     assert "content-length" not in head.headers
     assert head.content == b""
+    # Had an answer started, its upstream request and its log line would follow.
+    time.sleep(1.0)
     assert stub.exchanges_for(key) == []
+    request_id = head.headers["x-request-id"]
+    answers = [
+        r
+        for r in openai_service.log_records()
+        if r.get("message") == "answer" and r.get("request_id") == request_id
+    ]
+    assert answers == []
     refused = httpx.head(f"{openai_service.url}/ai_write")
     assert refused.status_code == 422
 
