@@ -43,13 +43,14 @@ def _read_then_leave(
     with httpx.stream(
         "GET", f"{service.url}/ai_write", params={"query": key}, timeout=10
     ) as response:
-        seen = -1
+        seen = 0
         for line in response.iter_lines():
-            if line.startswith("data: "):
-                seen += "text" in json.loads(line[6:]) or seen < 0
-                if seen >= texts:
-                    time.sleep(linger)
-                    break
+            if not line.startswith("data: "):
+                continue
+            seen += "text" in json.loads(line[6:])
+            if seen >= texts:  # with texts=0, right after meta
+                time.sleep(linger)
+                break
     return time.monotonic(), response.headers["x-request-id"]
 
 
