@@ -184,3 +184,19 @@ async def test_a_cancel_swallowed_below_still_stops_the_answer() -> None:
     stopped_at = writer.written
     await asyncio.sleep(0.05)
     assert writer.written == stopped_at
+
+
+async def test_cancelling_twice_cancels_the_task_once() -> None:
+    model = _EndlessModel(messages=iter(()))
+    answer = _answer(model)
+    answer.start()
+    stream = answer.subscribe()
+    await anext(stream)  # meta: generation is under way
+    task = answer._task
+    assert task is not None
+
+    await asyncio.gather(answer.cancel(), answer.cancel())
+
+    assert task.cancelled()
+    assert task.cancelling() == 1
+    assert answer.outcome == "client_disconnected"
