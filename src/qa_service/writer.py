@@ -117,8 +117,9 @@ class AIWriter:
         """Yield the answer's text as the model writes it; empty pieces are skipped.
 
         Raises UpstreamStalledError when the model falls silent for longer than
-        the limits allow. At `max_pieces` it stops, closes the chain, and
-        reports finish_reason "length", as a provider that keeps to the cap does.
+        the limits allow. A piece past `max_pieces` is not sent: it stops there,
+        closes the chain, and reports finish_reason "length", as a provider that
+        keeps to the cap would.
         """
         config = RunnableConfig(
             run_name="ai_write",
@@ -151,12 +152,15 @@ class AIWriter:
                 except TimeoutError:
                     raise UpstreamStalledError from None
                 if chunk:
-                    pieces += 1
-                    yield chunk
-                    if limits.max_pieces is not None and pieces >= limits.max_pieces:
+                    if limits.max_pieces is not None and pieces == limits.max_pieces:
+                        # A piece past the cap: the provider ignores it. Cut
+                        # here; one that keeps to it sends only its finish
+                        # and usage after the last piece, and ends as usual.
                         if report is not None:
                             report.finish_reason = "length"
                         return
+                    pieces += 1
+                    yield chunk
                 if pieces:
                     deadline = _after(loop, limits.idle_seconds)
 
