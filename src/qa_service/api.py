@@ -17,6 +17,7 @@ from qa_service import errors, events
 from qa_service.config import Settings
 from qa_service.demo import SCENARIO_CONFIG_KEY, SCENARIOS
 from qa_service.events import AnswerMeta
+from qa_service.origins import page_may_start_answers
 from qa_service.prompts import PROMPT_NAME, Prompt
 from qa_service.streams import Answer, AnswerRequest, answer_events
 from qa_service.telemetry import Telemetry
@@ -57,10 +58,21 @@ def get_service(request: Request) -> Service:
 
 ServiceDep = Annotated[Service, Depends(get_service)]
 
+
+def refuse_pages_of_other_sites(request: Request, service: ServiceDep) -> None:
+    """Only our own page and QA_CORS_ORIGINS' pages may start a paid answer (origins.py)."""
+    own_origin = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if not page_may_start_answers(request.headers, own_origin, service.settings.cors_origins):
+        raise errors.QAServiceError(errors.CROSS_SITE_REFUSED)
+
+
+# On every route that starts an answer.
+STARTS_ANSWERS = [Depends(refuse_pages_of_other_sites)]
+
 router = APIRouter()
 
 
-@router.get("/ai_write", response_class=EventSourceResponse)
+@router.get("/ai_write", response_class=EventSourceResponse, dependencies=STARTS_ANSWERS)
 async def ai_write(
     service: ServiceDep,
     query: str | None = None,
@@ -71,7 +83,7 @@ async def ai_write(
     return start_answer(service, AskBody(query=query, prompt=prompt, scenario=scenario))
 
 
-@router.post("/ai_write", response_class=EventSourceResponse)
+@router.post("/ai_write", response_class=EventSourceResponse, dependencies=STARTS_ANSWERS)
 async def ai_write_post(service: ServiceDep, request: Request) -> EventSourceResponse:
     """The same stream, for long questions: a JSON body `{"query": ..., ...}`."""
     _require_json(request)
