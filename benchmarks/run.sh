@@ -4,3 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
 uv run --frozen python -m benchmarks.relay
+# The chain's CPU per chunk, stock StrOutputParser against the inline one.
+uv run --frozen python -m benchmarks.parser

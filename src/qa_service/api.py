@@ -18,6 +18,7 @@ from qa_service import errors, events
 from qa_service.config import Settings
 from qa_service.demo import SCENARIO_CONFIG_KEY, SCENARIOS
 from qa_service.events import AnswerMeta
+from qa_service.origins import page_may_start_answers
 from qa_service.probe import ProviderProbe
 from qa_service.prompts import PROMPT_NAME, Prompt
 from qa_service.streams import Answer, AnswerRequest, answer_events
@@ -61,6 +62,17 @@ def get_service(request: Request) -> Service:
 
 ServiceDep = Annotated[Service, Depends(get_service)]
 
+
+def refuse_pages_of_other_sites(request: Request, service: ServiceDep) -> None:
+    """Only our own page and QA_CORS_ORIGINS' pages may start a paid answer (origins.py)."""
+    own_origin = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if not page_may_start_answers(request.headers, own_origin, service.settings.cors_origins):
+        raise errors.QAServiceError(errors.CROSS_SITE_REFUSED)
+
+
+# On every route that starts an answer.
+STARTS_ANSWERS = [Depends(refuse_pages_of_other_sites)]
+
 router = APIRouter()
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
@@ -81,7 +93,7 @@ def get_and_head(path: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
     return register
 
 
-@get_and_head("/ai_write", response_class=EventSourceResponse)
+@get_and_head("/ai_write", response_class=EventSourceResponse, dependencies=STARTS_ANSWERS)
 async def ai_write(
     service: ServiceDep,
     request: Request,
@@ -98,7 +110,12 @@ async def ai_write(
     return start_answer(service, AskBody(query=query, prompt=prompt, scenario=scenario))
 
 
-@router.post("/ai_write", response_class=EventSourceResponse, operation_id="ai_write_post")
+@router.post(
+    "/ai_write",
+    response_class=EventSourceResponse,
+    operation_id="ai_write_post",
+    dependencies=STARTS_ANSWERS,
+)
 async def ai_write_post(service: ServiceDep, request: Request) -> EventSourceResponse:
     """The same stream, for long questions: a JSON body `{"query": ..., ...}`."""
     _require_json(request)

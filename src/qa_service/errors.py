@@ -142,6 +142,12 @@ UNSUPPORTED_MEDIA_TYPE = PublicError(
     False,
     415,
 )
+CROSS_SITE_REFUSED = PublicError(
+    "cross_site_refused",
+    "Pages on other sites may not ask this service; add their origin to QA_CORS_ORIGINS.",
+    False,
+    403,
+)
 NOT_FOUND = PublicError("not_found", "No such endpoint.", False, 404)
 METHOD_NOT_ALLOWED = PublicError("method_not_allowed", "Method not allowed.", False, 405)
 NOT_READY = PublicError("not_ready", "The service is starting or stopping.", True, 503)
@@ -184,6 +190,7 @@ PUBLIC_ERRORS: tuple[PublicError, ...] = (
     URL_TOO_LONG,
     BODY_TOO_LARGE,
     UNSUPPORTED_MEDIA_TYPE,
+    CROSS_SITE_REFUSED,
     NOT_FOUND,
     METHOD_NOT_ALLOWED,
     NOT_READY,

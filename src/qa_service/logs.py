@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from asgi_correlation_id import correlation_id
 from pythonjsonlogger.json import JsonFormatter
+from sse_starlette.sse import SendTimeoutError
 
 REDACTED = "[REDACTED]"
 JSON_FIELDS = ("asctime", "levelname", "name", "message")
@@ -132,6 +133,24 @@ class _LibraryFloor(logging.Filter):
         return record.levelno >= logging.WARNING or record.name.startswith(OWN_LOGGERS)
 
 
+class _ExpectedDisconnects(logging.Filter):
+    """Drops uvicorn's "Exception in ASGI application" for a client that stopped reading.
+
+    sse-starlette raises SendTimeoutError on purpose; the app logs it once, as
+    the warning it is (app.py), and server.py resets the connection. uvicorn's
+    copy would say ERROR for what is no fault of the service.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc_info = record.exc_info
+        return not (
+            record.name == "uvicorn.error"
+            and exc_info is not None
+            and exc_info[0] is not None
+            and issubclass(exc_info[0], SendTimeoutError)
+        )
+
+
 class _RequestIdFilter(logging.Filter):
     """Tags every line logged while serving a request with that request's id."""
 
@@ -168,6 +187,7 @@ def configure_logging(
     )
     handler.setFormatter(formatter)
     handler.addFilter(_LibraryFloor())
+    handler.addFilter(_ExpectedDisconnects())
     handler.addFilter(_RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

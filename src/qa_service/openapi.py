@@ -296,6 +296,10 @@ def _stream_responses(method: str) -> dict[str, Any]:
             "Refused before any model call: `query_required`, `query_too_long`, "
             "`unknown_prompt`, `unknown_scenario`, `invalid_request`."
         ),
+        "403": _error(
+            "`cross_site_refused`: a browser asked for a page of another site that "
+            "QA_CORS_ORIGINS does not list."
+        ),
         "500": _error("`internal_error`: a bug; the detail is in the service's log."),
         "503": _NOT_READY,
     }

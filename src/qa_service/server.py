@@ -145,6 +145,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _headers_too_late(self) -> None:
         self._header_timer = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A request pipelined behind an answer still streaming: uvicorn
+            # reads it only once that answer ends, so its clock starts then.
+            self._arm_header_timer()
+            return
         log.debug("closed a connection that sent no request headers in time")
         self.on_closed("no_request")
         self.transport.close()

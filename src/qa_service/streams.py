@@ -133,8 +133,11 @@ class Answer:
         task = self._task
         if task is None or task.done():
             return
-        self._stop_requested = True
-        task.cancel()
+        if not self._stop_requested:
+            # Once: a second cancel (shutdown's abort, then the hang-up it
+            # causes) would land in the SDKs' own cleanup.
+            self._stop_requested = True
+            task.cancel()
         # Shielded: this runs while the caller is itself being cancelled.
         with anyio.move_on_after(self._close_timeout, shield=True):
             await asyncio.wait({task})

@@ -14,7 +14,6 @@ ends, however it ends (tests/integration/test_cancellation.py).
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import logging
 import math
@@ -48,40 +47,62 @@ _RETRIED_STATUSES = frozenset({408, 409, 429})
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """How long the provider asked us to wait, read as the SDKs read it.
 
-    `retry-after-ms` first, then `retry-after` as seconds or an HTTP date.
-    None when absent, unreadable, negative or not finite.
+    `retry-after-ms` first; if absent or unreadable, `retry-after` as seconds
+    or an HTTP date. None when absent, unreadable, negative or not finite.
+    Never raises: it runs inside a response hook, where an exception would
+    look like a connection failure to the SDK.
     """
-    seconds: float | None = None
-    with contextlib.suppress(ValueError):
-        if "retry-after-ms" in headers:
-            seconds = float(headers["retry-after-ms"]) / 1000
-        elif "retry-after" in headers:
-            raw = headers["retry-after"]
-            try:
-                seconds = float(raw)
-            except ValueError:
-                moment = email.utils.parsedate_to_datetime(raw)
-                seconds = (moment - datetime.now(moment.tzinfo or UTC)).total_seconds()
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+    for name, read in (("retry-after-ms", _milliseconds), ("retry-after", _seconds_or_date)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            seconds = read(raw)
+        except (ValueError, TypeError, OverflowError):
+            continue
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
         return None
-    return seconds
+    return None
 
 
-def _give_up_past(max_wait: float) -> Callable[[httpx.Response], Awaitable[None]]:
+def _milliseconds(raw: str) -> float:
+    return float(raw) / 1000
+
+
+def _seconds_or_date(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        moment = email.utils.parsedate_to_datetime(raw)
+    if moment.tzinfo is None:  # "-0000": a date in UTC, the RFC says
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - datetime.now(UTC)).total_seconds()
+
+
+def _retry_policy(max_wait: float) -> Callable[[httpx.Response], Awaitable[None]]:
     """A response hook: no SDK retry that would wait longer than `max_wait`.
 
     The SDKs honour a Retry-After up to their own limits (openai 120 s; groq
     60 s, past which it retries on its own backoff regardless), while a
     person waits for the first word. Both obey `x-should-retry`, so a wait
     beyond ours turns the retry off, and the answer ends at once with the
-    provider's Retry-After passed on to the client.
+    provider's Retry-After passed on to the client. The SDKs log their
+    retries at INFO, which the library floor drops (logs.py), so this logs
+    every retryable answer itself: status and wait only.
     """
 
     async def hook(response: httpx.Response) -> None:
-        if response.status_code in _RETRIED_STATUSES or response.status_code >= 500:
-            wait = retry_after_seconds(response.headers)
-            if wait is not None and wait > max_wait:
-                response.headers["x-should-retry"] = "false"
+        status = response.status_code
+        if status not in _RETRIED_STATUSES and status < 500:
+            return
+        wait = retry_after_seconds(response.headers)
+        fields = {"upstream_status": status, "retry_after_seconds": wait}
+        if wait is not None and wait > max_wait:
+            response.headers["x-should-retry"] = "false"
+            log.warning("provider asked for a longer wait than a retry may take", extra=fields)
+        else:
+            log.info("provider answered with a retryable status", extra=fields)
 
     return hook
 
@@ -97,7 +118,7 @@ def build_async_client(timeout: httpx.Timeout, max_retry_wait: float) -> httpx.A
         timeout=timeout,
         # Streams are long-lived: no pool cap below what the service admits.
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
-        event_hooks={"response": [_record_response, _give_up_past(max_retry_wait)]},
+        event_hooks={"response": [_record_response, _retry_policy(max_retry_wait)]},
     )
 
 

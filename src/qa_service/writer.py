@@ -1,17 +1,21 @@
-"""AIWriter: `prompt | chat model | StrOutputParser()`, streamed. Knows nothing of HTTP."""
+"""AIWriter: `prompt | chat model | StrOutputParser()`, streamed. Knows nothing of HTTP.
+
+The parser is InlineStrOutputParser, a StrOutputParser that parses in the
+event loop (see its docstring).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackHandler
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.output_parsers import StrOutputParser
-from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_core.outputs import ChatGeneration, Generation, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from qa_service.errors import UpstreamStalledError
@@ -65,6 +69,24 @@ class _ReportHandler(AsyncCallbackHandler):
             self._report.finish_reason = str(info["finish_reason"])
 
 
+class InlineStrOutputParser(StrOutputParser):
+    """StrOutputParser whose async stream parses in the event loop, not a thread.
+
+    langchain-core's BaseTransformOutputParser._atransform sends every chunk
+    through run_in_executor (langchain-ai/langchain#24031 moved parsing to
+    background threads for heavy JSON parsers). For a str pass-through that
+    is a thread-pool hop per token: the hop costs far more than the parse.
+    Same result, chunk for chunk; tests/unit/test_writer.py checks both.
+    """
+
+    async def _atransform(self, input: AsyncIterator[str | BaseMessage]) -> AsyncIterator[str]:
+        async for chunk in input:
+            if isinstance(chunk, BaseMessage):
+                yield self.parse_result([ChatGeneration(message=chunk)])
+            else:
+                yield self.parse_result([Generation(text=chunk)])
+
+
 class AIWriter:
     """Writes answers with one chat model and a set of named prompts."""
 
@@ -76,7 +98,8 @@ class AIWriter:
     ) -> None:
         self._limits = limits or GenerationLimits()
         self._chains: dict[str, Runnable[dict[str, str], str]] = {
-            name: prompt.template | model | StrOutputParser() for name, prompt in prompts.items()
+            name: prompt.template | model | InlineStrOutputParser()
+            for name, prompt in prompts.items()
         }
 
     @property
@@ -94,8 +117,9 @@ class AIWriter:
         """Yield the answer's text as the model writes it; empty pieces are skipped.
 
         Raises UpstreamStalledError when the model falls silent for longer than
-        the limits allow. At `max_pieces` it stops, closes the chain, and
-        reports finish_reason "length", as a provider that keeps to the cap does.
+        the limits allow. A piece past `max_pieces` is not sent: it stops there,
+        closes the chain, and reports finish_reason "length", as a provider that
+        keeps to the cap would.
         """
         config = RunnableConfig(
             run_name="ai_write",
@@ -128,12 +152,15 @@ class AIWriter:
                 except TimeoutError:
                     raise UpstreamStalledError from None
                 if chunk:
-                    pieces += 1
-                    yield chunk
-                    if limits.max_pieces is not None and pieces >= limits.max_pieces:
+                    if limits.max_pieces is not None and pieces == limits.max_pieces:
+                        # A piece past the cap: the provider ignores it. Cut
+                        # here; one that keeps to it sends only its finish
+                        # and usage after the last piece, and ends as usual.
                         if report is not None:
                             report.finish_reason = "length"
                         return
+                    pieces += 1
+                    yield chunk
                 if pieces:
                     deadline = _after(loop, limits.idle_seconds)
 
@@ -142,4 +169,4 @@ def _after(loop: asyncio.AbstractEventLoop, seconds: float | None) -> float | No
     return None if seconds is None else loop.time() + seconds
 
 
-__all__ = ["AIWriter", "GenerationLimits", "GenerationReport"]
+__all__ = ["AIWriter", "GenerationLimits", "GenerationReport", "InlineStrOutputParser"]

@@ -191,7 +191,7 @@ def test_a_post_that_is_not_json_is_refused_with_415_before_any_upstream_call(
     response = httpx.post(
         f"{openai_service.url}/ai_write",
         content=f'{{"query": "{key}"}}'.encode(),
-        headers={**headers, "origin": "https://elsewhere.example"},
+        headers=headers,
     )
 
     _refusal(response, 415, "unsupported_media_type")
@@ -281,3 +281,39 @@ def test_a_well_formed_request_id_from_a_proxy_is_kept(openai_service: RunningSe
     )
     assert stream.headers["x-request-id"] == sent
     assert stream.ids[0] == f"{sent}:0"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"sec-fetch-site": "cross-site", "sec-fetch-mode": "no-cors", "sec-fetch-dest": "image"},
+        {"sec-fetch-site": "cross-site", "origin": "https://elsewhere.example"},
+        {"sec-fetch-site": "same-site", "origin": "https://sub.elsewhere.example"},
+        {"origin": "https://elsewhere.example"},  # a browser without Fetch Metadata
+    ],
+)
+def test_a_page_of_another_site_cannot_start_an_answer(
+    openai_service: RunningService, stub: UpstreamStub, headers: dict[str, str]
+) -> None:
+    key = marker()
+
+    response = httpx.get(f"{openai_service.url}/ai_write", params={"query": key}, headers=headers)
+
+    _refusal(response, 403, "cross_site_refused")
+    assert stub.exchanges_for(key) == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # curl, an SDK
+        {"sec-fetch-site": "same-origin"},  # our own page
+        {"sec-fetch-site": "none"},  # the address bar
+    ],
+)
+def test_our_own_page_and_clients_that_are_not_browsers_may(
+    openai_service: RunningService, headers: dict[str, str]
+) -> None:
+    stream = read_stream(openai_service.url, params={"query": marker()}, headers=headers)
+    assert stream.status == 200
+    assert stream.kinds[-1] == "done"

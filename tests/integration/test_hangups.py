@@ -8,6 +8,7 @@ gets 200 hang-ups, spread over where a cancel can land.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -43,13 +44,14 @@ def _read_then_leave(
     with httpx.stream(
         "GET", f"{service.url}/ai_write", params={"query": key}, timeout=10
     ) as response:
-        seen = -1
+        seen = 0
         for line in response.iter_lines():
-            if line.startswith("data: "):
-                seen += "text" in json.loads(line[6:]) or seen < 0
-                if seen >= texts:
-                    time.sleep(linger)
-                    break
+            if not line.startswith("data: "):
+                continue
+            seen += "text" in json.loads(line[6:])
+            if seen >= texts:  # with texts=0, right after meta
+                time.sleep(linger)
+                break
     return time.monotonic(), response.headers["x-request-id"]
 
 
@@ -76,45 +78,54 @@ def _read_slowly_then_leave(
 def _cases(
     service: RunningService, stub: UpstreamStub, rng: random.Random
 ) -> list[Callable[[], HangUp]]:
-    """Each case scripts the stub for a fresh marker and returns how to hang up."""
+    """Each case scripts the stub for a fresh marker and returns how to hang up.
+
+    Every random choice is drawn here, in the test's own thread, so the seed
+    reproduces a run whichever worker thread runs which case.
+    """
     words = [f"w{n} " for n in range(1000)]
 
-    def before_first_token() -> HangUp:
+    def before_first_token(linger: float) -> HangUp:
         key = marker()
         stub.reply(key, Reply(pieces=words, first_delay=0.5, piece_delay=0.02))
-        at, rid = _read_then_leave(service, key, 0, rng.uniform(0, 0.25))
+        at, rid = _read_then_leave(service, key, 0, linger)
         return HangUp(key, "before the first token", at, rid)
 
-    def inside_a_read() -> HangUp:
+    def inside_a_read(texts: int, linger: float) -> HangUp:
         key = marker()
         stub.reply(key, Reply(pieces=words, piece_delay=0.02))
-        at, rid = _read_then_leave(service, key, rng.randint(1, 10), rng.uniform(0, 0.02))
+        at, rid = _read_then_leave(service, key, texts, linger)
         return HangUp(key, "inside a read", at, rid)
 
-    def mid_chunk() -> HangUp:
+    def mid_chunk(texts: int, linger: float) -> HangUp:
         key = marker()
         stub.reply(key, Reply(pieces=words, write_slice_bytes=16))
-        at, rid = _read_then_leave(service, key, rng.randint(1, 10), rng.uniform(0, 0.005))
+        at, rid = _read_then_leave(service, key, texts, linger)
         return HangUp(key, "mid-chunk", at, rid)
 
-    def between_chunks_of_a_burst() -> HangUp:
+    def between_chunks_of_a_burst(texts: int) -> HangUp:
         key = marker()
         # As fast as the service can take it, but paced at the source: unpaced,
         # the whole answer would fit in the sockets' buffers, and the stub would
         # have "finished" before any hang-up could reach it.
         stub.reply(key, Reply(pieces=words * 5, piece_delay=0.001))
-        at, rid = _read_then_leave(service, key, rng.randint(1, 50), 0)
+        at, rid = _read_then_leave(service, key, texts, 0)
         return HangUp(key, "between chunks of a burst", at, rid)
 
-    def under_a_slow_reader() -> HangUp:
+    def under_a_slow_reader(reading: float) -> HangUp:
         key = marker()
         stub.reply(key, Reply(pieces=words, piece_delay=0.002))
-        at, rid = _read_slowly_then_leave(service, key, rng.uniform(0.1, 0.4))
+        at, rid = _read_slowly_then_leave(service, key, reading)
         return HangUp(key, "under a slow reader", at, rid)
 
-    kinds = [before_first_token, inside_a_read, mid_chunk, between_chunks_of_a_burst]
-    kinds.append(under_a_slow_reader)
-    return [kinds[n % len(kinds)] for n in range(HANGUPS)]
+    draws: list[Callable[[], Callable[[], HangUp]]] = [
+        lambda: functools.partial(before_first_token, rng.uniform(0, 0.25)),
+        lambda: functools.partial(inside_a_read, rng.randint(1, 10), rng.uniform(0, 0.02)),
+        lambda: functools.partial(mid_chunk, rng.randint(1, 10), rng.uniform(0, 0.005)),
+        lambda: functools.partial(between_chunks_of_a_burst, rng.randint(1, 50)),
+        lambda: functools.partial(under_a_slow_reader, rng.uniform(0.1, 0.4)),
+    ]
+    return [draws[n % len(draws)]() for n in range(HANGUPS)]
 
 
 def test_200_hangups_at_random_points_never_let_an_answer_run_on(
@@ -127,9 +138,11 @@ def test_200_hangups_at_random_points_never_let_an_answer_run_on(
     late: list[str] = []
     for hangup in hangups:
         if not stub.exchanges_for(hangup.key):
-            # Left before the upstream request was sent; if it is sent late,
-            # the answer record below still says how it ended.
-            continue
+            # Left before the upstream request was sent. Give a late one the
+            # time it would need to arrive; then it must have closed too.
+            time.sleep(0.2)
+            if not stub.exchanges_for(hangup.key):
+                continue
         assert len(stub.exchanges_for(hangup.key)) == 1, hangup
         try:
             closed = stub.wait_closed(hangup.key, timeout=5.0)

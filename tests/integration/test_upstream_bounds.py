@@ -129,10 +129,16 @@ def test_an_answer_exactly_at_the_cap_is_not_cut(
 
     stream = read_stream(bounded.url, params={"query": key})
 
+    # A provider that keeps to the cap is never cut: its own finish reason
+    # and usage arrive, and its request ends on its own.
     assert stream.text == "".join(pieces)
-    # The cap is reached with the last piece: the service stops there too,
-    # and says why the way the provider would.
-    assert stream.last["done"]["finish_reason"] in ("stop", "length")
+    assert stream.last["done"]["finish_reason"] == "stop"
+    assert stream.last["done"]["usage"] == {
+        "input_tokens": 21,
+        "output_tokens": 4,
+        "total_tokens": 25,
+    }
+    assert stub.exchanges_for(key)[0].completed
 
 
 def test_a_retry_after_beyond_the_longest_wait_is_passed_on_without_retrying(
@@ -148,6 +154,15 @@ def test_a_retry_after_beyond_the_longest_wait_is_passed_on_without_retrying(
     assert error["code"] == "upstream_rate_limited"
     assert error["retry_after_seconds"] == 300
     assert len(stub.exchanges_for(key)) == 1
+    # Operators see why there was no retry, though the SDKs' own lines are held back.
+    record = bounded.answer_record(stream.headers["x-request-id"])
+    (warning,) = [
+        r
+        for r in bounded.log_records()
+        if r.get("request_id") == record["request_id"] and r["name"] == "qa_service.upstream"
+    ]
+    assert warning["level"] == "WARNING"
+    assert (warning["upstream_status"], warning["retry_after_seconds"]) == (429, 300)
     assert time.monotonic() - started < 1.5
 
 
@@ -164,7 +179,7 @@ def test_a_short_retry_after_is_waited_out_between_retries(
     exchanges = stub.exchanges_for(key)
     assert len(exchanges) == 3  # the first try and QA_UPSTREAM_MAX_RETRIES=2
     gaps = [later.opened_at - earlier.opened_at for earlier, later in itertools.pairwise(exchanges)]
-    assert all(0.35 < gap < 1.0 for gap in gaps), gaps
+    assert all(0.35 < gap < 1.5 for gap in gaps), gaps
     assert time.monotonic() - started < READ_TIMEOUT
 
 

@@ -112,3 +112,24 @@ def test_every_public_code_is_unique_and_documented() -> None:
     ).read_text()
     for code in [*codes, "query_required", "query_too_long", "unknown_prompt", "unknown_scenario"]:
         assert f"`{code}`" in protocol, code
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after-ms": "soon", "retry-after": "4"}, 4.0),  # unreadable ms: fall back
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 -0000"}, None),  # naive date, past
+        ({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}, "far"),
+        ({"retry-after": "1e400"}, None),
+        ({}, None),
+    ],
+)
+def test_the_retry_after_parser_never_raises(
+    headers: dict[str, str], expected: float | str | None
+) -> None:
+    seconds = retry_after_seconds(httpx.Headers(headers))
+    if expected == "far":
+        assert seconds is not None
+        assert seconds > 86400
+    else:
+        assert seconds == expected

@@ -184,3 +184,35 @@ async def test_a_cancel_swallowed_below_still_stops_the_answer() -> None:
     stopped_at = writer.written
     await asyncio.sleep(0.05)
     assert writer.written == stopped_at
+
+
+class _SlowClosingResponse:
+    """An upstream response whose close takes a moment (a TLS close_notify, say)."""
+
+    is_closed = False
+
+    async def aclose(self) -> None:
+        await asyncio.sleep(0.1)
+        self.is_closed = True
+
+
+async def test_a_second_cancel_while_the_first_closes_the_upstream_cancels_nothing_more() -> None:
+    """Shutdown aborts an answer, and the client hangs up while its upstream closes."""
+    answer = _answer(_EndlessModel(messages=iter(())))
+    answer.start()
+    stream = answer.subscribe()
+    await anext(stream)
+    await anext(stream)  # a text: generation is under way
+    response = _SlowClosingResponse()
+    answer._upstream._responses.add(response)  # type: ignore[arg-type]
+    task = answer._task
+    assert task is not None
+
+    first = asyncio.create_task(answer.cancel())
+    await asyncio.sleep(0.03)  # the answer's task is now closing its upstream
+    await answer.cancel()
+    await first
+
+    assert task.cancelling() == 1
+    assert response.is_closed
+    assert answer.outcome == "client_disconnected"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,18 @@ from langchain_core.language_models.fake_chat_models import (
     GenericFakeChatModel,
 )
 from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.output_parsers.transform import BaseTransformOutputParser
 from langchain_core.outputs import ChatGenerationChunk
 
 from qa_service.demo import SCENARIO_CONFIG_KEY, build_demo_model
 from qa_service.prompts import load_prompts
-from qa_service.writer import AIWriter, GenerationLimits, GenerationReport
+from qa_service.writer import (
+    AIWriter,
+    GenerationLimits,
+    GenerationReport,
+    InlineStrOutputParser,
+)
 
 PROMPTS = load_prompts(Path(__file__).resolve().parents[2] / "prompts")
 
@@ -120,3 +129,34 @@ async def test_the_cap_stops_the_stream_and_reports_length() -> None:
 
     assert chunks == ["more "] * 7
     assert report.finish_reason == "length"
+
+
+class _ThreadRecordingParser(InlineStrOutputParser):
+    threads: set[int] = set()  # noqa: RUF012 - a test probe, written by parse_result
+
+    def parse_result(self, result: Any, *, partial: bool = False) -> str:
+        self.threads.add(threading.get_ident())
+        return super().parse_result(result, partial=partial)
+
+
+async def test_the_inline_parser_gives_the_stock_parsers_chunks_without_a_thread_hop() -> None:
+    text = 'Photosynthesis\r\nturns light\tinto 糖 🌱 <b>&amp;</b> \\ "done"'
+    template = PROMPTS["explain"].template
+    stock = template | GenericFakeChatModel(messages=iter([text])) | StrOutputParser()
+    inline_parser = _ThreadRecordingParser()
+    inline = template | GenericFakeChatModel(messages=iter([text])) | inline_parser
+
+    expected = [chunk async for chunk in stock.astream({"concept": "q"})]
+    chunks = [chunk async for chunk in inline.astream({"concept": "q"})]
+
+    assert chunks == expected
+    assert inline_parser.threads == {threading.get_ident()}
+
+
+def test_the_method_the_inline_parser_overrides_is_still_the_one_langchain_streams_through() -> (
+    None
+):
+    # A rename upstream would leave the override silently unused.
+    base = inspect.signature(BaseTransformOutputParser._atransform)
+    assert list(base.parameters) == ["self", "input"]
+    assert StrOutputParser._atransform is BaseTransformOutputParser._atransform

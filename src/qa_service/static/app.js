@@ -41,6 +41,7 @@ const FRIENDLY = {
   unknown_scenario: "That demo scenario is not available here.",
   invalid_request: "The page sent a request the service could not read.",
   body_too_large: "That question is too long.",
+  cross_site_refused: "The service does not take questions from this site's pages.",
   not_ready: "The service is starting or stopping. Try again in a moment.",
   shutting_down: "The service restarted while answering. Try again.",
   upstream_auth_failed: "The model provider rejected the service's key. The operator must fix it.",
