@@ -11,7 +11,6 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sse_starlette.sse import SendTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
@@ -19,6 +18,7 @@ from qa_service import __version__, errors
 from qa_service.api import Service, router
 from qa_service.config import Settings
 from qa_service.errors import PublicError, QAServiceError
+from qa_service.logs import is_send_timeout
 from qa_service.openapi import install_openapi
 from qa_service.probe import build_probe
 from qa_service.prompts import check_default, load_prompts
@@ -119,7 +119,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return response
 
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, SendTimeoutError):
+        if is_send_timeout(exc):
             # Not a bug: the client stopped reading (server.py resets it).
             log.warning("client stopped reading; its answer is cancelled, its connection reset")
             return error_response(errors.INTERNAL)  # never sent: the response has started

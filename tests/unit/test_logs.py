@@ -103,3 +103,15 @@ def test_libraries_stay_at_warning_when_the_service_logs_at_debug(
 
     messages = [line["message"] for line in _lines(capsys.readouterr().err)]
     assert messages == ["a real problem", "ours"]
+
+
+def test_a_send_timeout_is_recognised_alone_or_inside_an_exception_group() -> None:
+    from sse_starlette.sse import SendTimeoutError
+
+    from qa_service.logs import is_send_timeout
+
+    assert is_send_timeout(SendTimeoutError())
+    assert is_send_timeout(ExceptionGroup("task group", [SendTimeoutError(), OSError()]))
+    assert not is_send_timeout(ExceptionGroup("task group", [OSError()]))
+    assert not is_send_timeout(RuntimeError("a bug"))
+    assert not is_send_timeout(None)
