@@ -23,8 +23,8 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.outputs import ChatGenerationChunk
 
-from qa_service.prompts import QUERY_VARIABLE, load_prompts
-from qa_service.writer import InlineStrOutputParser
+from qa_service.generation.prompts import QUERY_VARIABLE, load_prompts
+from qa_service.generation.writer import InlineStrOutputParser
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 

@@ -18,6 +18,8 @@ uv run --frozen ruff format --check src tests benchmarks
 uv run --frozen ruff check src tests benchmarks
 echo "== mypy --strict"
 uv run --frozen mypy
+echo "== import-linter: the layers import one way"
+uv run --frozen lint-imports
 # Coverage counts the service's own processes too (pyproject: patch = subprocess).
 rm -rf .coverage-data && mkdir -p .coverage-data
 echo "== pytest: unit, integration, container"

@@ -1,4 +1,4 @@
-"""create_app(settings): a fresh app, its lifespan, and its error handlers."""
+"""create_app(settings): the composition root. Builds a fresh app and its lifespan."""
 
 from __future__ import annotations
 
@@ -8,31 +8,26 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from asgi_correlation_id import CorrelationIdMiddleware
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Mount
+from fastapi import FastAPI
 
-from qa_service import __version__, errors
-from qa_service.api import Service, router
+from qa_service import __version__
+from qa_service.api import answers, ops
+from qa_service.api.deps import Service
+from qa_service.api.errors import install_error_handlers
+from qa_service.api.openapi import install_openapi
+from qa_service.api.web import install_web
 from qa_service.config import Settings
-from qa_service.errors import PublicError, QAServiceError
-from qa_service.logs import is_send_timeout
-from qa_service.openapi import install_openapi
-from qa_service.probe import build_probe
-from qa_service.prompts import check_default, load_prompts
-from qa_service.providers import open_chat_model
-from qa_service.telemetry import Telemetry
-from qa_service.web import install_web
-from qa_service.writer import AIWriter, GenerationLimits
+from qa_service.generation.probe import build_probe
+from qa_service.generation.prompts import check_default, load_prompts
+from qa_service.generation.providers import open_chat_model
+from qa_service.generation.writer import AIWriter, GenerationLimits
+from qa_service.observability.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 # Ids from proxies (nginx's $request_id, uuids) are kept; anything else is
 # replaced. No ':' allowed, since event ids are "<request id>:<seq>".
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
-_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -89,73 +84,9 @@ def create_app(settings: Settings) -> FastAPI:
         header_name="X-Request-ID",
         validator=lambda value: bool(_REQUEST_ID.match(value)),
     )
-    _install_error_handlers(app)
-    app.include_router(router)
+    install_error_handlers(app)
+    app.include_router(answers.router)
+    app.include_router(ops.router)
     install_web(app, settings)
     install_openapi(app, settings, prompts)
     return app
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    def refuse(request: Request, public: PublicError) -> JSONResponse:
-        if request.url.path == "/ai_write":
-            telemetry: Telemetry = request.app.state.telemetry
-            telemetry.refused(public.code)
-        return error_response(public)
-
-    async def service_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, QAServiceError)
-        return refuse(request, exc.public)
-
-    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
-        return refuse(request, errors.INVALID_REQUEST)
-
-    async def http_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        known = {404: errors.NOT_FOUND, 405: errors.METHOD_NOT_ALLOWED}
-        response = refuse(request, known.get(exc.status_code, errors.INVALID_REQUEST))
-        if exc.status_code == 405:
-            response.headers["Allow"] = allowed_methods(request)
-        return response
-
-    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        if is_send_timeout(exc):
-            # Not a bug: the client stopped reading (server.py resets it).
-            log.warning("client stopped reading; its answer is cancelled, its connection reset")
-            return error_response(errors.INTERNAL)  # never sent: the response has started
-        log.error("unhandled error exception=%s path=%s", type(exc).__name__, request.url.path)
-        return error_response(errors.INTERNAL)
-
-    app.add_exception_handler(QAServiceError, service_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected_error)
-
-
-def allowed_methods(request: Request) -> str:
-    """Every method some route takes at this path, for a 405's `Allow` header.
-
-    Starlette answers 405 from the first route whose path matched, and names
-    only that route's methods: `DELETE /ai_write` would say `Allow: GET, HEAD`
-    and hide POST. StaticFiles sends no `Allow` at all. So every route is
-    asked about every method.
-    """
-    # Inside a mount the scope's root_path has grown; match from the app's.
-    scope = {**request.scope, "root_path": request.scope.get("app_root_path", "")}
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Mount):  # the static files: GET and HEAD
-            if route.matches(scope)[0] != Match.NONE:
-                methods |= {"GET", "HEAD"}
-            continue
-        for method in _METHODS:
-            if route.matches({**scope, "method": method})[0] == Match.FULL:
-                methods.add(method)
-    return ", ".join(sorted(methods))
-
-
-def error_response(public: PublicError) -> JSONResponse:
-    headers = {}
-    if public.retry_after_seconds is not None:
-        headers["Retry-After"] = str(int(public.retry_after_seconds))
-    return JSONResponse({"error": public.as_dict()}, status_code=public.status, headers=headers)

@@ -58,8 +58,8 @@ def serve_command(host: str | None, port: int | None) -> int:
 
     from qa_service.app import create_app
     from qa_service.config import ConfigError, load_settings
-    from qa_service.logs import configure_logging
-    from qa_service.prompts import PromptError
+    from qa_service.generation.prompts import PromptError
+    from qa_service.observability.logs import configure_logging
     from qa_service.server import (
         DrainingServer,
         guarded_http_protocol,

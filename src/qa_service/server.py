@@ -20,7 +20,7 @@ from typing import Any, cast
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from qa_service import errors
+from qa_service.core import errors
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
-from qa_service.demo import UNICODE_SAMPLE
+from qa_service.generation.demo import UNICODE_SAMPLE
 from tests.integration.test_answers import HARD_PIECES
 from tests.support.providers import marker
 from tests.support.service import RunningService

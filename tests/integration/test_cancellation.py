@@ -57,12 +57,12 @@ async def test_hangup_between_chunks_closes_upstream_request(
     """The race a server hits by chance, made certain: the subscriber leaves
     right after a chunk is published, so the cancel lands while LangChain's
     generators sit at a yield, not inside a network read."""
+    from qa_service.answers.streams import Answer, AnswerRequest, answer_events
     from qa_service.config import Settings
-    from qa_service.events import AnswerMeta
-    from qa_service.prompts import load_prompts
-    from qa_service.providers import open_chat_model
-    from qa_service.streams import Answer, AnswerRequest, answer_events
-    from qa_service.writer import AIWriter
+    from qa_service.core.events import AnswerMeta
+    from qa_service.generation.prompts import load_prompts
+    from qa_service.generation.providers import open_chat_model
+    from qa_service.generation.writer import AIWriter
     from tests.support.providers import provider_settings
     from tests.support.service import PROMPTS
 

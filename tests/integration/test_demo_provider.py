@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from qa_service.demo import UNICODE_SAMPLE
+from qa_service.generation.demo import UNICODE_SAMPLE
 from tests.support.service import RunningService, run_service
 from tests.support.sse import read_stream
 

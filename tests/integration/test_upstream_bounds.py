@@ -159,7 +159,8 @@ def test_a_retry_after_beyond_the_longest_wait_is_passed_on_without_retrying(
     (warning,) = [
         r
         for r in bounded.log_records()
-        if r.get("request_id") == record["request_id"] and r["name"] == "qa_service.upstream"
+        if r.get("request_id") == record["request_id"]
+        and r["name"] == "qa_service.generation.upstream"
     ]
     assert warning["level"] == "WARNING"
     assert (warning["upstream_status"], warning["retry_after_seconds"]) == (429, 300)

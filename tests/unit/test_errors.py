@@ -9,9 +9,9 @@ import httpx
 import openai
 import pytest
 
-from qa_service import errors
-from qa_service.errors import classify_failure
-from qa_service.upstream import retry_after_seconds
+from qa_service.core import errors
+from qa_service.generation.failures import classify_failure
+from qa_service.generation.upstream import retry_after_seconds
 
 REQUEST = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
 

@@ -6,9 +6,10 @@ import re
 import pytest
 from httpx_sse._decoders import SSEDecoder
 
-from qa_service import events
-from qa_service.errors import UPSTREAM_RATE_LIMITED, PublicError
-from qa_service.events import AnswerMeta, AnswerSummary
+from qa_service.core.errors import UPSTREAM_RATE_LIMITED, PublicError
+from qa_service.core.events import AnswerMeta, AnswerSummary
+from qa_service.wire import native as events
+from qa_service.wire import sse
 
 
 def _decode(raw: bytes) -> list[tuple[str, str]]:
@@ -102,7 +103,7 @@ def test_error_carries_code_message_retryable_and_retry_after() -> None:
 
 
 def test_keepalive_is_a_lone_comment_line_that_dispatches_nothing() -> None:
-    raw = events.text("r", 1, "x").encode() + events.keepalive().encode()
+    raw = events.text("r", 1, "x").encode() + sse.keepalive().encode()
     raw += events.text("r", 2, "y").encode()
-    assert events.keepalive().encode() == b": keep-alive\n"
+    assert sse.keepalive().encode() == b": keep-alive\n"
     assert [json.loads(data) for _, data in _decode(raw)] == [{"text": "x"}, {"text": "y"}]

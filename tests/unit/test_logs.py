@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from qa_service.logs import configure_logging
+from qa_service.observability.logs import configure_logging
 
 SECRET = "sk-test-abcdefghijklmnop"
 
@@ -99,7 +99,7 @@ def test_libraries_stay_at_warning_when_the_service_logs_at_debug(
     logging.getLogger("groq._base_client").debug("Request options: the question")
     logging.getLogger("some.new.library").info("the answer")
     logging.getLogger("some.new.library").warning("a real problem")
-    logging.getLogger("qa_service.upstream").debug("ours")
+    logging.getLogger("qa_service.generation.upstream").debug("ours")
 
     messages = [line["message"] for line in _lines(capsys.readouterr().err)]
     assert messages == ["a real problem", "ours"]
@@ -108,7 +108,7 @@ def test_libraries_stay_at_warning_when_the_service_logs_at_debug(
 def test_a_send_timeout_is_recognised_alone_or_inside_an_exception_group() -> None:
     from sse_starlette.sse import SendTimeoutError
 
-    from qa_service.logs import is_send_timeout
+    from qa_service.observability.logs import is_send_timeout
 
     assert is_send_timeout(SendTimeoutError())
     assert is_send_timeout(ExceptionGroup("task group", [SendTimeoutError(), OSError()]))

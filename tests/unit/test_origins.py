@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qa_service.origins import page_may_start_answers
+from qa_service.api.origins import page_may_start_answers
 
 OWN = "https://qa.example.com"
 FRONTEND = "https://app.example.com"

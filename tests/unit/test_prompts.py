@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from qa_service.prompts import PromptError, check_default, load_prompt, load_prompts
+from qa_service.generation.prompts import PromptError, check_default, load_prompt, load_prompts
 
 REPO_PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 

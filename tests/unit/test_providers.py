@@ -8,7 +8,7 @@ from langchain_groq import ChatGroq
 from langchain_openai import ChatOpenAI
 
 from qa_service.config import Settings
-from qa_service.providers import open_chat_model
+from qa_service.generation.providers import open_chat_model
 
 
 def _settings(**values: object) -> Settings:

@@ -12,11 +12,11 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 
-from qa_service.demo import SCENARIO_CONFIG_KEY, build_demo_model
-from qa_service.events import AnswerMeta
-from qa_service.prompts import load_prompts
-from qa_service.streams import Answer, AnswerRequest, answer_events
-from qa_service.writer import AIWriter
+from qa_service.answers.streams import Answer, AnswerRequest, answer_events
+from qa_service.core.events import AnswerMeta
+from qa_service.generation.demo import SCENARIO_CONFIG_KEY, build_demo_model
+from qa_service.generation.prompts import load_prompts
+from qa_service.generation.writer import AIWriter
 
 PROMPTS = load_prompts(Path(__file__).resolve().parents[2] / "prompts")
 

@@ -21,9 +21,9 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.output_parsers.transform import BaseTransformOutputParser
 from langchain_core.outputs import ChatGenerationChunk
 
-from qa_service.demo import SCENARIO_CONFIG_KEY, build_demo_model
-from qa_service.prompts import load_prompts
-from qa_service.writer import (
+from qa_service.generation.demo import SCENARIO_CONFIG_KEY, build_demo_model
+from qa_service.generation.prompts import load_prompts
+from qa_service.generation.writer import (
     AIWriter,
     GenerationLimits,
     GenerationReport,

@@ -1,4 +1,5 @@
-"""Error hierarchy, and the one place that maps lower-layer failures to public codes.
+"""The public error catalogue and the exception hierarchy. No SDK imports:
+generation/failures.py maps provider and transport failures onto these codes.
 
     QAServiceError              refused before the stream starts: JSON 4xx/5xx
     ├── InvalidQueryError       query_required, query_too_long
@@ -15,15 +16,7 @@ and the request carries the API key.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
-
-import groq
-import httpx
-import openai
-
-from qa_service.upstream import retry_after_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,79 +198,3 @@ PUBLIC_ERRORS: tuple[PublicError, ...] = (
     UPSTREAM_INCOMPLETE,
     UPSTREAM_ERROR,
 )
-
-_STATUS_ERRORS = (openai.APIStatusError, groq.APIStatusError)
-_TIMEOUT_ERRORS = (
-    openai.APITimeoutError,
-    groq.APITimeoutError,
-    httpx.TimeoutException,
-    UpstreamStalledError,
-    # asyncio's, and langchain-openai's StreamChunkTimeoutError, a subclass.
-    TimeoutError,
-)
-_CONNECT_ERRORS = (openai.APIConnectionError, groq.APIConnectionError, httpx.ConnectError)
-# Raised while reading an already-open body: the provider cut the stream.
-_CUT_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError)
-# An error object inside an open stream (the SDKs raise the bare APIError for it).
-_IN_STREAM_ERRORS = (openai.APIError, groq.APIError)
-
-
-def classify_failure(exc: BaseException) -> PublicError:
-    """Map any failure while answering to the public error a client sees."""
-    if isinstance(exc, QAServiceError):
-        return exc.public
-    if isinstance(exc, _STATUS_ERRORS):
-        return _classify_status(exc.status_code, exc.response.headers)
-    if isinstance(exc, UpstreamIncompleteError):
-        return UPSTREAM_INCOMPLETE
-    # The SDKs wrap transport errors (openai: a cut body becomes
-    # APIConnectionError, and langchain-openai wraps that again), so the
-    # transport error that started it decides.
-    causes = _cause_chain(exc)
-    for kinds, public in (
-        (_CUT_ERRORS, UPSTREAM_INTERRUPTED),
-        (_TIMEOUT_ERRORS, UPSTREAM_TIMEOUT),
-        (_CONNECT_ERRORS, UPSTREAM_UNAVAILABLE),
-        (_IN_STREAM_ERRORS, UPSTREAM_ERROR),
-    ):
-        if any(isinstance(cause, kinds) for cause in causes):
-            return public
-    return INTERNAL
-
-
-def _cause_chain(exc: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain and len(chain) < 16:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def upstream_status(exc: BaseException) -> int | None:
-    """The provider's HTTP status, for logs and metrics; never its body."""
-    if isinstance(exc, _STATUS_ERRORS):
-        return exc.status_code
-    return None
-
-
-def _classify_status(status: int, headers: Mapping[str, str]) -> PublicError:
-    if status in (401, 403):
-        return UPSTREAM_AUTH
-    if status == 429:
-        public = UPSTREAM_RATE_LIMITED
-    elif status in (408, 409) or status >= 500:
-        public = UPSTREAM_UNAVAILABLE
-    else:
-        return UPSTREAM_BAD_REQUEST
-    retry_after = _retry_after_seconds(headers)
-    if retry_after is None:
-        return public
-    return dataclasses.replace(public, retry_after_seconds=retry_after)
-
-
-def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    # Passed on to clients only within an hour: past that it is a provider's
-    # mistake or an outage, and "ask again in a day" helps nobody.
-    seconds = retry_after_seconds(headers)
-    return round(seconds, 3) if seconds is not None and seconds <= 3600 else None

@@ -38,6 +38,11 @@ UNICODE_SAMPLE = (
     "End."
 )
 
+DEMO_FALLBACK_NOTICE = (
+    "No OPENAI_API_KEY or GROQ_API_KEY is set, so the keyless demo provider is "
+    "answering. Its text is canned, not written by a language model."
+)
+
 NORMAL_ANSWER = (
     "This is the keyless demo provider, so no language model wrote this answer. "
     "It received this request: {request}\n\nA real provider would answer it in "

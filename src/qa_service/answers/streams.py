@@ -35,17 +35,12 @@ from typing import Any, Protocol
 import anyio
 from sse_starlette import ServerSentEvent
 
-from qa_service import events
-from qa_service.errors import (
-    SHUTTING_DOWN,
-    PublicError,
-    UpstreamIncompleteError,
-    classify_failure,
-    upstream_status,
-)
-from qa_service.events import AnswerMeta, AnswerSummary
-from qa_service.upstream import AnswerUpstream
-from qa_service.writer import AIWriter, GenerationReport
+from qa_service.core.errors import SHUTTING_DOWN, PublicError, UpstreamIncompleteError
+from qa_service.core.events import AnswerMeta, AnswerSummary
+from qa_service.generation.failures import classify_failure, upstream_status
+from qa_service.generation.upstream import AnswerUpstream
+from qa_service.generation.writer import AIWriter, GenerationReport
+from qa_service.wire import native as events
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.outputs import ChatGeneration, Generation, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from qa_service.errors import UpstreamStalledError
-from qa_service.prompts import QUERY_VARIABLE, Prompt
+from qa_service.core.errors import UpstreamStalledError
+from qa_service.generation.prompts import QUERY_VARIABLE, Prompt
 
 
 @dataclass(frozen=True, slots=True)

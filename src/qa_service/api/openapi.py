@@ -19,10 +19,10 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
 
+from qa_service.api.validation import NOT_BLANK_PATTERN
 from qa_service.config import Settings
-from qa_service.demo import SCENARIOS
-from qa_service.events import AnswerMeta, AnswerSummary
-from qa_service.validation import NOT_BLANK_PATTERN
+from qa_service.core.events import AnswerMeta, AnswerSummary
+from qa_service.generation.demo import SCENARIOS
 
 REF = "#/components/schemas/{model}"
 

@@ -20,7 +20,7 @@ from langchain_core.runnables import Runnable
 from langchain_groq import ChatGroq
 from langchain_openai import ChatOpenAI
 
-from qa_service.errors import upstream_status
+from qa_service.generation.failures import upstream_status
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from langchain_groq import ChatGroq
 from langchain_openai import ChatOpenAI
 
 from qa_service.config import Settings
-from qa_service.demo import build_demo_model
-from qa_service.upstream import build_async_client, build_sync_client, upstream_timeout
+from qa_service.generation.demo import build_demo_model
+from qa_service.generation.upstream import build_async_client, build_sync_client, upstream_timeout
 
 
 @asynccontextmanager

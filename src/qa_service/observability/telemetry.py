@@ -11,8 +11,8 @@ import logging
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from qa_service.events import AnswerMeta
-from qa_service.streams import AnswerRecord
+from qa_service.answers.streams import AnswerRecord
+from qa_service.core.events import AnswerMeta
 
 log = logging.getLogger("qa_service.answers")
 

@@ -1,0 +1,95 @@
+"""What routes share: the service container, its `...Dep` aliases, and request guards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Request
+
+from qa_service.api.origins import page_may_start_answers
+from qa_service.config import Settings
+from qa_service.core import errors
+from qa_service.generation.probe import ProviderProbe
+from qa_service.generation.prompts import Prompt
+from qa_service.generation.writer import AIWriter
+from qa_service.observability.telemetry import Telemetry
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """Everything a request needs, built once in the app's lifespan."""
+
+    settings: Settings
+    writer: AIWriter
+    prompts: dict[str, Prompt]
+    telemetry: Telemetry
+    probe: ProviderProbe | None = None
+
+
+def get_service(request: Request) -> Service:
+    service: Service | None = getattr(request.app.state, "service", None)
+    if service is None:
+        raise errors.NotReadyError(errors.NOT_READY)
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def refuse_pages_of_other_sites(request: Request, service: ServiceDep) -> None:
+    """Only our own page and QA_CORS_ORIGINS' pages may start a paid answer (origins.py)."""
+    own_origin = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if not page_may_start_answers(request.headers, own_origin, service.settings.cors_origins):
+        raise errors.QAServiceError(errors.CROSS_SITE_REFUSED)
+
+
+# On every route that starts an answer.
+STARTS_ANSWERS = [Depends(refuse_pages_of_other_sites)]
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def get_and_head(router: APIRouter, path: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
+    """`@router.get`, plus HEAD as its own route: one route with both methods
+    would give the two OpenAPI operations the same operationId."""
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        for method in ("GET", "HEAD"):
+            operation_id = f"{endpoint.__name__}_{method.lower()}"
+            router.add_api_route(
+                path, endpoint, methods=[method], operation_id=operation_id, **options
+            )
+        return endpoint
+
+    return register
+
+
+def require_json(request: Request) -> None:
+    # Only JSON: a form or text/plain POST is a "simple" cross-origin request
+    # that browsers send from any page without a CORS preflight, so any site
+    # could spend our provider budget through its visitors.
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise errors.QAServiceError(errors.UNSUPPORTED_MEDIA_TYPE)
+
+
+def body_limit(settings: Settings) -> int:
+    # The worst case a character costs in JSON is 12 bytes: an astral one
+    # (emoji) escaped as a surrogate pair, \ud83d\ude00, which is what
+    # Python's json.dumps and requests send by default. Plus room for the other
+    # fields. A bigger body is refused before it is buffered.
+    return settings.max_query_chars * 12 + 4096
+
+
+async def read_capped_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise errors.QAServiceError(errors.BODY_TOO_LARGE)
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise errors.QAServiceError(errors.BODY_TOO_LARGE)
+    return bytes(body)
