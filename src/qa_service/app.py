@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 
 from qa_service import __version__
+from qa_service.answers.registry import AnswerRegistry
+from qa_service.answers.run import RunTiming
 from qa_service.api import answers, ops
 from qa_service.api.deps import Service
 from qa_service.api.errors import install_error_handlers
 from qa_service.api.openapi import install_openapi
 from qa_service.api.web import install_web
 from qa_service.config import Settings
+from qa_service.core.errors import SHUTTING_DOWN
 from qa_service.generation.probe import build_probe
 from qa_service.generation.prompts import check_default, load_prompts
 from qa_service.generation.providers import open_chat_model
 from qa_service.generation.writer import AIWriter, GenerationLimits
 from qa_service.observability.telemetry import Telemetry
+from qa_service.stores import open_answer_store
 
 log = logging.getLogger(__name__)
 
 # Ids from proxies (nginx's $request_id, uuids) are kept; anything else is
-# replaced. No ':' allowed, since event ids are "<request id>:<seq>".
+# replaced, so a log line's request_id is always a plain token.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
@@ -38,19 +43,32 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_chat_model(settings) as model:
+        async with AsyncExitStack() as stack:
+            model = await stack.enter_async_context(open_chat_model(settings))
+            store = await stack.enter_async_context(open_answer_store(settings))
             limits = GenerationLimits(
                 first_piece_seconds=settings.upstream_read_timeout_seconds,
                 idle_seconds=settings.upstream_idle_timeout_seconds,
                 max_pieces=settings.max_tokens,
             )
-            writer = AIWriter(model, prompts, limits)
+            timing = RunTiming(
+                close_seconds=settings.upstream_close_timeout_seconds,
+                lease_seconds=settings.producer_lease_seconds,
+                grace_seconds=settings.resume_grace_seconds,
+            )
+            registry = AnswerRegistry(
+                store, AIWriter(model, prompts, limits), timing, observers=[telemetry]
+            )
+            stack.push_async_callback(registry.abort_all, SHUTTING_DOWN)
+            listener = asyncio.get_running_loop().create_task(registry.listen())
+            stack.callback(listener.cancel)
             probe = (
                 build_probe(model, settings.readyz_probe_ttl_seconds)
                 if settings.readyz_probe
                 else None
             )
-            app.state.service = Service(settings, writer, prompts, telemetry, probe)
+            app.state.service = Service(settings, registry, prompts, telemetry, probe)
+            stack.callback(setattr, app.state, "service", None)
             if settings.is_demo_fallback:
                 log.warning(
                     "NO PROVIDER KEY SET: answering with the keyless DEMO provider. "
@@ -65,12 +83,10 @@ def create_app(settings: Settings) -> FastAPI:
                     "provider": settings.resolved_provider,
                     "model": settings.resolved_model,
                     "prompts": sorted(prompts),
+                    "answer_store": "redis" if settings.redis_url else "memory",
                 },
             )
-            try:
-                yield
-            finally:
-                app.state.service = None
+            yield
 
     # FastAPI's /docs and /redoc load their scripts from a CDN, which the CSP
     # blocks and an offline machine cannot reach: web.py serves /docs instead.

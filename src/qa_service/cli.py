@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qa_service.config import Settings
 
 # Everything else is imported by the command that needs it: `qa-service ask`
 # must start without loading LangChain (issue 10: `ask --help` took 5 s).
@@ -72,6 +76,7 @@ def serve_command(host: str | None, port: int | None) -> int:
         settings = load_settings().with_address(host, port)
         configure_logging(settings.log_level, settings.secret_values(), settings.log_format)
         app = create_app(settings)
+        check_answer_store(settings)
     except (ConfigError, PromptError) as exc:
         print(f"qa-service: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -95,6 +100,18 @@ def serve_command(host: str | None, port: int | None) -> int:
     )
     DrainingServer(config).run()
     return 0
+
+
+def check_answer_store(settings: Settings) -> None:
+    """Stop start-up with one line when QA_REDIS_URL is set but Redis cannot be reached."""
+    if settings.redis_url is None:
+        return
+    from qa_service.config import ConfigError
+    from qa_service.stores.redis import unreachable
+
+    problem = unreachable(settings.redis_url.get_secret_value())
+    if problem is not None:
+        raise ConfigError(f"QA_REDIS_URL: {problem}")
 
 
 def ask_command(

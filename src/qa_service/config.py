@@ -78,6 +78,17 @@ class Settings(BaseSettings):
     # result is kept for readyz_probe_ttl_seconds, whoever polls.
     readyz_probe: bool = False
     readyz_probe_ttl_seconds: float = Field(default=5.0, gt=0, le=3600)
+    # Answers outlive their connections (resume with Last-Event-ID). Unset: kept
+    # in this process; a redis:// or rediss:// URL shares them between replicas.
+    # A secret: the URL can carry a password.
+    redis_url: SecretStr | None = None
+    # How long a finished answer can still be resumed.
+    resume_ttl_seconds: int = Field(default=300, ge=1, le=86400)
+    # How long an answer keeps generating with no reader attached; 0 cancels it
+    # when its connection hangs up.
+    resume_grace_seconds: float = Field(default=5.0, ge=0, le=600)
+    # A replica that stops renewing an answer's lease for this long is lost.
+    producer_lease_seconds: float = Field(default=3.0, ge=0.5, le=60)
 
     # The providers' standard variables, read without our prefix so that existing
     # deployments and OpenAI-compatible servers (vLLM, llama.cpp, Ollama) just work.
@@ -101,6 +112,15 @@ class Settings(BaseSettings):
             "langsmith_api_key", "LANGCHAIN_API_KEY", "LANGSMITH_API_KEY"
         ),
     )
+
+    @field_validator("redis_url", mode="after")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if urlsplit(value.get_secret_value().strip()).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
 
     @field_validator("openai_api_key", "groq_api_key", "langsmith_api_key", mode="after")
     @classmethod
@@ -174,7 +194,11 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every secret this service holds, for log redaction."""
         keys = (self.openai_api_key, self.groq_api_key, self.langsmith_api_key)
-        return [key.get_secret_value() for key in keys if key is not None]
+        secrets = [key.get_secret_value() for key in keys if key is not None]
+        if self.redis_url is not None:
+            password = urlsplit(self.redis_url.get_secret_value()).password
+            secrets += [password] if password else []
+        return secrets
 
     def check_runnable(self) -> None:
         """Raise ConfigError when the chosen provider cannot run."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from tests.support.providers import marker
@@ -54,13 +56,17 @@ def test_metadata_usage_and_event_ids(service: RunningService, stub: UpstreamStu
     request_id = stream.headers["x-request-id"]
     provider = "groq" if _is_groq(service) else "openai"
     meta = stream.events[0]["meta"]
+    answer_id = meta["answer_id"]
     assert meta == {
         "request_id": request_id,
+        "answer_id": answer_id,
         "provider": provider,
         "model": meta["model"],
         "prompt": "explain",
         "demo_fallback": False,
     }
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", answer_id)
+    assert answer_id not in request_id
     assert meta["model"] in ("gpt-4o-mini", "llama-3.1-8b-instant")
     done = stream.last["done"]
     assert done["finish_reason"] == "length"
@@ -69,7 +75,7 @@ def test_metadata_usage_and_event_ids(service: RunningService, stub: UpstreamStu
     assert isinstance(done["ttft_ms"], float)
     assert done["ttft_ms"] >= 0
     assert done["duration_ms"] >= done["ttft_ms"]
-    assert stream.ids == [f"{request_id}:{n}" for n in range(len(stream.events))]
+    assert stream.ids == [f"{answer_id}:{n}" for n in range(len(stream.events))]
     exchange = stub.exchanges_for(key)[0]
     assert exchange.path == (GROQ_PATH if provider == "groq" else OPENAI_PATH)
     assert exchange.body["stream"] is True
@@ -99,7 +105,9 @@ def test_caller_request_id_is_kept(openai_service: RunningService) -> None:
     ) as response:
         body = response.read().decode()
     assert response.headers["x-request-id"] == request_id
-    assert f"id: {request_id}:0\n" in body
+    assert f'"request_id":"{request_id}"' in body
+    # Event ids carry the answer id, which the service makes; never the caller's id.
+    assert f"id: {request_id}:" not in body
 
 
 def test_braces_in_a_query_are_literal(openai_service: RunningService, stub: UpstreamStub) -> None:

@@ -57,12 +57,16 @@ async def test_hangup_between_chunks_closes_upstream_request(
     """The race a server hits by chance, made certain: the subscriber leaves
     right after a chunk is published, so the cancel lands while LangChain's
     generators sit at a yield, not inside a network read."""
-    from qa_service.answers.streams import Answer, AnswerRequest, answer_events
+    from qa_service.answers.connection import answer_events
+    from qa_service.answers.model import AnswerRequest
+    from qa_service.answers.registry import AnswerRegistry
+    from qa_service.answers.run import RunTiming
     from qa_service.config import Settings
     from qa_service.core.events import AnswerMeta
     from qa_service.generation.prompts import load_prompts
     from qa_service.generation.providers import open_chat_model
     from qa_service.generation.writer import AIWriter
+    from qa_service.stores.memory import MemoryAnswerStore
     from tests.support.providers import provider_settings
     from tests.support.service import PROMPTS
 
@@ -81,8 +85,11 @@ async def test_hangup_between_chunks_closes_upstream_request(
     async with open_chat_model(settings) as model:
         meta = AnswerMeta(request_id="r", provider=provider, model="m", prompt="explain")
         request = AnswerRequest(key, "explain", {})
-        answer = Answer(meta, AIWriter(model, load_prompts(PROMPTS)), request, 1.0)
-        stream = answer_events(answer)
+        writer = AIWriter(model, load_prompts(PROMPTS))
+        timing = RunTiming(close_seconds=1.0, lease_seconds=3.0, grace_seconds=0)
+        registry = AnswerRegistry(MemoryAnswerStore(300), writer, timing)
+        run = await registry.start(request, meta)
+        stream = answer_events(registry, run.id, -1)
         for _ in range(4):  # meta and three texts
             await anext(stream)
         await stream.aclose()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.metrics import delta, read_metrics
-from tests.support.providers import marker, provider_settings
+from tests.support.providers import CANCEL_ON_HANGUP, marker, provider_settings
 from tests.support.service import RunningService, run_service
 from tests.support.sockets import tcp_socket
 from tests.support.sse import read_stream
@@ -33,6 +33,7 @@ def strict(
 ) -> Iterator[RunningService]:
     settings = {
         **provider_settings(request.param, stub),
+        **CANCEL_ON_HANGUP,
         "QA_SEND_TIMEOUT_SECONDS": str(SEND_TIMEOUT),
         "QA_REQUEST_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
         "QA_MAX_TOKENS": "100000",  # an answer far bigger than every buffer on the way

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.providers import GROQ_KEY, OPENAI_KEY, marker, provider_settings
+from tests.support.providers import (
+    CANCEL_ON_HANGUP,
+    GROQ_KEY,
+    OPENAI_KEY,
+    marker,
+    provider_settings,
+)
 from tests.support.service import RunningService, run_service
 from tests.support.sse import hang_up_after, read_stream
 from tests.support.upstream_stub import Reply, UpstreamStub
@@ -17,7 +23,11 @@ from tests.support.upstream_stub import Reply, UpstreamStub
 def debug_service(
     request: pytest.FixtureRequest, stub: UpstreamStub, workdir: Path
 ) -> Iterator[RunningService]:
-    settings = {**provider_settings(request.param, stub), "QA_LOG_LEVEL": "debug"}
+    settings = {
+        **provider_settings(request.param, stub),
+        **CANCEL_ON_HANGUP,
+        "QA_LOG_LEVEL": "debug",
+    }
     with run_service(settings, workdir) as service:
         yield service
 

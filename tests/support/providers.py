@@ -11,6 +11,8 @@ OPENAI_KEY = f"sk-test-{uuid.uuid4().hex}"
 GROQ_KEY = f"gsk_test{uuid.uuid4().hex}"
 
 # A short keep-alive puts comment lines among the events of every test.
+# QA_RESUME_GRACE_SECONDS=0: a hang-up cancels the answer at once, as before resume existed.
+CANCEL_ON_HANGUP = {"QA_RESUME_GRACE_SECONDS": "0"}
 FAST = {"QA_UPSTREAM_MAX_RETRIES": "0", "QA_LOG_LEVEL": "info", "QA_KEEPALIVE_SECONDS": "0.2"}
 
 

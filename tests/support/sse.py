@@ -35,7 +35,7 @@ class Stream:
         return self.events[-1]
 
 
-class _Deadlined:
+class DeadlinedResponse:
     """A response whose text stops with an AssertionError at `deadline`.
 
     Keep-alive comments arrive every fraction of a second and dispatch no
@@ -87,7 +87,7 @@ def read_stream(
         if response.status_code != 200:
             stream.body = response.read()
             return stream
-        for sse in EventSource(_Deadlined(response, deadline)).iter_sse():  # type: ignore[arg-type]
+        for sse in EventSource(DeadlinedResponse(response, deadline)).iter_sse():  # type: ignore[arg-type]
             stream.events.append(json.loads(sse.data))
             stream.ids.append(sse.id)
             stream.arrived.append(time.monotonic())

@@ -106,6 +106,15 @@ class UpstreamStub:
             marker, lambda e: e.client_closed_at is not None, "upstream never closed", timeout
         )
 
+    def wait_ended(self, marker: str, timeout: float = 5.0) -> Exchange:
+        """The first request with `marker`, once its response was written whole or cut."""
+        return self._wait(
+            marker,
+            lambda e: e.completed or e.client_closed_at is not None,
+            "upstream never ended",
+            timeout,
+        )
+
     def _wait(
         self, marker: str, done: Callable[[Exchange], bool], failure: str, timeout: float
     ) -> Exchange:

@@ -7,9 +7,19 @@ import pytest
 from httpx_sse._decoders import SSEDecoder
 
 from qa_service.core.errors import UPSTREAM_RATE_LIMITED, PublicError
-from qa_service.core.events import AnswerMeta, AnswerSummary
-from qa_service.wire import native as events
-from qa_service.wire import sse
+from qa_service.core.events import (
+    NOT_LOGGED,
+    AnswerEvent,
+    AnswerMeta,
+    AnswerSummary,
+    Done,
+    Failed,
+    Meta,
+    Text,
+    from_dict,
+    to_dict,
+)
+from qa_service.wire import native, sse
 
 
 def _decode(raw: bytes) -> list[tuple[str, str]]:
@@ -42,7 +52,7 @@ def _decode(raw: bytes) -> list[tuple[str, str]]:
     ],
 )
 def test_text_event_round_trips_exactly(chunk: str) -> None:
-    raw = events.text("abc", 3, chunk).encode()
+    raw = native.render("abc", Text(3, chunk)).encode()
     assert raw.count(b"\n\n") == 1
     assert raw.endswith(b"\n\n")
     [(event_id, data)] = _decode(raw)
@@ -51,22 +61,25 @@ def test_text_event_round_trips_exactly(chunk: str) -> None:
 
 
 def test_lone_surrogate_survives_as_a_json_escape() -> None:
-    raw = events.text("a", 1, "half \ud83d emoji").encode()
+    raw = native.render("a", Text(1, "half \ud83d emoji")).encode()
     raw.decode("utf-8")  # valid UTF-8 on the wire
     [(_, data)] = _decode(raw)
     assert json.loads(data) == {"text": "half \ud83d emoji"}
 
 
 def test_non_ascii_is_sent_raw_not_escaped() -> None:
-    assert "光".encode() in events.text("a", 1, "光").encode()
+    assert "光".encode() in native.render("a", Text(1, "光")).encode()
 
 
 def test_meta_omits_unset_fields() -> None:
-    meta = AnswerMeta(request_id="r", provider="openai", model="m", prompt="explain")
-    [(_, data)] = _decode(events.meta("r", 0, meta).encode())
+    meta = AnswerMeta(
+        request_id="r", provider="openai", model="m", prompt="explain", answer_id="A" * 22
+    )
+    [(_, data)] = _decode(native.render("r", Meta(0, meta)).encode())
     assert json.loads(data) == {
         "meta": {
             "request_id": "r",
+            "answer_id": "A" * 22,
             "provider": "openai",
             "model": "m",
             "prompt": "explain",
@@ -77,7 +90,7 @@ def test_meta_omits_unset_fields() -> None:
 
 def test_done_carries_the_summary() -> None:
     summary = AnswerSummary("stop", {"input_tokens": 1}, 12.5, 40, 99.0)
-    [(_, data)] = _decode(events.done("r", 7, summary).encode())
+    [(_, data)] = _decode(native.render("r", Done(7, summary)).encode())
     assert json.loads(data) == {
         "done": {
             "finish_reason": "stop",
@@ -91,7 +104,7 @@ def test_done_carries_the_summary() -> None:
 
 def test_error_carries_code_message_retryable_and_retry_after() -> None:
     limited = PublicError(UPSTREAM_RATE_LIMITED.code, UPSTREAM_RATE_LIMITED.message, True, 503, 7.0)
-    [(_, data)] = _decode(events.error("r", 2, limited).encode())
+    [(_, data)] = _decode(native.render("r", Failed(2, limited)).encode())
     assert json.loads(data) == {
         "error": {
             "code": "upstream_rate_limited",
@@ -103,7 +116,46 @@ def test_error_carries_code_message_retryable_and_retry_after() -> None:
 
 
 def test_keepalive_is_a_lone_comment_line_that_dispatches_nothing() -> None:
-    raw = events.text("r", 1, "x").encode() + sse.keepalive().encode()
-    raw += events.text("r", 2, "y").encode()
+    raw = native.render("r", Text(1, "x")).encode() + sse.keepalive().encode()
+    raw += native.render("r", Text(2, "y")).encode()
     assert sse.keepalive().encode() == b": keep-alive\n"
     assert [json.loads(data) for _, data in _decode(raw)] == [{"text": "x"}, {"text": "y"}]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Meta(0, AnswerMeta("r", "groq", "m", "explain", "A" * 22, True, "n", "unicode")),
+        Text(1, "half \ud83d emoji, 光, \r\n"),
+        Done(2, AnswerSummary("length", {"input_tokens": 1, "output_tokens": 2}, 1.5, 9, 3.0)),
+        Failed(3, UPSTREAM_RATE_LIMITED),
+        Failed(-1, PublicError("x", "y", True, 503, 2.5)),
+    ],
+)
+def test_a_stored_event_comes_back_equal(event: AnswerEvent) -> None:
+    """What the Redis store does: to_dict, JSON (ASCII-escaped), from_dict."""
+    stored = json.dumps(to_dict(event), separators=(",", ":"))
+    assert from_dict(json.loads(stored)) == event
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [
+        ("AbC_-0123456789abcdefg:0", ("AbC_-0123456789abcdefg", 0)),
+        (" x:17 ", ("x", 17)),
+        ("x:", None),
+        ("x", None),
+        ("x:-1", None),
+        ("x:1e3", None),
+        ("x:\u0661", None),  # a non-ASCII digit
+        ("x:1234567890", None),
+    ],
+)
+def test_last_event_id_parsing(value: str, parsed: tuple[str, int] | None) -> None:
+    assert native.parse_event_id(value) == parsed
+
+
+def test_an_event_for_one_connection_only_carries_no_id() -> None:
+    raw = native.render("r", Failed(NOT_LOGGED, UPSTREAM_RATE_LIMITED)).encode()
+    assert not raw.startswith(b"id:")
+    assert b"\nid:" not in raw

@@ -5,10 +5,13 @@ from __future__ import annotations
 import anyio
 from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sse_starlette import EventSourceResponse
 
-from qa_service.answers.streams import Answer, AnswerRequest, answer_events
+from qa_service.answers.connection import answer_events, new_answer_events
+from qa_service.answers.model import ANSWER_ID, AnswerRequest
+from qa_service.answers.registry import CancelResult
 from qa_service.api.deps import (
     STARTS_ANSWERS,
     Service,
@@ -28,7 +31,7 @@ from qa_service.core import errors
 from qa_service.core.events import AnswerMeta
 from qa_service.generation.demo import DEMO_FALLBACK_NOTICE, SCENARIO_CONFIG_KEY, SCENARIOS
 from qa_service.generation.prompts import PROMPT_NAME
-from qa_service.wire import sse
+from qa_service.wire import native, sse
 
 router = APIRouter()
 
@@ -50,14 +53,20 @@ async def ai_write(
     query: str | None = None,
     prompt: str | None = None,
     scenario: str | None = None,
-) -> EventSourceResponse:
-    """Stream an answer to `query` as Server-Sent Events (docs/PROTOCOL.md)."""
+) -> Response:
+    """Stream an answer to `query` as Server-Sent Events (docs/PROTOCOL.md).
+
+    With a `Last-Event-ID` header (an `EventSource` reconnecting sends it by
+    itself), continue that answer after that event instead of asking anew.
+    """
     problem = describe_query_string_error(request.query_params.multi_items(), AskBody.model_fields)
     if problem is not None:
         raise errors.invalid_request(problem)
     # HEAD is checked like GET; sse-starlette then sends only the stream's
     # headers and never runs the answer (its Issue #218).
-    return start_answer(service, AskBody(query=query, prompt=prompt, scenario=scenario))
+    return await start_answer(
+        service, AskBody(query=query, prompt=prompt, scenario=scenario), request
+    )
 
 
 @router.post(
@@ -66,7 +75,7 @@ async def ai_write(
     operation_id="ai_write_post",
     dependencies=STARTS_ANSWERS,
 )
-async def ai_write_post(service: ServiceDep, request: Request) -> EventSourceResponse:
+async def ai_write_post(service: ServiceDep, request: Request) -> Response:
     """The same stream, for long questions: a JSON body `{"query": ..., ...}`."""
     require_json(request)
     body = await read_capped_body(request, body_limit(service.settings))
@@ -75,47 +84,30 @@ async def ai_write_post(service: ServiceDep, request: Request) -> EventSourceRes
     except ValidationError as exc:
         problem = describe_body_error(exc, body)
         raise errors.invalid_request(problem) from None
-    return start_answer(service, ask)
+    return await start_answer(service, ask, request)
 
 
-def start_answer(service: Service, ask: AskBody) -> EventSourceResponse:
-    """Refuse bad input before any upstream call; otherwise open the event stream."""
+async def start_answer(service: Service, ask: AskBody, request: Request) -> Response:
+    """Refuse bad input before any upstream call; then resume or open a new stream."""
     settings = service.settings
-    request = _checked_request(service, ask)
-    prompt = request.prompt
-    answer = Answer(
-        AnswerMeta(
-            request_id=correlation_id.get() or "",
-            provider=settings.resolved_provider,
-            model=settings.resolved_model,
-            prompt=prompt,
-            demo_fallback=settings.is_demo_fallback,
-            notice=DEMO_FALLBACK_NOTICE if settings.is_demo_fallback else None,
-            scenario=ask.scenario,
-        ),
-        service.writer,
-        request,
-        settings.upstream_close_timeout_seconds,
-        observer=service.telemetry,
+    answer_request = _checked_request(service, ask)
+    resume = last_event_id(request)
+    if resume is not None:
+        return await continue_answer(service, *resume, answer_request)
+    meta = AnswerMeta(
+        request_id=correlation_id.get() or "",
+        provider=settings.resolved_provider,
+        model=settings.resolved_model,
+        prompt=answer_request.prompt,
+        demo_fallback=settings.is_demo_fallback,
+        notice=DEMO_FALLBACK_NOTICE if settings.is_demo_fallback else None,
+        scenario=ask.scenario,
     )
-    # Shutdown timeline (SIGTERM): sse-starlette notices within 0.5 s and sets
-    # `shutdown`; answers get QA_SHUTDOWN_GRACE_SECONDS to finish, then end with
-    # a shutting_down event; sse-starlette and uvicorn wait a little longer so
-    # that event is delivered before they force anything.
-    grace = settings.shutdown_grace_seconds
     shutdown = anyio.Event()
-    return EventSourceResponse(
-        answer_events(answer, shutdown, drain_seconds=grace),
-        shutdown_event=shutdown,
-        shutdown_grace_period=grace + 1,
-        # sse-starlette defaults to no-store; no-cache is what proxies and
-        # browsers are documented to honour for event streams.
-        headers={"Cache-Control": "no-cache"},
-        ping=settings.keepalive_seconds,
-        ping_message_factory=sse.keepalive,
-        sep=sse.LINE_SEPARATOR,
-        send_timeout=settings.send_timeout_seconds,
+    events = new_answer_events(
+        service.registry, answer_request, meta, shutdown, settings.shutdown_grace_seconds
     )
+    return sse.event_stream_response(native.render_stream(events), settings, shutdown)
 
 
 def _checked_request(service: Service, ask: AskBody) -> AnswerRequest:
@@ -151,3 +143,73 @@ def _checked_scenario(scenario: str | None, settings: Settings) -> dict[str, str
     if settings.resolved_provider != "demo" or scenario not in SCENARIOS:
         raise errors.unknown_scenario(list(SCENARIOS))
     return {SCENARIO_CONFIG_KEY: scenario}
+
+
+@get_and_head(router, "/answers/{answer_id}/events", response_class=EventSourceResponse)
+async def answer_events_route(
+    service: ServiceDep, request: Request, answer_id: str, after: int | None = None
+) -> Response:
+    """An answer's events after `after` (or after the `Last-Event-ID` header's
+    event; from its start without either): how a `fetch` client resumes."""
+    resume = last_event_id(request)
+    if resume is not None:
+        if resume[0] != answer_id:
+            raise errors.QAServiceError(errors.INVALID_LAST_EVENT_ID)
+        after = resume[1]
+    if after is None:
+        after = -1
+    if after < -1:
+        raise errors.invalid_request("after: must be -1 or more")
+    return await continue_answer(service, answer_id, after, None)
+
+
+@router.post("/answers/{answer_id}/cancel", operation_id="cancel_answer")
+async def cancel_answer(service: ServiceDep, answer_id: str) -> dict[str, str]:
+    """Stop an answer on whichever replica generates it. No body needed, so a
+    closing page can send it with `navigator.sendBeacon`."""
+    if not ANSWER_ID.match(answer_id):
+        raise errors.QAServiceError(errors.ANSWER_NOT_FOUND)
+    result = await service.registry.cancel(answer_id)
+    if result is CancelResult.CANCELLED:
+        service.telemetry.cancel_requested()
+    return {"answer_id": answer_id, "status": result.value}
+
+
+def last_event_id(request: Request) -> tuple[str, int] | None:
+    """The (answer id, seq) a reconnecting client names, or None for a new answer."""
+    value = request.headers.get("last-event-id")
+    if value is None or not value.strip():
+        return None
+    parsed = native.parse_event_id(value)
+    if parsed is None or not ANSWER_ID.match(parsed[0]):
+        raise errors.QAServiceError(errors.INVALID_LAST_EVENT_ID)
+    return parsed
+
+
+async def continue_answer(
+    service: Service, answer_id: str, after: int, request: AnswerRequest | None
+) -> Response:
+    """Resume: 204 when everything was delivered; else replay, then follow live.
+
+    Refused (JSON 4xx) for an unknown or expired answer, and, when `request`
+    is given, for an answer to another request.
+    """
+    if not ANSWER_ID.match(answer_id):
+        service.telemetry.resume_refused(errors.ANSWER_NOT_FOUND.code)
+        raise errors.QAServiceError(errors.ANSWER_NOT_FOUND)
+    try:
+        point = await service.registry.resume_point(answer_id, after, request)
+    except errors.QAServiceError as exc:
+        service.telemetry.resume_refused(exc.public.code)
+        raise
+    service.telemetry.resumed(point.replayed)
+    if point.delivered_all:
+        # A browser's EventSource stops reconnecting on a 204.
+        return Response(status_code=204)
+    shutdown = anyio.Event()
+    events = answer_events(
+        service.registry, answer_id, after, shutdown, service.settings.shutdown_grace_seconds
+    )
+    return sse.event_stream_response(
+        native.render_stream(events, answer_id), service.settings, shutdown
+    )

@@ -8,12 +8,12 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 
+from qa_service.answers.registry import AnswerRegistry
 from qa_service.api.origins import page_may_start_answers
 from qa_service.config import Settings
 from qa_service.core import errors
 from qa_service.generation.probe import ProviderProbe
 from qa_service.generation.prompts import Prompt
-from qa_service.generation.writer import AIWriter
 from qa_service.observability.telemetry import Telemetry
 
 
@@ -22,7 +22,7 @@ class Service:
     """Everything a request needs, built once in the app's lifespan."""
 
     settings: Settings
-    writer: AIWriter
+    registry: AnswerRegistry
     prompts: dict[str, Prompt]
     telemetry: Telemetry
     probe: ProviderProbe | None = None

@@ -17,116 +17,17 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, ConfigDict, Field
 
+from qa_service.api.openapi_models import (
+    EVENT_MODELS,
+    REF,
+    SCHEMA_MODELS,
+    STREAM_DESCRIPTION,
+    STREAM_EXAMPLE,
+)
 from qa_service.api.validation import NOT_BLANK_PATTERN
 from qa_service.config import Settings
-from qa_service.core.events import AnswerMeta, AnswerSummary
 from qa_service.generation.demo import SCENARIOS
-
-REF = "#/components/schemas/{model}"
-
-
-class ErrorDetail(BaseModel):
-    """A stable `code` to program against, a `message` safe to show, and whether to retry."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    code: str = Field(examples=["query_required"])
-    message: str = Field(examples=["The query is missing or blank."])
-    retryable: bool
-    retry_after_seconds: float | None = Field(
-        default=None, description="Present when the provider said how long to wait."
-    )
-
-
-class ErrorBody(BaseModel):
-    """A refusal before the stream starts, and the last event of a failed stream."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    error: ErrorDetail
-
-
-class MetaEvent(BaseModel):
-    """First event of every stream: who is answering."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    meta: AnswerMeta
-
-
-class TextEvent(BaseModel):
-    """The next piece of the answer; join them all, in order, for the exact text."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text: str = Field(min_length=1)
-
-
-class DoneEvent(BaseModel):
-    """Last event of a complete answer."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    done: AnswerSummary
-
-
-class Health(BaseModel):
-    status: str = Field(examples=["ok"])
-
-
-class PromptInfo(BaseModel):
-    name: str
-    description: str
-
-
-class PromptList(BaseModel):
-    default: str
-    prompts: list[PromptInfo]
-
-
-class Readiness(BaseModel):
-    status: str = Field(examples=["ready"])
-    provider: str
-    model: str
-    demo_fallback: bool
-    max_query_chars: int = Field(description="The longest query accepted, in characters.")
-    notice: str | None = Field(default=None, description="Only when the demo is a fallback.")
-    scenarios: list[str] | None = Field(default=None, description="Only on the demo provider.")
-
-
-EVENT_MODELS: tuple[type[BaseModel], ...] = (MetaEvent, TextEvent, DoneEvent, ErrorBody)
-SCHEMA_MODELS: tuple[type[BaseModel], ...] = (*EVENT_MODELS, Health, PromptList, Readiness)
-
-STREAM_EXAMPLE = (
-    "id: 3f1c9a5e2b7d4e0f8a6b1c2d3e4f5a6b:0\n"
-    'data: {"meta":{"request_id":"3f1c9a5e2b7d4e0f8a6b1c2d3e4f5a6b","provider":"openai",'
-    '"model":"gpt-4o-mini","prompt":"explain","demo_fallback":false}}\n\n'
-    "id: 3f1c9a5e2b7d4e0f8a6b1c2d3e4f5a6b:1\n"
-    'data: {"text":"Photosynthesis is"}\n\n'
-    ": keep-alive\n"
-    "id: 3f1c9a5e2b7d4e0f8a6b1c2d3e4f5a6b:2\n"
-    'data: {"text":" how plants turn light into sugar."}\n\n'
-    "id: 3f1c9a5e2b7d4e0f8a6b1c2d3e4f5a6b:3\n"
-    'data: {"done":{"finish_reason":"stop","usage":{"input_tokens":31,"output_tokens":9,'
-    '"total_tokens":40},"ttft_ms":412.7,"chars":51,"duration_ms":904.1}}\n\n'
-)
-
-STREAM_DESCRIPTION = """\
-Server-Sent Events. Each event is unnamed (type `message`) and has an `id`
-(`<request id>:<seq>`) and one `data` line: a JSON object with one key.
-
-| key | how many | schema |
-|---|---|---|
-| `meta` | exactly 1, first | `MetaEvent` |
-| `text` | 0 or more | `TextEvent` |
-| `done` | 0 or 1, last | `DoneEvent` |
-| `error` | 0 or 1, last | `ErrorBody` (a failure after the stream started) |
-
-Every stream ends with one `done` or one `error`. While the model is silent
-the server sends `: keep-alive` comment lines. The whole contract is
-docs/PROTOCOL.md in the repository."""
 
 
 def install_openapi(app: FastAPI, settings: Settings, prompts: Iterable[str]) -> None:
@@ -167,15 +68,21 @@ def build_openapi(
         "description": "One event of the stream; its `data` is one JSON object with one key.",
         "type": "object",
         "properties": {
-            "id": {"type": "string", "pattern": r"^[A-Za-z0-9._-]{8,64}:[0-9]+$"},
+            "id": {
+                "type": "string",
+                "pattern": r"^[A-Za-z0-9_-]{22}:[0-9]+$",
+                "description": "`<answer id>:<seq>`; absent on an event for this "
+                "connection only (a replica's shutting_down, store_unavailable).",
+            },
             "event": {"type": "string", "enum": ["message"]},
+            "retry": {"type": "integer", "description": "On the first event: reconnect delay."},
             "data": {
                 "type": "string",
                 "contentMediaType": "application/json",
                 "contentSchema": {"oneOf": [_ref(model.__name__) for model in EVENT_MODELS]},
             },
         },
-        "required": ["id", "data"],
+        "required": ["data"],
     }
     components["AskBody"] = {
         "title": "AskBody",
@@ -201,6 +108,10 @@ def _describe_operation(
     if method == "head":
         summary += " (headers only)"
     operation.update(summary=summary, tags=tags, responses=responses)
+    if path == "/answers/{answer_id}/events":
+        operation["parameters"] = [_ANSWER_ID_PARAMETER, _AFTER_PARAMETER, _LAST_EVENT_ID]
+    if path == "/answers/{answer_id}/cancel":
+        operation["parameters"] = [_ANSWER_ID_PARAMETER]
     if path != "/ai_write":
         return
     if method == "post":
@@ -209,16 +120,21 @@ def _describe_operation(
             "required": True,
             "content": {"application/json": {"schema": _ref("AskBody")}},
         }
+        operation["parameters"] = [_LAST_EVENT_ID]
     else:
         operation["parameters"] = [
             {"name": name, "in": "query", "required": name == "query", "schema": field}
             for name, field in fields.items()
-        ]
+        ] + [_LAST_EVENT_ID]
 
 
 def _responses_for(path: str, method: str) -> dict[str, Any] | None:
     if path == "/ai_write":
         return _stream_responses(method)
+    if path == "/answers/{answer_id}/events":
+        return _resume_responses(method)
+    if path == "/answers/{answer_id}/cancel":
+        return _CANCEL_RESPONSES
     get = _PLAIN.get(path)
     if get is None or method not in ("get", "head"):
         return None
@@ -292,6 +208,8 @@ def _stream_responses(method: str) -> dict[str, Any]:
     }
     responses: dict[str, Any] = {
         "200": ok,
+        **_RESUME_REFUSALS,
+        "409": _error("`resume_mismatch`: Last-Event-ID names an answer to a different request."),
         "422": _error(
             "Refused before any model call: `query_required`, `query_too_long`, "
             "`unknown_prompt`, `unknown_scenario`, `invalid_request`."
@@ -320,8 +238,25 @@ def _stream_responses(method: str) -> dict[str, Any]:
     return dict(sorted(responses.items()))
 
 
+def _resume_responses(method: str) -> dict[str, Any]:
+    ok = copy.deepcopy(_stream_responses("get")["200"])
+    ok["description"] = "The answer's events after `after` (or Last-Event-ID), then live."
+    responses = {
+        "200": ok,
+        **_RESUME_REFUSALS,
+        "422": _error("`invalid_request`: `after` is not an integer of -1 or more."),
+        "500": _error("`internal_error`: a bug; the detail is in the service's log."),
+        "503": _STORE_OR_NOT_READY,
+    }
+    if method == "head":
+        return _without_bodies(responses)
+    return dict(sorted(responses.items()))
+
+
 _SUMMARIES: dict[str, tuple[str, list[str]]] = {
     "/ai_write": ("Stream an answer as Server-Sent Events", ["answers"]),
+    "/answers/{answer_id}/events": ("Read an answer's events: replay, then live", ["answers"]),
+    "/answers/{answer_id}/cancel": ("Cancel an answer, on whichever replica runs it", ["answers"]),
     "/prompts": ("List the prompts a request may name", ["answers"]),
     "/healthz": ("Liveness", ["operations"]),
     "/readyz": ("Readiness, and what a page may offer", ["operations"]),
@@ -331,6 +266,41 @@ _NOT_READY = _error(
     "`not_ready`: the service is starting or stopping (or, with QA_READYZ_PROBE, "
     "the provider did not answer); retryable."
 )
+_STORE_OR_NOT_READY = _error(
+    "`store_unavailable`: the answer store (Redis) cannot be reached; or `not_ready`. Retryable."
+)
+_RESUME_REFUSALS: dict[str, Any] = {
+    "204": {"description": "Resumed after the answer's last event: nothing is left to send."},
+    "400": _error("`invalid_last_event_id`: Last-Event-ID is not `<answer id>:<seq>`."),
+    "404": _error("`answer_not_found`: no such answer, or it has expired."),
+}
+_CANCEL_RESPONSES: dict[str, Any] = {
+    "200": _json("CancelResult", "Cancelled, or it had already finished."),
+    "404": _error("`answer_not_found`: no such answer, or it has expired."),
+    "500": _error("`internal_error`: a bug; the detail is in the service's log."),
+    "503": _STORE_OR_NOT_READY,
+}
+_ANSWER_ID_PARAMETER = {
+    "name": "answer_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "`meta.answer_id` of the answer (22 characters, base64url).",
+}
+_AFTER_PARAMETER = {
+    "name": "after",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": -1},
+    "description": "Send the events after this seq; without it (or Last-Event-ID), all.",
+}
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "Resume after this event (`<answer id>:<seq>`), as EventSource sends it.",
+}
 _PLAIN: dict[str, dict[str, Any]] = {
     "/healthz": {"200": _json("Health", "The process serves HTTP (liveness).")},
     "/readyz": {

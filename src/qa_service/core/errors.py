@@ -5,7 +5,8 @@ generation/failures.py maps provider and transport failures onto these codes.
     ├── InvalidQueryError       query_required, query_too_long
     ├── UnknownPromptError      unknown_prompt
     ├── UnknownScenarioError    unknown_scenario
-    └── NotReadyError           not_ready
+    ├── NotReadyError           not_ready
+    └── StoreUnavailableError   store_unavailable (also raised mid-answer by a store)
     UpstreamIncompleteError     the provider ended a stream without a finish reason
     UpstreamStalledError        the provider went quiet for longer than allowed
 
@@ -64,6 +65,13 @@ class UnknownScenarioError(QAServiceError):
 
 class NotReadyError(QAServiceError):
     pass
+
+
+class StoreUnavailableError(QAServiceError):
+    """The answer store (Redis) cannot be reached, or has lost an answer's log."""
+
+    def __init__(self, public: PublicError | None = None) -> None:
+        super().__init__(public or STORE_UNAVAILABLE)
 
 
 class UpstreamIncompleteError(Exception):
@@ -151,6 +159,29 @@ INTERNAL = PublicError("internal_error", "The service failed to answer.", False,
 SHUTTING_DOWN = PublicError(
     "shutting_down", "The service is restarting; ask again to reach another instance.", True, 503
 )
+CANCELLED = PublicError("cancelled", "The answer was cancelled.", False, 409)
+PRODUCER_LOST = PublicError(
+    "producer_lost", "The instance writing this answer stopped; ask again.", True, 502
+)
+STORE_UNAVAILABLE = PublicError(
+    "store_unavailable", "The answer store is unavailable; ask again.", True, 503
+)
+ANSWER_NOT_FOUND = PublicError(
+    "answer_not_found", "No such answer: it never existed or has expired.", False, 404
+)
+RESUME_MISMATCH = PublicError(
+    "resume_mismatch",
+    "Last-Event-ID names an answer to a different request; resume with the same "
+    "query, prompt and scenario, or drop the header to ask anew.",
+    False,
+    409,
+)
+INVALID_LAST_EVENT_ID = PublicError(
+    "invalid_last_event_id",
+    "Last-Event-ID must be an event id this service sent: <answer id>:<seq>.",
+    False,
+    400,
+)
 
 UPSTREAM_AUTH = PublicError(
     "upstream_auth_failed", "The model provider rejected the service's credentials.", False, 502
@@ -189,6 +220,12 @@ PUBLIC_ERRORS: tuple[PublicError, ...] = (
     NOT_READY,
     INTERNAL,
     SHUTTING_DOWN,
+    CANCELLED,
+    PRODUCER_LOST,
+    STORE_UNAVAILABLE,
+    ANSWER_NOT_FOUND,
+    RESUME_MISMATCH,
+    INVALID_LAST_EVENT_ID,
     UPSTREAM_AUTH,
     UPSTREAM_RATE_LIMITED,
     UPSTREAM_BAD_REQUEST,

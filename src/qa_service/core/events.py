@@ -1,8 +1,21 @@
-"""What an answer reports about itself, independent of any wire dialect."""
+"""An answer's domain events, numbered from 0, independent of any wire dialect.
+
+An answer's log is `Meta` (seq 0), then `Text`s, then exactly one `Done` or
+`Failed`. Dialects render these when they are sent (wire/); stores keep them
+as plain dicts (`to_dict`, `from_dict`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from qa_service.core.errors import PublicError
+
+# The seq of an event meant for one connection only (a replica's own
+# shutting_down notice, an unreachable store). It is never in the log and is
+# sent without an id, so a client's Last-Event-ID keeps pointing into the log.
+NOT_LOGGED = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -11,6 +24,7 @@ class AnswerMeta:
     provider: str
     model: str
     prompt: str
+    answer_id: str = ""
     demo_fallback: bool = False
     notice: str | None = None
     scenario: str | None = None
@@ -23,3 +37,58 @@ class AnswerSummary:
     ttft_ms: float | None
     chars: int
     duration_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    seq: int
+    info: AnswerMeta
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    seq: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    seq: int
+    summary: AnswerSummary
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    seq: int
+    error: PublicError
+
+
+AnswerEvent = Meta | Text | Done | Failed
+
+
+def is_terminal(event: AnswerEvent) -> bool:
+    return isinstance(event, Done | Failed)
+
+
+def to_dict(event: AnswerEvent) -> dict[str, Any]:
+    """The event as JSON-able data, for a store. `from_dict` reverses it exactly."""
+    match event:
+        case Text(seq, text):
+            return {"seq": seq, "text": text}
+        case Meta(seq, info):
+            return {"seq": seq, "meta": asdict(info)}
+        case Done(seq, summary):
+            return {"seq": seq, "done": asdict(summary)}
+        case Failed(seq, error):
+            return {"seq": seq, "error": asdict(error)}
+
+
+def from_dict(data: dict[str, Any]) -> AnswerEvent:
+    seq = int(data["seq"])
+    if "text" in data:
+        return Text(seq, str(data["text"]))
+    if "meta" in data:
+        return Meta(seq, AnswerMeta(**data["meta"]))
+    if "done" in data:
+        return Done(seq, AnswerSummary(**data["done"]))
+    return Failed(seq, PublicError(**data["error"]))

@@ -11,7 +11,7 @@ import logging
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from qa_service.answers.streams import AnswerRecord
+from qa_service.answers.model import AnswerRecord
 from qa_service.core.events import AnswerMeta
 
 log = logging.getLogger("qa_service.answers")
@@ -79,6 +79,37 @@ class Telemetry:
             [*labels, "reason"],
             registry=self.registry,
         )
+        self.resumes = Counter(
+            "qa_resumes",
+            "Reconnects that continued an answer (Last-Event-ID or /answers/{id}/events)",
+            labels,
+            registry=self.registry,
+        )
+        self.replayed_events = Counter(
+            "qa_replayed_events",
+            "Events sent again to a resuming client, from the answer's log",
+            labels,
+            registry=self.registry,
+        )
+        self.resumes_refused = Counter(
+            "qa_resumes_refused",
+            "Resumes refused: answer_not_found (unknown or expired), resume_mismatch, "
+            "invalid_last_event_id",
+            [*labels, "code"],
+            registry=self.registry,
+        )
+        self.cancels = Counter(
+            "qa_explicit_cancels",
+            "POST /answers/{id}/cancel requests that stopped a running answer",
+            labels,
+            registry=self.registry,
+        )
+        self.producers_lost = Counter(
+            "qa_producers_lost",
+            "Answers whose generating replica stopped renewing its lease (producer_lost)",
+            labels,
+            registry=self.registry,
+        )
         self.upstream_cancellations = Counter(
             "qa_upstream_cancellations",
             "Provider requests the service closed before they finished",
@@ -89,6 +120,19 @@ class Telemetry:
     def connection_closed(self, reason: str) -> None:
         """The server ended a connection itself: `no_request` or `response_cut_off`."""
         self.connections_closed.labels(*self._labels, reason).inc()
+
+    def resumed(self, replayed: int) -> None:
+        self.resumes.labels(*self._labels).inc()
+        self.replayed_events.labels(*self._labels).inc(replayed)
+
+    def resume_refused(self, code: str) -> None:
+        self.resumes_refused.labels(*self._labels, code).inc()
+
+    def cancel_requested(self) -> None:
+        self.cancels.labels(*self._labels).inc()
+
+    def producer_lost(self) -> None:
+        self.producers_lost.labels(*self._labels).inc()
 
     def refused(self, code: str) -> None:
         self.requests.labels(*self._labels, "refused", code).inc()
@@ -112,8 +156,10 @@ class Telemetry:
             self.upstream_errors.labels(*labels, record.error_code).inc()
         if record.outcome == "client_disconnected":
             self.client_disconnects.labels(*labels).inc()
-        # Both stop generation mid-answer, so both close a provider request early.
-        if record.outcome == "client_disconnected" or record.error_code == "shutting_down":
+        # Each stops generation mid-answer, so each closes a provider request early.
+        if record.outcome in ("client_disconnected", "cancelled") or record.error_code == (
+            "shutting_down"
+        ):
             self.upstream_cancellations.labels(*labels).inc()
         _log_answer(record)
 
@@ -122,6 +168,7 @@ def _log_answer(record: AnswerRecord) -> None:
     level = logging.WARNING if record.outcome == "error" else logging.INFO
     fields = {
         "request_id": record.request_id,
+        "answer_id": record.answer_id,
         "provider": record.provider,
         "model": record.model,
         "prompt": record.prompt,

@@ -7,37 +7,63 @@ of them; the payload's single top-level key says what it is: `meta`, `text`,
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import asdict
 from typing import Any
 
 from sse_starlette import ServerSentEvent
 
-from qa_service.core.errors import PublicError
-from qa_service.core.events import AnswerMeta, AnswerSummary
+from qa_service.core.events import NOT_LOGGED, AnswerEvent, Done, Failed, Meta, Text
 from qa_service.wire.sse import LINE_SEPARATOR, encode_json
+
+# Sent with the first event: a browser's EventSource reconnects this soon after
+# a drop, well inside the resume grace period (QA_RESUME_GRACE_SECONDS).
+RECONNECT_MS = 1000
 
 
 def event_id(answer_id: str, seq: int) -> str:
-    """`<answer id>:<seq>`: the id resumption with Last-Event-ID will look up."""
+    """`<answer id>:<seq>`: what Last-Event-ID sends back to resume."""
     return f"{answer_id}:{seq}"
 
 
-def meta(answer_id: str, seq: int, info: AnswerMeta) -> ServerSentEvent:
-    body = {k: v for k, v in asdict(info).items() if v is not None}
-    return _event(answer_id, seq, {"meta": body})
+def parse_event_id(value: str) -> tuple[str, int] | None:
+    """The answer id and seq of a Last-Event-ID, or None if it is not one of ours."""
+    answer_id, sep, seq = value.strip().rpartition(":")
+    if not sep or not seq.isascii() or not seq.isdigit() or len(seq) > 9:
+        return None
+    return answer_id, int(seq)
 
 
-def text(answer_id: str, seq: int, chunk: str) -> ServerSentEvent:
-    return _event(answer_id, seq, {"text": chunk})
+def render(answer_id: str, event: AnswerEvent) -> ServerSentEvent:
+    """One domain event as the native protocol's SSE event."""
+    payload: dict[str, Any]
+    retry = None
+    match event:
+        case Text(_, text):
+            payload = {"text": text}
+        case Meta(_, info):
+            payload = {"meta": {k: v for k, v in asdict(info).items() if v is not None}}
+            retry = RECONNECT_MS
+        case Done(_, summary):
+            payload = {"done": asdict(summary)}
+        case Failed(_, error):
+            payload = {"error": error.as_dict()}
+    logged = event.seq != NOT_LOGGED
+    return ServerSentEvent(
+        encode_json(payload),
+        id=event_id(answer_id, event.seq) if logged else None,
+        retry=retry,
+        sep=LINE_SEPARATOR,
+    )
 
 
-def done(answer_id: str, seq: int, summary: AnswerSummary) -> ServerSentEvent:
-    return _event(answer_id, seq, {"done": asdict(summary)})
-
-
-def error(answer_id: str, seq: int, public: PublicError) -> ServerSentEvent:
-    return _event(answer_id, seq, {"error": public.as_dict()})
-
-
-def _event(answer_id: str, seq: int, payload: dict[str, Any]) -> ServerSentEvent:
-    return ServerSentEvent(encode_json(payload), id=event_id(answer_id, seq), sep=LINE_SEPARATOR)
+async def render_stream(
+    events: AsyncGenerator[AnswerEvent], answer_id: str | None = None
+) -> AsyncGenerator[ServerSentEvent]:
+    """An answer's events as they are sent. A new answer's id comes with its meta."""
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, Meta):
+                answer_id = event.info.answer_id
+            yield render(answer_id or "", event)

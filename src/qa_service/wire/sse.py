@@ -1,11 +1,15 @@
-"""SSE framing shared by every dialect: compact JSON and the keep-alive comment."""
+"""SSE framing shared by every dialect: the response, compact JSON, the keep-alive comment."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterable
 from typing import Any
 
-from sse_starlette import ServerSentEvent
+import anyio
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from qa_service.config import Settings
 
 KEEPALIVE_COMMENT = "keep-alive"
 # LF only: the spec allows it, every parser handles it, and it saves a byte a line.
@@ -42,3 +46,27 @@ class KeepAlive(ServerSentEvent):
 
 def keepalive() -> ServerSentEvent:
     return KeepAlive()
+
+
+def event_stream_response(
+    events: AsyncIterable[ServerSentEvent], settings: Settings, shutdown: anyio.Event
+) -> EventSourceResponse:
+    """The response that sends `events`, with keep-alives and a send timeout.
+
+    Shutdown timeline (SIGTERM): sse-starlette notices within 0.5 s and sets
+    `shutdown`; answers get QA_SHUTDOWN_GRACE_SECONDS to finish, then end with
+    a shutting_down event; sse-starlette and uvicorn wait a little longer so
+    that event is delivered before they force anything.
+    """
+    return EventSourceResponse(
+        events,
+        shutdown_event=shutdown,
+        shutdown_grace_period=settings.shutdown_grace_seconds + 1,
+        # sse-starlette defaults to no-store; no-cache is what proxies and
+        # browsers are documented to honour for event streams.
+        headers={"Cache-Control": "no-cache"},
+        ping=settings.keepalive_seconds,
+        ping_message_factory=keepalive,
+        sep=LINE_SEPARATOR,
+        send_timeout=settings.send_timeout_seconds,
+    )

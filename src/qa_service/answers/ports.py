@@ -1,0 +1,69 @@
+"""What an answer needs from the outside, as Protocols: the log store and its writer.
+
+The store has two backends (stores/memory.py, in this process; stores/redis.py,
+shared by every replica). Both keep the same promises:
+
+- An answer's log holds its domain events in seq order: `Meta` (seq 0), then
+  `Text`s, then exactly one `Done` or `Failed`. An event is appended at most
+  once per seq: `append` is a compare-and-set on the next free seq, so two
+  writers (the producer, and a reader declaring it lost) never both land.
+- A log outlives its connections: it is kept QA_RESUME_TTL_SECONDS after its
+  last event, then forgotten (`describe` gives None).
+- Signals between replicas: the producer's lease (it is alive), readers'
+  presence (someone still listens), and cancel requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from qa_service.core.events import AnswerEvent
+
+
+@dataclass(frozen=True, slots=True)
+class LogInfo:
+    """What a store knows about an answer without reading its events."""
+
+    fingerprint: str
+    last_seq: int  # the seq of its newest event; -1 before its first
+    final_seq: int | None  # the seq of its Done or Failed, once it has ended
+
+
+class AnswerStore(Protocol):
+    async def create(self, answer_id: str, fingerprint: str) -> None:
+        """Start an empty log for a new answer, bound to its request's fingerprint."""
+
+    async def describe(self, answer_id: str) -> LogInfo | None:
+        """None when the answer is unknown here, or has expired."""
+
+    async def append(self, answer_id: str, event: AnswerEvent) -> bool:
+        """Add `event` if its seq is the next one; False if that seq is taken.
+
+        Raises StoreUnavailableError when the store cannot be reached, or has
+        lost the log (a Redis restart without persistence).
+        """
+
+    async def read(self, answer_id: str, after: int, wait_seconds: float) -> list[AnswerEvent]:
+        """The events with seq > `after`, in order; waits up to `wait_seconds`
+        for the first of them, and gives [] if none came."""
+
+    async def renew_lease(self, answer_id: str, seconds: float) -> None:
+        """The producer is alive for `seconds` more."""
+
+    async def release_lease(self, answer_id: str) -> None:
+        """The producer is done with the answer (its last event is in the log)."""
+
+    async def producer_alive(self, answer_id: str) -> bool: ...
+
+    async def touch_reader(self, answer_id: str, seconds: float) -> None:
+        """A reader is attached, for `seconds` more."""
+
+    async def reader_present(self, answer_id: str) -> bool: ...
+
+    async def request_cancel(self, answer_id: str) -> None:
+        """Ask whichever replica generates `answer_id` to stop it."""
+
+    def cancel_requests(self) -> AsyncIterator[str]:
+        """Answer ids whose cancel was requested, from any replica, as they come."""

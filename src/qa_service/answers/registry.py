@@ -1,0 +1,118 @@
+"""The answers this process generates, by id; starting, resuming and cancelling them.
+
+Resuming and cancelling work from any replica: a resume reads the shared log,
+and a cancel for an answer generated elsewhere goes through the store to the
+replica that runs it (see `listen`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from qa_service.answers.model import AnswerObserver, AnswerRequest, new_answer_id
+from qa_service.answers.ports import AnswerStore
+from qa_service.answers.run import AnswerRun, RunTiming
+from qa_service.core import errors
+from qa_service.core.errors import CANCELLED, PublicError, QAServiceError
+from qa_service.core.events import AnswerMeta
+from qa_service.generation.writer import AIWriter
+
+log = logging.getLogger(__name__)
+
+
+class CancelResult(Enum):
+    CANCELLED = "cancelled"
+    FINISHED = "finished"
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePoint:
+    answer_id: str
+    after: int
+    # Events already in the log that the reader will be sent again.
+    replayed: int
+    # The answer has ended and the reader had its last event.
+    delivered_all: bool
+
+
+class AnswerRegistry:
+    def __init__(
+        self,
+        store: AnswerStore,
+        writer: AIWriter,
+        timing: RunTiming,
+        observers: Sequence[AnswerObserver] = (),
+    ) -> None:
+        self.store = store
+        self.timing = timing
+        self._writer = writer
+        self._observers = observers
+        self._runs: dict[str, AnswerRun] = {}
+
+    def local(self, answer_id: str) -> AnswerRun | None:
+        return self._runs.get(answer_id)
+
+    async def start(self, request: AnswerRequest, meta: AnswerMeta) -> AnswerRun:
+        """A new answer with a fresh id, generating in this process."""
+        answer_id = new_answer_id()
+        meta = dataclasses.replace(meta, answer_id=answer_id)
+        await self.store.create(answer_id, request.fingerprint())
+        # Before the task runs: a reader must never see an answer with no lease.
+        await self.store.renew_lease(answer_id, self.timing.lease_seconds)
+        if self.timing.grace_seconds > 0:
+            await self.store.touch_reader(answer_id, self.timing.grace_seconds)
+        run = AnswerRun(meta, request, self._writer, self.store, self.timing, self._observers)
+        self._runs[answer_id] = run
+        run.start().add_done_callback(lambda _: self._runs.pop(answer_id, None))
+        return run
+
+    async def resume_point(
+        self, answer_id: str, after: int, request: AnswerRequest | None
+    ) -> ResumePoint:
+        """Where a reader continues; refuses an unknown answer, or another request's."""
+        info = await self.store.describe(answer_id)
+        if info is None:
+            raise QAServiceError(errors.ANSWER_NOT_FOUND)
+        if request is not None and request.fingerprint() != info.fingerprint:
+            raise QAServiceError(errors.RESUME_MISMATCH)
+        delivered_all = info.final_seq is not None and after >= info.final_seq
+        return ResumePoint(answer_id, after, max(0, info.last_seq - after), delivered_all)
+
+    async def cancel(
+        self, answer_id: str, public: PublicError = CANCELLED, outcome: str = "cancelled"
+    ) -> CancelResult:
+        """Stop an answer wherever it runs. Here: waits until its upstream is closed."""
+        run = self._runs.get(answer_id)
+        if run is not None:
+            await run.cancel(public, outcome)
+            return CancelResult.CANCELLED
+        info = await self.store.describe(answer_id)
+        if info is None:
+            raise QAServiceError(errors.ANSWER_NOT_FOUND)
+        if info.final_seq is not None:
+            return CancelResult.FINISHED
+        await self.store.request_cancel(answer_id)
+        return CancelResult.CANCELLED
+
+    async def listen(self) -> None:
+        """Run for the app's life: cancel the answers here that another replica was asked to."""
+        async for answer_id in self.store.cancel_requests():
+            run = self._runs.get(answer_id)
+            if run is not None:
+                run.cancel_soon()
+
+    def report_producer_lost(self) -> None:
+        for observer in self._observers:
+            observer.producer_lost()
+
+    async def abort_all(self, public: PublicError) -> None:
+        """At shutdown: end every answer still generating here with `public`."""
+        runs = list(self._runs.values())
+        if runs:
+            log.info("ending %d answers at shutdown", len(runs))
+        await asyncio.gather(*(run.cancel(public, "error") for run in runs))

@@ -1,0 +1,276 @@
+"""One answer's generation: its own task, cancelled once, appending domain events to the log.
+
+Why generation runs in a task of its own, not inside a response's generator:
+sse-starlette stops a stream by cancelling an anyio cancel scope, and anyio
+re-delivers that cancellation every loop iteration until the scope exits.
+LangChain runs each chain step in a child asyncio task, which the repeated
+cancels reach too. They break the shield httpcore puts around closing a
+response (seen: `response_closed.failed exception=CancelledError`), and
+that close marks itself done first, so the socket stays open and the provider
+keeps generating. A separate task, cancelled exactly once, lets the SDKs close
+their responses; `AnswerUpstream` closes any the cancel could not reach
+(see generation/upstream.py). tests/integration/test_cancellation.py watches
+the upstream socket to prove both. The task also outlives its connection, so
+a client that reconnects (Last-Event-ID) finds the answer still going.
+
+A cancel is also made to take effect when a library below swallows it
+(Python 3.11's asyncio.wait_for can): the request to stop is kept as state,
+the generation loop honours it at the next piece, and `cancel` closes the
+answer's upstream responses itself if the task has not ended in time.
+
+While it runs, a heartbeat renews the producer's lease (readers on other
+replicas learn from its expiry that this process died) and, with a resume
+grace period, stops the answer once no reader has been attached for that long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import aclosing, suppress
+from dataclasses import dataclass
+
+import anyio
+
+from qa_service.answers.model import AnswerObserver, AnswerRecord, AnswerRequest
+from qa_service.answers.ports import AnswerStore
+from qa_service.core.errors import (
+    CANCELLED,
+    PublicError,
+    StoreUnavailableError,
+    UpstreamIncompleteError,
+)
+from qa_service.core.events import AnswerEvent, AnswerMeta, AnswerSummary, Done, Failed, Meta, Text
+from qa_service.generation.failures import classify_failure, upstream_status
+from qa_service.generation.upstream import AnswerUpstream
+from qa_service.generation.writer import AIWriter, GenerationReport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunTiming:
+    # How long a cancel waits for the task before it closes the upstream itself.
+    close_seconds: float
+    # The producer's lease: readers declare it lost this long after its last renewal.
+    lease_seconds: float
+    # With no reader attached anywhere for this long, the answer is cancelled.
+    # 0: the connection cancels it when it hangs up (answers/follow.py).
+    grace_seconds: float
+
+
+class AnswerRun:
+    """Generates one answer in its own task; every event goes to the store's log."""
+
+    def __init__(
+        self,
+        meta: AnswerMeta,
+        request: AnswerRequest,
+        writer: AIWriter,
+        store: AnswerStore,
+        timing: RunTiming,
+        observers: Sequence[AnswerObserver] = (),
+    ) -> None:
+        self.meta = meta
+        self.id = meta.answer_id
+        self.outcome = "client_disconnected"
+        self.error_code: str | None = None
+        self.error_cause: str | None = None
+        self.upstream_status: int | None = None
+        self.ttft_ms: float | None = None
+        self.chars = 0
+        self.pieces = 0
+        self._request = request
+        self._writer = writer
+        self._store = store
+        self._timing = timing
+        self._observers = observers
+        self._upstream = AnswerUpstream(timing.close_seconds)
+        self._next_seq = 0
+        self._task: asyncio.Task[None] | None = None
+        self._stop: tuple[PublicError, str] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        self._logged_end = False
+        self._started = time.perf_counter()
+
+    @property
+    def ended(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    def start(self) -> asyncio.Task[None]:
+        """Start generating; idempotent. Must run inside the event loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._generate(), name=f"answer-{self.id}"
+            )
+        return self._task
+
+    async def cancel(self, public: PublicError = CANCELLED, outcome: str = "cancelled") -> None:
+        """Stop generating, end the log with `public`, and wait (bounded) until
+        the upstream request is closed."""
+        task = self._task
+        if task is None or task.done():
+            return
+        if self._stop is None:
+            # Once: a second cancel (shutdown's abort, then the hang-up it
+            # causes) would land in the SDKs' own cleanup.
+            self._stop = (public, outcome)
+            task.cancel()
+        # Shielded: this runs while the caller is itself being cancelled.
+        with anyio.move_on_after(self._timing.close_seconds, shield=True):
+            await asyncio.wait({task})
+        if not task.done():
+            # The cancel did not take: end the provider's request from here.
+            await self._upstream.close()
+        if task.done() and not self._logged_end:
+            # Cancelled before its first step: _generate never ran to end the log.
+            await self._append_final(Failed(self._next_seq, public))
+
+    def cancel_soon(self, public: PublicError = CANCELLED, outcome: str = "cancelled") -> None:
+        """`cancel`, from code that must not wait for it (the heartbeat, a listener)."""
+        if self._closer is None:
+            self._closer = asyncio.get_running_loop().create_task(self.cancel(public, outcome))
+
+    async def _generate(self) -> None:
+        # Here, not in start(): started and finished are then reported in pairs.
+        for observer in self._observers:
+            observer.answer_started(self.meta)
+        log.debug("generating", extra={"prompt": self.meta.prompt})
+        report = GenerationReport()
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat())
+        try:
+            await self._append(Meta(self._next_seq, self.meta))
+            async with self._upstream.recording():
+                texts = self._writer.stream(
+                    self._request.question,
+                    prompt=self._request.prompt,
+                    report=report,
+                    configurable=self._request.configurable,
+                )
+                async with aclosing(texts):
+                    async for chunk in texts:
+                        if self._stop is not None:
+                            break
+                        await self._append_text(chunk)
+            if self._stop is not None:
+                raise asyncio.CancelledError  # the cancel was swallowed below us
+            if report.finish_reason is None:
+                raise UpstreamIncompleteError
+        except asyncio.CancelledError:
+            await self._end_stopped()
+            raise
+        except StoreUnavailableError as exc:
+            # Nothing more can be logged; readers learn it from the store themselves.
+            self._note_error(exc.public, type(exc).__name__)
+            with anyio.move_on_after(self._timing.close_seconds, shield=True):
+                await self._release_lease()
+        # Exception, never BaseException: cancellation must pass through untouched.
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an error event
+            if self._stop is not None:
+                await self._end_stopped()  # our own doing: cancel closed the upstream
+            else:
+                public = classify_failure(exc)
+                self._note_error(public, type(exc).__name__, upstream_status(exc))
+                await self._append_final(Failed(self._next_seq, public))
+        else:
+            self.outcome = "complete"
+            await self._append_final(Done(self._next_seq, self._summary(report)))
+        finally:
+            heartbeat.cancel()
+            record = self._record(report)
+            for observer in self._observers:
+                observer.answer_finished(record)
+
+    async def _heartbeat(self) -> None:
+        timing = self._timing
+        interval = timing.lease_seconds / 3
+        if timing.grace_seconds > 0:
+            interval = min(interval, timing.grace_seconds / 2)
+        while True:
+            try:
+                await self._store.renew_lease(self.id, timing.lease_seconds)
+                if timing.grace_seconds > 0 and not await self._store.reader_present(self.id):
+                    log.info("no reader came back within the resume grace period")
+                    self.cancel_soon(CANCELLED, "client_disconnected")
+                    return
+            except StoreUnavailableError:
+                pass  # the next append fails too, and ends the answer
+            await asyncio.sleep(interval)
+
+    async def _end_stopped(self) -> None:
+        public, outcome = self._stop or (CANCELLED, "client_disconnected")
+        if outcome == "error":
+            self._note_error(public, "Aborted")
+        else:
+            self.outcome = outcome
+            self.error_code = public.code if outcome == "cancelled" else None
+        await self._append_final(Failed(self._next_seq, public))
+
+    async def _append(self, event: AnswerEvent) -> None:
+        await self._store.append(self.id, event)
+        self._next_seq += 1
+
+    async def _append_text(self, chunk: str) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = self._elapsed_ms()
+        self.chars += len(chunk)
+        self.pieces += 1
+        await self._append(Text(self._next_seq, chunk))
+
+    async def _append_final(self, event: AnswerEvent) -> None:
+        """The last event, then the lease goes. Bounded and shielded: this runs
+        while the task is being cancelled, and a store that hangs must not keep it."""
+        self._logged_end = True
+        with anyio.move_on_after(self._timing.close_seconds * 2, shield=True):
+            try:
+                await self._store.append(self.id, event)
+            except StoreUnavailableError:
+                log.warning("the answer's last event could not be stored")
+            await self._release_lease()
+
+    async def _release_lease(self) -> None:
+        # Readers waiting on a log that cannot grow learn it from the lease at once.
+        with suppress(StoreUnavailableError):
+            await self._store.release_lease(self.id)
+
+    def _note_error(self, public: PublicError, cause: str, status: int | None = None) -> None:
+        self.outcome = "error"
+        self.error_code = public.code
+        # Type and status only: provider error bodies can echo the API key.
+        self.error_cause = cause
+        self.upstream_status = status
+
+    def _elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self._started) * 1000, 1)
+
+    def _summary(self, report: GenerationReport) -> AnswerSummary:
+        return AnswerSummary(
+            finish_reason=report.finish_reason,
+            usage=report.usage,
+            ttft_ms=self.ttft_ms,
+            chars=self.chars,
+            duration_ms=self._elapsed_ms(),
+        )
+
+    def _record(self, report: GenerationReport) -> AnswerRecord:
+        usage = report.usage or {}
+        return AnswerRecord(
+            request_id=self.meta.request_id,
+            answer_id=self.id,
+            provider=self.meta.provider,
+            model=self.meta.model,
+            prompt=self.meta.prompt,
+            outcome=self.outcome,
+            error_code=self.error_code,
+            error_cause=self.error_cause,
+            upstream_status=self.upstream_status,
+            finish_reason=report.finish_reason,
+            pieces=self.pieces,
+            chars=self.chars,
+            ttft_ms=self.ttft_ms,
+            duration_ms=self._elapsed_ms(),
+            input_tokens=usage.get("input_tokens"),
+            output_tokens=usage.get("output_tokens"),
+        )

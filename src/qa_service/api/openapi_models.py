@@ -1,0 +1,131 @@
+"""The schema models /openapi.json names: the error shape, the events, the plain bodies."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from qa_service.core.events import AnswerMeta, AnswerSummary
+
+REF = "#/components/schemas/{model}"
+
+
+class ErrorDetail(BaseModel):
+    """A stable `code` to program against, a `message` safe to show, and whether to retry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(examples=["query_required"])
+    message: str = Field(examples=["The query is missing or blank."])
+    retryable: bool
+    retry_after_seconds: float | None = Field(
+        default=None, description="Present when the provider said how long to wait."
+    )
+
+
+class ErrorBody(BaseModel):
+    """A refusal before the stream starts, and the last event of a failed stream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorDetail
+
+
+class MetaEvent(BaseModel):
+    """First event of every stream: who is answering."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    meta: AnswerMeta
+
+
+class TextEvent(BaseModel):
+    """The next piece of the answer; join them all, in order, for the exact text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1)
+
+
+class DoneEvent(BaseModel):
+    """Last event of a complete answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    done: AnswerSummary
+
+
+class CancelResult(BaseModel):
+    """What `POST /answers/{answer_id}/cancel` did."""
+
+    answer_id: str
+    status: str = Field(
+        description="`cancelled`: it was generating and is being stopped; "
+        "`finished`: it had already ended.",
+        examples=["cancelled"],
+    )
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class PromptInfo(BaseModel):
+    name: str
+    description: str
+
+
+class PromptList(BaseModel):
+    default: str
+    prompts: list[PromptInfo]
+
+
+class Readiness(BaseModel):
+    status: str = Field(examples=["ready"])
+    provider: str
+    model: str
+    demo_fallback: bool
+    max_query_chars: int = Field(description="The longest query accepted, in characters.")
+    notice: str | None = Field(default=None, description="Only when the demo is a fallback.")
+    scenarios: list[str] | None = Field(default=None, description="Only on the demo provider.")
+
+
+EVENT_MODELS: tuple[type[BaseModel], ...] = (MetaEvent, TextEvent, DoneEvent, ErrorBody)
+SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
+    *EVENT_MODELS,
+    CancelResult,
+    Health,
+    PromptList,
+    Readiness,
+)
+
+STREAM_EXAMPLE = (
+    "id: Qm9yZWFsaXMtbWFnbmEtMQ:0\n"
+    "retry: 1000\n"
+    'data: {"meta":{"request_id":"3f1c9a5e2b7d4e0f8a6b1c2d3e4f5a6b","provider":"openai",'
+    '"model":"gpt-4o-mini","prompt":"explain","answer_id":"Qm9yZWFsaXMtbWFnbmEtMQ",'
+    '"demo_fallback":false}}\n\n'
+    "id: Qm9yZWFsaXMtbWFnbmEtMQ:1\n"
+    'data: {"text":"Photosynthesis is"}\n\n'
+    ": keep-alive\n"
+    "id: Qm9yZWFsaXMtbWFnbmEtMQ:2\n"
+    'data: {"text":" how plants turn light into sugar."}\n\n'
+    "id: Qm9yZWFsaXMtbWFnbmEtMQ:3\n"
+    'data: {"done":{"finish_reason":"stop","usage":{"input_tokens":31,"output_tokens":9,'
+    '"total_tokens":40},"ttft_ms":412.7,"chars":51,"duration_ms":904.1}}\n\n'
+)
+
+STREAM_DESCRIPTION = """\
+Server-Sent Events. Each event is unnamed (type `message`) and has an `id`
+(`<answer id>:<seq>`) and one `data` line: a JSON object with one key. Send
+the last id back as `Last-Event-ID` to resume after a drop.
+
+| key | how many | schema |
+|---|---|---|
+| `meta` | exactly 1, first | `MetaEvent` |
+| `text` | 0 or more | `TextEvent` |
+| `done` | 0 or 1, last | `DoneEvent` |
+| `error` | 0 or 1, last | `ErrorBody` (a failure after the stream started) |
+
+Every stream ends with one `done` or one `error`. While the model is silent
+the server sends `: keep-alive` comment lines. The whole contract is
+docs/PROTOCOL.md in the repository."""

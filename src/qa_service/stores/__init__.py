@@ -1,0 +1,31 @@
+"""Answer stores: where answers' logs and signals live (answers/ports.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from qa_service.answers.ports import AnswerStore
+from qa_service.config import Settings
+from qa_service.stores.memory import MemoryAnswerStore
+
+
+def max_logged_events(settings: Settings) -> int:
+    """Meta, a text per piece up to the cap (QA_MAX_TOKENS), and the last event."""
+    return (settings.max_tokens or 100_000) + 16
+
+
+@asynccontextmanager
+async def open_answer_store(settings: Settings) -> AsyncIterator[AnswerStore]:
+    """In this process by default; in Redis, shared by replicas, with QA_REDIS_URL."""
+    if settings.redis_url is None:
+        yield MemoryAnswerStore(settings.resume_ttl_seconds)
+        return
+    # Imported only when used: a single-process deployment never loads redis.
+    from qa_service.stores.redis import open_redis_store
+
+    url = settings.redis_url.get_secret_value()
+    async with open_redis_store(
+        url, settings.resume_ttl_seconds, max_logged_events(settings)
+    ) as store:
+        yield store

@@ -1,0 +1,106 @@
+"""The in-process answer store: the default, with no dependency.
+
+Any connection to this process can resume any answer this process generates;
+another process cannot (QA_REDIS_URL shares answers between replicas).
+Finished logs are forgotten `ttl_seconds` after their last event. They end in
+the order they expire, so a deque keeps the sweep O(1) per answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from qa_service.answers.ports import LogInfo
+from qa_service.core.events import AnswerEvent, is_terminal
+
+
+@dataclass(slots=True)
+class _Log:
+    fingerprint: str
+    events: list[AnswerEvent] = field(default_factory=list)
+    grew: asyncio.Event = field(default_factory=asyncio.Event)
+    lease_until: float = 0.0
+    reader_until: float = 0.0
+
+
+class MemoryAnswerStore:
+    def __init__(self, ttl_seconds: float) -> None:
+        self._ttl = ttl_seconds
+        self._logs: dict[str, _Log] = {}
+        self._expiries: deque[tuple[float, str]] = deque()
+        self._cancels: asyncio.Queue[str] = asyncio.Queue()
+
+    async def create(self, answer_id: str, fingerprint: str) -> None:
+        self._sweep()
+        self._logs[answer_id] = _Log(fingerprint)
+
+    async def describe(self, answer_id: str) -> LogInfo | None:
+        self._sweep()
+        log = self._logs.get(answer_id)
+        if log is None:
+            return None
+        last = log.events[-1] if log.events else None
+        final = last.seq if last is not None and is_terminal(last) else None
+        return LogInfo(log.fingerprint, len(log.events) - 1, final)
+
+    async def append(self, answer_id: str, event: AnswerEvent) -> bool:
+        log = self._logs.get(answer_id)
+        if log is None or event.seq != len(log.events):
+            return False
+        log.events.append(event)
+        # Wake every reader, then arm a fresh event for the next append.
+        grew, log.grew = log.grew, asyncio.Event()
+        grew.set()
+        if is_terminal(event):
+            self._expiries.append((time.monotonic() + self._ttl, answer_id))
+        return True
+
+    async def read(self, answer_id: str, after: int, wait_seconds: float) -> list[AnswerEvent]:
+        log = self._logs.get(answer_id)
+        if log is None:
+            return []
+        if len(log.events) <= after + 1 and wait_seconds > 0:
+            grew = log.grew
+            try:
+                async with asyncio.timeout(wait_seconds):
+                    await grew.wait()
+            except TimeoutError:
+                return []
+        return log.events[after + 1 :]
+
+    async def renew_lease(self, answer_id: str, seconds: float) -> None:
+        if (log := self._logs.get(answer_id)) is not None:
+            log.lease_until = time.monotonic() + seconds
+
+    async def release_lease(self, answer_id: str) -> None:
+        if (log := self._logs.get(answer_id)) is not None:
+            log.lease_until = 0.0
+
+    async def producer_alive(self, answer_id: str) -> bool:
+        log = self._logs.get(answer_id)
+        return log is not None and log.lease_until > time.monotonic()
+
+    async def touch_reader(self, answer_id: str, seconds: float) -> None:
+        if (log := self._logs.get(answer_id)) is not None:
+            log.reader_until = max(log.reader_until, time.monotonic() + seconds)
+
+    async def reader_present(self, answer_id: str) -> bool:
+        log = self._logs.get(answer_id)
+        return log is not None and log.reader_until > time.monotonic()
+
+    async def request_cancel(self, answer_id: str) -> None:
+        self._cancels.put_nowait(answer_id)
+
+    async def cancel_requests(self) -> AsyncIterator[str]:
+        while True:
+            yield await self._cancels.get()
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        while self._expiries and self._expiries[0][0] <= now:
+            _, answer_id = self._expiries.popleft()
+            self._logs.pop(answer_id, None)

@@ -1,0 +1,224 @@
+"""The Redis answer store (QA_REDIS_URL): answers shared by every replica.
+
+One answer is a few keys, all with the answer id as their cluster hash tag:
+    qa:answer:{id}          hash: fingerprint, final_seq once ended
+    qa:answer:{id}:events   stream: entry id 0-<seq+1>, field `e` = the event as JSON
+    qa:answer:{id}:lease    the producer is alive (PX = QA_PRODUCER_LEASE_SECONDS)
+    qa:answer:{id}:readers  a reader is attached (PX = QA_RESUME_GRACE_SECONDS)
+and cancels go out on the `qa:cancel` channel.
+
+Explicit stream ids make an append a compare-and-set (XADD refuses an id at or
+below the stream's top) and let a reader continue after any seq with one XREAD.
+Every key expires QA_RESUME_TTL_SECONDS after the producer's last heartbeat,
+or after the answer's last event, so nothing outlives a dead replica for long.
+Redis errors become StoreUnavailableError here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from qa_service.answers.ports import LogInfo
+from qa_service.core.errors import StoreUnavailableError
+from qa_service.core.events import AnswerEvent, from_dict, is_terminal, to_dict
+
+log = logging.getLogger(__name__)
+
+CANCEL_CHANNEL = "qa:cancel"
+_FAILURES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+# KEYS: stream, hash. ARGV: entry id, event JSON, MAXLEN, final (0/1), ttl.
+# Returns 1 appended, 0 that seq is taken, -1 the answer's hash is gone (a
+# Redis restart without persistence, or an eviction): the log cannot go on.
+_APPEND = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[1], 'e', ARGV[2])
+if type(added) == 'table' and added.err then return 0 end
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[2], 'final_seq', string.match(ARGV[1], '%d+$') - 1)
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+end
+return 1
+"""
+
+
+def _keys(answer_id: str) -> tuple[str, str, str, str]:
+    base = f"qa:answer:{{{answer_id}}}"
+    return base, f"{base}:events", f"{base}:lease", f"{base}:readers"
+
+
+def _entry_id(seq: int) -> str:
+    return f"0-{seq + 1}"
+
+
+def describe_url(url: str) -> str:
+    """Where a Redis URL points, without its password: for messages and logs."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix:{parts.path}"
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path or ''}"
+
+
+class RedisAnswerStore:
+    def __init__(self, client: aioredis.Redis, ttl_seconds: int, max_events: int) -> None:
+        self._client = client
+        self._ttl = ttl_seconds
+        self._max_events = max_events
+        self._append = client.register_script(_APPEND)
+
+    async def create(self, answer_id: str, fingerprint: str) -> None:
+        answer, *_ = _keys(answer_id)
+        async with _mapped():
+            await self._client.hset(answer, "fingerprint", fingerprint)
+            await self._client.expire(answer, self._ttl)
+
+    async def describe(self, answer_id: str) -> LogInfo | None:
+        answer, events, _, _ = _keys(answer_id)
+        async with _mapped(), self._client.pipeline(transaction=False) as pipe:
+            pipe.hmget(answer, ["fingerprint", "final_seq"])
+            pipe.xrevrange(events, count=1)
+            (fingerprint, final_seq), newest = await pipe.execute()
+        if fingerprint is None:
+            return None
+        last_seq = int(_text(newest[0][0]).split("-")[1]) - 1 if newest else -1
+        final = None if final_seq is None else int(final_seq)
+        return LogInfo(_text(fingerprint), last_seq, final)
+
+    async def append(self, answer_id: str, event: AnswerEvent) -> bool:
+        answer, events, _, _ = _keys(answer_id)
+        # ASCII-escaped: a lone surrogate in a model's text survives the trip.
+        data = json.dumps(to_dict(event), separators=(",", ":"))
+        args: list[str | int] = [
+            _entry_id(event.seq),
+            data,
+            self._max_events,
+            int(is_terminal(event)),
+            self._ttl,
+        ]
+        async with _mapped():
+            result = await self._append(keys=[events, answer], args=args)
+        if result == -1:
+            raise StoreUnavailableError
+        return bool(result == 1)
+
+    async def read(self, answer_id: str, after: int, wait_seconds: float) -> list[AnswerEvent]:
+        _, events, _, _ = _keys(answer_id)
+        block = max(1, int(wait_seconds * 1000)) if wait_seconds > 0 else None
+        async with _mapped():
+            reply = await self._client.xread({events: _entry_id(after)}, count=1000, block=block)
+        if not reply:
+            return []
+        entries = _entries(reply)
+        return [from_dict(json.loads(fields[b"e"])) for _, fields in entries]
+
+    async def renew_lease(self, answer_id: str, seconds: float) -> None:
+        answer, events, lease, _ = _keys(answer_id)
+        async with _mapped(), self._client.pipeline(transaction=False) as pipe:
+            pipe.set(lease, 1, px=int(seconds * 1000))
+            pipe.expire(answer, self._ttl)
+            pipe.expire(events, self._ttl)
+            await pipe.execute()
+
+    async def release_lease(self, answer_id: str) -> None:
+        _, _, lease, _ = _keys(answer_id)
+        async with _mapped():
+            await self._client.delete(lease)
+
+    async def producer_alive(self, answer_id: str) -> bool:
+        _, _, lease, _ = _keys(answer_id)
+        async with _mapped():
+            return bool(await self._client.exists(lease))
+
+    async def touch_reader(self, answer_id: str, seconds: float) -> None:
+        _, _, _, readers = _keys(answer_id)
+        async with _mapped():
+            await self._client.set(readers, 1, px=int(seconds * 1000))
+
+    async def reader_present(self, answer_id: str) -> bool:
+        _, _, _, readers = _keys(answer_id)
+        async with _mapped():
+            return bool(await self._client.exists(readers))
+
+    async def request_cancel(self, answer_id: str) -> None:
+        async with _mapped():
+            await self._client.publish(CANCEL_CHANNEL, answer_id)
+
+    async def cancel_requests(self) -> AsyncIterator[str]:
+        """Subscribed for the app's life; a lost connection is re-subscribed.
+        A cancel published while this replica was cut off from Redis is lost:
+        its answer then ends by its grace period, as after a hang-up."""
+        while True:
+            try:
+                async with self._client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(CANCEL_CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            yield _text(message["data"])
+            except _FAILURES:
+                log.warning("cancel subscription lost; subscribing again")
+                await asyncio.sleep(1.0)
+
+
+def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    # XREAD's RESP2 reply: [[stream, [(id, {field: value}), ...]]]
+    return cast(list[tuple[bytes, dict[bytes, bytes]]], reply[0][1])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@asynccontextmanager
+async def _mapped() -> AsyncIterator[None]:
+    try:
+        yield
+    except _FAILURES:
+        raise StoreUnavailableError from None
+
+
+def unreachable(url: str, timeout: float = 3.0) -> str | None:
+    """Why Redis at `url` cannot be used, in one line without its password; None if it can."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        client.ping()
+    except redis.exceptions.RedisError as exc:
+        return f"cannot reach Redis at {describe_url(url)} ({type(exc).__name__})"
+    finally:
+        client.close()
+    return None
+
+
+@asynccontextmanager
+async def open_redis_store(
+    url: str, ttl_seconds: int, max_events: int
+) -> AsyncIterator[RedisAnswerStore]:
+    """A store on `url`, checked with PING; raises StoreUnavailableError if unreachable."""
+    client = aioredis.Redis.from_url(
+        url,
+        # Bridges a restart or a failover of a second or so; longer is an outage.
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=4),
+        retry_on_error=list(_FAILURES),
+        socket_connect_timeout=2.0,
+        # Longer than any XREAD BLOCK (answers/follow.py polls every 0.5 s), so
+        # only a Redis that stopped answering times out.
+        socket_timeout=5.0,
+        health_check_interval=15,
+    )
+    try:
+        async with _mapped():
+            await client.ping()
+        yield RedisAnswerStore(client, ttl_seconds, max_events)
+    finally:
+        await client.aclose()

@@ -1,0 +1,307 @@
+"""Answers outlive connections: resume with Last-Event-ID on any replica, cancel from
+any replica, grace after a hang-up, a lost producer, a Redis restart.
+
+Each test runs on both stores: `redis` is two service processes sharing a real
+redis-server (the reconnect lands on the other replica), `memory` is one
+process (the same promises, without Redis).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.metrics import read_metrics, total
+from tests.support.providers import marker, provider_settings
+from tests.support.redis_server import RedisServer, run_redis
+from tests.support.resume import AnswerIdWatch, Read, read, seqs
+from tests.support.service import RunningService, free_port, run_service, service_env
+from tests.support.upstream_stub import Reply, UpstreamStub
+
+GRACE = 1.5
+PIECES = [f"w{n} " for n in range(60)]  # 1.2 s at 20 ms a piece
+LONG = [f"long{n} " for n in range(2000)]  # 40 s at 20 ms a piece
+
+
+@dataclass
+class Replicas:
+    a: RunningService
+    b: RunningService
+    redis: RedisServer | None
+
+
+def _settings(stub: UpstreamStub, redis: RedisServer | None, **extra: str) -> dict[str, str]:
+    settings = {
+        **provider_settings("openai", stub),
+        "QA_RESUME_GRACE_SECONDS": str(GRACE),
+        **extra,
+    }
+    if redis is not None:
+        settings["QA_REDIS_URL"] = redis.url
+    return settings
+
+
+@contextmanager
+def _replicas(backend: str, stub: UpstreamStub, workdir: Path, **extra: str) -> Iterator[Replicas]:
+    with ExitStack() as stack:
+        redis = stack.enter_context(run_redis(workdir)) if backend == "redis" else None
+        a = stack.enter_context(run_service(_settings(stub, redis, **extra), workdir))
+        b = a
+        if redis is not None:
+            b = stack.enter_context(run_service(_settings(stub, redis, **extra), workdir))
+        yield Replicas(a, b, redis)
+
+
+@pytest.fixture(scope="module", params=["redis", "memory"])
+def replicas(
+    request: pytest.FixtureRequest, stub: UpstreamStub, workdir: Path
+) -> Iterator[Replicas]:
+    with _replicas(request.param, stub, workdir) as pair:
+        yield pair
+
+
+def _assert_one_answer(first: Read, rest: Read, pieces: list[str]) -> None:
+    """Joined, the two reads are the answer exactly: every seq once, in order."""
+    assert first.text + rest.text == "".join(pieces)
+    ids = first.ids + rest.ids
+    assert len(set(ids)) == len(ids)
+    assert seqs(ids) == list(range(len(ids)))
+    assert {i.rsplit(":", 1)[0] for i in ids} == {first.answer_id}
+    assert "done" in rest.last
+
+
+def test_a_stream_cut_mid_answer_resumes_on_the_other_replica_exactly(
+    replicas: Replicas, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=PIECES, piece_delay=0.02))
+    before = read_metrics(replicas.b.url)
+
+    first = read(replicas.a.url, params={"query": key}, texts=5)
+    rest = read(replicas.b.url, params={"query": key}, last_event_id=first.last_id)
+
+    assert first.status == rest.status == 200
+    assert first.events[0]["meta"]["answer_id"] == first.answer_id
+    assert "meta" not in rest.events[0]  # nothing before the cut comes again
+    _assert_one_answer(first, rest, PIECES)
+    assert len(stub.exchanges_for(key)) == 1
+    after = read_metrics(replicas.b.url)
+    assert total(after, "qa_resumes_total") - total(before, "qa_resumes_total") == 1
+
+
+def test_a_resume_after_the_end_replays_the_rest_then_gets_204(
+    replicas: Replicas, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=PIECES, piece_delay=0.01))
+
+    first = read(replicas.a.url, params={"query": key}, texts=5)
+    exchange = stub.wait_ended(key, timeout=10)
+    assert exchange.completed  # it went on after the hang-up, inside the grace
+    rest = read(replicas.b.url, params={"query": key}, last_event_id=first.last_id)
+    again = read(replicas.b.url, params={"query": key}, last_event_id=rest.last_id)
+    by_id = read(replicas.a.url, f"/answers/{first.answer_id}/events", last_event_id=rest.last_id)
+
+    _assert_one_answer(first, rest, PIECES)
+    assert again.status == 204
+    assert by_id.status == 204
+    assert len(stub.exchanges_for(key)) == 1
+
+
+def test_fetch_clients_read_any_answer_by_id_from_any_seq(
+    replicas: Replicas, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=PIECES[:10]))
+    whole = read(replicas.a.url, params={"query": key})
+
+    from_start = read(replicas.b.url, f"/answers/{whole.answer_id}/events")
+    after_three = read(replicas.b.url, f"/answers/{whole.answer_id}/events", params={"after": "3"})
+
+    assert from_start.events == whole.events
+    assert from_start.ids == whole.ids
+    assert after_three.ids == whole.ids[4:]
+
+
+def test_resumes_that_cannot_be_honoured_are_refused_without_an_upstream_call(
+    replicas: Replicas, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=PIECES[:5]))
+    whole = read(replicas.a.url, params={"query": key})
+    other = marker()
+
+    unknown = read(replicas.b.url, params={"query": key}, last_event_id="A" * 22 + ":3")
+    mismatch = read(replicas.b.url, params={"query": other}, last_event_id=whole.ids[2])
+    malformed = read(replicas.b.url, params={"query": key}, last_event_id="not-an-id")
+    no_such_events = read(replicas.b.url, "/answers/" + "B" * 22 + "/events")
+    no_such_cancel = httpx.post(f"{replicas.b.url}/answers/{'C' * 22}/cancel", timeout=5)
+
+    assert (unknown.status, unknown.error()["code"]) == (404, "answer_not_found")
+    assert (mismatch.status, mismatch.error()["code"]) == (409, "resume_mismatch")
+    assert (malformed.status, malformed.error()["code"]) == (400, "invalid_last_event_id")
+    assert (no_such_events.status, no_such_events.error()["code"]) == (404, "answer_not_found")
+    assert no_such_cancel.status_code == 404
+    assert no_such_cancel.json()["error"]["code"] == "answer_not_found"
+    assert stub.exchanges_for(other) == []
+    assert len(stub.exchanges_for(key)) == 1
+
+
+def test_cancel_through_one_replica_stops_generation_on_the_other(
+    replicas: Replicas, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=LONG, piece_delay=0.02))
+    watch = AnswerIdWatch()
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(read, replicas.a.url, params={"query": key}, on_event=watch)
+        exchange = stub.wait_for_request(key)
+        answer_id = watch.wait()
+
+        cancelled_at = time.monotonic()
+        response = httpx.post(f"{replicas.b.url}/answers/{answer_id}/cancel", timeout=5)
+        closed = stub.wait_closed(key)
+        whole = reading.result(timeout=10)
+
+    assert response.status_code == 200
+    assert response.json() == {"answer_id": answer_id, "status": "cancelled"}
+    assert closed.client_closed_at is not None
+    assert closed.client_closed_at - cancelled_at < 1.0
+    assert not exchange.completed
+    assert whole.last == {
+        "error": {"code": "cancelled", "message": "The answer was cancelled.", "retryable": False}
+    }
+    again = httpx.post(f"{replicas.b.url}/answers/{answer_id}/cancel", timeout=5)
+    assert again.json()["status"] == "finished"
+
+
+def test_a_hangup_with_no_resume_cancels_after_the_grace(
+    replicas: Replicas, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=LONG, piece_delay=0.02))
+
+    read(replicas.a.url, params={"query": key}, texts=3)
+    hung_up_at = time.monotonic()
+    closed = stub.wait_closed(key, timeout=GRACE + 5)
+
+    assert closed.client_closed_at is not None
+    assert GRACE - 0.3 < closed.client_closed_at - hung_up_at < GRACE + 1.5
+    assert not closed.completed
+
+
+def test_a_hangup_then_a_resume_inside_the_grace_continues(
+    replicas: Replicas, stub: UpstreamStub
+) -> None:
+    key = marker()
+    pieces = [f"p{n} " for n in range(150)]  # 3 s: longer than the grace
+    stub.reply(key, Reply(pieces=pieces, piece_delay=0.02))
+
+    first = read(replicas.a.url, params={"query": key}, texts=3)
+    time.sleep(GRACE / 2)
+    rest = read(replicas.b.url, params={"query": key}, last_event_id=first.last_id)
+
+    _assert_one_answer(first, rest, pieces)
+    assert stub.wait_ended(key).completed
+    assert len(stub.exchanges_for(key)) == 1
+
+
+@pytest.fixture
+def fragile_replicas(stub: UpstreamStub, workdir: Path) -> Iterator[Replicas]:
+    """Replicas of their own, for tests that kill one or restart Redis."""
+    with _replicas("redis", stub, workdir, QA_PRODUCER_LEASE_SECONDS="1") as pair:
+        yield pair
+
+
+def test_a_killed_producer_leaves_readers_elsewhere_a_producer_lost_error(
+    fragile_replicas: Replicas, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=LONG, piece_delay=0.02))
+    first = read(fragile_replicas.a.url, params={"query": key}, texts=3)
+    with ThreadPoolExecutor(1) as pool:
+        path = f"/answers/{first.answer_id}/events"
+        reading = pool.submit(read, fragile_replicas.b.url, path, last_event_id=first.last_id)
+        time.sleep(0.3)  # the reader on B is following live
+
+        os.kill(fragile_replicas.a.process.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        rest = reading.result(timeout=10)
+
+    assert rest.last["error"]["code"] == "producer_lost"
+    assert rest.last["error"]["retryable"] is True
+    # The bound PROTOCOL.md gives: the lease (1 s here) plus a second.
+    assert rest.arrived[-1] - killed_at < 1 + 1.5
+    assert seqs(first.ids + rest.ids) == list(range(len(first.ids) + len(rest.ids)))
+    assert total(read_metrics(fragile_replicas.b.url), "qa_producers_lost_total") == 1
+
+
+def test_a_redis_restart_mid_answer_ends_every_reader_with_an_error_not_a_hang(
+    fragile_replicas: Replicas, stub: UpstreamStub
+) -> None:
+    assert fragile_replicas.redis is not None
+    key = marker()
+    stub.reply(key, Reply(pieces=LONG, piece_delay=0.02))
+    watch = AnswerIdWatch()
+    with ThreadPoolExecutor(2) as pool:
+        on_a = pool.submit(read, fragile_replicas.a.url, params={"query": key}, on_event=watch)
+        path = f"/answers/{watch.wait()}/events"
+        on_b = pool.submit(read, fragile_replicas.b.url, path)
+        time.sleep(0.5)
+
+        fragile_replicas.redis.restart()  # empty: nothing was persisted
+        restarted_at = time.monotonic()
+        reads = [on_a.result(timeout=15), on_b.result(timeout=15)]
+
+    for got in reads:
+        # What PROTOCOL.md promises: a retryable error, within about 5 s.
+        assert got.last["error"]["code"] in ("store_unavailable", "producer_lost")
+        assert got.last["error"]["retryable"] is True
+        assert got.arrived[-1] - restarted_at < 6
+    # The producer stopped too: its upstream request is closed.
+    closed = stub.wait_closed(key, timeout=10)
+    assert not closed.completed
+
+
+def test_an_unreachable_redis_at_start_up_stops_the_service_with_one_line(
+    stub: UpstreamStub, workdir: Path
+) -> None:
+    port = free_port()  # nothing listens there
+    password = "s3cret-redis-passw0rd"
+    env = service_env(
+        {
+            **provider_settings("openai", stub),
+            "QA_REDIS_URL": f"redis://:{password}@127.0.0.1:{port}/0",
+            "QA_PORT": str(free_port()),
+        }
+    )
+
+    done = subprocess.run(
+        [sys.executable, "-m", "qa_service", "serve"],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+    output = (done.stdout + done.stderr).decode()
+    assert done.returncode == 2
+    lines = [line for line in output.splitlines() if "QA_REDIS_URL" in line]
+    assert lines == [
+        f"qa-service: configuration error: QA_REDIS_URL: cannot reach Redis at "
+        f"redis://127.0.0.1:{port}/0 (ConnectionError)"
+    ]
+    assert password not in output
+    assert "Traceback" not in output

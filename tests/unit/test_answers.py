@@ -1,0 +1,363 @@
+"""An answer's life with fake models and the in-process store: events, ids,
+replay, resume, grace after a hang-up, cancel, and a lost producer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk
+
+from qa_service.answers.connection import answer_events, new_answer_events
+from qa_service.answers.follow import FollowTiming, follow
+from qa_service.answers.model import ANSWER_ID, AnswerObserver, AnswerRequest
+from qa_service.answers.registry import AnswerRegistry, CancelResult
+from qa_service.answers.run import AnswerRun, RunTiming
+from qa_service.core.errors import SHUTTING_DOWN, QAServiceError
+from qa_service.core.events import AnswerEvent, AnswerMeta, Failed, Meta, Text, is_terminal
+from qa_service.generation.demo import SCENARIO_CONFIG_KEY, build_demo_model
+from qa_service.generation.prompts import load_prompts
+from qa_service.generation.writer import AIWriter
+from qa_service.stores.memory import MemoryAnswerStore
+from qa_service.wire import native
+
+PROMPTS = load_prompts(Path(__file__).resolve().parents[2] / "prompts")
+META = AnswerMeta(request_id="rid", provider="demo", model="m", prompt="explain")
+REQUEST = AnswerRequest("question", "explain", {})
+
+
+def _registry(
+    writer: Any,
+    grace: float = 0.0,
+    lease: float = 3.0,
+    observers: Sequence[AnswerObserver] = (),
+) -> AnswerRegistry:
+    if not isinstance(writer, AIWriter) and hasattr(writer, "_astream"):
+        writer = AIWriter(writer, PROMPTS)
+    timing = RunTiming(close_seconds=1.0, lease_seconds=lease, grace_seconds=grace)
+    return AnswerRegistry(MemoryAnswerStore(300), cast(AIWriter, writer), timing, observers)
+
+
+async def _wire(
+    events: AsyncIterator[AnswerEvent], answer_id: str | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The native protocol's (id, payload) pairs, as a client would read them."""
+    rendered = native.render_stream(cast(Any, events), answer_id)
+    return [(e.id or "", json.loads(str(e.data))) async for e in rendered]
+
+
+async def _new(registry: AnswerRegistry, request: AnswerRequest = REQUEST) -> list[Any]:
+    return await _wire(new_answer_events(registry, request, META))
+
+
+async def test_complete_answer_is_meta_texts_then_done_with_answer_scoped_ids() -> None:
+    events = await _new(_registry(build_demo_model(0, 0)))
+
+    kinds = [next(iter(payload)) for _, payload in events]
+    assert kinds[0] == "meta"
+    assert kinds[-1] == "done"
+    assert set(kinds[1:-1]) == {"text"}
+    answer_id = events[0][1]["meta"]["answer_id"]
+    assert ANSWER_ID.match(answer_id)
+    assert events[0][1]["meta"]["request_id"] == "rid"  # the correlation id stays apart
+    assert [event_id for event_id, _ in events] == [f"{answer_id}:{n}" for n in range(len(events))]
+    done = events[-1][1]["done"]
+    assert done["chars"] == sum(len(p["text"]) for _, p in events if "text" in p)
+    assert done["ttft_ms"] <= done["duration_ms"]
+
+
+async def test_answer_ids_are_new_for_every_answer() -> None:
+    registry = _registry(build_demo_model(0, 0))
+    ids = {(await _new(registry))[0][1]["meta"]["answer_id"] for _ in range(20)}
+    assert len(ids) == 20
+
+
+async def test_the_first_event_tells_a_browser_to_reconnect_within_the_grace() -> None:
+    meta_event = native.render("a" * 22, Meta(0, META))
+    assert meta_event.retry == native.RECONNECT_MS
+    assert b"retry: 1000" in meta_event.encode()
+
+
+async def test_failure_mid_answer_is_one_error_event_after_the_text() -> None:
+    model = build_demo_model(0, 0)
+    request = AnswerRequest("q", "explain", {SCENARIO_CONFIG_KEY: "error_mid_stream"})
+    events = await _new(_registry(model), request)
+
+    assert "text" in events[-2][1]
+    assert events[-1][1] == {
+        "error": {
+            "code": "upstream_interrupted",
+            "message": "The model provider's stream was cut off.",
+            "retryable": True,
+        }
+    }
+
+
+async def test_answer_without_a_finish_reason_ends_as_incomplete() -> None:
+    events = await _new(_registry(GenericFakeChatModel(messages=iter([AIMessage("a b")]))))
+
+    assert events[-1][1]["error"]["code"] == "upstream_incomplete"
+
+
+async def test_a_late_reader_replays_from_any_seq() -> None:
+    registry = _registry(build_demo_model(0, 0))
+    everything = await _new(registry)
+    answer_id = everything[0][1]["meta"]["answer_id"]
+
+    replayed = await _wire(answer_events(registry, answer_id, 3), answer_id)
+
+    assert replayed == everything[4:]
+
+
+async def test_two_readers_see_the_same_events() -> None:
+    registry = _registry(build_demo_model(0.001, 0))
+    run = await registry.start(REQUEST, META)
+
+    async def read() -> list[Any]:
+        return await _wire(answer_events(registry, run.id, -1))
+
+    first, second = await asyncio.gather(read(), read())
+    assert first == second
+    assert len(first) > 10
+
+
+class _EndlessModel(GenericFakeChatModel):
+    """Writes forever, counting what it wrote."""
+
+    written: int = 0
+
+    async def _astream(
+        self, messages: list[BaseMessage], *args: Any, **kwargs: Any
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        while True:
+            await asyncio.sleep(0.005)
+            self.written += 1
+            yield ChatGenerationChunk(message=AIMessageChunk(content="more "))
+
+
+async def _read_some(stream: AsyncIterator[AnswerEvent], count: int) -> list[AnswerEvent]:
+    return [await anext(stream) for _ in range(count)]
+
+
+async def test_without_grace_leaving_the_stream_stops_generation_at_once() -> None:
+    model = _EndlessModel(messages=iter(()))
+    registry = _registry(model, grace=0)
+    run = await registry.start(REQUEST, META)
+    stream = answer_events(registry, run.id, -1)
+    await _read_some(stream, 3)
+
+    started = asyncio.get_running_loop().time()
+    await stream.aclose()
+    stopped_at = model.written
+    await asyncio.sleep(0.1)
+
+    assert asyncio.get_running_loop().time() - started < 0.5
+    assert run.ended
+    assert run.outcome == "client_disconnected"
+    assert model.written == stopped_at
+    log = await registry.store.read(run.id, -1, 0)
+    assert isinstance(log[-1], Failed)
+    assert log[-1].error.code == "cancelled"
+
+
+async def test_with_grace_a_hangup_keeps_generating_and_a_resume_continues_exactly() -> None:
+    model = _EndlessModel(messages=iter(()))
+    registry = _registry(model, grace=0.5)
+    run = await registry.start(REQUEST, META)
+    first = answer_events(registry, run.id, -1)
+    seen = await _read_some(first, 4)
+    await first.aclose()  # a network drop
+    written_at_drop = model.written
+    await asyncio.sleep(0.2)  # inside the grace period
+
+    assert not run.ended
+    assert model.written > written_at_drop
+    resumed = answer_events(registry, run.id, seen[-1].seq)
+    more = await _read_some(resumed, 20)
+    await registry.cancel(run.id)
+    await resumed.aclose()
+
+    seqs = [e.seq for e in seen + more]
+    assert seqs == list(range(len(seqs)))  # nothing missed, nothing twice
+
+
+async def test_with_grace_an_answer_nobody_resumes_is_cancelled_after_it() -> None:
+    model = _EndlessModel(messages=iter(()))
+    registry = _registry(model, grace=0.3)
+    run = await registry.start(REQUEST, META)
+    stream = answer_events(registry, run.id, -1)
+    await _read_some(stream, 3)
+    await stream.aclose()
+    left_at = asyncio.get_running_loop().time()
+
+    async with asyncio.timeout(3):
+        await asyncio.wait({run.start()})
+
+    assert 0.25 < asyncio.get_running_loop().time() - left_at < 1.5
+    assert run.outcome == "client_disconnected"
+    log = await registry.store.read(run.id, -1, 0)
+    assert isinstance(log[-1], Failed)
+    assert log[-1].error.code == "cancelled"
+
+
+async def test_an_explicit_cancel_ends_the_log_for_every_reader() -> None:
+    model = _EndlessModel(messages=iter(()))
+    registry = _registry(model, grace=5)
+    run = await registry.start(REQUEST, META)
+    stream = answer_events(registry, run.id, -1)
+    await _read_some(stream, 3)
+
+    assert await registry.cancel(run.id) is CancelResult.CANCELLED
+    rest = [e async for e in stream]
+
+    assert isinstance(rest[-1], Failed)
+    assert rest[-1].error.code == "cancelled"
+    assert run.outcome == "cancelled"
+    assert await registry.cancel(run.id) is CancelResult.FINISHED
+    with pytest.raises(QAServiceError) as unknown:
+        await registry.cancel("x" * 22)
+    assert unknown.value.public.code == "answer_not_found"
+
+
+async def test_resume_is_refused_for_an_unknown_answer_or_another_request() -> None:
+    registry = _registry(build_demo_model(0, 0))
+    events = await _new(registry)
+    answer_id = events[0][1]["meta"]["answer_id"]
+    last = len(events) - 1
+
+    with pytest.raises(QAServiceError) as unknown:
+        await registry.resume_point("y" * 22, 0, REQUEST)
+    with pytest.raises(QAServiceError) as other:
+        await registry.resume_point(answer_id, 0, AnswerRequest("another", "explain", {}))
+    mid = await registry.resume_point(answer_id, 2, REQUEST)
+    end = await registry.resume_point(answer_id, last, REQUEST)
+
+    assert unknown.value.public.code == "answer_not_found"
+    assert other.value.public.code == "resume_mismatch"
+    assert (mid.delivered_all, mid.replayed) == (False, last - 2)
+    assert (end.delivered_all, end.replayed) == (True, 0)
+
+
+async def test_a_producer_whose_lease_lapses_is_declared_lost_once() -> None:
+    store = MemoryAnswerStore(300)
+    await store.create("a" * 22, "f")
+    await store.append("a" * 22, Meta(0, META))
+    await store.append("a" * 22, Text(1, "hello"))
+    await store.renew_lease("a" * 22, 0.2)  # and then the producer dies
+    lost = []
+    timing = FollowTiming(poll_seconds=0.05)
+
+    async def read() -> list[AnswerEvent]:
+        events = follow(store, "a" * 22, 0, timing, on_producer_lost=lambda: lost.append(1))
+        async with asyncio.timeout(3):
+            return [e async for e in events]
+
+    first, second = await asyncio.gather(read(), read())
+
+    assert first == second
+    assert [type(e).__name__ for e in first] == ["Text", "Failed"]
+    assert isinstance(first[-1], Failed)
+    assert first[-1].error.code == "producer_lost"
+    assert first[-1].seq == 2
+    assert len(lost) == 1  # one reader's append won; the other read it
+
+
+class _Counting:
+    def __init__(self) -> None:
+        self.started = 0
+        self.finished = 0
+
+    def answer_started(self, meta: AnswerMeta) -> None:
+        self.started += 1
+
+    def answer_finished(self, record: Any) -> None:
+        self.finished += 1
+
+    def producer_lost(self) -> None:
+        pass
+
+
+async def test_a_cancel_before_generation_runs_counts_nothing_and_ends_the_log() -> None:
+    observer = _Counting()
+    registry = _registry(build_demo_model(0, 0), observers=[observer])
+
+    run = await registry.start(REQUEST, META)
+    await run.cancel()  # before the task's first step
+
+    assert run.ended
+    assert (observer.started, observer.finished) == (0, 0)
+    log = await registry.store.read(run.id, -1, 0)
+    assert len(log) == 1
+    assert is_terminal(log[0])
+
+
+class _CancelSwallowingWriter:
+    """Writes forever and swallows a cancel, as asyncio.wait_for can on Python 3.11."""
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.swallowed = 0
+
+    async def stream(self, question: str, **kwargs: Any) -> AsyncIterator[str]:
+        while True:
+            try:
+                await asyncio.sleep(0.005)
+            except asyncio.CancelledError:
+                self.swallowed += 1
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            self.written += 1
+            yield "more "
+
+
+async def test_a_cancel_swallowed_below_still_stops_the_answer() -> None:
+    writer = _CancelSwallowingWriter()
+    registry = _registry(writer)
+    run = await registry.start(REQUEST, META)
+    stream = answer_events(registry, run.id, -1)
+    await _read_some(stream, 3)
+
+    await stream.aclose()
+
+    assert writer.swallowed == 1
+    assert run.ended
+    assert run.outcome == "client_disconnected"
+    stopped_at = writer.written
+    await asyncio.sleep(0.05)
+    assert writer.written == stopped_at
+
+
+class _SlowClosingResponse:
+    """An upstream response whose close takes a moment (a TLS close_notify, say)."""
+
+    is_closed = False
+
+    async def aclose(self) -> None:
+        await asyncio.sleep(0.1)
+        self.is_closed = True
+
+
+async def test_a_second_cancel_while_the_first_closes_the_upstream_cancels_nothing_more() -> None:
+    """Shutdown aborts an answer, and the client hangs up while its upstream closes."""
+    registry = _registry(_EndlessModel(messages=iter(())))
+    run: AnswerRun = await registry.start(REQUEST, META)
+    stream = answer_events(registry, run.id, -1)
+    await _read_some(stream, 2)  # meta and a text: generation is under way
+    response = _SlowClosingResponse()
+    run._upstream._responses.add(response)  # type: ignore[arg-type]
+    task = run.start()
+
+    first = asyncio.create_task(run.cancel(SHUTTING_DOWN, "error"))
+    await asyncio.sleep(0.03)  # the answer's task is now closing its upstream
+    await run.cancel()
+    await first
+
+    assert task.cancelling() == 1
+    assert response.is_closed
+    assert run.error_code == "shutting_down"  # the first cancel's reason stands
+    await stream.aclose()
