@@ -1,23 +1,34 @@
 // qa-client.js: a dependency-free client for qa-service's event stream.
 //
-//   import { streamAnswer } from "https://your-qa-service/qa-client.js";
-//   const controller = new AbortController();
+//   import { streamAnswer, startAnswer, cancelAnswer } from "https://your-qa-service/qa-client.js";
+//   const controller = new AbortController();   // controller.abort() = Stop (cancels the answer)
 //   const result = await streamAnswer("photosynthesis", {
 //     signal: controller.signal,
-//     onMeta: (meta) => {},              // provider, model, request_id, notice
-//     onText: (piece, textSoFar) => {},  // insert as text, never as HTML
+//     onMeta: (meta) => {},              // provider, model, request_id, answer_id, notice
+//     onText: (piece, textSoFar) => {},  // insert as text, never as HTML; never a piece twice
 //     onDone: (done, text) => {},        // finish_reason, usage, ttft_ms, chars
 //     onError: (error, textSoFar, requestId) => {}, // code, message, retryable
+//     onReconnect: ({ attempt, delayMs, answerId, lastEventId, error }) => {}, // optional
+//     retries: 5, retryDelayMs: 250, maxRetryDelayMs: 2000,                   // the defaults
 //   });
 //   // result.status is "done", "error" or "aborted"; result.requestId is the
-//   // service's id for this request (quote it in bug reports), or "" if none
+//   // service's id for this request (quote it in bug reports), or "" if none;
+//   // result.answerId is the answer's id ("" before meta); result.reconnects.
+//
+//   const handle = startAnswer("photosynthesis", { ... });  // same options
+//   handle.answerId; handle.abort(); handle.abort({ beacon: true }); await handle.result;
+//   addEventListener("pagehide", () => handle.abort({ beacon: true }));
+//   cancelAnswer(answerId, { baseUrl, beacon: true });      // POST /answers/{id}/cancel
 //
 // It uses fetch (POST, so long questions stay out of URLs and logs) and a
 // parser that follows the WHATWG event-stream rules, so events split across
 // network chunks, CR / LF / CRLF line ends and UTF-8 characters cut in half
-// all arrive intact. It stops on the terminal event, so unlike EventSource it
-// never reconnects and never asks the model twice. The protocol is documented
-// in docs/PROTOCOL.md.
+// all arrive intact. It stops on the terminal event (done or error), so it
+// never asks the model twice. A connection that drops before it is resumed
+// with GET /answers/{answer_id}/events and Last-Event-ID (bounded retries with
+// backoff; see startAnswer), and aborting cancels the answer on the service
+// (POST /answers/{answer_id}/cancel). The protocol is documented in
+// docs/PROTOCOL.md.
 
 /**
  * Incremental parser for text/event-stream bytes (WHATWG HTML, "Server-sent events").
