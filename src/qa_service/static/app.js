@@ -1,7 +1,9 @@
-// The demo page: streams an answer into the page with qa-client.js.
+// The demo page: streams an answer into the page with qa-client.js, which
+// resumes it by itself after a network drop (the page only says so while it
+// waits) and cancels it on the service when Stop, Escape or closing the tab ends it.
 // What the page offers (provider, demo notice, scenarios, the query limit)
 // comes from GET /readyz and GET /prompts; nothing is hard-coded here.
-import { streamAnswer } from "/qa-client.js";
+import { startAnswer } from "/qa-client.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("ask-form");
@@ -30,7 +32,7 @@ const scenarioField = $("scenario-field");
 const scenarioSelect = $("scenario");
 
 let maxChars = null; // from /readyz
-let controller = null;
+let current = null; // the running answer's handle from startAnswer
 let lastRequest = null;
 
 // What a person should read first; the service's own message follows it.
@@ -54,6 +56,14 @@ const FRIENDLY = {
   upstream_error: "The model provider reported an error.",
   network_error: "The service could not be reached. Check the connection.",
   stream_cut: "The connection dropped before the answer was finished.",
+  answer_not_found: "The connection dropped, and the answer could no longer be found.",
+  resume_mismatch: "The connection dropped, and the service would not resume this answer.",
+  invalid_last_event_id: "The connection dropped, and the answer could not be resumed.",
+  resume_incomplete: "The connection dropped, and the end of the answer was lost.",
+  protocol_error: "The page could not read the service's answer.",
+  cancelled: "The answer was stopped.",
+  producer_lost: "The server writing the answer stopped. Try again.",
+  store_unavailable: "The service lost track of the answer. Try again.",
   internal_error: "The service failed. Quote the request id when you report it.",
 };
 
@@ -80,21 +90,29 @@ let waitTimer = 0;
 let startedAt = 0;
 let lastTextAt = 0;
 let sawText = false;
+let reconnecting = null; // {attempt, of} while the client resumes after a drop
 function startWaiting() {
   startedAt = performance.now();
   lastTextAt = startedAt;
   sawText = false;
+  reconnecting = null;
   clearInterval(waitTimer);
   waitTimer = setInterval(showWaiting, 250);
   showWaiting();
 }
 function noteText() {
   sawText = true;
+  reconnecting = null;
   lastTextAt = performance.now();
   waiting.hidden = true;
 }
 function showWaiting() {
   const now = performance.now();
+  if (reconnecting) {
+    waitingText.textContent = `Connection lost; reconnecting (${reconnecting.attempt} of ${reconnecting.of})…`;
+    waiting.hidden = false;
+    return;
+  }
   if (sawText && now - lastTextAt < SILENCE_MS) {
     waiting.hidden = true;
     return;
@@ -177,9 +195,10 @@ async function copyRequestId() {
   }
 }
 
+const RETRIES = 5; // qa-client.js's default, said here to show "n of 5"
+
 async function ask(request) {
-  controller?.abort();
-  controller = new AbortController();
+  current?.abort();
   lastRequest = request;
   answer.textContent = "";
   meta.textContent = "";
@@ -187,10 +206,14 @@ async function ask(request) {
   errorBox.hidden = true;
   setBusy(true);
   startWaiting();
-  const result = await streamAnswer(request.query, {
+  const handle = startAnswer(request.query, {
     prompt: request.prompt,
     scenario: request.scenario,
-    signal: controller.signal,
+    retries: RETRIES,
+    onReconnect({ attempt }) {
+      reconnecting = { attempt, of: RETRIES };
+      showWaiting();
+    },
     onMeta(info) {
       meta.textContent = `${info.provider} · ${info.model} · prompt "${info.prompt}"`;
     },
@@ -207,6 +230,10 @@ async function ask(request) {
     },
     onError: showError,
   });
+  current = handle;
+  const result = await handle.result;
+  if (current !== handle) return; // a newer question took over the page
+  current = null;
   stopWaiting();
   flushText();
   setBusy(false);
@@ -231,9 +258,13 @@ question.addEventListener("keydown", (event) => {
   }
 });
 document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape" && controller) controller.abort();
+  if (event.key === "Escape") current?.abort();
 });
-stopButton.addEventListener("click", () => controller?.abort());
+// Stop aborts the stream and asks the service to cancel the answer.
+stopButton.addEventListener("click", () => current?.abort());
+// A closing tab cannot wait for a fetch: the cancel goes as a beacon. Without
+// it the service would keep the answer going for its resume grace period.
+addEventListener("pagehide", () => current?.abort({ beacon: true }));
 retryButton.addEventListener("click", () => lastRequest && ask(lastRequest));
 copyButton.addEventListener("click", copyRequestId);
 
