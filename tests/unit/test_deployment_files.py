@@ -57,6 +57,7 @@ def test_nginx_config_balances_without_stickiness_and_streams_unbuffered() -> No
     for setting in (
         "server qa-service:8000;",
         "listen 8000;",
+        "zone qa_service 64k;",
         "proxy_pass http://qa_service;",
         "proxy_http_version 1.1;",
         'proxy_set_header Connection "";',
