@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs: podman (with runc, as docs/CONTAINER_TESTS.md
 # explains) and debootstrap for the container tests' stand-in base image, and
-# chromium for the browser tests (Playwright drives it; it cannot download its own).
+# chromium for the browser tests (Playwright drives it; it cannot download its own),
+# redis-server and nginx for the replica tests (each test starts its own, as the
+# calling user, on free ports; the daemons the packages start are stopped and disabled).
 # Node.js runs the JS client's tests; Debian's is used only where none is installed.
 # Installs only what is missing; needs root (CI runs as root), or sudo.
 set -euo pipefail
-PACKAGES=(podman runc debootstrap uidmap chromium)
+PACKAGES=(podman runc debootstrap uidmap golang-github-containernetworking-plugin-dnsname
+    chromium redis-server nginx)
 command -v node >/dev/null 2>&1 || PACKAGES+=(nodejs)
 missing=()
 for package in "${PACKAGES[@]}"; do
@@ -19,3 +22,13 @@ SUDO=""
 echo "installing: ${missing[*]}"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The packages start system daemons (nginx on port 80, redis on 6379) where an init
+# system runs; the tests need neither, so stop them and keep them from coming back.
+for service in nginx redis-server; do
+    case " ${missing[*]} " in *" $service "*) ;; *) continue ;; esac
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || true
+    elif command -v service >/dev/null 2>&1; then
+        $SUDO service "$service" stop >/dev/null 2>&1 || true
+    fi
+done

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -11,17 +12,68 @@ from qa_service.config import Settings, env_name
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _compose() -> dict[str, Any]:
+    compose: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    return compose
+
+
 def test_compose_runs_the_image_hardened_with_room_to_drain() -> None:
-    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    service = compose["services"]["qa-service"]
+    service = _compose()["services"]["qa-service"]
     assert service["build"]["context"] == "."
     assert service["environment"]["QA_HOST"] == "0.0.0.0"
     assert service["read_only"] is True
     assert service["cap_drop"] == ["ALL"]
+    assert service["security_opt"] == ["no-new-privileges:true"]
+    assert service["tmpfs"] == ["/tmp"]
     grace = Settings.model_fields["shutdown_grace_seconds"].default
     stop_seconds = int(service["stop_grace_period"].removesuffix("s"))
     # The process exits within the answers' grace plus about 2.5 s.
     assert stop_seconds >= grace + 3
+
+
+def test_compose_runs_two_replicas_on_redis_behind_nginx() -> None:
+    services = _compose()["services"]
+    assert set(services) == {"redis", "qa-service", "nginx"}
+    replica = services["qa-service"]
+    # podman-compose honours deploy.replicas only with an explicit mode.
+    assert replica["deploy"] == {"mode": "replicated", "replicas": 2}
+    assert replica["environment"]["QA_REDIS_URL"] == "redis://redis:6379/0"
+    assert "ports" not in replica, "only nginx is published"
+    assert replica["depends_on"]["redis"]["condition"] == "service_healthy"
+
+    redis = services["redis"]
+    assert redis["image"].startswith("redis:7")
+    assert redis["command"] == ["redis-server", "--save", "", "--appendonly", "no"]
+
+    nginx = services["nginx"]
+    assert nginx["image"].startswith("nginx:")
+    assert nginx["ports"] == ["8000:8000"]
+    assert "./deploy/nginx.conf:/etc/nginx/conf.d/default.conf:ro" in nginx["volumes"]
+
+
+def test_nginx_config_balances_without_stickiness_and_streams_unbuffered() -> None:
+    conf = (REPO / "deploy" / "nginx.conf").read_text()
+    lines = {line.strip() for line in conf.splitlines() if not line.strip().startswith("#")}
+    for setting in (
+        "server qa-service:8000;",
+        "listen 8000;",
+        "zone qa_service 64k;",
+        "proxy_pass http://qa_service;",
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";',
+        "proxy_buffering off;",
+        "proxy_cache off;",
+        "proxy_read_timeout 1h;",
+        "proxy_set_header Host $http_host;",
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        "proxy_set_header X-Request-ID $http_x_request_id;",
+        "proxy_set_header Last-Event-ID $http_last_event_id;",
+    ):
+        assert setting in lines, setting
+    code = " ".join(lines)
+    for sticky in ("ip_hash", "hash ", "sticky", "least_conn"):
+        assert sticky not in code, sticky
 
 
 def test_env_example_names_only_real_settings() -> None:
