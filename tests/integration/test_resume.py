@@ -141,6 +141,7 @@ def test_resumes_that_cannot_be_honoured_are_refused_without_an_upstream_call(
     stub.reply(key, Reply(pieces=PIECES[:5]))
     whole = read(replicas.a.url, params={"query": key})
     other = marker()
+    before = read_metrics(replicas.b.url)
 
     unknown = read(replicas.b.url, params={"query": key}, last_event_id="A" * 22 + ":3")
     mismatch = read(replicas.b.url, params={"query": other}, last_event_id=whole.ids[2])
@@ -156,6 +157,15 @@ def test_resumes_that_cannot_be_honoured_are_refused_without_an_upstream_call(
     assert no_such_cancel.json()["error"]["code"] == "answer_not_found"
     assert stub.exchanges_for(other) == []
     assert len(stub.exchanges_for(key)) == 1
+    after = read_metrics(replicas.b.url)
+    for code, count in (
+        ("answer_not_found", 2),
+        ("resume_mismatch", 1),
+        ("invalid_last_event_id", 1),
+    ):
+        name = "qa_resumes_refused_total"
+        refused = total(after, name, code=code) - total(before, name, code=code)
+        assert refused == count, code
 
 
 def test_cancel_through_one_replica_stops_generation_on_the_other(

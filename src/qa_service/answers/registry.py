@@ -88,7 +88,7 @@ class AnswerRegistry:
     ) -> CancelResult:
         """Stop an answer wherever it runs. Here: waits until its upstream is closed."""
         run = self._runs.get(answer_id)
-        if run is not None:
+        if run is not None and not run.ended:
             await run.cancel(public, outcome)
             return CancelResult.CANCELLED
         info = await self.store.describe(answer_id)

@@ -91,7 +91,7 @@ async def start_answer(service: Service, ask: AskBody, request: Request) -> Resp
     """Refuse bad input before any upstream call; then resume or open a new stream."""
     settings = service.settings
     answer_request = _checked_request(service, ask)
-    resume = last_event_id(request)
+    resume = last_event_id(service, request)
     if resume is not None:
         return await continue_answer(service, *resume, answer_request)
     meta = AnswerMeta(
@@ -151,9 +151,10 @@ async def answer_events_route(
 ) -> Response:
     """An answer's events after `after` (or after the `Last-Event-ID` header's
     event; from its start without either): how a `fetch` client resumes."""
-    resume = last_event_id(request)
+    resume = last_event_id(service, request)
     if resume is not None:
         if resume[0] != answer_id:
+            service.telemetry.resume_refused(errors.INVALID_LAST_EVENT_ID.code)
             raise errors.QAServiceError(errors.INVALID_LAST_EVENT_ID)
         after = resume[1]
     if after is None:
@@ -175,13 +176,14 @@ async def cancel_answer(service: ServiceDep, answer_id: str) -> dict[str, str]:
     return {"answer_id": answer_id, "status": result.value}
 
 
-def last_event_id(request: Request) -> tuple[str, int] | None:
+def last_event_id(service: Service, request: Request) -> tuple[str, int] | None:
     """The (answer id, seq) a reconnecting client names, or None for a new answer."""
     value = request.headers.get("last-event-id")
     if value is None or not value.strip():
         return None
     parsed = native.parse_event_id(value)
     if parsed is None or not ANSWER_ID.match(parsed[0]):
+        service.telemetry.resume_refused(errors.INVALID_LAST_EVENT_ID.code)
         raise errors.QAServiceError(errors.INVALID_LAST_EVENT_ID)
     return parsed
 

@@ -298,7 +298,8 @@ _LAST_EVENT_ID = {
     "name": "Last-Event-ID",
     "in": "header",
     "required": False,
-    "schema": {"type": "string"},
+    # Anything else is refused with 400 invalid_last_event_id.
+    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{22}:[0-9]{1,9}$"},
     "description": "Resume after this event (`<answer id>:<seq>`), as EventSource sends it.",
 }
 _PLAIN: dict[str, dict[str, Any]] = {
