@@ -6,13 +6,13 @@ share an event loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from tests.support.service import RunningService, run_service
 
@@ -42,12 +42,22 @@ def browser() -> Iterator[Browser]:
 
 
 @contextmanager
-def open_page(browser: Browser, **context_options: Any) -> Iterator[Page]:
-    """A fresh page in its own context; fails if the page logs a console error."""
+def open_page(
+    browser: Browser, *, expected_errors: Collection[str] = (), **context_options: Any
+) -> Iterator[Page]:
+    """A fresh page in its own context; fails if the page logs a console error.
+
+    `expected_errors`: exact console error texts that a test causes on purpose.
+    """
     context = browser.new_context(**context_options)
     opened = context.new_page()
     problems: list[str] = []
-    opened.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error" and message.text not in expected_errors:
+            problems.append(message.text)
+
+    opened.on("console", on_console)
     opened.on("pageerror", lambda error: problems.append(str(error)))
     yield opened
     context.close()
