@@ -94,6 +94,13 @@ def test_real_responses_match_the_schema(
 ) -> None:
     fixture = "openai_service" if provider == "openai" else "fast_demo_service"
     service: RunningService = request.getfixturevalue(fixture)
+    # schemathesis 4.32 generates "0" for the Last-Event-ID header as a valid
+    # value, ignoring its `pattern`, and then reports our 400 as a valid request
+    # refused (ST202). A well-formed id of an answer that does not exist keeps
+    # the resume routes under test (404 answer_not_found, documented).
+    (tmp_path / "schemathesis.toml").write_text(
+        '[parameters]\n"header.Last-Event-ID" = "' + "A" * 22 + ':0"\n'
+    )
     result = subprocess.run(
         [
             sys.executable,

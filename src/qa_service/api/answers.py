@@ -151,6 +151,10 @@ async def answer_events_route(
 ) -> Response:
     """An answer's events after `after` (or after the `Last-Event-ID` header's
     event; from its start without either): how a `fetch` client resumes."""
+    if not ANSWER_ID.match(answer_id):
+        # The answer first, then which of its events: a 404 says more than a 400.
+        service.telemetry.resume_refused(errors.ANSWER_NOT_FOUND.code)
+        raise errors.QAServiceError(errors.ANSWER_NOT_FOUND)
     resume = last_event_id(service, request)
     if resume is not None:
         if resume[0] != answer_id:
