@@ -6,3 +6,6 @@ source scripts/bootstrap.sh
 uv run --frozen python -m benchmarks.relay
 # The chain's CPU per chunk, stock StrOutputParser against the inline one.
 uv run --frozen python -m benchmarks.parser
+# Resumable answers: resume latency, Redis commands and bytes per answer, and
+# the service's CPU per 1,000 tokens, Redis store against in-process.
+uv run --frozen python -m benchmarks.resume
