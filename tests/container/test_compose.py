@@ -111,9 +111,7 @@ def test_nginx_sends_requests_to_both_replicas(stack: Stack) -> None:
 def test_an_answer_cut_twice_resumes_exactly_through_nginx(stack: Stack) -> None:
     full = read_part(stack.url, texts=None)
     assert full.events[-1].keys() == {"done"}
-    meta = full.events[0]["meta"]
-    if "answer_id" not in meta:
-        pytest.skip("resume (issue 7) has not landed: meta carries no answer_id")
+    assert "answer_id" in full.events[0]["meta"]
 
     # Three connections, round robin over two replicas: the answer is written on
     # one and read on both. Cut after 5 texts, twice, each time on a new connection.

@@ -48,12 +48,15 @@ async def follow(
     when `stop` is set or the store cannot be read.
     """
     touched = 0.0
+    # Often enough that presence never lapses while the reader is attached,
+    # seldom enough to cost Redis little: a quarter of the grace, at most 1 s.
+    refresh = min(1.0, timing.presence_seconds / 4)
     while True:
         if stop is not None and stop.is_set():
             yield Failed(NOT_LOGGED, SHUTTING_DOWN)
             return
         try:
-            if timing.presence_seconds > 0 and time.monotonic() - touched > 0.25:
+            if timing.presence_seconds > 0 and time.monotonic() - touched > refresh:
                 await store.touch_reader(answer_id, timing.presence_seconds)
                 touched = time.monotonic()
             batch = await store.read(answer_id, after, timing.poll_seconds)
