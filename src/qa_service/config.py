@@ -113,6 +113,15 @@ class Settings(BaseSettings):
         ),
     )
 
+    @field_validator("resume_grace_seconds", mode="after")
+    @classmethod
+    def _grace_off_or_long_enough(cls, value: float) -> float:
+        # A reader refreshes its presence about once a second; a shorter grace
+        # would cancel answers whose reader is still attached.
+        if 0 < value < 1:
+            raise ValueError("must be 0 (cancel on hang-up) or at least 1 second")
+        return value
+
     @field_validator("redis_url", mode="after")
     @classmethod
     def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:

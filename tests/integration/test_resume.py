@@ -284,6 +284,46 @@ def test_a_redis_restart_mid_answer_ends_every_reader_with_an_error_not_a_hang(
     assert not closed.completed
 
 
+def test_dropped_redis_connections_are_bridged_and_the_answer_ends_exactly(
+    fragile_replicas: Replicas, stub: UpstreamStub
+) -> None:
+    assert fragile_replicas.redis is not None
+    key = marker()
+    pieces = [f"d{n} " for n in range(100)]  # 2 s
+    stub.reply(key, Reply(pieces=pieces, piece_delay=0.02))
+    watch = AnswerIdWatch()
+    with ThreadPoolExecutor(2) as pool:
+        on_a = pool.submit(read, fragile_replicas.a.url, params={"query": key}, on_event=watch)
+        on_b = pool.submit(read, fragile_replicas.b.url, f"/answers/{watch.wait()}/events")
+        time.sleep(0.5)
+
+        # What a proxy's idle timeout or a failover does to every client.
+        with fragile_replicas.redis.client() as admin:
+            killed = admin.client_kill_filter(_type="normal", skipme=True)
+        reads = [on_a.result(timeout=15), on_b.result(timeout=15)]
+
+    assert killed >= 2  # both replicas had connections cut
+    for got in reads:
+        assert "done" in got.last
+        assert got.text == "".join(pieces)
+    assert len(stub.exchanges_for(key)) == 1
+
+
+def test_a_new_answer_while_redis_is_down_is_refused_before_the_stream(
+    fragile_replicas: Replicas, stub: UpstreamStub
+) -> None:
+    assert fragile_replicas.redis is not None
+    key = marker()
+    fragile_replicas.redis.stop()
+
+    refused = read(fragile_replicas.a.url, params={"query": key}, timeout=15)
+
+    assert refused.status == 503
+    assert refused.error()["code"] == "store_unavailable"
+    assert refused.error()["retryable"] is True
+    assert stub.exchanges_for(key) == []
+
+
 def test_an_unreachable_redis_at_start_up_stops_the_service_with_one_line(
     stub: UpstreamStub, workdir: Path
 ) -> None:

@@ -14,12 +14,12 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 
-from qa_service.answers.connection import answer_events, new_answer_events
+from qa_service.answers.connection import answer_events
 from qa_service.answers.follow import FollowTiming, follow
 from qa_service.answers.model import ANSWER_ID, AnswerObserver, AnswerRequest
 from qa_service.answers.registry import AnswerRegistry, CancelResult
 from qa_service.answers.run import AnswerRun, RunTiming
-from qa_service.core.errors import SHUTTING_DOWN, QAServiceError
+from qa_service.core.errors import PRODUCER_LOST, SHUTTING_DOWN, QAServiceError
 from qa_service.core.events import AnswerEvent, AnswerMeta, Failed, Meta, Text, is_terminal
 from qa_service.generation.demo import SCENARIO_CONFIG_KEY, build_demo_model
 from qa_service.generation.prompts import load_prompts
@@ -49,11 +49,13 @@ async def _wire(
 ) -> list[tuple[str, dict[str, Any]]]:
     """The native protocol's (id, payload) pairs, as a client would read them."""
     rendered = native.render_stream(cast(Any, events), answer_id)
-    return [(e.id or "", json.loads(str(e.data))) async for e in rendered]
+    async with asyncio.timeout(10):
+        return [(e.id or "", json.loads(str(e.data))) async for e in rendered]
 
 
 async def _new(registry: AnswerRegistry, request: AnswerRequest = REQUEST) -> list[Any]:
-    return await _wire(new_answer_events(registry, request, META))
+    run = await registry.start(request, META)
+    return await _wire(answer_events(registry, run.id, -1), run.id)
 
 
 async def test_complete_answer_is_meta_texts_then_done_with_answer_scoped_ids() -> None:
@@ -142,7 +144,8 @@ class _EndlessModel(GenericFakeChatModel):
 
 
 async def _read_some(stream: AsyncIterator[AnswerEvent], count: int) -> list[AnswerEvent]:
-    return [await anext(stream) for _ in range(count)]
+    async with asyncio.timeout(10):
+        return [await anext(stream) for _ in range(count)]
 
 
 async def test_without_grace_leaving_the_stream_stops_generation_at_once() -> None:
@@ -214,7 +217,8 @@ async def test_an_explicit_cancel_ends_the_log_for_every_reader() -> None:
     await _read_some(stream, 3)
 
     assert await registry.cancel(run.id) is CancelResult.CANCELLED
-    rest = [e async for e in stream]
+    async with asyncio.timeout(5):
+        rest = [e async for e in stream]
 
     assert isinstance(rest[-1], Failed)
     assert rest[-1].error.code == "cancelled"
@@ -235,11 +239,14 @@ async def test_resume_is_refused_for_an_unknown_answer_or_another_request() -> N
         await registry.resume_point("y" * 22, 0, REQUEST)
     with pytest.raises(QAServiceError) as other:
         await registry.resume_point(answer_id, 0, AnswerRequest("another", "explain", {}))
+    with pytest.raises(QAServiceError) as beyond:
+        await registry.resume_point(answer_id, last + 1, REQUEST)
     mid = await registry.resume_point(answer_id, 2, REQUEST)
     end = await registry.resume_point(answer_id, last, REQUEST)
 
     assert unknown.value.public.code == "answer_not_found"
     assert other.value.public.code == "resume_mismatch"
+    assert beyond.value.public.code == "invalid_last_event_id"
     assert (mid.delivered_all, mid.replayed) == (False, last - 2)
     assert (end.delivered_all, end.replayed) == (True, 0)
 
@@ -361,3 +368,59 @@ async def test_a_second_cancel_while_the_first_closes_the_upstream_cancels_nothi
     assert response.is_closed
     assert run.error_code == "shutting_down"  # the first cancel's reason stands
     await stream.aclose()
+
+
+async def test_a_producer_declared_lost_stops_instead_of_writing_past_the_end() -> None:
+    """Its lease lapsed while it was slow, and a reader ended the log: the
+    producer must not go on paying for text nobody can ever read."""
+    model = _EndlessModel(messages=iter(()))
+    registry = _registry(model, grace=5)
+    run = await registry.start(REQUEST, META)
+    stream = answer_events(registry, run.id, -1)
+    await _read_some(stream, 3)
+    await stream.aclose()
+
+    # No await between reading the log and appending: the producer cannot slip in.
+    log = await registry.store.read(run.id, -1, 0)
+    declared = await registry.store.append(run.id, Failed(len(log), PRODUCER_LOST))
+    async with asyncio.timeout(3):
+        await asyncio.wait({run.start()})
+    written = model.written
+    await asyncio.sleep(0.05)
+
+    final = await registry.store.read(run.id, -1, 0)
+    assert declared
+    assert final[-1] == Failed(len(log), PRODUCER_LOST)
+    assert [e.seq for e in final] == list(range(len(final)))  # nothing after the end
+    assert run.error_code == "producer_lost"
+    assert model.written == written
+
+
+class _SlowFinalStore(MemoryAnswerStore):
+    """Storing the last event takes a moment (a Redis round trip, say)."""
+
+    def __init__(self) -> None:
+        super().__init__(300)
+        self.final_started = asyncio.Event()
+
+    async def append(self, answer_id: str, event: AnswerEvent) -> bool:
+        if is_terminal(event):
+            self.final_started.set()
+            await asyncio.sleep(0.2)
+        return await super().append(answer_id, event)
+
+
+async def test_a_cancel_while_the_last_event_is_stored_leaves_the_log_ended() -> None:
+    store = _SlowFinalStore()
+    timing = RunTiming(close_seconds=1.0, lease_seconds=3.0, grace_seconds=0)
+    registry = AnswerRegistry(store, AIWriter(build_demo_model(0, 0), PROMPTS), timing)
+    run = await registry.start(REQUEST, META)
+    async with asyncio.timeout(5):
+        await store.final_started.wait()
+
+    await registry.cancel(run.id)
+
+    log = await store.read(run.id, -1, 0)
+    assert type(log[-1]).__name__ == "Done"
+    assert run.outcome == "complete"
+    assert not await store.producer_alive(run.id)

@@ -125,3 +125,15 @@ def test_every_setting_is_in_the_readme_configuration_table() -> None:
     first_cells = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
     documented = {name.strip(" `") for cell in first_cells for name in cell.split("/")}
     assert {env_name(field) for field in Settings.model_fields} - documented == set()
+
+
+@pytest.mark.parametrize("grace", ["0.3", "0.99", "-1"])
+def test_a_resume_grace_shorter_than_a_presence_refresh_is_refused(grace: str) -> None:
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, resume_grace_seconds=grace)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("grace", ["0", "1", "5"])
+def test_a_resume_grace_of_zero_or_a_second_and_more_is_taken(grace: str) -> None:
+    settings = Settings(_env_file=None, resume_grace_seconds=grace)  # type: ignore[call-arg]
+    assert settings.resume_grace_seconds == float(grace)

@@ -10,30 +10,9 @@ from contextlib import aclosing, suppress
 import anyio
 
 from qa_service.answers.follow import FollowTiming, follow
-from qa_service.answers.model import AnswerRequest
 from qa_service.answers.registry import AnswerRegistry
 from qa_service.core.errors import CANCELLED, SHUTTING_DOWN, QAServiceError
-from qa_service.core.events import AnswerEvent, AnswerMeta, is_terminal
-
-
-async def new_answer_events(
-    registry: AnswerRegistry,
-    request: AnswerRequest,
-    meta: AnswerMeta,
-    shutdown: anyio.Event | None = None,
-    drain_seconds: float = 0.0,
-) -> AsyncGenerator[AnswerEvent]:
-    """Start an answer, then follow it from its first event.
-
-    It starts here, in the response body, not in the route: a HEAD request
-    gets the stream's headers and never runs the body, so it never pays for
-    an answer (sse-starlette's Issue #218).
-    """
-    run = await registry.start(request, meta)
-    events = answer_events(registry, run.id, -1, shutdown, drain_seconds)
-    async with aclosing(events):
-        async for event in events:
-            yield event
+from qa_service.core.events import AnswerEvent, is_terminal
 
 
 async def answer_events(

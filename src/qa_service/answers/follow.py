@@ -11,8 +11,8 @@ declared lost in the log itself, so every reader ends the same way.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncGenerator, Callable
+from contextlib import suppress
 from dataclasses import dataclass
 
 from qa_service.answers.ports import AnswerStore
@@ -45,41 +45,67 @@ async def follow(
     """Every event with seq > `after`, until the answer's last one.
 
     Ends early, with a `Failed` at seq NOT_LOGGED (for this connection only),
-    when `stop` is set or the store cannot be read.
+    when `stop` is set, or the store cannot be read or has lost events.
+    While it runs, even while its consumer is slow to take the next event,
+    the reader's presence is kept fresh, so the grace period never runs out
+    under a reader that is still attached.
     """
-    touched = 0.0
-    # Often enough that presence never lapses while the reader is attached,
-    # seldom enough to cost Redis little: a quarter of the grace, at most 1 s.
-    refresh = min(1.0, timing.presence_seconds / 4)
-    while True:
-        if stop is not None and stop.is_set():
-            yield Failed(NOT_LOGGED, SHUTTING_DOWN)
-            return
-        try:
-            if timing.presence_seconds > 0 and time.monotonic() - touched > refresh:
-                await store.touch_reader(answer_id, timing.presence_seconds)
-                touched = time.monotonic()
-            batch = await store.read(answer_id, after, timing.poll_seconds)
-            if not batch:
-                lost = await _declare_lost(store, answer_id, after)
-                if lost is not None:
-                    if on_producer_lost is not None:
-                        on_producer_lost()
-                    yield lost
-                    return
-                continue
-        except StoreUnavailableError:
-            yield Failed(NOT_LOGGED, STORE_UNAVAILABLE)
-            return
-        for event in batch:
-            yield event
-            after = event.seq
-            if is_terminal(event):
+    presence = None
+    if timing.presence_seconds > 0:
+        presence = asyncio.get_running_loop().create_task(
+            _keep_present(store, answer_id, timing.presence_seconds)
+        )
+    try:
+        while True:
+            if stop is not None and stop.is_set():
+                yield Failed(NOT_LOGGED, SHUTTING_DOWN)
                 return
+            try:
+                batch = await store.read(answer_id, after, timing.poll_seconds)
+                if not batch:
+                    end = await _end_without_events(store, answer_id, after)
+                    if end is _LOG_OVER:
+                        return
+                    if isinstance(end, Failed):
+                        if on_producer_lost is not None:
+                            on_producer_lost()
+                        yield end
+                        return
+                    continue
+            except StoreUnavailableError:
+                yield Failed(NOT_LOGGED, STORE_UNAVAILABLE)
+                return
+            if batch[0].seq != after + 1:
+                # The store trimmed events this reader never had: never skip text.
+                yield Failed(NOT_LOGGED, STORE_UNAVAILABLE)
+                return
+            for event in batch:
+                yield event
+                after = event.seq
+                if is_terminal(event):
+                    return
+    finally:
+        if presence is not None:
+            presence.cancel()
 
 
-async def _declare_lost(store: AnswerStore, answer_id: str, after: int) -> Failed | None:
-    """The log has not grown: if its producer is gone, end it with producer_lost."""
+async def _keep_present(store: AnswerStore, answer_id: str, seconds: float) -> None:
+    # A quarter of the grace, at most 1 s: presence never lapses while the
+    # reader is attached, and it costs Redis little.
+    refresh = min(1.0, seconds / 4)
+    while True:
+        with suppress(StoreUnavailableError):  # the reads report an unusable store
+            await store.touch_reader(answer_id, seconds)
+        await asyncio.sleep(refresh)
+
+
+_LOG_OVER = object()
+
+
+async def _end_without_events(store: AnswerStore, answer_id: str, after: int) -> object:
+    """The log has not grown. None: keep waiting. _LOG_OVER: it ended and the
+    reader had its last event. A Failed: its producer is gone, and this reader
+    ended the log with producer_lost."""
     if await store.producer_alive(answer_id):
         return None
     info = await store.describe(answer_id)
@@ -87,7 +113,9 @@ async def _declare_lost(store: AnswerStore, answer_id: str, after: int) -> Faile
         # Expired or wiped (a Redis restart without persistence).
         raise StoreUnavailableError(STORE_UNAVAILABLE)
     if info.final_seq is not None:
-        return None  # it ended meanwhile: the next read delivers the last event
+        # It ended meanwhile: the next read delivers the last event, unless
+        # this reader has it already.
+        return _LOG_OVER if after >= info.final_seq else None
     lost = Failed(after + 1, PRODUCER_LOST)
     # A compare-and-set: if the producer (or another reader) appended first,
     # the next read delivers what they wrote instead.

@@ -4,9 +4,10 @@ The store has two backends (stores/memory.py, in this process; stores/redis.py,
 shared by every replica). Both keep the same promises:
 
 - An answer's log holds its domain events in seq order: `Meta` (seq 0), then
-  `Text`s, then exactly one `Done` or `Failed`. An event is appended at most
-  once per seq: `append` is a compare-and-set on the next free seq, so two
-  writers (the producer, and a reader declaring it lost) never both land.
+  `Text`s, then exactly one `Done` or `Failed`. `append` is a compare-and-set
+  on the next free seq, and refuses anything after the last event: when a
+  reader declares the producer lost, the producer's next append fails, and it
+  stops (answers/run.py).
 - A log outlives its connections: it is kept QA_RESUME_TTL_SECONDS after its
   last event, then forgotten (`describe` gives None).
 - Signals between replicas: the producer's lease (it is alive), readers'
@@ -39,7 +40,8 @@ class AnswerStore(Protocol):
         """None when the answer is unknown here, or has expired."""
 
     async def append(self, answer_id: str, event: AnswerEvent) -> bool:
-        """Add `event` if its seq is the next one; False if that seq is taken.
+        """Add `event` if its seq is the next one; False if that seq is taken
+        or the log has already ended.
 
         Raises StoreUnavailableError when the store cannot be reached, or has
         lost the log (a Redis restart without persistence).

@@ -80,6 +80,9 @@ class AnswerRegistry:
             raise QAServiceError(errors.ANSWER_NOT_FOUND)
         if request is not None and request.fingerprint() != info.fingerprint:
             raise QAServiceError(errors.RESUME_MISMATCH)
+        if after > info.last_seq:
+            # Not an event this answer has sent: following it would wait for ever.
+            raise QAServiceError(errors.INVALID_LAST_EVENT_ID)
         delivered_all = info.final_seq is not None and after >= info.final_seq
         return ResumePoint(answer_id, after, max(0, info.last_seq - after), delivered_all)
 

@@ -38,6 +38,7 @@ from qa_service.answers.model import AnswerObserver, AnswerRecord, AnswerRequest
 from qa_service.answers.ports import AnswerStore
 from qa_service.core.errors import (
     CANCELLED,
+    PRODUCER_LOST,
     PublicError,
     StoreUnavailableError,
     UpstreamIncompleteError,
@@ -48,6 +49,10 @@ from qa_service.generation.upstream import AnswerUpstream
 from qa_service.generation.writer import AIWriter, GenerationReport
 
 log = logging.getLogger(__name__)
+
+
+class LogEndedElsewhereError(Exception):
+    """Another writer ended this answer's log: a reader that declared its producer lost."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +97,8 @@ class AnswerRun:
         self._task: asyncio.Task[None] | None = None
         self._stop: tuple[PublicError, str] | None = None
         self._closer: asyncio.Task[None] | None = None
-        self._logged_end = False
+        # Stores the last event; a task of its own, so no cancel can cut it short.
+        self._final: asyncio.Task[None] | None = None
         self._started = time.perf_counter()
 
     @property
@@ -113,9 +119,10 @@ class AnswerRun:
         task = self._task
         if task is None or task.done():
             return
-        if self._stop is None:
-            # Once: a second cancel (shutdown's abort, then the hang-up it
-            # causes) would land in the SDKs' own cleanup.
+        # Once: a second cancel (shutdown's abort, then the hang-up it causes)
+        # would land in the SDKs' own cleanup. And never once the last event
+        # is being stored: the answer has ended, and its end must be logged.
+        if self._stop is None and self._final is None:
             self._stop = (public, outcome)
             task.cancel()
         # Shielded: this runs while the caller is itself being cancelled.
@@ -124,9 +131,14 @@ class AnswerRun:
         if not task.done():
             # The cancel did not take: end the provider's request from here.
             await self._upstream.close()
-        if task.done() and not self._logged_end:
+        elif self._final is None:
             # Cancelled before its first step: _generate never ran to end the log.
-            await self._append_final(Failed(self._next_seq, public))
+            self._final = asyncio.get_running_loop().create_task(
+                self._store_final(Failed(self._next_seq, public))
+            )
+        if self._final is not None:
+            with anyio.move_on_after(self._timing.close_seconds * 2, shield=True):
+                await asyncio.wait({self._final})
 
     def cancel_soon(self, public: PublicError = CANCELLED, outcome: str = "cancelled") -> None:
         """`cancel`, from code that must not wait for it (the heartbeat, a listener)."""
@@ -166,6 +178,12 @@ class AnswerRun:
             self._note_error(exc.public, type(exc).__name__)
             with anyio.move_on_after(self._timing.close_seconds, shield=True):
                 await self._release_lease()
+        except LogEndedElsewhereError:
+            # A reader declared this producer lost (its lease lapsed while it
+            # was slow): the log has its end, and nothing more is worth paying for.
+            self._note_error(PRODUCER_LOST, "LogEndedElsewhereError")
+            with anyio.move_on_after(self._timing.close_seconds, shield=True):
+                await self._release_lease()
         # Exception, never BaseException: cancellation must pass through untouched.
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error event
             if self._stop is not None:
@@ -195,8 +213,8 @@ class AnswerRun:
                     log.info("no reader came back within the resume grace period")
                     self.cancel_soon(CANCELLED, "client_disconnected")
                     return
-            except StoreUnavailableError:
-                pass  # the next append fails too, and ends the answer
+            except Exception as exc:  # noqa: BLE001 - a dead heartbeat would look like a dead producer
+                log.warning("heartbeat failed %s", type(exc).__name__)
             await asyncio.sleep(interval)
 
     async def _end_stopped(self) -> None:
@@ -209,7 +227,8 @@ class AnswerRun:
         await self._append_final(Failed(self._next_seq, public))
 
     async def _append(self, event: AnswerEvent) -> None:
-        await self._store.append(self.id, event)
+        if not await self._store.append(self.id, event):
+            raise LogEndedElsewhereError
         self._next_seq += 1
 
     async def _append_text(self, chunk: str) -> None:
@@ -220,15 +239,23 @@ class AnswerRun:
         await self._append(Text(self._next_seq, chunk))
 
     async def _append_final(self, event: AnswerEvent) -> None:
-        """The last event, then the lease goes. Bounded and shielded: this runs
-        while the task is being cancelled, and a store that hangs must not keep it."""
-        self._logged_end = True
-        with anyio.move_on_after(self._timing.close_seconds * 2, shield=True):
-            try:
-                await self._store.append(self.id, event)
-            except StoreUnavailableError:
-                log.warning("the answer's last event could not be stored")
-            await self._release_lease()
+        """The last event, then the lease goes, in a task a cancel cannot reach:
+        anyio's shield does not stop asyncio's own task.cancel()."""
+        if self._final is None:
+            self._final = asyncio.get_running_loop().create_task(self._store_final(event))
+        await asyncio.shield(self._final)
+
+    async def _store_final(self, event: AnswerEvent) -> None:
+        # Bounded: a store that hangs must not keep the answer's task alive.
+        try:
+            async with asyncio.timeout(self._timing.close_seconds * 2):
+                if not await self._store.append(self.id, event):
+                    log.info("the answer's log had already been ended elsewhere")
+        except (StoreUnavailableError, TimeoutError):
+            log.warning("the answer's last event could not be stored")
+        with suppress(TimeoutError):
+            async with asyncio.timeout(self._timing.close_seconds):
+                await self._release_lease()
 
     async def _release_lease(self) -> None:
         # Readers waiting on a log that cannot grow learn it from the lease at once.

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sse_starlette import EventSourceResponse
 
-from qa_service.answers.connection import answer_events, new_answer_events
+from qa_service.answers.connection import answer_events
 from qa_service.answers.model import ANSWER_ID, AnswerRequest
 from qa_service.answers.registry import CancelResult
 from qa_service.api.deps import (
@@ -34,6 +34,9 @@ from qa_service.generation.prompts import PROMPT_NAME
 from qa_service.wire import native, sse
 
 router = APIRouter()
+
+# The largest seq an event id can carry (9 digits, as Last-Event-ID allows).
+MAX_SEQ = 999_999_999
 
 
 class AskBody(BaseModel):
@@ -104,10 +107,13 @@ async def start_answer(service: Service, ask: AskBody, request: Request) -> Resp
         scenario=ask.scenario,
     )
     shutdown = anyio.Event()
-    events = new_answer_events(
-        service.registry, answer_request, meta, shutdown, settings.shutdown_grace_seconds
-    )
-    return sse.event_stream_response(native.render_stream(events), settings, shutdown)
+    if request.method == "HEAD":
+        # Checked like GET, then only the stream's headers: never a paid answer.
+        return sse.event_stream_response(sse.no_events(), settings, shutdown)
+    # Here, before the 200: a store that is down is a 503 store_unavailable.
+    run = await service.registry.start(answer_request, meta)
+    events = answer_events(service.registry, run.id, -1, shutdown, settings.shutdown_grace_seconds)
+    return sse.event_stream_response(native.render_stream(events, run.id), settings, shutdown)
 
 
 def _checked_request(service: Service, ask: AskBody) -> AnswerRequest:
@@ -163,8 +169,8 @@ async def answer_events_route(
         after = resume[1]
     if after is None:
         after = -1
-    if after < -1:
-        raise errors.invalid_request("after: must be -1 or more")
+    if not -1 <= after <= MAX_SEQ:
+        raise errors.invalid_request(f"after: must be -1 to {MAX_SEQ}")
     return await continue_answer(service, answer_id, after, None)
 
 

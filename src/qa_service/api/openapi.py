@@ -244,7 +244,7 @@ def _resume_responses(method: str) -> dict[str, Any]:
     responses = {
         "200": ok,
         **_RESUME_REFUSALS,
-        "422": _error("`invalid_request`: `after` is not an integer of -1 or more."),
+        "422": _error("`invalid_request`: `after` is not an integer from -1 to 999999999."),
         "500": _error("`internal_error`: a bug; the detail is in the service's log."),
         "503": _STORE_OR_NOT_READY,
     }
@@ -291,7 +291,7 @@ _AFTER_PARAMETER = {
     "name": "after",
     "in": "query",
     "required": False,
-    "schema": {"type": "integer", "minimum": -1},
+    "schema": {"type": "integer", "minimum": -1, "maximum": 999_999_999},
     "description": "Send the events after this seq; without it (or Last-Event-ID), all.",
 }
 _LAST_EVENT_ID = {

@@ -51,6 +51,8 @@ class MemoryAnswerStore:
         log = self._logs.get(answer_id)
         if log is None or event.seq != len(log.events):
             return False
+        if log.events and is_terminal(log.events[-1]):
+            return False  # ended: nothing goes after its last event
         log.events.append(event)
         # Wake every reader, then arm a fresh event for the next append.
         grew, log.grew = log.grew, asyncio.Event()

@@ -11,7 +11,8 @@ Explicit stream ids make an append a compare-and-set (XADD refuses an id at or
 below the stream's top) and let a reader continue after any seq with one XREAD.
 Every key expires QA_RESUME_TTL_SECONDS after the producer's last heartbeat,
 or after the answer's last event, so nothing outlives a dead replica for long.
-Redis errors become StoreUnavailableError here, and nowhere else.
+Redis errors (and commands past their deadline) become StoreUnavailableError
+here, and nowhere else.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from qa_service.answers.ports import LogInfo
 from qa_service.core.errors import StoreUnavailableError
@@ -36,15 +37,25 @@ from qa_service.core.events import AnswerEvent, from_dict, is_terminal, to_dict
 log = logging.getLogger(__name__)
 
 CANCEL_CHANNEL = "qa:cancel"
-_FAILURES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# Retried (with backoff) before they count: what a restart or failover looks like.
+_TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# Commands get this long, retries included, beyond any time they block on purpose;
+# then the store counts as unavailable (a Redis that hangs must not hang answers).
+COMMAND_DEADLINE_SECONDS = 3.0
 
 # KEYS: stream, hash. ARGV: entry id, event JSON, MAXLEN, final (0/1), ttl.
-# Returns 1 appended, 0 that seq is taken, -1 the answer's hash is gone (a
-# Redis restart without persistence, or an eviction): the log cannot go on.
+# Returns 1 appended; 0 that seq is taken, or the log has already ended (its
+# final_seq is set); -1 the answer's hash is gone (a Redis restart without
+# persistence, or an eviction): the log cannot go on. Any other XADD error
+# (out of memory, a read-only replica) is raised, never mistaken for "taken".
 _APPEND = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+if redis.call('HEXISTS', KEYS[2], 'final_seq') == 1 then return 0 end
 local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[1], 'e', ARGV[2])
-if type(added) == 'table' and added.err then return 0 end
+if type(added) == 'table' and added.err then
+  if string.find(added.err, 'equal or smaller', 1, true) then return 0 end
+  return redis.error_reply(added.err)
+end
 if ARGV[4] == '1' then
   redis.call('HSET', KEYS[2], 'final_seq', string.match(ARGV[1], '%d+$') - 1)
   redis.call('EXPIRE', KEYS[1], ARGV[5])
@@ -80,9 +91,11 @@ class RedisAnswerStore:
 
     async def create(self, answer_id: str, fingerprint: str) -> None:
         answer, *_ = _keys(answer_id)
-        async with _mapped():
-            await self._client.hset(answer, "fingerprint", fingerprint)
-            await self._client.expire(answer, self._ttl)
+        # One transaction: a hash with no expiry would outlive a crash between the two.
+        async with _mapped(), self._client.pipeline(transaction=True) as pipe:
+            pipe.hset(answer, "fingerprint", fingerprint)
+            pipe.expire(answer, self._ttl)
+            await pipe.execute()
 
     async def describe(self, answer_id: str) -> LogInfo | None:
         answer, events, _, _ = _keys(answer_id)
@@ -116,7 +129,7 @@ class RedisAnswerStore:
     async def read(self, answer_id: str, after: int, wait_seconds: float) -> list[AnswerEvent]:
         _, events, _, _ = _keys(answer_id)
         block = max(1, int(wait_seconds * 1000)) if wait_seconds > 0 else None
-        async with _mapped():
+        async with _mapped(wait_seconds):
             reply = await self._client.xread({events: _entry_id(after)}, count=1000, block=block)
         if not reply:
             return []
@@ -166,8 +179,9 @@ class RedisAnswerStore:
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             yield _text(message["data"])
-            except _FAILURES:
-                log.warning("cancel subscription lost; subscribing again")
+            except redis.exceptions.RedisError as exc:
+                # Any Redis error: a listener that died would end cross-replica cancel.
+                log.warning("cancel subscription lost (%s); subscribing again", type(exc).__name__)
                 await asyncio.sleep(1.0)
 
 
@@ -181,10 +195,13 @@ def _text(value: bytes | str) -> str:
 
 
 @asynccontextmanager
-async def _mapped() -> AsyncIterator[None]:
+async def _mapped(blocks_for: float = 0.0) -> AsyncIterator[None]:
+    """Every Redis error, and a command past its deadline, as StoreUnavailableError."""
     try:
-        yield
-    except _FAILURES:
+        async with asyncio.timeout(COMMAND_DEADLINE_SECONDS + blocks_for):
+            yield
+    except (redis.exceptions.RedisError, TimeoutError) as exc:
+        log.warning("answer store error %s", type(exc).__name__)
         raise StoreUnavailableError from None
 
 
@@ -207,13 +224,15 @@ async def open_redis_store(
     """A store on `url`, checked with PING; raises StoreUnavailableError if unreachable."""
     client = aioredis.Redis.from_url(
         url,
-        # Bridges a restart or a failover of a second or so; longer is an outage.
+        # Bridges a dropped connection, a restart or a failover of a second or
+        # so (0.1 + 0.2 + 0.4 + 0.5 s of backoff); longer is an outage. The
+        # asyncio Retry: the sync one never sees an async command fail.
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=4),
-        retry_on_error=list(_FAILURES),
-        socket_connect_timeout=2.0,
+        retry_on_error=list(_TRANSIENT),
+        socket_connect_timeout=1.0,
         # Longer than any XREAD BLOCK (answers/follow.py polls every 0.5 s), so
-        # only a Redis that stopped answering times out.
-        socket_timeout=5.0,
+        # only a Redis that stopped answering times out; _mapped bounds the total.
+        socket_timeout=2.0,
         health_check_interval=15,
     )
     try:

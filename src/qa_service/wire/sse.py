@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable
+from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any
 
 import anyio
@@ -70,3 +70,9 @@ def event_stream_response(
         sep=LINE_SEPARATOR,
         send_timeout=settings.send_timeout_seconds,
     )
+
+
+async def no_events() -> AsyncGenerator[ServerSentEvent]:
+    """The body of a HEAD response: sse-starlette sends only the headers."""
+    return
+    yield  # makes this an async generator that yields nothing
