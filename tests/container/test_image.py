@@ -101,7 +101,9 @@ def test_metrics_move_after_answers_a_disconnect_and_an_upstream_error(
     stub.reply(slow, Reply(pieces=[f"w{n} " for n in range(200)], piece_delay=0.05))
     hang_up_after(container.url, slow)
 
-    deadline = time.monotonic() + 5
+    # The hang-up cancels the answer once no reader has come back within the
+    # resume grace (QA_RESUME_GRACE_SECONDS, 5 s in the image by default).
+    deadline = time.monotonic() + 5 + 5
     while True:
         after = read_metrics(container.url)
         if (
