@@ -119,6 +119,27 @@ def test_a_resume_after_the_end_replays_the_rest_then_gets_204(
     assert len(stub.exchanges_for(key)) == 1
 
 
+def test_a_reader_on_the_producing_replica_is_served_from_its_memory_not_redis(
+    replicas: Replicas, stub: UpstreamStub
+) -> None:
+    if replicas.redis is None:
+        pytest.skip("only the Redis store reads from Redis")
+    key = marker()
+    stub.reply(key, Reply(pieces=PIECES, piece_delay=0.01))
+    before = replicas.redis.command_stats()
+
+    whole = read(replicas.a.url, params={"query": key})
+    on_b = read(replicas.b.url, f"/answers/{whole.answer_id}/events")
+
+    traffic = replicas.redis.command_stats() - before
+    assert whole.text == on_b.text == "".join(PIECES)
+    assert on_b.ids == whole.ids
+    # Every event was written once; the reader on A needed no XREAD for them,
+    # the later reader on B (answer ended, no mirror anywhere) a few.
+    assert traffic.calls.get("evalsha", 0) >= len(whole.ids)
+    assert traffic.calls.get("xread", 0) <= 3
+
+
 def test_fetch_clients_read_any_answer_by_id_from_any_seq(
     replicas: Replicas, stub: UpstreamStub
 ) -> None:

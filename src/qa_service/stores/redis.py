@@ -33,6 +33,7 @@ from redis.backoff import ExponentialBackoff
 from qa_service.answers.ports import LogInfo
 from qa_service.core.errors import StoreUnavailableError
 from qa_service.core.events import AnswerEvent, from_dict, is_terminal, to_dict
+from qa_service.stores.mirror import LocalMirror
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class RedisAnswerStore:
         self._ttl = ttl_seconds
         self._max_events = max_events
         self._append = client.register_script(_APPEND)
+        self._mirror = LocalMirror()
 
     async def create(self, answer_id: str, fingerprint: str) -> None:
         answer, *_ = _keys(answer_id)
@@ -120,13 +122,24 @@ class RedisAnswerStore:
             int(is_terminal(event)),
             self._ttl,
         ]
-        async with _mapped():
-            result = await self._append(keys=[events, answer], args=args)
+        try:
+            async with _mapped():
+                result = await self._append(keys=[events, answer], args=args)
+        except StoreUnavailableError:
+            self._mirror.forget(answer_id)
+            raise
+        if result != 1:
+            self._mirror.forget(answer_id)
         if result == -1:
             raise StoreUnavailableError
+        if result == 1:
+            self._mirror.stored(answer_id, event)
         return bool(result == 1)
 
     async def read(self, answer_id: str, after: int, wait_seconds: float) -> list[AnswerEvent]:
+        mirrored = await self._mirror.read(answer_id, after, wait_seconds)
+        if mirrored is not None:
+            return mirrored
         _, events, _, _ = _keys(answer_id)
         block = max(1, int(wait_seconds * 1000)) if wait_seconds > 0 else None
         async with _mapped(wait_seconds):
