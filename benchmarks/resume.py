@@ -395,8 +395,8 @@ def report_text(report: dict[str, Any]) -> str:
         " count too: evalsha's exists and xadd)"
     )
     lines.append(
-        "  per resume, a negative xread is the replay: the events written while no reader"
-        " was attached come in one XREAD"
+        "  per resume: a reader on the producing replica reads its memory (no XREAD); the"
+        " resumed reader on B reads Redis, one XREAD per live piece after the replay"
     )
 
     cpu = report["cpu"]
