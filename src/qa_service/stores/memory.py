@@ -12,17 +12,16 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from qa_service.answers.ports import LogInfo
 from qa_service.core.events import AnswerEvent, is_terminal
+from qa_service.stores.growing import GrowingLog
 
 
 @dataclass(slots=True)
-class _Log:
-    fingerprint: str
-    events: list[AnswerEvent] = field(default_factory=list)
-    grew: asyncio.Event = field(default_factory=asyncio.Event)
+class _Log(GrowingLog):
+    fingerprint: str = ""
     lease_until: float = 0.0
     reader_until: float = 0.0
 
@@ -36,7 +35,7 @@ class MemoryAnswerStore:
 
     async def create(self, answer_id: str, fingerprint: str) -> None:
         self._sweep()
-        self._logs[answer_id] = _Log(fingerprint)
+        self._logs[answer_id] = _Log(fingerprint=fingerprint)
 
     async def describe(self, answer_id: str) -> LogInfo | None:
         self._sweep()
@@ -53,10 +52,7 @@ class MemoryAnswerStore:
             return False
         if log.events and is_terminal(log.events[-1]):
             return False  # ended: nothing goes after its last event
-        log.events.append(event)
-        # Wake every reader, then arm a fresh event for the next append.
-        grew, log.grew = log.grew, asyncio.Event()
-        grew.set()
+        log.add(event)
         if is_terminal(event):
             self._expiries.append((time.monotonic() + self._ttl, answer_id))
         return True
@@ -65,14 +61,7 @@ class MemoryAnswerStore:
         log = self._logs.get(answer_id)
         if log is None:
             return []
-        if len(log.events) <= after + 1 and wait_seconds > 0:
-            grew = log.grew
-            try:
-                async with asyncio.timeout(wait_seconds):
-                    await grew.wait()
-            except TimeoutError:
-                return []
-        return log.events[after + 1 :]
+        return await log.after(after, wait_seconds)
 
     async def renew_lease(self, answer_id: str, seconds: float) -> None:
         if (log := self._logs.get(answer_id)) is not None:

@@ -12,32 +12,23 @@ Redis and sees what Redis has.
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
-
 from qa_service.core.events import AnswerEvent, is_terminal
-
-
-@dataclass(slots=True)
-class _Written:
-    events: list[AnswerEvent] = field(default_factory=list)
-    grew: asyncio.Event = field(default_factory=asyncio.Event)
+from qa_service.stores.growing import GrowingLog
 
 
 class LocalMirror:
     def __init__(self) -> None:
-        self._answers: dict[str, _Written] = {}
+        self._answers: dict[str, GrowingLog] = {}
 
     def stored(self, answer_id: str, event: AnswerEvent) -> None:
         """Redis accepted `event` from this process."""
         written = self._answers.get(answer_id)
         if event.seq == 0:
-            written = self._answers[answer_id] = _Written()
+            written = self._answers[answer_id] = GrowingLog()
         if written is None or event.seq != len(written.events):
             self.forget(answer_id)
             return
-        written.events.append(event)
-        self._wake(written)
+        written.add(event)
         if is_terminal(event):
             # Readers waiting now still get it (they hold `written`); later
             # reads of an ended answer go to Redis.
@@ -46,7 +37,7 @@ class LocalMirror:
     def forget(self, answer_id: str) -> None:
         written = self._answers.pop(answer_id, None)
         if written is not None:
-            self._wake(written)  # its readers go to Redis from now on
+            written.wake()  # its readers go to Redis from now on
 
     async def read(
         self, answer_id: str, after: int, wait_seconds: float
@@ -56,16 +47,4 @@ class LocalMirror:
         written = self._answers.get(answer_id)
         if written is None:
             return None
-        if len(written.events) <= after + 1 and wait_seconds > 0:
-            grew = written.grew
-            try:
-                async with asyncio.timeout(wait_seconds):
-                    await grew.wait()
-            except TimeoutError:
-                return []
-        return written.events[after + 1 :]
-
-    @staticmethod
-    def _wake(written: _Written) -> None:
-        grew, written.grew = written.grew, asyncio.Event()
-        grew.set()
+        return await written.after(after, wait_seconds)

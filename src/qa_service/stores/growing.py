@@ -1,0 +1,35 @@
+"""An answer's events in memory, with a wait for the next one: what the
+in-process store and the Redis store's mirror both hold."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from qa_service.core.events import AnswerEvent
+
+
+@dataclass(slots=True)
+class GrowingLog:
+    events: list[AnswerEvent] = field(default_factory=list)
+    _grew: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, event: AnswerEvent) -> None:
+        self.events.append(event)
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake every waiting reader, then arm a fresh event for the next one."""
+        grew, self._grew = self._grew, asyncio.Event()
+        grew.set()
+
+    async def after(self, seq: int, wait_seconds: float) -> list[AnswerEvent]:
+        """The events after `seq`; waits up to `wait_seconds` for one if there are none."""
+        if len(self.events) <= seq + 1 and wait_seconds > 0:
+            grew = self._grew
+            try:
+                async with asyncio.timeout(wait_seconds):
+                    await grew.wait()
+            except TimeoutError:
+                return []
+        return self.events[seq + 1 :]
