@@ -33,7 +33,9 @@ Scenarios:
     p50/p99, and each stream's duration over the stub's own median duration
     at the same concurrency (median and worst). Core 1's busy share (stub +
     generator CPU over wall time) is reported: near 100% the baseline itself
-    is starved and the figures are suspect.
+    is starved and the figures are suspect. So is "foreign": the largest share
+    of either core used by processes outside the benchmark during a run (from
+    /proc/stat), i.e. other jobs on the machine.
 (c) `--hold-streams` streams held open by slow upstream replies (first text at
     once, then `--hold-seconds` of slow tokens): VmRSS from /proc/<pid>/status
     after a warm-up ("before"), then every 0.1 s while the streams run; growth
@@ -440,6 +442,18 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def core_busy_seconds() -> list[float]:
+    """Busy seconds of each CPU since boot, from /proc/stat (all processes)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = []
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+            busy.append((user + nice + system + irq + softirq + steal) / tick)
+    return busy
+
+
 def vm_rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -491,12 +505,14 @@ async def scenario_load(
         for target in targets:
             await asyncio.sleep(args.settle)
             cpu0, stub0, own0 = cpu_seconds(target.pid), cpu_seconds(stub_pid), own_cpu()
-            wall0 = time.perf_counter()
+            cores0, wall0 = core_busy_seconds(), time.perf_counter()
             done = await burst(target, "b_load", marker, args.streams)
             await asyncio.sleep(args.settle)  # work the process does after the last byte
             wall = time.perf_counter() - wall0
             cpu = cpu_seconds(target.pid) - cpu0
             load_core = cpu_seconds(stub_pid) - stub0 + own_cpu() - own0
+            cores = [b - a for a, b in zip(cores0, core_busy_seconds(), strict=True)]
+            ours = {SERVICE_CORE: 0.0 if target.kind == "stub" else cpu, LOAD_CORE: load_core}
             ledger.check(done, "load")
             streams[target.name] += done
             runs[target.name].append(
@@ -504,6 +520,13 @@ async def scenario_load(
                     "cpu_s": cpu,
                     "wall_s": wall,
                     "load_core_busy": load_core / (wall - args.settle),
+                    # Core time spent by processes not in this benchmark (other
+                    # jobs on the machine), as a share of the run's wall time.
+                    "foreign_busy": {
+                        f"core{core}": max(0.0, cores[core] - ours[core]) / wall
+                        for core in (SERVICE_CORE, LOAD_CORE)
+                        if core < len(cores)
+                    },
                     "complete": sum(s.outcome == "done" for s in done),
                 }
             )
@@ -532,6 +555,9 @@ async def scenario_load(
             "cpu_s": cpu,
             "cpu_s_per_1000_tokens": cpu / tokens * 1000 if tokens else None,
             "load_core_busy_max": max(r["load_core_busy"] for r in runs[name]),
+            "foreign_busy_max": max(
+                (v for r in runs[name] for v in r["foreign_busy"].values()), default=0.0
+            ),
             "runs": runs[name],
         }
     result["stub"]["note"] = "cpu_s here is the stub's own CPU"
@@ -646,7 +672,7 @@ def report_text(report: dict[str, Any]) -> str:
             f" (upstream's own duration: {load['stub_median_duration_s']:.2f} s median,"
             f" nominal {load['nominal_upstream_duration_s']:.2f} s)",
             f"  {'':12} {'CPU-s/1k tok':>12} {'TTFT p50':>9} {'TTFT p99':>9}"
-            f" {'dur/upstream med':>16} {'worst':>6} {'core1 busy':>10}",
+            f" {'dur/upstream med':>16} {'worst':>6} {'core1 busy':>10} {'foreign':>7}",
         ]
         for name in names:
             row = load[name]
@@ -654,7 +680,7 @@ def report_text(report: dict[str, Any]) -> str:
             lines.append(
                 f"  {name:12} {cpu:>12} {row['ttft_p50_ms']:9.1f} {row['ttft_p99_ms']:9.1f}"
                 f" {row['duration_ratio_median']:16.3f} {row['duration_ratio_worst']:6.3f}"
-                f" {row['load_core_busy_max']:9.0%}"
+                f" {row['load_core_busy_max']:10.0%} {row['foreign_busy_max']:7.0%}"
             )
         if "cpu_ratio_service_to_chain_relay" in load:
             lines.append(
