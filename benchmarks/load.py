@@ -84,6 +84,8 @@ SERVICE_CORE, LOAD_CORE = 0, 1
 # Every wait has a deadline: a stream as a whole, and a process's start-up.
 STREAM_DEADLINE = 120.0
 START_DEADLINE = 30.0
+# Above these shares of a core, the run says its figures are suspect.
+FOREIGN_LIMIT, LOAD_CORE_LIMIT = 0.10, 0.85
 
 # What the stub's pieces cycle through: everything that must arrive intact.
 SAMPLES = [
@@ -650,6 +652,12 @@ def report_text(report: dict[str, Any]) -> str:
         f"  {machine['cpu_count']} CPUs, Python {machine['python']}, load average "
         f"{' '.join(f'{x:.2f}' for x in machine['loadavg_start'])} at start, "
         f"{' '.join(f'{x:.2f}' for x in machine['loadavg_end'])} at end",
+        "  other processes (not this benchmark's) used "
+        + ", ".join(
+            f"{core} {share:.0%}"
+            for core, share in machine.get("foreign_busy_whole_run", {}).items()
+        )
+        + " over the run",
         f"  pinning: {'ok' if pinning['ok'] else 'NOT PINNED'} ({pinning['detail']}) "
         + " ".join(f"{k}={v}" for k, v in pinning["affinity"].items()),
     ]
@@ -713,8 +721,32 @@ def report_text(report: dict[str, Any]) -> str:
         lines.append(f"  MISMATCH {mismatch}")
     if report.get("unfinished"):
         lines.append(f"UNFINISHED: {report['unfinished']}")
+    for warning in report["warnings"]:
+        lines.append(f"WARNING: {warning}")
     lines.append(f"wall time {report['wall_s']:.0f} s; written to {report['written_to']}")
     return "\n".join(lines)
+
+
+def warnings(report: dict[str, Any]) -> list[str]:
+    """What makes this run's figures suspect."""
+    found = []
+    if not report["pinning"]["ok"]:
+        found.append(f"not pinned: {report['pinning']['detail']}")
+    foreign = report["machine"].get("foreign_busy_whole_run", {})
+    if any(share > FOREIGN_LIMIT for share in foreign.values()):
+        shares = ", ".join(f"{core} {share:.0%}" for core, share in foreign.items())
+        found.append(
+            f"other processes used {shares} of the cores over the run: the machine was"
+            " not quiet, and times (more than CPU per token) are inflated"
+        )
+    load = report["scenarios"].get("b_load", {})
+    for name in ("stub", "chain_relay", "service"):
+        if name in load and load[name]["load_core_busy_max"] > LOAD_CORE_LIMIT:
+            found.append(
+                f"(b) {name}: the stub and load generator kept core {LOAD_CORE}"
+                f" {load[name]['load_core_busy_max']:.0%} busy: the baseline side is short of CPU"
+            )
+    return found
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -811,12 +843,27 @@ def main(argv: list[str] | None = None) -> None:
                     [stub, chain, qa], stub_pid, ledger, args
                 )
 
+        def ours() -> dict[int, float]:
+            return {
+                SERVICE_CORE: cpu_seconds(chain.pid) + cpu_seconds(qa.pid),
+                LOAD_CORE: cpu_seconds(stub.pid) + own_cpu(),
+            }
+
+        ours0, cores0, wall0 = ours(), core_busy_seconds(), time.perf_counter()
         try:
             uvloop.run(run_all())
         except (KeyboardInterrupt, RuntimeError, OSError) as exc:
             report["unfinished"] = (
                 f"{type(exc).__name__}: {exc}; finished: {list(report['scenarios'])}"
             )
+        ours1, cores1, wall = ours(), core_busy_seconds(), time.perf_counter() - wall0
+        # Other jobs on the machine while the scenarios ran, as a share of each core.
+        report["machine"]["foreign_busy_whole_run"] = {
+            f"core{core}": max(0.0, cores1[core] - cores0[core] - (ours1[core] - ours0[core]))
+            / wall
+            for core in (SERVICE_CORE, LOAD_CORE)
+            if core < len(cores0)
+        }
 
     report["pinning"] = vars(pinning)
     report["exactness"] = {
@@ -826,6 +873,7 @@ def main(argv: list[str] | None = None) -> None:
         "first_mismatches": ledger.mismatches,
     }
     report["machine"]["loadavg_end"] = list(os.getloadavg())
+    report["warnings"] = warnings(report)
     report["wall_s"] = time.perf_counter() - started_wall
     path = RESULTS / f"load-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
     report["written_to"] = str(path.relative_to(REPO))
