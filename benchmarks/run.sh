@@ -9,3 +9,7 @@ uv run --frozen python -m benchmarks.parser
 # Resumable answers: resume latency, Redis commands and bytes per answer, and
 # the service's CPU per 1,000 tokens, Redis store against in-process.
 uv run --frozen python -m benchmarks.resume
+# What users feel: time to first text at 1 stream, CPU per 1,000 tokens, time to
+# first text and stream duration at 100 concurrent streams, RSS per held stream;
+# each against the stub and a naive sse-starlette relay of the same chain.
+uv run --frozen python -m benchmarks.load
