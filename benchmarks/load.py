@@ -74,9 +74,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 import uvloop
 from tests.support.service import REPO, free_port, run_service, service_env
+
+from benchmarks.measure import cpu_seconds, percentile
 
 RESULTS = REPO / "benchmarks" / "results"
 FAKE_KEY = "sk-bench-not-a-real-key"
@@ -434,11 +435,6 @@ async def burst(target: Target, scenario: str, marker: str, count: int) -> list[
     return list(await asyncio.gather(*(one_stream(target, scenario, marker) for _ in range(count))))
 
 
-def cpu_seconds(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
-
-
 def own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -463,11 +459,6 @@ def vm_rss_kb(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 # ---------------------------------------------------------------- scenarios
 
 
@@ -489,7 +480,7 @@ async def scenario_single(
         result[name] = {
             "samples": len(values),
             "ttft_median_ms": median,
-            "ttft_p90_ms": pct(values, 0.9) * 1000,
+            "ttft_p90_ms": percentile(values, 0.9) * 1000,
             "added_median_ms_over_stub": median - stub_median,
         }
     return result
@@ -549,8 +540,8 @@ async def scenario_load(
         tokens = sum(r["complete"] for r in runs[name]) * args.tokens
         cpu = sum(r["cpu_s"] for r in runs[name])
         result[name] = {
-            "ttft_p50_ms": pct(ttfts, 0.5) * 1000,
-            "ttft_p99_ms": pct(ttfts, 0.99) * 1000,
+            "ttft_p50_ms": percentile(ttfts, 0.5) * 1000,
+            "ttft_p99_ms": percentile(ttfts, 0.99) * 1000,
             "duration_ratio_median": statistics.median(ratios),
             "duration_ratio_worst": max(ratios),
             "upstream_tokens": tokens,
@@ -624,7 +615,8 @@ async def hold_one(target: Target, ledger: Ledger, count: int) -> dict[str, Any]
         "rss_after_mb": vm_rss_kb(target.pid) / 1024,
         "growth_mb_per_stream": (rss_full - before) / 1024 / most_open,
         "complete": sum(s.outcome == "done" for s in done),
-        "ttft_p99_ms": pct([s.ttft for s in done if s.ttft is not None] or [0.0], 0.99) * 1000,
+        "ttft_p99_ms": percentile([s.ttft for s in done if s.ttft is not None] or [0.0], 0.99)
+        * 1000,
     }
 
 

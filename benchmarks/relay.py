@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 from tests.support.service import REPO, run_service, service_env
+
+from benchmarks.measure import cpu_seconds, percentile
 
 RESULTS = REPO / "benchmarks" / "results"
 FAKE_KEY = "sk-bench-not-a-real-key"
@@ -140,7 +141,7 @@ async def sample(probe: Any, target: str, concurrency: int, rounds: int) -> list
 
 def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    p99 = percentile(ordered, 0.99)
     return {"median_ms": statistics.median(ordered) * 1000, "p99_ms": p99 * 1000}
 
 
@@ -162,11 +163,6 @@ async def stream_all(url: str, streams: int, concurrency: int) -> int:
                 return count
 
         return sum(await asyncio.gather(*(one() for _ in range(streams))))
-
-
-def cpu_seconds(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
 
 
 def cpu_per_1000_tokens(url: str, pid: int, streams: int, concurrency: int) -> dict[str, float]:

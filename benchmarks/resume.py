@@ -42,10 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 from tests.support.redis_server import RedisServer, RedisTraffic, run_redis
 from tests.support.service import run_service
 
+from benchmarks.measure import cpu_seconds, percentile
 from benchmarks.relay import FAKE_KEY, RESULTS, run_stub
 
 # Every single wait is bounded by this, and each request as a whole below.
@@ -188,7 +188,7 @@ async def resume_latencies(setup: Setup, args: argparse.Namespace) -> dict[str, 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    p99 = percentile(ordered, 0.99)
     return {
         "p50_ms": statistics.median(ordered) * 1000,
         "p99_ms": p99 * 1000,
@@ -271,11 +271,6 @@ def redis_cost(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # 3. CPU per 1,000 tokens -------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
 
 
 async def load(url: str, streams: int, pieces: int, tag: str) -> int:
