@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import anyio
 from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, Request
@@ -159,13 +161,11 @@ async def answer_events_route(
     event; from its start without either): how a `fetch` client resumes."""
     if not ANSWER_ID.match(answer_id):
         # The answer first, then which of its events: a 404 says more than a 400.
-        service.telemetry.resume_refused(errors.ANSWER_NOT_FOUND.code)
-        raise errors.QAServiceError(errors.ANSWER_NOT_FOUND)
+        _refuse_resume(service, errors.ANSWER_NOT_FOUND)
     resume = last_event_id(service, request)
     if resume is not None:
         if resume[0] != answer_id:
-            service.telemetry.resume_refused(errors.INVALID_LAST_EVENT_ID.code)
-            raise errors.QAServiceError(errors.INVALID_LAST_EVENT_ID)
+            _refuse_resume(service, errors.INVALID_LAST_EVENT_ID)
         after = resume[1]
     if after is None:
         after = -1
@@ -193,9 +193,13 @@ def last_event_id(service: Service, request: Request) -> tuple[str, int] | None:
         return None
     parsed = native.parse_event_id(value)
     if parsed is None or not ANSWER_ID.match(parsed[0]):
-        service.telemetry.resume_refused(errors.INVALID_LAST_EVENT_ID.code)
-        raise errors.QAServiceError(errors.INVALID_LAST_EVENT_ID)
+        _refuse_resume(service, errors.INVALID_LAST_EVENT_ID)
     return parsed
+
+
+def _refuse_resume(service: Service, public: errors.PublicError) -> NoReturn:
+    service.telemetry.resume_refused(public.code)
+    raise errors.QAServiceError(public)
 
 
 async def continue_answer(
@@ -203,12 +207,10 @@ async def continue_answer(
 ) -> Response:
     """Resume: 204 when everything was delivered; else replay, then follow live.
 
-    Refused (JSON 4xx) for an unknown or expired answer, and, when `request`
-    is given, for an answer to another request.
+    `answer_id` is well-formed (the callers check it). Refused (JSON 4xx) for
+    an unknown or expired answer, and, when `request` is given, for an answer
+    to another request.
     """
-    if not ANSWER_ID.match(answer_id):
-        service.telemetry.resume_refused(errors.ANSWER_NOT_FOUND.code)
-        raise errors.QAServiceError(errors.ANSWER_NOT_FOUND)
     try:
         point = await service.registry.resume_point(answer_id, after, request)
     except errors.QAServiceError as exc:
