@@ -26,7 +26,7 @@ from qa_service.generation.prompts import check_default, load_prompts
 from qa_service.generation.providers import open_chat_model
 from qa_service.generation.writer import AIWriter, GenerationLimits
 from qa_service.observability.telemetry import Telemetry
-from qa_service.stores import open_answer_store
+from qa_service.stores import open_admission, open_answer_store
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ def create_app(settings: Settings) -> FastAPI:
         async with AsyncExitStack() as stack:
             model = await stack.enter_async_context(open_chat_model(settings))
             store = await stack.enter_async_context(open_answer_store(settings))
+            admission = await stack.enter_async_context(open_admission(settings))
+            telemetry.watch_client_slots(lambda: admission.slots.held)
             limits = GenerationLimits(
                 first_piece_seconds=settings.upstream_read_timeout_seconds,
                 idle_seconds=settings.upstream_idle_timeout_seconds,
@@ -59,6 +61,8 @@ def create_app(settings: Settings) -> FastAPI:
             registry = AnswerRegistry(
                 store, AIWriter(model, prompts, limits), timing, observers=[telemetry]
             )
+            # Last in, first out: the answers end, then give back their places.
+            stack.push_async_callback(admission.drain)
             stack.push_async_callback(registry.abort_all, SHUTTING_DOWN)
             listener = asyncio.get_running_loop().create_task(registry.listen())
             stack.callback(listener.cancel)
@@ -67,7 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
                 if settings.readyz_probe
                 else None
             )
-            app.state.service = Service(settings, registry, prompts, telemetry, probe)
+            app.state.service = Service(settings, registry, prompts, telemetry, admission, probe)
             stack.callback(setattr, app.state, "service", None)
             if settings.is_demo_fallback:
                 log.warning(

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+from limits import parse as parse_limit
 from pydantic import (
     AliasChoices,
     Field,
@@ -89,6 +90,17 @@ class Settings(BaseSettings):
     resume_grace_seconds: float = Field(default=5.0, ge=0, le=600)
     # A replica that stops renewing an answer's lease for this long is lost.
     producer_lease_seconds: float = Field(default=3.0, ge=0.5, le=60)
+    # Answers generating in this process at once; past it, 503 over_capacity.
+    max_streams: int = Field(default=1000, ge=1, le=100_000)
+    # Per client (its API key, else its address): answers started per period
+    # ("60/minute"), answers at once, and output tokens per period
+    # ("200000/day"). Unset: no limit. Shared by replicas through QA_REDIS_URL.
+    rate_limit: str | None = None
+    client_max_streams: int | None = Field(default=None, ge=1)
+    client_token_budget: str | None = None
+    # Hold the response this long for the first text, so that a provider
+    # failure before it is a real HTTP status; 0 streams at once.
+    first_text_hold_seconds: float = Field(default=5.0, ge=0, le=60)
 
     # The providers' standard variables, read without our prefix so that existing
     # deployments and OpenAI-compatible servers (vLLM, llama.cpp, Ollama) just work.
@@ -121,6 +133,19 @@ class Settings(BaseSettings):
         if 0 < value < 1:
             raise ValueError("must be 0 (cancel on hang-up) or at least 1 second")
         return value
+
+    @field_validator("rate_limit", "client_token_budget", mode="after")
+    @classmethod
+    def _limit_string(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            amount = parse_limit(value).amount
+        except ValueError:
+            amount = 0
+        if amount < 1:
+            raise ValueError("must be an amount per period, e.g. 60/minute or 200000/day")
+        return value.strip()
 
     @field_validator("redis_url", mode="after")
     @classmethod

@@ -23,6 +23,8 @@ def demo_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSe
         "QA_DEMO_CHUNK_DELAY_MS": "1",
         "QA_DEMO_PAUSE_SECONDS": str(PAUSE),
         "QA_KEEPALIVE_SECONDS": str(KEEPALIVE),
+        # The stream starts at once, so the slow first token is bridged on the wire.
+        "QA_FIRST_TEXT_HOLD_SECONDS": "0",
     }
     with run_service(settings, tmp_path_factory.mktemp("demo")) as service:
         yield service

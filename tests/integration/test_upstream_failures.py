@@ -78,7 +78,9 @@ def test_stream_that_ends_without_a_finish_reason_is_incomplete(
     assert stream.last["error"]["code"] == "upstream_incomplete"
 
 
-def test_upstream_unreachable_is_an_error_event(workdir, stub: UpstreamStub) -> None:  # type: ignore[no-untyped-def]
+def test_upstream_unreachable_is_an_error_event_once_the_stream_has_started(
+    workdir, stub: UpstreamStub
+) -> None:  # type: ignore[no-untyped-def]
     from tests.support.service import free_port, run_service
 
     dead = f"http://127.0.0.1:{free_port()}/v1"
@@ -87,6 +89,8 @@ def test_upstream_unreachable_is_an_error_event(workdir, stub: UpstreamStub) -> 
         "OPENAI_API_KEY": OPENAI_KEY,
         "OPENAI_BASE_URL": dead,
         "QA_UPSTREAM_MAX_RETRIES": "0",
+        # No hold: the stream starts at once (test_hold_window.py: the 503 with it).
+        "QA_FIRST_TEXT_HOLD_SECONDS": "0",
     }
     with run_service(settings, workdir) as service:
         stream = read_stream(service.url, params={"query": "anything"})

@@ -13,7 +13,15 @@ GROQ_KEY = f"gsk_test{uuid.uuid4().hex}"
 # A short keep-alive puts comment lines among the events of every test.
 # QA_RESUME_GRACE_SECONDS=0: a hang-up cancels the answer at once, as before resume existed.
 CANCEL_ON_HANGUP = {"QA_RESUME_GRACE_SECONDS": "0"}
-FAST = {"QA_UPSTREAM_MAX_RETRIES": "0", "QA_LOG_LEVEL": "info", "QA_KEEPALIVE_SECONDS": "0.2"}
+# QA_FIRST_TEXT_HOLD_SECONDS=0: every stream starts at once, so a failure before
+# the first text is an error event, as these tests expect; test_hold_window.py
+# runs the default, where it is a real HTTP status.
+FAST = {
+    "QA_UPSTREAM_MAX_RETRIES": "0",
+    "QA_LOG_LEVEL": "info",
+    "QA_KEEPALIVE_SECONDS": "0.2",
+    "QA_FIRST_TEXT_HOLD_SECONDS": "0",
+}
 
 
 def provider_settings(provider: str, stub: UpstreamStub) -> dict[str, str]:

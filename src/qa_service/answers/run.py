@@ -87,6 +87,10 @@ class AnswerRun:
         self.ttft_ms: float | None = None
         self.chars = 0
         self.pieces = 0
+        self.output_tokens: int | None = None
+        # The first text, or the end if none came: what a held response waits for.
+        self._first_output = asyncio.Event()
+        self._failed_before_text: PublicError | None = None
         self._request = request
         self._writer = writer
         self._store = store
@@ -104,6 +108,23 @@ class AnswerRun:
     @property
     def ended(self) -> bool:
         return self._task is not None and self._task.done()
+
+    @property
+    def billed_tokens(self) -> int:
+        """What the answer cost its client: the provider's count of output
+        tokens, or its characters when the provider reported none (a cut stream)."""
+        return self.output_tokens if self.output_tokens is not None else self.chars
+
+    async def first_output(self, seconds: float) -> PublicError | None:
+        """Wait up to `seconds` for the first text or the end of the answer.
+
+        Returns the error when the answer ended before any text: the caller
+        can still refuse with a real HTTP status, since nothing was sent.
+        """
+        with suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._first_output.wait()
+        return self._failed_before_text
 
     def start(self) -> asyncio.Task[None]:
         """Start generating; idempotent. Must run inside the event loop."""
@@ -197,6 +218,9 @@ class AnswerRun:
             await self._append_final(Done(self._next_seq, self._summary(report)))
         finally:
             heartbeat.cancel()
+            # Also when the end could not be logged: a held response stops waiting.
+            self._first_output.set()
+            self.output_tokens = (report.usage or {}).get("output_tokens")
             record = self._record(report)
             for observer in self._observers:
                 observer.answer_finished(record)
@@ -237,6 +261,7 @@ class AnswerRun:
         self.chars += len(chunk)
         self.pieces += 1
         await self._append(Text(self._next_seq, chunk))
+        self._first_output.set()
 
     async def _append_final(self, event: AnswerEvent) -> None:
         """The last event, then the lease goes, in a task a cancel cannot reach:
@@ -246,6 +271,14 @@ class AnswerRun:
         await asyncio.shield(self._final)
 
     async def _store_final(self, event: AnswerEvent) -> None:
+        try:
+            await self._log_final(event)
+        finally:
+            if isinstance(event, Failed) and self.pieces == 0:
+                self._failed_before_text = event.error
+            self._first_output.set()
+
+    async def _log_final(self, event: AnswerEvent) -> None:
         # Bounded: a store that hangs must not keep the answer's task alive.
         try:
             async with asyncio.timeout(self._timing.close_seconds * 2):

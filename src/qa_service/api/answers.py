@@ -19,6 +19,7 @@ from qa_service.api.deps import (
     Service,
     ServiceDep,
     body_limit,
+    client_of,
     get_and_head,
     read_capped_body,
     require_json,
@@ -112,10 +113,25 @@ async def start_answer(service: Service, ask: AskBody, request: Request) -> Resp
     if request.method == "HEAD":
         # Checked like GET, then only the stream's headers: never a paid answer.
         return sse.event_stream_response(sse.no_events(), settings, shutdown)
-    # Here, before the 200: a store that is down is a 503 store_unavailable.
-    run = await service.registry.start(answer_request, meta)
+    admission = service.admission
+    admitted = await admission.admit(client_of(request))
+    try:
+        # Here, before the 200: a store that is down is a 503 store_unavailable.
+        run = await service.registry.start(answer_request, meta)
+    except BaseException:
+        await admission.give_back(admitted)
+        raise
+    admission.hold_until_ended(admitted, run)
+    if settings.first_text_hold_seconds > 0:
+        # Nothing is sent yet, so a provider that fails before any text gets
+        # its real status (429, 502, 503, 504) instead of 200 and an event.
+        failure = await run.first_output(settings.first_text_hold_seconds)
+        if failure is not None:
+            raise errors.QAServiceError(failure, admitted.headers)
     events = answer_events(service.registry, run.id, -1, shutdown, settings.shutdown_grace_seconds)
-    return sse.event_stream_response(native.render_stream(events, run.id), settings, shutdown)
+    response = sse.event_stream_response(native.render_stream(events, run.id), settings, shutdown)
+    response.headers.update(admitted.headers)
+    return response
 
 
 def _checked_request(service: Service, ask: AskBody) -> AnswerRequest:

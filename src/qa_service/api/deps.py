@@ -8,6 +8,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 
+from qa_service.access.admission import Admission
 from qa_service.answers.registry import AnswerRegistry
 from qa_service.api.origins import page_may_start_answers
 from qa_service.config import Settings
@@ -25,6 +26,7 @@ class Service:
     registry: AnswerRegistry
     prompts: dict[str, Prompt]
     telemetry: Telemetry
+    admission: Admission
     probe: ProviderProbe | None = None
 
 
@@ -36,6 +38,15 @@ def get_service(request: Request) -> Service:
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def client_of(request: Request) -> str:
+    """Whom per-client limits count: the API key when keys are on, else the
+    address (the client's, through QA_FORWARDED_ALLOW_IPS' proxies only)."""
+    key_id: str | None = getattr(request.state, "client_key_id", None)
+    if key_id is not None:
+        return key_id
+    return f"ip:{request.client.host if request.client else 'unknown'}"
 
 
 def refuse_pages_of_other_sites(request: Request, service: ServiceDep) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,7 +30,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, QAServiceError)
-        return refuse(request, exc.public)
+        response = refuse(request, exc.public)
+        response.headers.update(exc.headers)
+        return response
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         return refuse(request, errors.INVALID_REQUEST)
@@ -81,5 +84,6 @@ def allowed_methods(request: Request) -> str:
 def error_response(public: PublicError) -> JSONResponse:
     headers = {}
     if public.retry_after_seconds is not None:
-        headers["Retry-After"] = str(int(public.retry_after_seconds))
+        # Whole seconds, rounded up: a client that waits less is refused again.
+        headers["Retry-After"] = str(math.ceil(public.retry_after_seconds))
     return JSONResponse({"error": public.as_dict()}, status_code=public.status, headers=headers)

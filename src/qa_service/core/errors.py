@@ -17,6 +17,7 @@ and the request carries the API key.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -42,13 +43,15 @@ class PublicError:
 
 
 class QAServiceError(Exception):
-    """A refusal before the stream starts; `public` says what the client sees."""
+    """A refusal before the stream starts; `public` says what the client sees,
+    `headers` what else its response carries (rate-limit state, say)."""
 
     public: PublicError
 
-    def __init__(self, public: PublicError) -> None:
+    def __init__(self, public: PublicError, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(public.code)
         self.public = public
+        self.headers = dict(headers or {})
 
 
 class InvalidQueryError(QAServiceError):
@@ -166,6 +169,21 @@ PRODUCER_LOST = PublicError(
 STORE_UNAVAILABLE = PublicError(
     "store_unavailable", "The answer store is unavailable; ask again.", True, 503
 )
+OVER_CAPACITY = PublicError(
+    "over_capacity", "The service is answering all it can; ask again shortly.", True, 503, 1
+)
+RATE_LIMITED = PublicError(
+    "rate_limited", "Too many requests from this client; wait before asking again.", True, 429
+)
+TOO_MANY_STREAMS = PublicError(
+    "too_many_streams",
+    "This client has as many answers in progress as it may; wait for one to end.",
+    True,
+    429,
+)
+BUDGET_EXHAUSTED = PublicError(
+    "budget_exhausted", "This client has used its token budget for the period.", True, 429
+)
 ANSWER_NOT_FOUND = PublicError(
     "answer_not_found", "No such answer: it never existed or has expired.", False, 404
 )
@@ -187,13 +205,13 @@ UPSTREAM_AUTH = PublicError(
     "upstream_auth_failed", "The model provider rejected the service's credentials.", False, 502
 )
 UPSTREAM_RATE_LIMITED = PublicError(
-    "upstream_rate_limited", "The model provider is rate limiting requests.", True, 503
+    "upstream_rate_limited", "The model provider is rate limiting requests.", True, 429
 )
 UPSTREAM_BAD_REQUEST = PublicError(
     "upstream_bad_request", "The model provider refused the request.", False, 502
 )
 UPSTREAM_UNAVAILABLE = PublicError(
-    "upstream_unavailable", "The model provider is unavailable.", True, 502
+    "upstream_unavailable", "The model provider is unavailable.", True, 503
 )
 UPSTREAM_TIMEOUT = PublicError(
     "upstream_timeout", "The model provider did not answer in time.", True, 504
@@ -223,6 +241,10 @@ PUBLIC_ERRORS: tuple[PublicError, ...] = (
     CANCELLED,
     PRODUCER_LOST,
     STORE_UNAVAILABLE,
+    OVER_CAPACITY,
+    RATE_LIMITED,
+    TOO_MANY_STREAMS,
+    BUDGET_EXHAUSTED,
     ANSWER_NOT_FOUND,
     RESUME_MISMATCH,
     INVALID_LAST_EVENT_ID,

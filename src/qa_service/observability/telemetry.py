@@ -8,6 +8,7 @@ many answers pass.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -110,12 +111,22 @@ class Telemetry:
             labels,
             registry=self.registry,
         )
+        self.client_slots_held = Gauge(
+            "qa_client_slots_held",
+            "Clients' answers in progress this instance holds a QA_CLIENT_MAX_STREAMS slot for",
+            labels,
+            registry=self.registry,
+        )
         self.upstream_cancellations = Counter(
             "qa_upstream_cancellations",
             "Provider requests the service closed before they finished",
             labels,
             registry=self.registry,
         )
+
+    def watch_client_slots(self, held: Callable[[], int]) -> None:
+        """Read at each scrape: a value that never returns to 0 at rest is a leak."""
+        self.client_slots_held.labels(*self._labels).set_function(held)
 
     def connection_closed(self, reason: str) -> None:
         """The server ended a connection itself: `no_request` or `response_cut_off`."""

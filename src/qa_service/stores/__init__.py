@@ -1,13 +1,23 @@
-"""Answer stores: where answers' logs and signals live (answers/ports.py)."""
+"""Stores: where answers' logs and signals (answers/ports.py) and clients' limits
+(access/) live: in this process, or in Redis with QA_REDIS_URL."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from qa_service.access.admission import Admission
+from qa_service.access.capacity import StreamCapacity
+from qa_service.access.quotas import ClientQuotas
+from qa_service.access.slots import SlotKeeper
 from qa_service.answers.ports import AnswerStore
 from qa_service.config import Settings
+from qa_service.stores.limits import open_limit_stores
 from qa_service.stores.memory import MemoryAnswerStore
+
+# A replica that stops renewing its clients' answer slots frees them this long after.
+SLOT_LEASE_SECONDS = 30.0
 
 
 def max_logged_events(settings: Settings) -> int:
@@ -29,3 +39,20 @@ async def open_answer_store(settings: Settings) -> AsyncIterator[AnswerStore]:
         url, settings.resume_ttl_seconds, max_logged_events(settings)
     ) as store:
         yield store
+
+
+@asynccontextmanager
+async def open_admission(settings: Settings) -> AsyncIterator[Admission]:
+    """QA_MAX_STREAMS and the per-client limits, counted where QA_REDIS_URL says."""
+    async with open_limit_stores(settings) as stores:
+        slots = SlotKeeper(stores.slots, SLOT_LEASE_SECONDS)
+        keeper = asyncio.get_running_loop().create_task(slots.keep_leases())
+        try:
+            yield Admission(
+                StreamCapacity(settings.max_streams),
+                ClientQuotas(stores.counters, settings.rate_limit, settings.client_token_budget),
+                slots,
+                settings.client_max_streams,
+            )
+        finally:
+            keeper.cancel()

@@ -1,0 +1,129 @@
+"""Whether a new answer may start, and giving back what it took when it ends.
+
+In order, cheapest first, so a flood is refused before it costs anything:
+this process's cap (503 over_capacity), then the client's request rate,
+token budget and answers in progress (429 rate_limited, budget_exhausted,
+too_many_streams). All of it before any upstream call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+from dataclasses import dataclass, field
+
+import anyio
+
+from qa_service.access.capacity import StreamCapacity
+from qa_service.access.quotas import ClientQuotas, QuotaState
+from qa_service.access.slots import SlotKeeper
+from qa_service.answers.run import AnswerRun
+from qa_service.core import errors
+from qa_service.core.errors import PublicError, QAServiceError
+
+log = logging.getLogger(__name__)
+
+# How long a client over QA_CLIENT_MAX_STREAMS is asked to wait: answers end
+# at no time anyone can know, and a second is a polite poll.
+STREAMS_RETRY_SECONDS = 1
+
+
+@dataclass(slots=True)
+class Admitted:
+    """What one admitted answer holds until it ends."""
+
+    client: str
+    slot: str | None
+    # The x-ratelimit-* headers for its response.
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Admission:
+    def __init__(
+        self,
+        capacity: StreamCapacity,
+        quotas: ClientQuotas,
+        slots: SlotKeeper,
+        client_max_streams: int | None,
+    ) -> None:
+        self.capacity = capacity
+        self.quotas = quotas
+        self.slots = slots
+        self._client_max_streams = client_max_streams
+        self._releases: set[asyncio.Task[None]] = set()
+
+    async def admit(self, client: str) -> Admitted:
+        """Take a place for one answer of `client`, or raise the refusal."""
+        if not self.capacity.try_take():
+            raise QAServiceError(errors.OVER_CAPACITY)
+        admitted = Admitted(client, None)
+        try:
+            await self._check_client(admitted)
+        except BaseException:
+            await self._give_back(admitted, 0)
+            raise
+        return admitted
+
+    async def _check_client(self, admitted: Admitted) -> None:
+        client = admitted.client
+        allowed, requests = await self.quotas.take_request(client)
+        if requests is not None:
+            admitted.headers.update(requests.headers("requests"))
+            if not allowed:
+                self._refuse(errors.RATE_LIMITED, admitted, requests.reset_seconds)
+        tokens = await self.quotas.tokens_left(client)
+        if tokens is not None:
+            admitted.headers.update(tokens.headers("tokens"))
+            if tokens.spent:
+                self._refuse(errors.BUDGET_EXHAUSTED, admitted, tokens.reset_seconds)
+        if self._client_max_streams is not None:
+            slot = secrets.token_urlsafe(12)
+            if not await self.slots.take(client, slot, self._client_max_streams):
+                self._refuse(errors.TOO_MANY_STREAMS, admitted, STREAMS_RETRY_SECONDS)
+            admitted.slot = slot
+
+    @staticmethod
+    def _refuse(public: PublicError, admitted: Admitted, wait_seconds: float) -> None:
+        retry_after = PublicError(
+            public.code,
+            public.message,
+            public.retryable,
+            public.status,
+            float(max(1, math.ceil(wait_seconds))),
+        )
+        raise QAServiceError(retry_after, admitted.headers)
+
+    def hold_until_ended(self, admitted: Admitted, run: AnswerRun) -> None:
+        """Give back the answer's places, and charge its tokens, however it ends."""
+        run.start().add_done_callback(lambda _: self._give_back_later(admitted, run.billed_tokens))
+
+    async def give_back(self, admitted: Admitted) -> None:
+        """For an answer that never started."""
+        await self._give_back(admitted, 0)
+
+    def _give_back_later(self, admitted: Admitted, tokens: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._give_back(admitted, tokens))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _give_back(self, admitted: Admitted, tokens: int) -> None:
+        # Shielded: this runs when a request's task may itself be cancelled.
+        with anyio.CancelScope(shield=True):
+            self.capacity.give_back()
+            try:
+                if admitted.slot is not None:
+                    await self.slots.give_back(admitted.client, admitted.slot)
+                await self.quotas.charge_tokens(admitted.client, tokens)
+            except errors.StoreUnavailableError:
+                log.warning("could not charge an answer's tokens to its client")
+
+    async def drain(self) -> None:
+        """At shutdown: wait (bounded) until every ended answer has given its places back."""
+        if self._releases:
+            with anyio.move_on_after(3):
+                await asyncio.wait(set(self._releases))
+
+
+__all__ = ["Admission", "Admitted", "QuotaState"]

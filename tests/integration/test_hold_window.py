@@ -1,0 +1,149 @@
+"""The default hold window: a provider failure before the first text is a real HTTP status.
+
+These services run with QA_FIRST_TEXT_HOLD_SECONDS at its default (5 s) or a
+short one; the shared services turn the hold off (tests/support/providers.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.providers import marker, provider_settings
+from tests.support.service import RunningService, free_port, run_service
+from tests.support.sse import read_stream
+from tests.support.upstream_stub import Reply, UpstreamStub
+
+HELD = {"QA_FIRST_TEXT_HOLD_SECONDS": "5", "QA_UPSTREAM_READ_TIMEOUT_SECONDS": "1"}
+SHORT_HOLD = {"QA_FIRST_TEXT_HOLD_SECONDS": "0.5"}
+
+
+@pytest.fixture(scope="module", params=["openai", "groq"])
+def held_service(
+    request: pytest.FixtureRequest, stub: UpstreamStub, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningService]:
+    settings = {**provider_settings(request.param, stub), **HELD}
+    with run_service(settings, tmp_path_factory.mktemp("held")) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def short_hold_service(stub: UpstreamStub, workdir: Path) -> Iterator[RunningService]:
+    with run_service({**provider_settings("openai", stub), **SHORT_HOLD}, workdir) as service:
+        yield service
+
+
+def _error_body() -> dict[str, object]:
+    return {"error": {"message": "nope", "type": "server_error", "code": "x"}}
+
+
+@pytest.mark.parametrize(
+    ("upstream", "headers", "status", "code"),
+    [
+        (401, {}, 502, "upstream_auth_failed"),
+        (403, {}, 502, "upstream_auth_failed"),
+        (429, {"retry-after": "7"}, 429, "upstream_rate_limited"),
+        (500, {}, 503, "upstream_unavailable"),
+        (503, {}, 503, "upstream_unavailable"),
+        (400, {}, 502, "upstream_bad_request"),
+    ],
+)
+def test_a_provider_failure_before_the_first_text_is_a_real_status(
+    held_service: RunningService,
+    stub: UpstreamStub,
+    upstream: int,
+    headers: dict[str, str],
+    status: int,
+    code: str,
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(status=upstream, headers=headers, error_body=_error_body()))
+
+    response = httpx.get(f"{held_service.url}/ai_write", params={"query": key}, timeout=10)
+
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == code
+    if upstream == 429:
+        assert response.headers["retry-after"] == "7"
+        assert response.json()["error"]["retry_after_seconds"] == 7
+    else:
+        assert "retry-after" not in response.headers
+
+
+def test_a_provider_that_never_starts_is_a_504(
+    held_service: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    # Past QA_UPSTREAM_READ_TIMEOUT_SECONDS (1 s), within the 5 s hold.
+    stub.reply(key, Reply(first_delay=3.0))
+
+    response = httpx.get(f"{held_service.url}/ai_write", params={"query": key}, timeout=10)
+
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "upstream_timeout"
+
+
+def test_an_unreachable_provider_is_a_503(tmp_path: Path, stub: UpstreamStub) -> None:
+    closed = free_port()  # bound once, then closed: nobody listens there
+    settings = {
+        **provider_settings("openai", stub),
+        **HELD,
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{closed}/v1",
+    }
+    with run_service(settings, tmp_path) as service:
+        response = httpx.get(f"{service.url}/ai_write", params={"query": "hi"}, timeout=10)
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "upstream_unavailable"
+
+
+def test_a_held_answer_streams_whole_once_its_first_text_arrives(
+    held_service: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=["held ", "then ", "whole"], first_delay=0.3))
+
+    stream = read_stream(held_service.url, params={"query": key})
+
+    assert stream.status == 200
+    assert stream.kinds == ["meta", "text", "text", "text", "done"]
+    assert stream.text == "held then whole"
+
+
+def test_a_failure_after_the_first_text_is_still_an_event(
+    held_service: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=["one ", "two ", "three"], cut_after_pieces=1))
+
+    stream = read_stream(held_service.url, params={"query": key})
+
+    assert stream.status == 200
+    assert stream.text == "one "
+    assert stream.last["error"]["code"] == "upstream_interrupted"
+
+
+def test_a_first_text_later_than_the_hold_streams_with_keepalives(
+    short_hold_service: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=["late ", "text"], first_delay=2.0))
+
+    started = time.monotonic()
+    with httpx.stream(
+        "GET", f"{short_hold_service.url}/ai_write", params={"query": key}, timeout=10
+    ) as response:
+        headers_at = time.monotonic() - started
+        lines = response.read().decode().splitlines()
+
+    assert response.status_code == 200
+    # The headers came when the hold ran out, long before the first text.
+    assert headers_at < 1.5
+    first_text = next(i for i, line in enumerate(lines) if '{"text"' in line)
+    assert lines[:first_text].count(": keep-alive") >= 3
+    assert '"meta"' in "".join(lines[:first_text])
