@@ -31,9 +31,6 @@ class SlotStore(Protocol):
 
     async def give_back(self, client: str, slot: str) -> None: ...
 
-    async def count(self, client: str) -> int:
-        """Live slots `client` holds, on every replica."""
-
 
 class MemorySlotStore:
     """One process: its slots need no lease, they end with it."""
@@ -57,9 +54,6 @@ class MemorySlotStore:
             slots.discard(slot)
             if not slots:
                 del self._slots[client]
-
-    async def count(self, client: str) -> int:
-        return len(self._slots.get(client, ()))
 
 
 class SlotKeeper:

@@ -34,12 +34,6 @@ for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', until_ms, ARGV[i]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 """
-# KEYS: the client's set. Returns the live slots.
-_COUNT = """
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-return redis.call('ZCOUNT', KEYS[1], ms, '+inf')
-"""
 
 
 def _key(client: str) -> str:
@@ -50,7 +44,6 @@ class RedisSlotStore:
     def __init__(self, client: aioredis.Redis) -> None:
         self._take = client.register_script(_TAKE)
         self._renew = client.register_script(_RENEW)
-        self._count = client.register_script(_COUNT)
         self._client = client
 
     async def take(self, client: str, slot: str, limit: int, lease_seconds: float) -> bool:
@@ -69,10 +62,6 @@ class RedisSlotStore:
     async def give_back(self, client: str, slot: str) -> None:
         async with mapped_errors():
             await self._client.zrem(_key(client), slot)
-
-    async def count(self, client: str) -> int:
-        async with mapped_errors():
-            return int(await self._count(keys=[_key(client)]))
 
 
 def _ms(seconds: float) -> int:
