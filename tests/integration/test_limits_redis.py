@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.support.metrics import read_metrics, total
+from tests.support.nginx import run_nginx
 from tests.support.providers import CANCEL_ON_HANGUP, marker, provider_settings
 from tests.support.redis_server import RedisServer, run_redis
 from tests.support.service import RunningService, run_service
@@ -235,3 +236,23 @@ def test_after_500_streams_ended_at_random_points_no_slot_stays_held(
     assert statuses.count(200) == 500, sorted(set(statuses))
     assert held_per_replica == [0, 0]
     assert one_more.status_code == 429
+
+
+def test_behind_nginx_a_client_cannot_dodge_its_limit_with_its_own_x_forwarded_for(
+    replicas: list[RunningService], tmp_path: Path
+) -> None:
+    backends = [service.url.removeprefix("http://") for service in replicas]
+    with run_nginx(backends, tmp_path) as nginx:
+        spoofed = [
+            httpx.get(
+                f"{nginx.url}/ai_write",
+                params={"query": marker()},
+                headers={"X-Forwarded-For": f"10.9.9.{i}"},
+                timeout=10,
+            )
+            for i in range(21)
+        ]
+
+    # nginx names the peer (127.0.0.1): one client, whatever it claims.
+    assert [r.status_code for r in spoofed] == [200] * 20 + [429]
+    assert spoofed[-1].json()["error"]["code"] == "rate_limited"

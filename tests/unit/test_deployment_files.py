@@ -65,7 +65,7 @@ def test_nginx_config_balances_without_stickiness_and_streams_unbuffered() -> No
         "proxy_cache off;",
         "proxy_read_timeout 1h;",
         "proxy_set_header Host $http_host;",
-        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "proxy_set_header X-Forwarded-For $remote_addr;",
         "proxy_set_header X-Forwarded-Proto $scheme;",
         "proxy_set_header X-Request-ID $http_x_request_id;",
         "proxy_set_header Last-Event-ID $http_last_event_id;",
