@@ -147,3 +147,21 @@ def test_a_first_text_later_than_the_hold_streams_with_keepalives(
     first_text = next(i for i, line in enumerate(lines) if '{"text"' in line)
     assert lines[:first_text].count(": keep-alive") >= 3
     assert '"meta"' in "".join(lines[:first_text])
+
+
+def test_a_hold_longer_than_the_resume_grace_does_not_cancel_the_answer(
+    stub: UpstreamStub, tmp_path: Path
+) -> None:
+    # No reader is attached while the response is held: the grace must wait for it.
+    settings = {
+        **provider_settings("openai", stub),
+        "QA_FIRST_TEXT_HOLD_SECONDS": "3",
+        "QA_RESUME_GRACE_SECONDS": "1",
+    }
+    key = marker()
+    stub.reply(key, Reply(pieces=["still ", "here"], first_delay=2.5))
+    with run_service(settings, tmp_path) as service:
+        stream = read_stream(service.url, params={"query": key})
+
+    assert stream.status == 200
+    assert stream.text == "still here"

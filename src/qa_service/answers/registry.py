@@ -57,15 +57,21 @@ class AnswerRegistry:
     def local(self, answer_id: str) -> AnswerRun | None:
         return self._runs.get(answer_id)
 
-    async def start(self, request: AnswerRequest, meta: AnswerMeta) -> AnswerRun:
-        """A new answer with a fresh id, generating in this process."""
+    async def start(
+        self, request: AnswerRequest, meta: AnswerMeta, reader_within: float = 0.0
+    ) -> AnswerRun:
+        """A new answer with a fresh id, generating in this process.
+
+        `reader_within`: how long its first reader may take to attach (a
+        response held for the first text) before the resume grace starts.
+        """
         answer_id = new_answer_id()
         meta = dataclasses.replace(meta, answer_id=answer_id)
         await self.store.create(answer_id, request.fingerprint())
         # Before the task runs: a reader must never see an answer with no lease.
         await self.store.renew_lease(answer_id, self.timing.lease_seconds)
         if self.timing.grace_seconds > 0:
-            await self.store.touch_reader(answer_id, self.timing.grace_seconds)
+            await self.store.touch_reader(answer_id, self.timing.grace_seconds + reader_within)
         run = AnswerRun(meta, request, self._writer, self.store, self.timing, self._observers)
         self._runs[answer_id] = run
         run.start().add_done_callback(lambda _: self._runs.pop(answer_id, None))

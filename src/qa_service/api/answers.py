@@ -117,7 +117,9 @@ async def start_answer(service: Service, ask: AskBody, request: Request) -> Resp
     admitted = await admission.admit(client_of(request))
     try:
         # Here, before the 200: a store that is down is a 503 store_unavailable.
-        run = await service.registry.start(answer_request, meta)
+        run = await service.registry.start(
+            answer_request, meta, reader_within=settings.first_text_hold_seconds
+        )
     except BaseException:
         await admission.give_back(admitted)
         raise

@@ -219,7 +219,22 @@ def _stream_responses(method: str) -> dict[str, Any]:
             "QA_CORS_ORIGINS does not list."
         ),
         "500": _error("`internal_error`: a bug; the detail is in the service's log."),
-        "503": _NOT_READY,
+        "429": _error(
+            "`rate_limited`, `budget_exhausted`, `too_many_streams` (this client's limits, "
+            "with Retry-After and x-ratelimit-* headers); or `upstream_rate_limited`: the "
+            "provider said 429 before the first text."
+        ),
+        "502": _error(
+            "The provider failed before the first text: `upstream_auth_failed`, "
+            "`upstream_bad_request`, `upstream_interrupted`, `upstream_incomplete`, "
+            "`upstream_error`, `producer_lost`."
+        ),
+        "503": _error(
+            "`over_capacity` (QA_MAX_STREAMS; Retry-After), `upstream_unavailable` (the "
+            "provider failed or was unreachable before the first text), `store_unavailable`, "
+            "`not_ready`, `shutting_down`. Retryable."
+        ),
+        "504": _error("`upstream_timeout`: the provider did not answer before the first text."),
     }
     if method == "post":
         responses["413"] = _error(
