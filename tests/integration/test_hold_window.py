@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.metrics import delta, read_metrics, total
 from tests.support.providers import marker, provider_settings
 from tests.support.service import RunningService, free_port, run_service
 from tests.support.sse import read_stream
@@ -73,6 +74,33 @@ def test_a_provider_failure_before_the_first_text_is_a_real_status(
         assert response.json()["error"]["retry_after_seconds"] == 7
     else:
         assert "retry-after" not in response.headers
+
+
+def test_a_held_failure_is_counted_once_as_an_answer_not_also_as_a_refusal(
+    held_service: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(status=500, error_body=_error_body()))
+    wait_until_idle(held_service)
+    before = read_metrics(held_service.url)
+
+    response = httpx.get(f"{held_service.url}/ai_write", params={"query": key}, timeout=10)
+    after = read_metrics(held_service.url)
+
+    assert response.status_code == 503
+    counted = {
+        outcome: delta(before, after, "qa_requests_total", outcome=outcome)
+        for outcome in ("error", "refused")
+    }
+    assert counted == {"error": 1, "refused": 0}
+
+
+def wait_until_idle(service: RunningService, timeout: float = 5.0) -> None:
+    # An answer of an earlier test may still be ending: it would count in between.
+    deadline = time.monotonic() + timeout
+    while total(read_metrics(service.url), "qa_active_streams") != 0:
+        assert time.monotonic() < deadline, "answers still active"
+        time.sleep(0.05)
 
 
 def test_a_provider_that_never_starts_is_a_504(

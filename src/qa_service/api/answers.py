@@ -129,7 +129,7 @@ async def start_answer(service: Service, ask: AskBody, request: Request) -> Resp
         # its real status (429, 502, 503, 504) instead of 200 and an event.
         failure = await run.first_output(settings.first_text_hold_seconds)
         if failure is not None:
-            raise errors.QAServiceError(failure, admitted.headers)
+            raise errors.AnswerFailedEarlyError(failure, admitted.headers)
     events = answer_events(service.registry, run.id, -1, shutdown, settings.shutdown_grace_seconds)
     response = sse.event_stream_response(native.render_stream(events, run.id), settings, shutdown)
     response.headers.update(admitted.headers)

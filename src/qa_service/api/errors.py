@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
 from qa_service.core import errors
-from qa_service.core.errors import PublicError, QAServiceError
+from qa_service.core.errors import AnswerFailedEarlyError, PublicError, QAServiceError
 from qa_service.observability.logs import is_send_timeout
 from qa_service.observability.telemetry import Telemetry
 
@@ -30,7 +30,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, QAServiceError)
-        response = refuse(request, exc.public)
+        if isinstance(exc, AnswerFailedEarlyError):
+            response = error_response(exc.public)  # counted once, as the answer it was
+        else:
+            response = refuse(request, exc.public)
         response.headers.update(exc.headers)
         return response
 

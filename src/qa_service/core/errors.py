@@ -6,6 +6,7 @@ generation/failures.py maps provider and transport failures onto these codes.
     ├── UnknownPromptError      unknown_prompt
     ├── UnknownScenarioError    unknown_scenario
     ├── NotReadyError           not_ready
+    ├── AnswerFailedEarlyError  an answer's error before its first text (the hold)
     └── StoreUnavailableError   store_unavailable (also raised mid-answer by a store)
     UpstreamIncompleteError     the provider ended a stream without a finish reason
     UpstreamStalledError        the provider went quiet for longer than allowed
@@ -68,6 +69,11 @@ class UnknownScenarioError(QAServiceError):
 
 class NotReadyError(QAServiceError):
     pass
+
+
+class AnswerFailedEarlyError(QAServiceError):
+    """An answer that ended before its first text, sent as a status, not a stream.
+    Already counted as an answer (its outcome is `error`), so not as a refusal."""
 
 
 class StoreUnavailableError(QAServiceError):

@@ -31,7 +31,7 @@ class Telemetry:
         labels = ["provider", "model"]
         self.requests = Counter(
             "qa_requests",
-            "Requests to /ai_write by outcome: complete, error, client_disconnected, refused",
+            "Requests to /ai_write by outcome: complete, error, cancelled, client_disconnected, refused",
             [*labels, "outcome", "code"],
             registry=self.registry,
         )
