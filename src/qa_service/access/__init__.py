@@ -1,1 +1,2 @@
-"""Who may start answers, and how many: API keys, stream tickets, admission and per-client limits."""
+"""Who may start answers, and how many: API keys, stream tickets, admission and
+per-client limits."""

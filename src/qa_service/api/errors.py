@@ -82,4 +82,8 @@ def error_response(public: PublicError) -> JSONResponse:
     headers = {}
     if public.retry_after_seconds is not None:
         headers["Retry-After"] = str(int(public.retry_after_seconds))
+    if public.status == 401:
+        # RFC 9110 requires a challenge on every 401; RFC 6750 names the scheme.
+        headers["WWW-Authenticate"] = 'Bearer realm="qa-service"'
+
     return JSONResponse({"error": public.as_dict()}, status_code=public.status, headers=headers)

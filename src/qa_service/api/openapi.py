@@ -112,20 +112,19 @@ def _describe_operation(
         operation["parameters"] = [_ANSWER_ID_PARAMETER, _AFTER_PARAMETER, _LAST_EVENT_ID]
     if path == "/answers/{answer_id}/cancel":
         operation["parameters"] = [_ANSWER_ID_PARAMETER]
+    if path == "/stream-tickets":
+        operation["requestBody"] = _ASK_BODY
     if path != "/ai_write":
         return
     if method == "post":
         operation["summary"] += " (a JSON body, for long questions)"
-        operation["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": _ref("AskBody")}},
-        }
+        operation["requestBody"] = _ASK_BODY
         operation["parameters"] = [_LAST_EVENT_ID]
     else:
         operation["parameters"] = [
             {"name": name, "in": "query", "required": name == "query", "schema": field}
             for name, field in fields.items()
-        ] + [_LAST_EVENT_ID]
+        ] + [_TICKET_PARAMETER, _LAST_EVENT_ID]
 
 
 def _responses_for(path: str, method: str) -> dict[str, Any] | None:
@@ -135,6 +134,8 @@ def _responses_for(path: str, method: str) -> dict[str, Any] | None:
         return _resume_responses(method)
     if path == "/answers/{answer_id}/cancel":
         return _CANCEL_RESPONSES
+    if path == "/stream-tickets":
+        return _TICKET_RESPONSES
     get = _PLAIN.get(path)
     if get is None or method not in ("get", "head"):
         return None
@@ -214,20 +215,14 @@ def _stream_responses(method: str) -> dict[str, Any]:
             "Refused before any model call: `query_required`, `query_too_long`, "
             "`unknown_prompt`, `unknown_scenario`, `invalid_request`."
         ),
-        "403": _error(
-            "`cross_site_refused`: a browser asked for a page of another site that "
-            "QA_CORS_ORIGINS does not list."
-        ),
+        "401": _UNAUTHORIZED,
+        "403": _CROSS_SITE,
         "500": _error("`internal_error`: a bug; the detail is in the service's log."),
         "503": _NOT_READY,
     }
     if method == "post":
-        responses["413"] = _error(
-            "`body_too_large`: larger than 12 * QA_MAX_QUERY_CHARS + 4096 bytes."
-        )
-        responses["415"] = _error(
-            "`unsupported_media_type`: the body is not declared as application/json."
-        )
+        responses["413"] = _BODY_TOO_LARGE
+        responses["415"] = _NOT_JSON
     else:
         responses["414"] = _error(
             "`url_too_long`: a URL over 65,535 bytes; send the question with POST."
@@ -255,6 +250,7 @@ def _resume_responses(method: str) -> dict[str, Any]:
 
 _SUMMARIES: dict[str, tuple[str, list[str]]] = {
     "/ai_write": ("Stream an answer as Server-Sent Events", ["answers"]),
+    "/stream-tickets": ("Issue a single-use ticket for one GET /ai_write", ["answers"]),
     "/answers/{answer_id}/events": ("Read an answer's events: replay, then live", ["answers"]),
     "/answers/{answer_id}/cancel": ("Cancel an answer, on whichever replica runs it", ["answers"]),
     "/prompts": ("List the prompts a request may name", ["answers"]),
@@ -269,6 +265,41 @@ _NOT_READY = _error(
 _STORE_OR_NOT_READY = _error(
     "`store_unavailable`: the answer store (Redis) cannot be reached; or `not_ready`. Retryable."
 )
+_UNAUTHORIZED = _error(
+    "`unauthorized` (with `WWW-Authenticate: Bearer`): API keys are on and the request "
+    "has no valid key; or a `ticket` is unknown, spent, expired or for another request."
+)
+_CROSS_SITE = _error(
+    "`cross_site_refused`: a browser asked for a page of another site that "
+    "QA_CORS_ORIGINS does not list."
+)
+_BODY_TOO_LARGE = _error("`body_too_large`: larger than 12 * QA_MAX_QUERY_CHARS + 4096 bytes.")
+_NOT_JSON = _error("`unsupported_media_type`: the body is not declared as application/json.")
+_ASK_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": _ref("AskBody")}},
+}
+_TICKET_RESPONSES: dict[str, Any] = {
+    "200": _json("StreamTicket", "A ticket for this one request, until it expires."),
+    "401": _UNAUTHORIZED,
+    "403": _CROSS_SITE,
+    "413": _BODY_TOO_LARGE,
+    "415": _NOT_JSON,
+    "422": _error(
+        "Refused as POST /ai_write would refuse it: `query_required`, `query_too_long`, "
+        "`unknown_prompt`, `unknown_scenario`, `invalid_request`."
+    ),
+    "500": _error("`internal_error`: a bug; the detail is in the service's log."),
+    "503": _STORE_OR_NOT_READY,
+}
+_TICKET_PARAMETER = {
+    "name": "ticket",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "A ticket from POST /stream-tickets for this same request: how a client "
+    "that cannot send Authorization (EventSource) starts an answer when API keys are on.",
+}
 _RESUME_REFUSALS: dict[str, Any] = {
     "204": {"description": "Resumed after the answer's last event: nothing is left to send."},
     "400": _error("`invalid_last_event_id`: Last-Event-ID is not `<answer id>:<seq>`."),

@@ -110,6 +110,13 @@ class Telemetry:
             labels,
             registry=self.registry,
         )
+        self.auth_refusals = Counter(
+            "qa_auth_refusals",
+            "Requests refused 401 unauthorized: no_credentials, wrong_key, bad_ticket "
+            "(unknown, spent or expired), ticket_mismatch (issued for another request)",
+            [*labels, "reason"],
+            registry=self.registry,
+        )
         self.upstream_cancellations = Counter(
             "qa_upstream_cancellations",
             "Provider requests the service closed before they finished",
@@ -127,6 +134,9 @@ class Telemetry:
 
     def resume_refused(self, code: str) -> None:
         self.resumes_refused.labels(*self._labels, code).inc()
+
+    def auth_refused(self, reason: str) -> None:
+        self.auth_refusals.labels(*self._labels, reason).inc()
 
     def cancel_requested(self) -> None:
         self.cancels.labels(*self._labels).inc()

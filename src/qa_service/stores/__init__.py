@@ -1,13 +1,16 @@
-"""Answer stores: where answers' logs and signals live (answers/ports.py)."""
+"""Stores: where answers' logs and signals live (answers/ports.py), and stream
+tickets wait (access/tickets.py). In this process, or in Redis with QA_REDIS_URL."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from qa_service.access.tickets import TicketStore
 from qa_service.answers.ports import AnswerStore
 from qa_service.config import Settings
 from qa_service.stores.memory import MemoryAnswerStore
+from qa_service.stores.tickets import MemoryTicketStore
 
 
 def max_logged_events(settings: Settings) -> int:
@@ -29,3 +32,17 @@ async def open_answer_store(settings: Settings) -> AsyncIterator[AnswerStore]:
         url, settings.resume_ttl_seconds, max_logged_events(settings)
     ) as store:
         yield store
+
+
+@asynccontextmanager
+async def open_ticket_store(settings: Settings) -> AsyncIterator[TicketStore]:
+    """In this process by default; in Redis with QA_REDIS_URL, so that a ticket
+    issued by one replica is redeemed on another."""
+    if settings.redis_url is None:
+        yield MemoryTicketStore()
+        return
+    from qa_service.stores.redis import open_redis_client
+    from qa_service.stores.redis_tickets import RedisTicketStore
+
+    async with open_redis_client(settings.redis_url.get_secret_value()) as client:
+        yield RedisTicketStore(client)

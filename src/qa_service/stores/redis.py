@@ -94,22 +94,22 @@ class RedisAnswerStore:
     async def create(self, answer_id: str, fingerprint: str) -> None:
         answer, *_ = _keys(answer_id)
         # One transaction: a hash with no expiry would outlive a crash between the two.
-        async with _mapped(), self._client.pipeline(transaction=True) as pipe:
+        async with mapped_errors(), self._client.pipeline(transaction=True) as pipe:
             pipe.hset(answer, "fingerprint", fingerprint)
             pipe.expire(answer, self._ttl)
             await pipe.execute()
 
     async def describe(self, answer_id: str) -> LogInfo | None:
         answer, events, _, _ = _keys(answer_id)
-        async with _mapped(), self._client.pipeline(transaction=False) as pipe:
+        async with mapped_errors(), self._client.pipeline(transaction=False) as pipe:
             pipe.hmget(answer, ["fingerprint", "final_seq"])
             pipe.xrevrange(events, count=1)
             (fingerprint, final_seq), newest = await pipe.execute()
         if fingerprint is None:
             return None
-        last_seq = int(_text(newest[0][0]).split("-")[1]) - 1 if newest else -1
+        last_seq = int(value_text(newest[0][0]).split("-")[1]) - 1 if newest else -1
         final = None if final_seq is None else int(final_seq)
-        return LogInfo(_text(fingerprint), last_seq, final)
+        return LogInfo(value_text(fingerprint), last_seq, final)
 
     async def append(self, answer_id: str, event: AnswerEvent) -> bool:
         answer, events, _, _ = _keys(answer_id)
@@ -123,7 +123,7 @@ class RedisAnswerStore:
             self._ttl,
         ]
         try:
-            async with _mapped():
+            async with mapped_errors():
                 result = await self._append(keys=[events, answer], args=args)
         except StoreUnavailableError:
             self._mirror.forget(answer_id)
@@ -142,7 +142,7 @@ class RedisAnswerStore:
             return mirrored
         _, events, _, _ = _keys(answer_id)
         block = max(1, int(wait_seconds * 1000)) if wait_seconds > 0 else None
-        async with _mapped(wait_seconds):
+        async with mapped_errors(wait_seconds):
             reply = await self._client.xread({events: _entry_id(after)}, count=1000, block=block)
         if not reply:
             return []
@@ -151,7 +151,7 @@ class RedisAnswerStore:
 
     async def renew_lease(self, answer_id: str, seconds: float) -> None:
         answer, events, lease, _ = _keys(answer_id)
-        async with _mapped(), self._client.pipeline(transaction=False) as pipe:
+        async with mapped_errors(), self._client.pipeline(transaction=False) as pipe:
             pipe.set(lease, 1, px=int(seconds * 1000))
             pipe.expire(answer, self._ttl)
             pipe.expire(events, self._ttl)
@@ -159,26 +159,26 @@ class RedisAnswerStore:
 
     async def release_lease(self, answer_id: str) -> None:
         _, _, lease, _ = _keys(answer_id)
-        async with _mapped():
+        async with mapped_errors():
             await self._client.delete(lease)
 
     async def producer_alive(self, answer_id: str) -> bool:
         _, _, lease, _ = _keys(answer_id)
-        async with _mapped():
+        async with mapped_errors():
             return bool(await self._client.exists(lease))
 
     async def touch_reader(self, answer_id: str, seconds: float) -> None:
         _, _, _, readers = _keys(answer_id)
-        async with _mapped():
+        async with mapped_errors():
             await self._client.set(readers, 1, px=int(seconds * 1000))
 
     async def reader_present(self, answer_id: str) -> bool:
         _, _, _, readers = _keys(answer_id)
-        async with _mapped():
+        async with mapped_errors():
             return bool(await self._client.exists(readers))
 
     async def request_cancel(self, answer_id: str) -> None:
-        async with _mapped():
+        async with mapped_errors():
             await self._client.publish(CANCEL_CHANNEL, answer_id)
 
     async def cancel_requests(self) -> AsyncIterator[str]:
@@ -191,7 +191,7 @@ class RedisAnswerStore:
                     await pubsub.subscribe(CANCEL_CHANNEL)
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            yield _text(message["data"])
+                            yield value_text(message["data"])
             except redis.exceptions.RedisError as exc:
                 # Any Redis error: a listener that died would end cross-replica cancel.
                 log.warning("cancel subscription lost (%s); subscribing again", type(exc).__name__)
@@ -203,18 +203,18 @@ def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
     return cast(list[tuple[bytes, dict[bytes, bytes]]], reply[0][1])
 
 
-def _text(value: bytes | str) -> str:
+def value_text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
 @asynccontextmanager
-async def _mapped(blocks_for: float = 0.0) -> AsyncIterator[None]:
+async def mapped_errors(blocks_for: float = 0.0) -> AsyncIterator[None]:
     """Every Redis error, and a command past its deadline, as StoreUnavailableError."""
     try:
         async with asyncio.timeout(COMMAND_DEADLINE_SECONDS + blocks_for):
             yield
     except (redis.exceptions.RedisError, TimeoutError) as exc:
-        log.warning("answer store error %s", type(exc).__name__)
+        log.warning("redis store error %s", type(exc).__name__)
         raise StoreUnavailableError from None
 
 
@@ -231,10 +231,8 @@ def unreachable(url: str, timeout: float = 3.0) -> str | None:
 
 
 @asynccontextmanager
-async def open_redis_store(
-    url: str, ttl_seconds: int, max_events: int
-) -> AsyncIterator[RedisAnswerStore]:
-    """A store on `url`, checked with PING; raises StoreUnavailableError if unreachable."""
+async def open_redis_client(url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client on `url`, checked with PING; raises StoreUnavailableError if unreachable."""
     client = aioredis.Redis.from_url(
         url,
         # Bridges a dropped connection, a restart or a failover of a second or
@@ -244,13 +242,22 @@ async def open_redis_store(
         retry_on_error=list(_TRANSIENT),
         socket_connect_timeout=1.0,
         # Longer than any XREAD BLOCK (answers/follow.py polls every 0.5 s), so
-        # only a Redis that stopped answering times out; _mapped bounds the total.
+        # only a Redis that stopped answering times out; mapped_errors bounds the total.
         socket_timeout=2.0,
         health_check_interval=15,
     )
     try:
-        async with _mapped():
+        async with mapped_errors():
             await client.ping()
-        yield RedisAnswerStore(client, ttl_seconds, max_events)
+        yield client
     finally:
         await client.aclose()
+
+
+@asynccontextmanager
+async def open_redis_store(
+    url: str, ttl_seconds: int, max_events: int
+) -> AsyncIterator[RedisAnswerStore]:
+    """A store on `url`, checked with PING; raises StoreUnavailableError if unreachable."""
+    async with open_redis_client(url) as client:
+        yield RedisAnswerStore(client, ttl_seconds, max_events)
