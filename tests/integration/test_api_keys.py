@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.test_startup import _serve_fails
 from tests.support.metrics import delta, read_metrics
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_server import run_redis
@@ -266,6 +267,25 @@ def test_operations_the_page_and_the_schema_need_no_key(keyed: RunningService, p
     assert httpx.get(f"{keyed.url}{path}").status_code == 200
 
 
+def test_the_schema_says_which_operations_take_a_bearer_key(keyed: RunningService) -> None:
+    schema = httpx.get(f"{keyed.url}/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    keyed_operations = {
+        (path, method)
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if "security" in operation
+    }
+    assert keyed_operations == {
+        ("/ai_write", "get"),
+        ("/ai_write", "head"),
+        ("/ai_write", "post"),
+        ("/stream-tickets", "post"),
+    }
+    ticket = [p for p in schema["paths"]["/ai_write"]["get"]["parameters"] if p["name"] == "ticket"]
+    assert ticket[0]["in"] == "query"
+
+
 def test_auth_refusals_are_counted_by_reason(keyed: RunningService, stub: UpstreamStub) -> None:
     question = scripted(stub)
     before = read_metrics(keyed.url)
@@ -335,6 +355,17 @@ def _send_raw(service: RunningService, request: str) -> None:
     with socket.create_connection((host, int(port)), timeout=5) as connection:
         connection.sendall(request.encode("latin-1"))
         connection.recv(4096)
+
+
+def test_a_raw_key_pasted_into_the_keys_file_stops_start_up_without_being_printed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "api-keys.txt"
+    path.write_text(f"# oops\n{VARIABLE_KEY}\n")
+    line = _serve_fails({"QA_PROVIDER": "demo", "QA_API_KEYS_FILE": str(path)}, tmp_path)
+    assert line.startswith("qa-service: configuration error: QA_API_KEYS_FILE: ")
+    assert "line 2" in line
+    assert VARIABLE_KEY[:12] not in line
 
 
 def test_a_ticket_from_one_replica_is_redeemed_on_another_and_only_once(

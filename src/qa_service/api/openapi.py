@@ -38,6 +38,8 @@ def install_openapi(app: FastAPI, settings: Settings, prompts: Iterable[str]) ->
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             app.openapi_schema = build_openapi(app, settings.max_query_chars, names, scenarios)
+            if settings.auth_enabled:
+                require_bearer(app.openapi_schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -96,6 +98,27 @@ def build_openapi(
         for method, operation in operations.items():
             _describe_operation(operation, path, method, fields)
     return schema
+
+
+# The operations that start an answer, or buy one in advance (api/guards.py).
+KEYED_OPERATIONS = (
+    ("/ai_write", "get"),
+    ("/ai_write", "head"),
+    ("/ai_write", "post"),
+    ("/stream-tickets", "post"),
+)
+
+
+def require_bearer(schema: dict[str, Any]) -> None:
+    """With API keys on: say which operations need `Authorization: Bearer`, so
+    that /docs offers an Authorize button. GET and HEAD may use a `ticket` instead."""
+    schemes = schema["components"].setdefault("securitySchemes", {})
+    schemes["apiKey"] = {"type": "http", "scheme": "bearer", "description": "An API key."}
+    for path, method in KEYED_OPERATIONS:
+        alternatives: list[dict[str, list[str]]] = [{"apiKey": []}]
+        if method != "post":
+            alternatives.append({})  # or the `ticket` query parameter
+        schema["paths"][path][method]["security"] = alternatives
 
 
 def _describe_operation(
