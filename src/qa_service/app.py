@@ -12,9 +12,11 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 
 from qa_service import __version__
+from qa_service.access.keys import load_key_ring
+from qa_service.access.tickets import StreamTickets
 from qa_service.answers.registry import AnswerRegistry
 from qa_service.answers.run import RunTiming
-from qa_service.api import answers, ops
+from qa_service.api import answers, ops, tickets
 from qa_service.api.deps import Service
 from qa_service.api.errors import install_error_handlers
 from qa_service.api.openapi import install_openapi
@@ -26,7 +28,7 @@ from qa_service.generation.prompts import check_default, load_prompts
 from qa_service.generation.providers import open_chat_model
 from qa_service.generation.writer import AIWriter, GenerationLimits
 from qa_service.observability.telemetry import Telemetry
-from qa_service.stores import open_admission, open_answer_store
+from qa_service.stores import open_admission, open_answer_store, open_ticket_store
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +38,10 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """A new app for `settings`. Prompts are checked now, so bad ones stop start-up."""
+    """A new app for `settings`. Prompts and key files are read now, so bad ones stop start-up."""
     prompts = load_prompts(settings.prompts_dir)
     check_default(prompts, settings.default_prompt)
+    keys = load_key_ring(settings)
     telemetry = Telemetry(settings.resolved_provider, settings.resolved_model)
 
     @asynccontextmanager
@@ -48,6 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
             store = await stack.enter_async_context(open_answer_store(settings))
             admission = await stack.enter_async_context(open_admission(settings))
             telemetry.watch_client_slots(lambda: admission.slots.held)
+            ticket_store = await stack.enter_async_context(open_ticket_store(settings))
             limits = GenerationLimits(
                 first_piece_seconds=settings.upstream_read_timeout_seconds,
                 idle_seconds=settings.upstream_idle_timeout_seconds,
@@ -71,7 +75,16 @@ def create_app(settings: Settings) -> FastAPI:
                 if settings.readyz_probe
                 else None
             )
-            app.state.service = Service(settings, registry, prompts, telemetry, admission, probe)
+            app.state.service = Service(
+                settings,
+                registry,
+                prompts,
+                telemetry,
+                admission,
+                StreamTickets(ticket_store, settings.ticket_ttl_seconds),
+                keys=keys,
+                probe=probe,
+            )
             stack.callback(setattr, app.state, "service", None)
             if settings.is_demo_fallback:
                 log.warning(
@@ -88,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
                     "model": settings.resolved_model,
                     "prompts": sorted(prompts),
                     "answer_store": "redis" if settings.redis_url else "memory",
+                    "api_keys": len(keys) if keys is not None else "off",
                 },
             )
             yield
@@ -106,6 +120,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(answers.router)
+    app.include_router(tickets.router)
     app.include_router(ops.router)
     install_web(app, settings)
     install_openapi(app, settings, prompts)

@@ -1,4 +1,5 @@
-"""Command line: `qa-service serve` runs the service, `qa-service ask` streams an answer."""
+"""Command line: `qa-service serve` runs the service, `qa-service ask` streams an answer,
+`qa-service hash-key` writes a line of QA_API_KEYS_FILE."""
 
 from __future__ import annotations
 
@@ -41,9 +42,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--json", action="store_true", help="print every event as one JSON line on stdout"
     )
 
+    hash_key = commands.add_parser(
+        "hash-key",
+        help="print the QA_API_KEYS_FILE line for an API key read from stdin",
+        description="Reads one API key from stdin (without echo at a terminal) and prints "
+        "`sha256:<hex> [label]`, a line for QA_API_KEYS_FILE. The key itself is not printed.",
+    )
+    hash_key.add_argument("--label", help="a name for the key's client (A-Z a-z 0-9 . _ -)")
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve_command(args.host, args.port)
+    if args.command == "hash-key":
+        return hash_key_command(args.label)
     if args.url is not None and (args.host is not None or args.port is not None):
         ask.error("give --url, or --host/--port, not both")
     return ask_command(
@@ -99,6 +110,28 @@ def serve_command(host: str | None, port: int | None) -> int:
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     DrainingServer(config).run()
+    return 0
+
+
+def hash_key_command(label: str | None) -> int:
+    from getpass import getpass
+
+    from qa_service.access.keys import LABEL, hashed_key_line
+    from qa_service.config import API_KEY_CHARS, MIN_API_KEY_CHARS
+
+    if label is not None and not LABEL.match(label):
+        print("qa-service: --label takes 1 to 64 of A-Z a-z 0-9 . _ -", file=sys.stderr)
+        return 2
+    key = getpass("API key: ") if sys.stdin.isatty() else sys.stdin.readline()
+    key = key.strip()
+    if len(key) < MIN_API_KEY_CHARS or not API_KEY_CHARS.match(key):
+        print(
+            f"qa-service: a key is at least {MIN_API_KEY_CHARS} of A-Z a-z 0-9 - . _ ~ + / =; "
+            'make one with: python3 -c "import secrets; print(secrets.token_urlsafe(32))"',
+            file=sys.stderr,
+        )
+        return 2
+    print(hashed_key_line(key, label))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -23,6 +24,11 @@ DEFAULT_MODELS: dict[ProviderName, str] = {
     "groq": "llama-3.1-8b-instant",
     "demo": "demo-writer",
 }
+
+
+# A Bearer token's characters (RFC 6750's b64token), so any key can be sent as one.
+API_KEY_CHARS = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
+MIN_API_KEY_CHARS = 16
 
 
 class ConfigError(Exception):
@@ -101,6 +107,13 @@ class Settings(BaseSettings):
     # Hold the response this long for the first text, so that a provider
     # failure before it is a real HTTP status; 0 streams at once.
     first_text_hold_seconds: float = Field(default=5.0, ge=0, le=60)
+    # API keys (README "API keys"): either one turns authentication on, and
+    # both may be given. QA_API_KEYS is comma-separated raw keys; the file
+    # holds only their hashes (access/keys.py reads it at start-up).
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    api_keys_file: Path | None = None
+    # How long a stream ticket (POST /stream-tickets) may wait to be redeemed.
+    ticket_ttl_seconds: int = Field(default=60, ge=1, le=3600)
 
     # The providers' standard variables, read without our prefix so that existing
     # deployments and OpenAI-compatible servers (vLLM, llama.cpp, Ollama) just work.
@@ -155,6 +168,31 @@ class Settings(BaseSettings):
         if urlsplit(value.get_secret_value().strip()).scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str | SecretStr):
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            return [SecretStr(key.strip()) for key in text.split(",") if key.strip()]
+        return value
+
+    @field_validator("api_keys", mode="after")
+    @classmethod
+    def _keys_look_like_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        # The messages never echo a key. A short key can be guessed, and the
+        # log scrubber only recognises runs of 8 characters or more.
+        for key in value:
+            if len(key.get_secret_value()) < MIN_API_KEY_CHARS:
+                raise ValueError(f"each key must be at least {MIN_API_KEY_CHARS} characters")
+            if not API_KEY_CHARS.match(key.get_secret_value()):
+                raise ValueError("keys may hold only A-Z a-z 0-9 and - . _ ~ + / =")
+        return value
+
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _blank_path_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("openai_api_key", "groq_api_key", "langsmith_api_key", mode="after")
     @classmethod
@@ -227,7 +265,7 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every secret this service holds, for log redaction."""
-        keys = (self.openai_api_key, self.groq_api_key, self.langsmith_api_key)
+        keys = (self.openai_api_key, self.groq_api_key, self.langsmith_api_key, *self.api_keys)
         secrets = [key.get_secret_value() for key in keys if key is not None]
         if self.redis_url is not None:
             password = urlsplit(self.redis_url.get_secret_value()).password
@@ -246,6 +284,11 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"{required_key[self.provider]} is required when QA_PROVIDER={self.provider}"
             )
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether starting an answer needs an API key (QA_API_KEYS or QA_API_KEYS_FILE)."""
+        return bool(self.api_keys) or self.api_keys_file is not None
 
     @property
     def resolved_api_key(self) -> SecretStr | None:

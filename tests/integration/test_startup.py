@@ -44,6 +44,9 @@ def _serve_fails(settings: dict[str, str], workdir: Path) -> str:
         ({"GROQ_API_KEY": "k", "GROQ_BASE_URL": "ftp://files.example"}, "GROQ_BASE_URL"),
         ({"GROQ_API_KEY": "k", "GROQ_BASE_URL": "http://h:port"}, "GROQ_BASE_URL"),
         ({"QA_READYZ_PROBE": "maybe"}, "QA_READYZ_PROBE"),
+        ({"QA_API_KEYS": "too-short"}, "QA_API_KEYS"),
+        ({"QA_API_KEYS_FILE": "/nonexistent/api-keys"}, "QA_API_KEYS_FILE"),
+        ({"QA_TICKET_TTL_SECONDS": "0"}, "QA_TICKET_TTL_SECONDS"),
     ],
 )
 def test_wrong_configuration_stops_start_up_with_one_line(

@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
 import { SSEParser, streamAnswer } from "../../src/qa_service/static/qa-client.js";
+import { withFetch } from "./support/fetch.mjs";
 
 const recorded = readFileSync(new URL("./fixtures/unicode-stream.sse", import.meta.url));
 const expected = JSON.parse(
@@ -108,16 +109,6 @@ function fakeFetch(chunks, { status = 200, onCancel } = {}) {
     });
     return new Response(body, { status, headers: { "content-type": "text/event-stream" } });
   };
-}
-
-async function withFetch(fetchImpl, run) {
-  const original = globalThis.fetch;
-  globalThis.fetch = fetchImpl;
-  try {
-    return await run();
-  } finally {
-    globalThis.fetch = original;
-  }
 }
 
 test("streamAnswer reports meta, text and done, and stops reading at done", async () => {

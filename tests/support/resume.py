@@ -50,6 +50,7 @@ def read(
     *,
     params: dict[str, str] | None = None,
     last_event_id: str | None = None,
+    headers: dict[str, str] | None = None,
     texts: int | None = None,
     timeout: float = 20.0,
     on_event: Callable[[dict[str, Any]], None] | None = None,
@@ -58,7 +59,9 @@ def read(
 
     The whole read is bounded by `timeout`; keep-alives cannot stretch it.
     """
-    headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
+    headers = dict(headers or {})
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
     deadline = time.monotonic() + timeout
     seen = 0
     with (

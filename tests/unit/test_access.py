@@ -1,118 +1,249 @@
-"""Admission's parts on the in-memory counters: order of checks, headers, slots."""
+"""API keys (parsing, hashing, client ids) and stream tickets (single use, expiry, binding)."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+from pathlib import Path
+
 import pytest
-from limits.aio.storage import MemoryStorage
+from fastapi import Request
+from starlette.testclient import TestClient
 
-from qa_service.access.admission import Admission
-from qa_service.access.capacity import StreamCapacity
-from qa_service.access.quotas import ClientQuotas, format_duration
-from qa_service.access.slots import MemorySlotStore, SlotKeeper
-from qa_service.config import Settings
-from qa_service.core.errors import QAServiceError
+from qa_service.access.keys import bearer_token, load_key_ring, parse_key_file
+from qa_service.access.tickets import Redeemed, StreamTickets, TicketRefusal
+from qa_service.answers.model import AnswerRequest
+from qa_service.api.auth import CLIENT_KEY_ID
+from qa_service.api.guards import STARTS_ANSWERS
+from qa_service.app import create_app
+from qa_service.cli import main
+from qa_service.config import ConfigError, Settings, load_settings
+from qa_service.stores.tickets import MemoryTicketStore
+
+KEY = "k-" + "a1" * 12
+OTHER = "k-" + "b2" * 12
 
 
-def build_admission(
-    *,
-    streams: int = 10,
-    rate: str | None = None,
-    budget: str | None = None,
-    per_client: int | None = None,
-) -> Admission:
-    return Admission(
-        StreamCapacity(streams),
-        ClientQuotas(MemoryStorage(), rate, budget),
-        SlotKeeper(MemorySlotStore(), 30),
-        per_client,
-    )
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def settings(**values: object) -> Settings:
+    return Settings(_env_file=None, provider="demo", **values)  # type: ignore[call-arg]
+
+
+def test_the_keys_file_takes_hashes_labels_comments_and_blank_lines() -> None:
+    lines = [
+        "# issued 2026-11",
+        "",
+        f"sha256:{sha(KEY)} team-a   # a comment after a label",
+        f"  sha256:{sha(OTHER)}  ",
+    ]
+    assert parse_key_file(lines) == {sha(KEY): "team-a", sha(OTHER): None}
 
 
 @pytest.mark.parametrize(
-    ("seconds", "written"),
+    ("line", "problem"),
     [
-        (0.0201, "21ms"),
-        (0.999, "999ms"),
-        (1, "1s"),
-        (1.5, "1.5s"),
-        (60, "1m0s"),
-        (360, "6m0s"),
-        (3723.25, "1h2m3.25s"),
-        (86400, "24h0m0s"),
+        (KEY, "expected sha256:"),  # a raw key pasted by mistake
+        (f"sha256:{sha(KEY).upper()}", "expected sha256:"),
+        (f"sha256:{sha(KEY)[:-1]}", "expected sha256:"),
+        (f"md5:{sha(KEY)}", "expected sha256:"),
+        (f"sha256:{sha(KEY)} two words", "expected sha256:"),
+        (f"sha256:{sha(KEY)} bad/label", "a label takes"),
     ],
 )
-def test_resets_are_written_as_openai_writes_them(seconds: float, written: str) -> None:
-    assert format_duration(seconds) == written
+def test_a_bad_line_is_named_by_number_and_never_echoed(line: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem) as caught:
+        parse_key_file(["# first", line])
+    assert str(caught.value).startswith("line 2:")
+    assert KEY not in str(caught.value)
+    assert sha(KEY) not in str(caught.value)
 
 
-async def test_over_capacity_is_refused_before_the_client_is_counted() -> None:
-    admission = build_admission(streams=1, rate="5/minute")
-    first = await admission.admit("a")
-
-    with pytest.raises(QAServiceError) as refused:
-        await admission.admit("a")
-    await admission.give_back(first)
-    second = await admission.admit("a")
-
-    assert refused.value.public.code == "over_capacity"
-    assert refused.value.public.retry_after_seconds == 1
-    # The refused request was not counted against the client's rate.
-    assert first.headers["x-ratelimit-remaining-requests"] == "4"
-    assert second.headers["x-ratelimit-remaining-requests"] == "3"
+def test_a_key_listed_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="line 2: the same key is listed twice"):
+        parse_key_file([f"sha256:{sha(KEY)} a", f"sha256:{sha(KEY)} b"])
 
 
-async def test_a_refusal_gives_back_the_place_it_took() -> None:
-    admission = build_admission(streams=1, rate="1/minute")
-    await admission.give_back(await admission.admit("a"))
-
-    with pytest.raises(QAServiceError) as refused:
-        await admission.admit("a")
-
-    assert refused.value.public.code == "rate_limited"
-    assert refused.value.public.status == 429
-    assert 1 <= (refused.value.public.retry_after_seconds or 0) <= 60
-    assert refused.value.headers["x-ratelimit-remaining-requests"] == "0"
-    assert admission.capacity.in_use == 0
-    # Another client is not affected.
-    assert (await admission.admit("b")).client == "b"
+def test_keys_from_the_variable_and_the_file_get_stable_non_secret_client_ids(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "keys"
+    path.write_text(f"sha256:{sha(OTHER)} team-a\n")
+    ring = load_key_ring(settings(api_keys=KEY, api_keys_file=path))
+    assert ring is not None
+    assert ring.identify(KEY) == f"key:{sha(KEY)[:16]}"
+    assert ring.identify(OTHER) == "key:team-a"
+    assert ring.identify(KEY + "x") is None
+    assert ring.identify(sha(KEY)) is None  # the digest is not a key
 
 
-async def test_a_client_at_its_streams_is_refused_until_one_ends() -> None:
-    admission = build_admission(per_client=2)
-    first = await admission.admit("a")
-    await admission.admit("a")
-
-    with pytest.raises(QAServiceError) as refused:
-        await admission.admit("a")
-    assert refused.value.public.code == "too_many_streams"
-    assert admission.slots.held == 2
-    assert admission.capacity.in_use == 2
-
-    await admission.give_back(first)
-    assert admission.slots.held == 1
-    await admission.admit("a")
+def test_two_keys_under_one_label_are_one_client(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text(f"sha256:{sha(KEY)} rotating\nsha256:{sha(OTHER)} rotating\n")
+    ring = load_key_ring(settings(api_keys_file=path))
+    assert ring is not None
+    assert ring.identify(KEY) == ring.identify(OTHER) == "key:rotating"
 
 
-async def test_a_budget_takes_a_charge_past_its_limit_and_then_refuses() -> None:
-    quotas = ClientQuotas(MemoryStorage(), None, "100/day")
-    await quotas.charge_tokens("a", 60)
-    left = await quotas.tokens_left("a")
-    assert left is not None
-    assert (left.remaining, left.spent) == (40, False)
-
-    await quotas.charge_tokens("a", 60)
-    left = await quotas.tokens_left("a")
-
-    assert left is not None
-    assert (left.remaining, left.spent) == (0, True)
-    assert 86000 < left.reset_seconds <= 86400
+def test_without_keys_there_is_no_key_ring() -> None:
+    assert load_key_ring(settings()) is None
+    assert load_key_ring(settings(api_keys=" , ")) is None
 
 
-@pytest.mark.parametrize("value", ["bogus", "0/minute", "-5/day", "60/fortnight"])
-def test_a_limit_that_is_not_an_amount_per_period_stops_start_up(value: str) -> None:
-    with pytest.raises(ValueError, match="amount per period"):
-        Settings(rate_limit=value)
+@pytest.mark.parametrize("content", [None, "# only a comment\n", "not a hash\n"])
+def test_a_keys_file_that_admits_nobody_stops_start_up(tmp_path: Path, content: str | None) -> None:
+    path = tmp_path / "keys"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=r"^QA_API_KEYS_FILE: "):
+        load_key_ring(settings(api_keys_file=path))
 
 
-def test_a_blank_limit_is_no_limit() -> None:
-    assert Settings(rate_limit=" ", client_token_budget="").rate_limit is None
+def test_api_keys_are_split_and_scrubbed_from_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QA_API_KEYS", f" {KEY} ,{OTHER},")
+    loaded = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert [key.get_secret_value() for key in loaded.api_keys] == [KEY, OTHER]
+    assert {KEY, OTHER} <= set(loaded.secret_values())
+    assert loaded.auth_enabled
+    assert KEY not in repr(loaded)
+
+
+@pytest.mark.parametrize(
+    ("keys", "problem"),
+    [("short-key", "at least 16"), ("white space in the key", "may hold only")],
+)
+def test_a_weak_or_unsendable_key_stops_start_up_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch, keys: str, problem: str
+) -> None:
+    monkeypatch.setenv("QA_API_KEYS", f"{KEY},{keys}")
+    monkeypatch.chdir(Path(__file__).parent)  # no .env here
+    with pytest.raises(ConfigError, match=f"^QA_API_KEYS: .*{problem}") as caught:
+        load_settings(runnable=False)
+    assert keys not in str(caught.value)
+    assert KEY not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        (f"Bearer {KEY}", KEY),
+        (f"bearer  {KEY}", KEY),
+        (f"Basic {KEY}", None),
+        ("Bearer", None),
+        ("Bearer ", None),
+        (f"Bearer {KEY} extra", None),
+        (KEY, None),
+    ],
+)
+def test_bearer_tokens_are_read_from_the_authorization_header(
+    header: str, token: str | None
+) -> None:
+    assert bearer_token(header) == token
+
+
+def test_hash_key_prints_the_files_line_for_a_key_on_stdin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(KEY + "\n"))
+    assert main(["hash-key", "--label", "team-a"]) == 0
+    out = capsys.readouterr().out
+    assert out == f"sha256:{sha(KEY)} team-a\n"
+    assert parse_key_file(out.splitlines()) == {sha(KEY): "team-a"}
+
+
+def test_hash_key_refuses_a_short_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["hash-key"]) == 2
+    assert capsys.readouterr().out == ""
+
+
+REQUEST = AnswerRequest("what is light?", "explain", {})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_ticket_is_redeemed_once_for_its_client() -> None:
+    tickets = StreamTickets(MemoryTicketStore(), 60)
+    ticket = await tickets.issue("key:team-a", REQUEST)
+    assert await tickets.redeem(ticket, REQUEST) == Redeemed("key:team-a")
+    assert await tickets.redeem(ticket, REQUEST) is TicketRefusal.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        AnswerRequest("what is light??", "explain", {}),
+        AnswerRequest("what is light?", "eli5", {}),
+        AnswerRequest("what is light?", "explain", {"scenario": "normal"}),
+    ],
+)
+async def test_a_ticket_for_another_request_is_refused_and_spent(other: AnswerRequest) -> None:
+    tickets = StreamTickets(MemoryTicketStore(), 60)
+    ticket = await tickets.issue("", REQUEST)
+    assert await tickets.redeem(ticket, other) is TicketRefusal.MISMATCH
+    assert await tickets.redeem(ticket, REQUEST) is TicketRefusal.UNKNOWN
+
+
+async def test_a_ticket_expires_after_its_ttl() -> None:
+    clock = Clock()
+    tickets = StreamTickets(MemoryTicketStore(clock), 60)
+    in_time = await tickets.issue("", REQUEST)
+    late = await tickets.issue("", REQUEST)
+    clock.now += 59.9
+    assert await tickets.redeem(in_time, REQUEST) == Redeemed("")
+    clock.now += 0.1
+    assert await tickets.redeem(late, REQUEST) is TicketRefusal.UNKNOWN
+
+
+async def test_expired_tickets_are_swept_so_memory_stays_bounded() -> None:
+    clock = Clock()
+    store = MemoryTicketStore(clock)
+    tickets = StreamTickets(store, 60)
+    for _ in range(100):
+        await tickets.issue("", REQUEST)
+    clock.now += 61
+    await tickets.issue("", REQUEST)
+    assert len(store) == 1
+
+
+async def test_the_store_holds_digests_not_tickets() -> None:
+    store = MemoryTicketStore()
+    ticket = await StreamTickets(store, 60).issue("key:x", REQUEST)
+    assert await store.take(ticket) is None
+    assert await store.take(sha(ticket)) is not None
+
+
+@pytest.mark.parametrize("ticket", ["", "x" * 42, "x" * 44, "x" * 42 + "!"])
+async def test_a_ticket_of_the_wrong_shape_is_refused_without_a_lookup(ticket: str) -> None:
+    class NoLookups(MemoryTicketStore):
+        async def take(self, digest: str) -> str | None:
+            raise AssertionError("looked up")
+
+    assert await StreamTickets(NoLookups(), 60).redeem(ticket, REQUEST) is TicketRefusal.UNKNOWN
+
+
+def test_the_key_check_names_the_client_for_the_checks_after_it() -> None:
+    """The contract with per-client limits: request.state.client_key_id."""
+    app = create_app(settings(api_keys=KEY))
+    seen: list[object] = []
+
+    async def whoami(request: Request) -> dict[str, str]:
+        seen.append(getattr(request.state, CLIENT_KEY_ID, None))
+        return {}
+
+    app.add_api_route("/ai_write_probe", whoami, methods=["POST"], dependencies=STARTS_ANSWERS)
+    with TestClient(app) as client:
+        assert client.post("/ai_write_probe", headers={"Authorization": f"Bearer {KEY}"}).is_success
+        assert client.post("/ai_write_probe").status_code == 401
+        assert client.post("/ai_write_probe", headers={"Last-Event-ID": "x:1"}).is_success
+    assert seen == [f"key:{sha(KEY)[:16]}", None]

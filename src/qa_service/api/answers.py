@@ -8,32 +8,23 @@ import anyio
 from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, ValidationError
 from sse_starlette import EventSourceResponse
 
 from qa_service.answers.connection import answer_events
 from qa_service.answers.model import ANSWER_ID, AnswerRequest
 from qa_service.answers.registry import CancelResult
-from qa_service.api.deps import (
-    STARTS_ANSWERS,
-    Service,
-    ServiceDep,
-    body_limit,
-    client_of,
-    get_and_head,
-    read_capped_body,
-    require_json,
+from qa_service.api.asks import (
+    AskBody,
+    ask_from_query_string,
+    checked_request,
+    read_ask_body,
+    resumes,
 )
-from qa_service.api.validation import (
-    NOT_BLANK,
-    describe_body_error,
-    describe_query_string_error,
-)
-from qa_service.config import Settings
+from qa_service.api.deps import Service, ServiceDep, client_of, get_and_head
+from qa_service.api.guards import STARTS_ANSWERS
 from qa_service.core import errors
 from qa_service.core.events import AnswerMeta
-from qa_service.generation.demo import DEMO_FALLBACK_NOTICE, SCENARIO_CONFIG_KEY, SCENARIOS
-from qa_service.generation.prompts import PROMPT_NAME
+from qa_service.generation.demo import DEMO_FALLBACK_NOTICE
 from qa_service.wire import native, sse
 
 router = APIRouter()
@@ -42,37 +33,16 @@ router = APIRouter()
 MAX_SEQ = 999_999_999
 
 
-class AskBody(BaseModel):
-    """`POST /ai_write` body: the same fields as the GET query string."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    query: str | None = None
-    prompt: str | None = None
-    scenario: str | None = None
-
-
 @get_and_head(router, "/ai_write", response_class=EventSourceResponse, dependencies=STARTS_ANSWERS)
-async def ai_write(
-    service: ServiceDep,
-    request: Request,
-    query: str | None = None,
-    prompt: str | None = None,
-    scenario: str | None = None,
-) -> Response:
+async def ai_write(service: ServiceDep, request: Request) -> Response:
     """Stream an answer to `query` as Server-Sent Events (docs/PROTOCOL.md).
 
     With a `Last-Event-ID` header (an `EventSource` reconnecting sends it by
     itself), continue that answer after that event instead of asking anew.
     """
-    problem = describe_query_string_error(request.query_params.multi_items(), AskBody.model_fields)
-    if problem is not None:
-        raise errors.invalid_request(problem)
     # HEAD is checked like GET; sse-starlette then sends only the stream's
     # headers and never runs the answer (its Issue #218).
-    return await start_answer(
-        service, AskBody(query=query, prompt=prompt, scenario=scenario), request
-    )
+    return await start_answer(service, ask_from_query_string(request), request)
 
 
 @router.post(
@@ -83,20 +53,13 @@ async def ai_write(
 )
 async def ai_write_post(service: ServiceDep, request: Request) -> Response:
     """The same stream, for long questions: a JSON body `{"query": ..., ...}`."""
-    require_json(request)
-    body = await read_capped_body(request, body_limit(service.settings))
-    try:
-        ask = AskBody.model_validate_json(body)
-    except ValidationError as exc:
-        problem = describe_body_error(exc, body)
-        raise errors.invalid_request(problem) from None
-    return await start_answer(service, ask, request)
+    return await start_answer(service, await read_ask_body(service, request), request)
 
 
 async def start_answer(service: Service, ask: AskBody, request: Request) -> Response:
     """Refuse bad input before any upstream call; then resume or open a new stream."""
     settings = service.settings
-    answer_request = _checked_request(service, ask)
+    answer_request = checked_request(service, ask)
     resume = last_event_id(service, request)
     if resume is not None:
         return await continue_answer(service, *resume, answer_request)
@@ -136,41 +99,6 @@ async def start_answer(service: Service, ask: AskBody, request: Request) -> Resp
     return response
 
 
-def _checked_request(service: Service, ask: AskBody) -> AnswerRequest:
-    settings = service.settings
-    return AnswerRequest(
-        question=_checked_query(ask.query, settings.max_query_chars),
-        prompt=_checked_prompt(ask.prompt, service),
-        configurable=_checked_scenario(ask.scenario, settings),
-    )
-
-
-def _checked_query(query: str | None, limit: int) -> str:
-    if query is None or not NOT_BLANK.search(query):
-        raise errors.query_required()
-    if len(query) > limit:
-        raise errors.query_too_long(limit)
-    return query
-
-
-def _checked_prompt(name: str | None, service: Service) -> str:
-    if name is None:
-        return service.settings.default_prompt
-    if not PROMPT_NAME.match(name) or name not in service.prompts:
-        raise errors.unknown_prompt(
-            name if PROMPT_NAME.match(name) else None, sorted(service.prompts)
-        )
-    return name
-
-
-def _checked_scenario(scenario: str | None, settings: Settings) -> dict[str, str]:
-    if scenario is None:
-        return {}
-    if settings.resolved_provider != "demo" or scenario not in SCENARIOS:
-        raise errors.unknown_scenario(list(SCENARIOS))
-    return {SCENARIO_CONFIG_KEY: scenario}
-
-
 @get_and_head(router, "/answers/{answer_id}/events", response_class=EventSourceResponse)
 async def answer_events_route(
     service: ServiceDep, request: Request, answer_id: str, after: int | None = None
@@ -206,9 +134,9 @@ async def cancel_answer(service: ServiceDep, answer_id: str) -> dict[str, str]:
 
 def last_event_id(service: Service, request: Request) -> tuple[str, int] | None:
     """The (answer id, seq) a reconnecting client names, or None for a new answer."""
-    value = request.headers.get("last-event-id")
-    if value is None or not value.strip():
+    if not resumes(request):
         return None
+    value = request.headers["last-event-id"]
     parsed = native.parse_event_id(value)
     if parsed is None or not ANSWER_ID.match(parsed[0]):
         _refuse_resume(service, errors.INVALID_LAST_EVENT_ID)

@@ -9,6 +9,8 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Request
 
 from qa_service.access.admission import Admission
+from qa_service.access.keys import KeyRing
+from qa_service.access.tickets import StreamTickets
 from qa_service.answers.registry import AnswerRegistry
 from qa_service.api.origins import page_may_start_answers
 from qa_service.config import Settings
@@ -27,6 +29,9 @@ class Service:
     prompts: dict[str, Prompt]
     telemetry: Telemetry
     admission: Admission
+    tickets: StreamTickets
+    # None: no keys are configured, and anyone may start an answer.
+    keys: KeyRing | None = None
     probe: ProviderProbe | None = None
 
 
@@ -55,9 +60,6 @@ def refuse_pages_of_other_sites(request: Request, service: ServiceDep) -> None:
     if not page_may_start_answers(request.headers, own_origin, service.settings.cors_origins):
         raise errors.QAServiceError(errors.CROSS_SITE_REFUSED)
 
-
-# On every route that starts an answer.
-STARTS_ANSWERS = [Depends(refuse_pages_of_other_sites)]
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 

@@ -38,6 +38,8 @@ def install_openapi(app: FastAPI, settings: Settings, prompts: Iterable[str]) ->
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             app.openapi_schema = build_openapi(app, settings.max_query_chars, names, scenarios)
+            if settings.auth_enabled:
+                require_bearer(app.openapi_schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -98,6 +100,27 @@ def build_openapi(
     return schema
 
 
+# The operations that start an answer, or buy one in advance (api/guards.py).
+KEYED_OPERATIONS = (
+    ("/ai_write", "get"),
+    ("/ai_write", "head"),
+    ("/ai_write", "post"),
+    ("/stream-tickets", "post"),
+)
+
+
+def require_bearer(schema: dict[str, Any]) -> None:
+    """With API keys on: say which operations need `Authorization: Bearer`, so
+    that /docs offers an Authorize button. GET and HEAD may use a `ticket` instead."""
+    schemes = schema["components"].setdefault("securitySchemes", {})
+    schemes["apiKey"] = {"type": "http", "scheme": "bearer", "description": "An API key."}
+    for path, method in KEYED_OPERATIONS:
+        alternatives: list[dict[str, list[str]]] = [{"apiKey": []}]
+        if method != "post":
+            alternatives.append({})  # or the `ticket` query parameter
+        schema["paths"][path][method]["security"] = alternatives
+
+
 def _describe_operation(
     operation: dict[str, Any], path: str, method: str, fields: dict[str, dict[str, Any]]
 ) -> None:
@@ -112,20 +135,19 @@ def _describe_operation(
         operation["parameters"] = [_ANSWER_ID_PARAMETER, _AFTER_PARAMETER, _LAST_EVENT_ID]
     if path == "/answers/{answer_id}/cancel":
         operation["parameters"] = [_ANSWER_ID_PARAMETER]
+    if path == "/stream-tickets":
+        operation["requestBody"] = _ASK_BODY
     if path != "/ai_write":
         return
     if method == "post":
         operation["summary"] += " (a JSON body, for long questions)"
-        operation["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": _ref("AskBody")}},
-        }
+        operation["requestBody"] = _ASK_BODY
         operation["parameters"] = [_LAST_EVENT_ID]
     else:
         operation["parameters"] = [
             {"name": name, "in": "query", "required": name == "query", "schema": field}
             for name, field in fields.items()
-        ] + [_LAST_EVENT_ID]
+        ] + [_TICKET_PARAMETER, _LAST_EVENT_ID]
 
 
 def _responses_for(path: str, method: str) -> dict[str, Any] | None:
@@ -135,6 +157,8 @@ def _responses_for(path: str, method: str) -> dict[str, Any] | None:
         return _resume_responses(method)
     if path == "/answers/{answer_id}/cancel":
         return _CANCEL_RESPONSES
+    if path == "/stream-tickets":
+        return _TICKET_RESPONSES
     get = _PLAIN.get(path)
     if get is None or method not in ("get", "head"):
         return None
@@ -214,10 +238,8 @@ def _stream_responses(method: str) -> dict[str, Any]:
             "Refused before any model call: `query_required`, `query_too_long`, "
             "`unknown_prompt`, `unknown_scenario`, `invalid_request`."
         ),
-        "403": _error(
-            "`cross_site_refused`: a browser asked for a page of another site that "
-            "QA_CORS_ORIGINS does not list."
-        ),
+        "401": _UNAUTHORIZED,
+        "403": _CROSS_SITE,
         "500": _error("`internal_error`: a bug; the detail is in the service's log."),
         "429": _error(
             "`rate_limited`, `budget_exhausted`, `too_many_streams` (this client's limits, "
@@ -237,12 +259,8 @@ def _stream_responses(method: str) -> dict[str, Any]:
         "504": _error("`upstream_timeout`: the provider did not answer before the first text."),
     }
     if method == "post":
-        responses["413"] = _error(
-            "`body_too_large`: larger than 12 * QA_MAX_QUERY_CHARS + 4096 bytes."
-        )
-        responses["415"] = _error(
-            "`unsupported_media_type`: the body is not declared as application/json."
-        )
+        responses["413"] = _BODY_TOO_LARGE
+        responses["415"] = _NOT_JSON
     else:
         responses["414"] = _error(
             "`url_too_long`: a URL over 65,535 bytes; send the question with POST."
@@ -270,6 +288,7 @@ def _resume_responses(method: str) -> dict[str, Any]:
 
 _SUMMARIES: dict[str, tuple[str, list[str]]] = {
     "/ai_write": ("Stream an answer as Server-Sent Events", ["answers"]),
+    "/stream-tickets": ("Issue a single-use ticket for one GET /ai_write", ["answers"]),
     "/answers/{answer_id}/events": ("Read an answer's events: replay, then live", ["answers"]),
     "/answers/{answer_id}/cancel": ("Cancel an answer, on whichever replica runs it", ["answers"]),
     "/prompts": ("List the prompts a request may name", ["answers"]),
@@ -284,6 +303,41 @@ _NOT_READY = _error(
 _STORE_OR_NOT_READY = _error(
     "`store_unavailable`: the answer store (Redis) cannot be reached; or `not_ready`. Retryable."
 )
+_UNAUTHORIZED = _error(
+    "`unauthorized` (with `WWW-Authenticate: Bearer`): API keys are on and the request "
+    "has no valid key; or a `ticket` is unknown, spent, expired or for another request."
+)
+_CROSS_SITE = _error(
+    "`cross_site_refused`: a browser asked for a page of another site that "
+    "QA_CORS_ORIGINS does not list."
+)
+_BODY_TOO_LARGE = _error("`body_too_large`: larger than 12 * QA_MAX_QUERY_CHARS + 4096 bytes.")
+_NOT_JSON = _error("`unsupported_media_type`: the body is not declared as application/json.")
+_ASK_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": _ref("AskBody")}},
+}
+_TICKET_RESPONSES: dict[str, Any] = {
+    "200": _json("StreamTicket", "A ticket for this one request, until it expires."),
+    "401": _UNAUTHORIZED,
+    "403": _CROSS_SITE,
+    "413": _BODY_TOO_LARGE,
+    "415": _NOT_JSON,
+    "422": _error(
+        "Refused as POST /ai_write would refuse it: `query_required`, `query_too_long`, "
+        "`unknown_prompt`, `unknown_scenario`, `invalid_request`."
+    ),
+    "500": _error("`internal_error`: a bug; the detail is in the service's log."),
+    "503": _STORE_OR_NOT_READY,
+}
+_TICKET_PARAMETER = {
+    "name": "ticket",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "A ticket from POST /stream-tickets for this same request: how a client "
+    "that cannot send Authorization (EventSource) starts an answer when API keys are on.",
+}
 _RESUME_REFUSALS: dict[str, Any] = {
     "204": {"description": "Resumed after the answer's last event: nothing is left to send."},
     "400": _error("`invalid_last_event_id`: Last-Event-ID is not `<answer id>:<seq>`."),

@@ -90,9 +90,24 @@ class Readiness(BaseModel):
 
 
 EVENT_MODELS: tuple[type[BaseModel], ...] = (MetaEvent, TextEvent, DoneEvent, ErrorBody)
+
+
+class StreamTicket(BaseModel):
+    """What `POST /stream-tickets` issued: one GET /ai_write of the same request may use it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ticket: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{43}$",
+        description="Send as `GET /ai_write?<the same fields>&ticket=<ticket>`; works once.",
+    )
+    expires_in: int = Field(ge=1, description="Seconds until it expires unused.")
+
+
 SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
     *EVENT_MODELS,
     CancelResult,
+    StreamTicket,
     Health,
     PromptList,
     Readiness,

@@ -93,7 +93,13 @@ def install_web(app: FastAPI, settings: Settings) -> None:
             allow_origins=settings.cors_origins,
             allow_credentials=settings.cors_allow_credentials,
             allow_methods=["GET", "POST"],
-            allow_headers=["Content-Type", "Accept", "Last-Event-ID", "X-Request-ID"],
+            allow_headers=[
+                "Content-Type",
+                "Accept",
+                "Authorization",
+                "Last-Event-ID",
+                "X-Request-ID",
+            ],
             expose_headers=["X-Request-ID"],
             max_age=600,
         )

@@ -158,6 +158,14 @@ CROSS_SITE_REFUSED = PublicError(
     False,
     403,
 )
+# One message for every failure (no key, a wrong key, a spent, expired or
+# mismatched ticket): a client learns nothing about which keys or tickets exist.
+UNAUTHORIZED = PublicError(
+    "unauthorized",
+    "An API key is required: send Authorization: Bearer <key>, or a stream ticket.",
+    False,
+    401,
+)
 NOT_FOUND = PublicError("not_found", "No such endpoint.", False, 404)
 METHOD_NOT_ALLOWED = PublicError("method_not_allowed", "Method not allowed.", False, 405)
 NOT_READY = PublicError("not_ready", "The service is starting or stopping.", True, 503)
@@ -239,6 +247,7 @@ PUBLIC_ERRORS: tuple[PublicError, ...] = (
     BODY_TOO_LARGE,
     UNSUPPORTED_MEDIA_TYPE,
     CROSS_SITE_REFUSED,
+    UNAUTHORIZED,
     NOT_FOUND,
     METHOD_NOT_ALLOWED,
     NOT_READY,

@@ -31,7 +31,8 @@ class Telemetry:
         labels = ["provider", "model"]
         self.requests = Counter(
             "qa_requests",
-            "Requests to /ai_write by outcome: complete, error, cancelled, client_disconnected, refused",
+            "Requests to /ai_write by outcome: complete, error, cancelled, "
+            "client_disconnected, refused",
             [*labels, "outcome", "code"],
             registry=self.registry,
         )
@@ -117,6 +118,13 @@ class Telemetry:
             labels,
             registry=self.registry,
         )
+        self.auth_refusals = Counter(
+            "qa_auth_refusals",
+            "Requests refused 401 unauthorized: no_credentials, wrong_key, bad_ticket "
+            "(unknown, spent or expired), ticket_mismatch (issued for another request)",
+            [*labels, "reason"],
+            registry=self.registry,
+        )
         self.upstream_cancellations = Counter(
             "qa_upstream_cancellations",
             "Provider requests the service closed before they finished",
@@ -138,6 +146,9 @@ class Telemetry:
 
     def resume_refused(self, code: str) -> None:
         self.resumes_refused.labels(*self._labels, code).inc()
+
+    def auth_refused(self, reason: str) -> None:
+        self.auth_refusals.labels(*self._labels, reason).inc()
 
     def cancel_requested(self) -> None:
         self.cancels.labels(*self._labels).inc()

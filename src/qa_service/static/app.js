@@ -1,6 +1,8 @@
 // The demo page: streams an answer into the page with qa-client.js, which
 // resumes it by itself after a network drop (the page only says so while it
 // waits) and cancels it on the service when Stop, Escape or closing the tab ends it.
+// With API keys on the service, a 401 shows a key field; the key is kept in
+// sessionStorage (this tab only) and sent as a Bearer header.
 // What the page offers (provider, demo notice, scenarios, the query limit)
 // comes from GET /readyz and GET /prompts; nothing is hard-coded here.
 import { startAnswer } from "/qa-client.js";
@@ -30,6 +32,9 @@ const retryButton = $("retry");
 const promptSelect = $("prompt");
 const scenarioField = $("scenario-field");
 const scenarioSelect = $("scenario");
+const keyForm = $("key-form");
+const keyInput = $("api-key");
+const keyHelp = $("key-help");
 
 let maxChars = null; // from /readyz
 let current = null; // the running answer's handle from startAnswer
@@ -44,6 +49,7 @@ const FRIENDLY = {
   invalid_request: "The page sent a request the service could not read.",
   body_too_large: "That question is too long.",
   cross_site_refused: "The service does not take questions from this site's pages.",
+  unauthorized: "This service needs an API key.",
   not_ready: "The service is starting or stopping. Try again in a moment.",
   shutting_down: "The service restarted while answering. Try again.",
   upstream_auth_failed: "The model provider rejected the service's key. The operator must fix it.",
@@ -195,6 +201,41 @@ async function copyRequestId() {
   }
 }
 
+// The API key, for this tab only. Storage can be off (some private modes).
+const KEY_STORAGE = "qa-service.api-key";
+function storedKey() {
+  try {
+    return sessionStorage.getItem(KEY_STORAGE) || undefined;
+  } catch {
+    return undefined;
+  }
+}
+function storeKey(key) {
+  try {
+    sessionStorage.setItem(KEY_STORAGE, key);
+  } catch {
+    // Not kept: it still works for this question.
+  }
+}
+let typedKey; // used when storage is off
+function askForKey() {
+  keyHelp.textContent = (storedKey() ?? typedKey)
+    ? "The service refused that key. Enter another one."
+    : "This service needs an API key. It is kept in this tab only (sessionStorage) and sent with each question.";
+  keyForm.hidden = false;
+  keyInput.focus();
+}
+keyForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const key = keyInput.value.trim();
+  if (!key) return keyInput.focus();
+  typedKey = key;
+  storeKey(key);
+  keyInput.value = "";
+  keyForm.hidden = true;
+  if (lastRequest) ask(lastRequest);
+});
+
 const RETRIES = 5; // qa-client.js's default, said here to show "n of 5"
 
 async function ask(request) {
@@ -207,6 +248,7 @@ async function ask(request) {
   setBusy(true);
   startWaiting();
   const handle = startAnswer(request.query, {
+    apiKey: storedKey() ?? typedKey,
     prompt: request.prompt,
     scenario: request.scenario,
     retries: RETRIES,
@@ -228,7 +270,10 @@ async function ask(request) {
       const ttft = done.ttft_ms === null ? "no text" : `first text after ${Math.round(done.ttft_ms)} ms`;
       stats.textContent = `${ttft} · ${usage} · finished: ${done.finish_reason}`;
     },
-    onError: showError,
+    onError(error, text, requestId) {
+      showError(error, text, requestId);
+      if (error.code === "unauthorized") askForKey();
+    },
   });
   current = handle;
   const result = await handle.result;

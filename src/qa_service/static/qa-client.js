@@ -10,6 +10,8 @@
 //     onError: (error, textSoFar, requestId) => {}, // code, message, retryable
 //     onReconnect: ({ attempt, delayMs, answerId, lastEventId, error }) => {}, // optional
 //     retries: 5, retryDelayMs: 250, maxRetryDelayMs: 2000,                   // the defaults
+//     apiKey: "...",            // when the service has API keys: sent as Authorization: Bearer
+//     getTicket: async ({ query, prompt, scenario }) => ticket,  // or a stream ticket instead
 //   });
 //   // result.status is "done", "error" or "aborted"; result.requestId is the
 //   // service's id for this request (quote it in bug reports), or "" if none;
@@ -19,6 +21,12 @@
 //   handle.answerId; handle.abort(); handle.abort({ beacon: true }); await handle.result;
 //   addEventListener("pagehide", () => handle.abort({ beacon: true }));
 //   cancelAnswer(answerId, { baseUrl, beacon: true });      // POST /answers/{id}/cancel
+//
+//   // API keys with EventSource, which cannot send headers: a single-use ticket.
+//   const { ticket } = await requestTicket("photosynthesis", { apiKey });  // POST /stream-tickets
+//   new EventSource(answerUrl("photosynthesis", { ticket }));
+//   // Where the key must stay on a server, that server asks for the ticket, and the
+//   // page passes getTicket (a function that fetches one from it) to startAnswer.
 //
 // It uses fetch (POST, so long questions stay out of URLs and logs) and a
 // parser that follows the WHATWG event-stream rules, so events split across
@@ -135,6 +143,11 @@ const RESUME_INCOMPLETE = {
   message: "The answer ended on the service, but its last events never arrived.",
   retryable: true,
 };
+const TICKET_UNAVAILABLE = {
+  code: "ticket_unavailable",
+  message: "No stream ticket could be obtained.",
+  retryable: true,
+};
 const protocolError = (detail) => ({
   code: "protocol_error",
   message: `The service sent something the client cannot read: ${detail}.`,
@@ -177,6 +190,47 @@ async function readRefusal(response) {
   );
 }
 
+const bearer = (apiKey) => (apiKey ? { Authorization: `Bearer ${apiKey}` } : {});
+
+/**
+ * The GET /ai_write URL for a question, e.g. for EventSource; with `ticket`
+ * (from requestTicket, for this same query, prompt and scenario) when the
+ * service has API keys.
+ */
+export function answerUrl(query, { baseUrl = "", prompt, scenario, ticket } = {}) {
+  const params = new URLSearchParams({ query });
+  if (prompt) params.set("prompt", prompt);
+  if (scenario) params.set("scenario", scenario);
+  if (ticket) params.set("ticket", ticket);
+  return `${baseUrl}/ai_write?${params}`;
+}
+
+/**
+ * A single-use stream ticket for one GET /ai_write of this request:
+ * POST /stream-tickets with the API key. Resolves to {ticket, expires_in};
+ * rejects with the service's error ({code, message, retryable}), e.g.
+ * `unauthorized`, or with `network_error`.
+ */
+export async function requestTicket(query, { baseUrl = "", apiKey, prompt, scenario, signal } = {}) {
+  const body = { query };
+  if (prompt) body.prompt = prompt;
+  if (scenario) body.scenario = scenario;
+  let response;
+  try {
+    response = await fetch(`${baseUrl}/stream-tickets`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", ...bearer(apiKey) },
+      body: JSON.stringify(body),
+      signal,
+      cache: "no-store",
+    });
+  } catch {
+    throw NETWORK_ERROR;
+  }
+  if (!response.ok) throw await readRefusal(response);
+  return response.json();
+}
+
 /**
  * Ask the service to stop an answer: POST /answers/{answerId}/cancel.
  * With `beacon: true` (for a closing tab, e.g. on `pagehide`) it uses
@@ -185,7 +239,7 @@ async function readRefusal(response) {
  * Resolves to true when the request was queued (beacon) or answered 2xx (fetch).
  * It never throws.
  */
-export function cancelAnswer(answerId, { baseUrl = "", beacon = false } = {}) {
+export function cancelAnswer(answerId, { baseUrl = "", beacon = false, apiKey } = {}) {
   const url = `${baseUrl}/answers/${encodeURIComponent(answerId)}/cancel`;
   if (beacon && typeof navigator !== "undefined" && typeof navigator.sendBeacon === "function") {
     try {
@@ -196,7 +250,8 @@ export function cancelAnswer(answerId, { baseUrl = "", beacon = false } = {}) {
     }
   }
   try {
-    return fetch(url, { method: "POST", keepalive: true, cache: "no-store" }).then(
+    const headers = bearer(apiKey);
+    return fetch(url, { method: "POST", keepalive: true, cache: "no-store", headers }).then(
       (response) => response.ok,
       () => false,
     );
@@ -227,6 +282,14 @@ export function cancelAnswer(answerId, { baseUrl = "", beacon = false } = {}) {
  * called before each reconnect. Nothing is resumed if the drop came before
  * the meta event (there is no answer to resume yet), on a 4xx (e.g. 404
  * answer_not_found), or on a 204 without a terminal event (resume_incomplete).
+ *
+ * With API keys on the service, pass `apiKey` (sent on every request as
+ * `Authorization: Bearer`), or `getTicket`: an async function given
+ * {query, prompt, scenario, signal} that returns a stream ticket (or
+ * requestTicket's {ticket}), for a key kept on another server. The answer is
+ * then asked with GET /ai_write?...&ticket=. A resume or a cancel needs
+ * neither: the answer's id authorises them. If getTicket throws, the answer
+ * fails with what it threw when that has a `code`, else `ticket_unavailable`.
  */
 export function startAnswer(query, options = {}) {
   const {
@@ -243,7 +306,10 @@ export function startAnswer(query, options = {}) {
     retries = 5,
     retryDelayMs = 250,
     maxRetryDelayMs = 2000,
+    apiKey,
+    getTicket,
   } = options;
+  const auth = bearer(apiKey);
   const body = { query };
   if (prompt) body.prompt = prompt;
   if (scenario) body.scenario = scenario;
@@ -259,7 +325,7 @@ export function startAnswer(query, options = {}) {
   const abort = ({ beacon = false } = {}) => {
     if (!finished && answerId && !cancelSent) {
       cancelSent = true;
-      cancelAnswer(answerId, { baseUrl, beacon });
+      cancelAnswer(answerId, { baseUrl, beacon, apiKey });
     }
     stop.abort();
   };
@@ -267,24 +333,36 @@ export function startAnswer(query, options = {}) {
   if (signal?.aborted) abort();
   else signal?.addEventListener("abort", onSignalAbort, { once: true });
 
-  const connect = (resume) =>
-    resume
-      ? fetch(`${baseUrl}/answers/${encodeURIComponent(answerId)}/events`, {
-          headers: { Accept: "text/event-stream", ...headers, "Last-Event-ID": lastEventId },
-          signal: stop.signal,
-          cache: "no-store",
-        })
-      : fetch(`${baseUrl}/ai_write`, {
-          method: "POST",
-          headers: {
-            "Content-Type": "application/json",
-            Accept: "text/event-stream",
-            ...headers,
-          },
-          body: JSON.stringify(body),
-          signal: stop.signal,
-          cache: "no-store",
-        });
+  const connect = (resume, ticket) => {
+    if (resume) {
+      return fetch(`${baseUrl}/answers/${encodeURIComponent(answerId)}/events`, {
+        headers: { Accept: "text/event-stream", ...auth, ...headers, "Last-Event-ID": lastEventId },
+        signal: stop.signal,
+        cache: "no-store",
+      });
+    }
+    if (ticket !== undefined) {
+      return fetch(answerUrl(query, { baseUrl, prompt, scenario, ticket }), {
+        headers: { Accept: "text/event-stream", ...headers },
+        signal: stop.signal,
+        cache: "no-store",
+      });
+    }
+    return fetch(`${baseUrl}/ai_write`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "text/event-stream", ...auth, ...headers },
+      body: JSON.stringify(body),
+      signal: stop.signal,
+      cache: "no-store",
+    });
+  };
+  // A ticket from getTicket, for a new answer only: a resume needs none.
+  const fetchTicket = async () => {
+    const got = await getTicket({ query, prompt, scenario, signal: stop.signal });
+    const ticket = typeof got === "string" ? got : got?.ticket;
+    if (typeof ticket !== "string" || !ticket) throw TICKET_UNAVAILABLE;
+    return ticket;
+  };
 
   async function run() {
     let text = "";
@@ -359,9 +437,18 @@ export function startAnswer(query, options = {}) {
         }
       }
 
+      let ticket;
+      if (!resuming && getTicket) {
+        try {
+          ticket = await fetchTicket();
+        } catch (error) {
+          if (stop.signal.aborted) return aborted();
+          return fail(error?.code ? error : TICKET_UNAVAILABLE);
+        }
+      }
       let response;
       try {
-        response = await connect(resuming);
+        response = await connect(resuming, ticket);
       } catch {
         if (stop.signal.aborted) return aborted();
         drop = NETWORK_ERROR;

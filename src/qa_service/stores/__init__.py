@@ -1,5 +1,5 @@
-"""Stores: where answers' logs and signals (answers/ports.py) and clients' limits
-(access/) live: in this process, or in Redis with QA_REDIS_URL."""
+"""Stores: where answers' logs and signals (answers/ports.py), clients' limits and
+stream tickets (access/) live: in this process, or in Redis with QA_REDIS_URL."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from qa_service.access.admission import Admission
 from qa_service.access.capacity import StreamCapacity
 from qa_service.access.quotas import ClientQuotas
 from qa_service.access.slots import SlotKeeper
+from qa_service.access.tickets import TicketStore
 from qa_service.answers.ports import AnswerStore
 from qa_service.config import Settings
 from qa_service.stores.limits import open_limit_stores
 from qa_service.stores.memory import MemoryAnswerStore
+from qa_service.stores.tickets import MemoryTicketStore
 
 # A replica that stops renewing its clients' answer slots frees them this long after.
 SLOT_LEASE_SECONDS = 30.0
@@ -56,3 +58,17 @@ async def open_admission(settings: Settings) -> AsyncIterator[Admission]:
             )
         finally:
             keeper.cancel()
+
+
+@asynccontextmanager
+async def open_ticket_store(settings: Settings) -> AsyncIterator[TicketStore]:
+    """In this process by default; in Redis with QA_REDIS_URL, so that a ticket
+    issued by one replica is redeemed on another."""
+    if settings.redis_url is None:
+        yield MemoryTicketStore()
+        return
+    from qa_service.stores.redis import open_redis_client
+    from qa_service.stores.redis_tickets import RedisTicketStore
+
+    async with open_redis_client(settings.redis_url.get_secret_value()) as client:
+        yield RedisTicketStore(client)

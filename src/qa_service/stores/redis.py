@@ -107,9 +107,9 @@ class RedisAnswerStore:
             (fingerprint, final_seq), newest = await pipe.execute()
         if fingerprint is None:
             return None
-        last_seq = int(_text(newest[0][0]).split("-")[1]) - 1 if newest else -1
+        last_seq = int(value_text(newest[0][0]).split("-")[1]) - 1 if newest else -1
         final = None if final_seq is None else int(final_seq)
-        return LogInfo(_text(fingerprint), last_seq, final)
+        return LogInfo(value_text(fingerprint), last_seq, final)
 
     async def append(self, answer_id: str, event: AnswerEvent) -> bool:
         answer, events, _, _ = _keys(answer_id)
@@ -191,7 +191,7 @@ class RedisAnswerStore:
                     await pubsub.subscribe(CANCEL_CHANNEL)
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            yield _text(message["data"])
+                            yield value_text(message["data"])
             except redis.exceptions.RedisError as exc:
                 # Any Redis error: a listener that died would end cross-replica cancel.
                 log.warning("cancel subscription lost (%s); subscribing again", type(exc).__name__)
@@ -203,7 +203,7 @@ def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
     return cast(list[tuple[bytes, dict[bytes, bytes]]], reply[0][1])
 
 
-def _text(value: bytes | str) -> str:
+def value_text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 

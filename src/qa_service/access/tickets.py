@@ -1,0 +1,84 @@
+"""Stream tickets: a single-use, short-lived stand-in for an API key in a URL.
+
+`EventSource` cannot send an Authorization header, so a client with a key asks
+for a ticket (POST /stream-tickets) and puts it in the URL: `?ticket=...`.
+A ticket is bound to one request (its AnswerRequest fingerprint) and to the
+client id of the key that asked for it. It is spent by the first attempt to
+use it, whatever the outcome, so a URL that leaks (a proxy's log, a browser's
+history) is worthless by then; and it expires after QA_TICKET_TTL_SECONDS.
+
+The store keeps only a ticket's sha256 digest: whoever reads the store (a
+Redis dump, `MONITOR`) cannot redeem what they see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from qa_service.answers.model import AnswerRequest
+
+# secrets.token_urlsafe(32): 43 characters of base64url, 256 bits.
+TICKET = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+
+class TicketStore(Protocol):
+    """Where tickets wait to be redeemed (stores/tickets.py, stores/redis_tickets.py)."""
+
+    async def put(self, digest: str, grant: str, ttl_seconds: int) -> None:
+        """Keep `grant` under `digest` for `ttl_seconds`."""
+
+    async def take(self, digest: str) -> str | None:
+        """Remove and return the grant under `digest`, or None if there is none
+        (never put, already taken, or expired). Atomic: of two concurrent takes
+        of one digest, on any replicas, at most one gets the grant."""
+
+
+class TicketRefusal(Enum):
+    """Why a ticket was not accepted: for metrics only. Clients hear one message."""
+
+    UNKNOWN = "bad_ticket"  # never issued, spent, expired, or not ticket-shaped
+    MISMATCH = "ticket_mismatch"  # issued for another request
+
+
+@dataclass(frozen=True, slots=True)
+class Redeemed:
+    """A ticket accepted for its request; `client_id` is "" when it was issued without a key."""
+
+    client_id: str
+
+
+class StreamTickets:
+    """Issues and redeems tickets over a TicketStore."""
+
+    def __init__(self, store: TicketStore, ttl_seconds: int) -> None:
+        self._store = store
+        self.ttl_seconds = ttl_seconds
+
+    async def issue(self, client_id: str, request: AnswerRequest) -> str:
+        """A new ticket for `request`, on behalf of `client_id` ("" without keys)."""
+        ticket = secrets.token_urlsafe(32)
+        grant = json.dumps({"client": client_id, "request": request.fingerprint()})
+        await self._store.put(_digest(ticket), grant, self.ttl_seconds)
+        return ticket
+
+    async def redeem(self, ticket: str, request: AnswerRequest) -> Redeemed | TicketRefusal:
+        """Spend `ticket`; accepted only if it was issued for this very request."""
+        if not TICKET.match(ticket):
+            return TicketRefusal.UNKNOWN
+        grant = await self._store.take(_digest(ticket))
+        if grant is None:
+            return TicketRefusal.UNKNOWN
+        fields = json.loads(grant)
+        if fields["request"] != request.fingerprint():
+            return TicketRefusal.MISMATCH
+        return Redeemed(str(fields["client"]))
+
+
+def _digest(ticket: str) -> str:
+    return hashlib.sha256(ticket.encode("ascii")).hexdigest()

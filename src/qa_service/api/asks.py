@@ -1,0 +1,106 @@
+"""What a request to start an answer may say, and the checks it must pass.
+
+Shared by /ai_write and /stream-tickets: a ticket is issued only for a request
+that /ai_write would take, and refused the same way.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+from starlette.requests import Request
+
+from qa_service.answers.model import AnswerRequest
+from qa_service.api.deps import Service, body_limit, read_capped_body, require_json
+from qa_service.api.validation import NOT_BLANK, describe_body_error, describe_query_string_error
+from qa_service.config import Settings
+from qa_service.core import errors
+from qa_service.generation.demo import SCENARIO_CONFIG_KEY, SCENARIOS
+from qa_service.generation.prompts import PROMPT_NAME
+
+
+class AskBody(BaseModel):
+    """`POST /ai_write` body: the same fields as the GET query string."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str | None = None
+    prompt: str | None = None
+    scenario: str | None = None
+
+    @field_validator("prompt", "scenario", mode="before")
+    @classmethod
+    def _absent_not_null(cls, value: object) -> object:
+        # Leave a field out to get its default; an explicit null is refused as
+        # /openapi.json says (a string), like any other value that is not one.
+        if value is None:
+            raise PydanticCustomError("string_type", "Input should be a valid string")
+        return value
+
+
+# GET /ai_write's query string: AskBody's fields, and a stream ticket (api/auth.py).
+QUERY_PARAMETERS = (*AskBody.model_fields, "ticket")
+
+
+def ask_from_query_string(request: Request) -> AskBody:
+    """The fields of a GET /ai_write; unknown or repeated parameters are refused."""
+    params = request.query_params
+    problem = describe_query_string_error(params.multi_items(), QUERY_PARAMETERS)
+    if problem is not None:
+        raise errors.invalid_request(problem)
+    return AskBody.model_validate(
+        {name: params[name] for name in AskBody.model_fields if name in params}
+    )
+
+
+def resumes(request: Request) -> bool:
+    """Whether the request names an answer to continue (a Last-Event-ID that is
+    not blank). Such a request never starts a new answer: the answer it names
+    is resumed, or it is refused."""
+    return bool(request.headers.get("last-event-id", "").strip())
+
+
+async def read_ask_body(service: Service, request: Request) -> AskBody:
+    """A POST's JSON body: declared as JSON, capped in size, then validated."""
+    require_json(request)
+    body = await read_capped_body(request, body_limit(service.settings))
+    try:
+        return AskBody.model_validate_json(body)
+    except ValidationError as exc:
+        raise errors.invalid_request(describe_body_error(exc, body)) from None
+
+
+def checked_request(service: Service, ask: AskBody) -> AnswerRequest:
+    """The answer `ask` asks for; refused (JSON 422) before any upstream call."""
+    settings = service.settings
+    return AnswerRequest(
+        question=_checked_query(ask.query, settings.max_query_chars),
+        prompt=_checked_prompt(ask.prompt, service),
+        configurable=_checked_scenario(ask.scenario, settings),
+    )
+
+
+def _checked_query(query: str | None, limit: int) -> str:
+    if query is None or not NOT_BLANK.search(query):
+        raise errors.query_required()
+    if len(query) > limit:
+        raise errors.query_too_long(limit)
+    return query
+
+
+def _checked_prompt(name: str | None, service: Service) -> str:
+    if name is None:
+        return service.settings.default_prompt
+    if not PROMPT_NAME.match(name) or name not in service.prompts:
+        raise errors.unknown_prompt(
+            name if PROMPT_NAME.match(name) else None, sorted(service.prompts)
+        )
+    return name
+
+
+def _checked_scenario(scenario: str | None, settings: Settings) -> dict[str, str]:
+    if scenario is None:
+        return {}
+    if settings.resolved_provider != "demo" or scenario not in SCENARIOS:
+        raise errors.unknown_scenario(list(SCENARIOS))
+    return {SCENARIO_CONFIG_KEY: scenario}

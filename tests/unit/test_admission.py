@@ -1,0 +1,118 @@
+"""Admission's parts on the in-memory counters: order of checks, headers, slots."""
+
+from __future__ import annotations
+
+import pytest
+from limits.aio.storage import MemoryStorage
+
+from qa_service.access.admission import Admission
+from qa_service.access.capacity import StreamCapacity
+from qa_service.access.quotas import ClientQuotas, format_duration
+from qa_service.access.slots import MemorySlotStore, SlotKeeper
+from qa_service.config import Settings
+from qa_service.core.errors import QAServiceError
+
+
+def build_admission(
+    *,
+    streams: int = 10,
+    rate: str | None = None,
+    budget: str | None = None,
+    per_client: int | None = None,
+) -> Admission:
+    return Admission(
+        StreamCapacity(streams),
+        ClientQuotas(MemoryStorage(), rate, budget),
+        SlotKeeper(MemorySlotStore(), 30),
+        per_client,
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "written"),
+    [
+        (0.0201, "21ms"),
+        (0.999, "999ms"),
+        (1, "1s"),
+        (1.5, "1.5s"),
+        (60, "1m0s"),
+        (360, "6m0s"),
+        (3723.25, "1h2m3.25s"),
+        (86400, "24h0m0s"),
+    ],
+)
+def test_resets_are_written_as_openai_writes_them(seconds: float, written: str) -> None:
+    assert format_duration(seconds) == written
+
+
+async def test_over_capacity_is_refused_before_the_client_is_counted() -> None:
+    admission = build_admission(streams=1, rate="5/minute")
+    first = await admission.admit("a")
+
+    with pytest.raises(QAServiceError) as refused:
+        await admission.admit("a")
+    await admission.give_back(first)
+    second = await admission.admit("a")
+
+    assert refused.value.public.code == "over_capacity"
+    assert refused.value.public.retry_after_seconds == 1
+    # The refused request was not counted against the client's rate.
+    assert first.headers["x-ratelimit-remaining-requests"] == "4"
+    assert second.headers["x-ratelimit-remaining-requests"] == "3"
+
+
+async def test_a_refusal_gives_back_the_place_it_took() -> None:
+    admission = build_admission(streams=1, rate="1/minute")
+    await admission.give_back(await admission.admit("a"))
+
+    with pytest.raises(QAServiceError) as refused:
+        await admission.admit("a")
+
+    assert refused.value.public.code == "rate_limited"
+    assert refused.value.public.status == 429
+    assert 1 <= (refused.value.public.retry_after_seconds or 0) <= 60
+    assert refused.value.headers["x-ratelimit-remaining-requests"] == "0"
+    assert admission.capacity.in_use == 0
+    # Another client is not affected.
+    assert (await admission.admit("b")).client == "b"
+
+
+async def test_a_client_at_its_streams_is_refused_until_one_ends() -> None:
+    admission = build_admission(per_client=2)
+    first = await admission.admit("a")
+    await admission.admit("a")
+
+    with pytest.raises(QAServiceError) as refused:
+        await admission.admit("a")
+    assert refused.value.public.code == "too_many_streams"
+    assert admission.slots.held == 2
+    assert admission.capacity.in_use == 2
+
+    await admission.give_back(first)
+    assert admission.slots.held == 1
+    await admission.admit("a")
+
+
+async def test_a_budget_takes_a_charge_past_its_limit_and_then_refuses() -> None:
+    quotas = ClientQuotas(MemoryStorage(), None, "100/day")
+    await quotas.charge_tokens("a", 60)
+    left = await quotas.tokens_left("a")
+    assert left is not None
+    assert (left.remaining, left.spent) == (40, False)
+
+    await quotas.charge_tokens("a", 60)
+    left = await quotas.tokens_left("a")
+
+    assert left is not None
+    assert (left.remaining, left.spent) == (0, True)
+    assert 86000 < left.reset_seconds <= 86400
+
+
+@pytest.mark.parametrize("value", ["bogus", "0/minute", "-5/day", "60/fortnight"])
+def test_a_limit_that_is_not_an_amount_per_period_stops_start_up(value: str) -> None:
+    with pytest.raises(ValueError, match="amount per period"):
+        Settings(rate_limit=value)
+
+
+def test_a_blank_limit_is_no_limit() -> None:
+    assert Settings(rate_limit=" ", client_token_budget="").rate_limit is None
