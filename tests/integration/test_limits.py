@@ -205,3 +205,25 @@ def test_too_many_streams_is_429_and_every_way_an_answer_ends_gives_its_slot_bac
     assert second.json()["error"]["code"] == "too_many_streams"
     assert second.headers["retry-after"] == "1"
     assert last.kinds[-1] == "done"
+
+
+def test_with_keys_on_each_key_is_its_own_client(stub: UpstreamStub, tmp_path: Path) -> None:
+    keys = [f"qa-test-key-{i}-{marker()}" for i in range(2)]
+    limits = {"QA_RATE_LIMIT": "2/minute", "QA_API_KEYS": ",".join(keys)}
+
+    def ask(key: str) -> int:
+        response = httpx.get(
+            f"{service.url}/ai_write",
+            params={"query": marker()},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+        return response.status_code
+
+    with limited_service(stub, tmp_path, **limits) as service:
+        first_key = [ask(keys[0]) for _ in range(3)]
+        second_key = [ask(keys[1]) for _ in range(2)]
+
+    # Same address, different keys: the limit follows the key.
+    assert first_key == [200, 200, 429]
+    assert second_key == [200, 200]
