@@ -99,6 +99,8 @@ def create_app(settings: Settings) -> FastAPI:
                 extra={
                     "provider": settings.resolved_provider,
                     "model": settings.resolved_model,
+                    "fallback_provider": settings.fallback_provider,
+                    "fallback_model": settings.resolved_fallback_model,
                     "prompts": sorted(prompts),
                     "answer_store": "redis" if settings.redis_url else "memory",
                     "api_keys": len(keys) if keys is not None else "off",

@@ -29,6 +29,7 @@ DEFAULT_MODELS: dict[ProviderName, str] = {
 # A Bearer token's characters (RFC 6750's b64token), so any key can be sent as one.
 API_KEY_CHARS = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
 MIN_API_KEY_CHARS = 16
+_REQUIRED_KEY = {"openai": "OPENAI_API_KEY", "groq": "GROQ_API_KEY"}
 
 
 class ConfigError(Exception):
@@ -51,6 +52,10 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     provider: Literal["auto", "openai", "groq", "demo"] = "auto"
     model: str | None = Field(default=None, description="Model name; default depends on provider")
+    # Asked when the provider fails before any text (generation/fallback.py);
+    # it uses that provider's own key and base URL settings.
+    fallback_provider: Literal["openai", "groq"] | None = None
+    fallback_model: str | None = None
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     max_tokens: int | None = Field(default=512, ge=1)
     prompts_dir: Path = Path("prompts")
@@ -202,7 +207,12 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("openai_base_url", "groq_base_url", "model", mode="after")
+    @field_validator("fallback_provider", mode="before")
+    @classmethod
+    def _blank_provider_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("openai_base_url", "groq_base_url", "model", "fallback_model", mode="after")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value if value and value.strip() else None
@@ -250,6 +260,12 @@ class Settings(BaseSettings):
     def resolved_model(self) -> str:
         return self.model or DEFAULT_MODELS[self.resolved_provider]
 
+    @property
+    def resolved_fallback_model(self) -> str | None:
+        if self.fallback_provider is None:
+            return None
+        return self.fallback_model or DEFAULT_MODELS[self.fallback_provider]
+
     def with_address(self, host: str | None, port: int | None) -> Settings:
         """These settings, listening where `serve --host/--port` say when they are given."""
         update = {"host": host, "port": port}
@@ -279,10 +295,29 @@ class Settings(BaseSettings):
             raise ConfigError(
                 "QA_CORS_ORIGINS: '*' cannot be combined with QA_CORS_ALLOW_CREDENTIALS=true"
             )
-        required_key = {"openai": "OPENAI_API_KEY", "groq": "GROQ_API_KEY"}
-        if self.provider in required_key and self.resolved_api_key is None:
+        if self.provider in _REQUIRED_KEY and self.resolved_api_key is None:
             raise ConfigError(
-                f"{required_key[self.provider]} is required when QA_PROVIDER={self.provider}"
+                f"{_REQUIRED_KEY[self.provider]} is required when QA_PROVIDER={self.provider}"
+            )
+        self._check_fallback()
+
+    def _check_fallback(self) -> None:
+        fallback = self.fallback_provider
+        if fallback is None:
+            return
+        if self.resolved_provider == "demo":
+            raise ConfigError("QA_FALLBACK_PROVIDER cannot back up the keyless demo provider")
+        if self.api_key_for(fallback) is None:
+            raise ConfigError(
+                f"{_REQUIRED_KEY[fallback]} is required when QA_FALLBACK_PROVIDER={fallback}"
+            )
+        if (fallback, self.resolved_fallback_model) == (
+            self.resolved_provider,
+            self.resolved_model,
+        ):
+            raise ConfigError(
+                "QA_FALLBACK_PROVIDER and QA_FALLBACK_MODEL name the primary itself "
+                f"({fallback} {self.resolved_model}); choose another provider or model"
             )
 
     @property
@@ -292,12 +327,10 @@ class Settings(BaseSettings):
 
     @property
     def resolved_api_key(self) -> SecretStr | None:
-        provider = self.resolved_provider
-        if provider == "openai":
-            return self.openai_api_key
-        if provider == "groq":
-            return self.groq_api_key
-        return None
+        return self.api_key_for(self.resolved_provider)
+
+    def api_key_for(self, provider: ProviderName) -> SecretStr | None:
+        return {"openai": self.openai_api_key, "groq": self.groq_api_key}.get(provider)
 
 
 def env_name(field: str) -> str:

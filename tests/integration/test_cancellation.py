@@ -10,7 +10,7 @@ import pytest
 from tests.support.providers import marker
 from tests.support.service import RunningService
 from tests.support.sse import hang_up_after
-from tests.support.upstream_stub import Reply, UpstreamStub
+from tests.support.upstream_stub import GROQ_PATH, OPENAI_PATH, Reply, UpstreamStub
 
 LONG_ANSWER = [f"word{n} " for n in range(400)]  # 20 s at 50 ms a piece
 
@@ -50,13 +50,16 @@ def test_client_hangup_before_first_token_closes_upstream_request(
     assert exchange.pieces_written == 0
 
 
-@pytest.mark.parametrize("provider", ["openai", "groq"])
+@pytest.mark.parametrize(
+    ("provider", "fallback"), [("openai", None), ("groq", None), ("openai", "groq")]
+)
 async def test_hangup_between_chunks_closes_upstream_request(
-    stub: UpstreamStub, provider: str
+    stub: UpstreamStub, provider: str, fallback: str | None
 ) -> None:
     """The race a server hits by chance, made certain: the subscriber leaves
     right after a chunk is published, so the cancel lands while LangChain's
-    generators sit at a yield, not inside a network read."""
+    generators sit at a yield, not inside a network read. With a fallback,
+    the primary fails and the fallback's request is the one to close."""
     from qa_service.answers.connection import answer_events
     from qa_service.answers.model import AnswerRequest
     from qa_service.answers.registry import AnswerRegistry
@@ -72,10 +75,13 @@ async def test_hangup_between_chunks_closes_upstream_request(
 
     key = marker()
     stub.reply(key, Reply(pieces=LONG_ANSWER, piece_delay=0.02))
-    env = provider_settings(provider, stub)
+    if fallback is not None:
+        stub.reply(key, Reply(status=500), path=OPENAI_PATH)
+    env = {**provider_settings("groq", stub), **provider_settings("openai", stub)}
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         provider=provider,
+        fallback_provider=fallback,
         openai_api_key=env.get("OPENAI_API_KEY"),
         openai_base_url=env.get("OPENAI_BASE_URL"),
         groq_api_key=env.get("GROQ_API_KEY"),
@@ -95,7 +101,8 @@ async def test_hangup_between_chunks_closes_upstream_request(
         await stream.aclose()
         hung_up_at = time.monotonic()
 
-        exchange = await asyncio.to_thread(stub.wait_closed, key)
+        path = GROQ_PATH if fallback else None
+        exchange = await asyncio.to_thread(stub.wait_closed, key, 5.0, path)
 
     assert exchange.client_closed_at - hung_up_at < 1.0
     assert not exchange.completed

@@ -4,7 +4,9 @@ Raw asyncio streams rather than a framework, because the tests need control a
 framework hides: exactly how bytes are cut into TCP writes (to split a UTF-8
 character), cutting a connection mid-body, and seeing the moment a client
 hangs up. Replies are scripted per request: a test registers a `Reply` under
-a marker string, and any request whose messages contain the marker gets it.
+a marker string, and any request whose messages contain the marker gets it;
+one registered for a path too (OPENAI_PATH, GROQ_PATH) wins on that path, so
+one stub can play a failing primary and the fallback that answers.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class UpstreamStub:
     """Run with `start()` in a thread of its own; `url` is its base URL."""
 
     def __init__(self) -> None:
-        self._replies: dict[str, Reply] = {}
+        # Keyed (marker, path), path None for every path.
+        self._replies: dict[tuple[str, str | None], Reply] = {}
         self.default_reply = Reply()
         # Benchmarks turn this off: a long run would otherwise keep every request.
         self.record = True
@@ -88,22 +91,30 @@ class UpstreamStub:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def reply(self, marker: str, reply: Reply) -> None:
+    def reply(self, marker: str, reply: Reply, path: str | None = None) -> None:
         with self._lock:
-            self._replies[marker] = reply
+            self._replies[marker, path] = reply
 
-    def exchanges_for(self, marker: str) -> list[Exchange]:
+    def exchanges_for(self, marker: str, path: str | None = None) -> list[Exchange]:
         with self._lock:
-            return [e for e in self.exchanges if marker in json.dumps(e.body["messages"])]
+            return [
+                e
+                for e in self.exchanges
+                if marker in json.dumps(e.body["messages"]) and path in (None, e.path)
+            ]
 
     def wait_for_request(self, marker: str, timeout: float = 5.0) -> Exchange:
         """The first request with `marker`, once it has arrived."""
         return self._wait(marker, lambda e: True, "no upstream request arrived", timeout)
 
-    def wait_closed(self, marker: str, timeout: float = 5.0) -> Exchange:
-        """The first request with `marker`, once its client has hung up."""
+    def wait_closed(self, marker: str, timeout: float = 5.0, path: str | None = None) -> Exchange:
+        """The first request with `marker` (to `path`), once its client has hung up."""
         return self._wait(
-            marker, lambda e: e.client_closed_at is not None, "upstream never closed", timeout
+            marker,
+            lambda e: e.client_closed_at is not None,
+            "upstream never closed",
+            timeout,
+            path,
         )
 
     def wait_ended(self, marker: str, timeout: float = 5.0) -> Exchange:
@@ -116,11 +127,16 @@ class UpstreamStub:
         )
 
     def _wait(
-        self, marker: str, done: Callable[[Exchange], bool], failure: str, timeout: float
+        self,
+        marker: str,
+        done: Callable[[Exchange], bool],
+        failure: str,
+        timeout: float,
+        path: str | None = None,
     ) -> Exchange:
         deadline = time.monotonic() + timeout
         while True:
-            exchanges = self.exchanges_for(marker)
+            exchanges = self.exchanges_for(marker, path)
             if exchanges and done(exchanges[0]):
                 return exchanges[0]
             if time.monotonic() > deadline:
@@ -162,14 +178,18 @@ class UpstreamStub:
         if self._thread is not None:
             self._thread.join(5)
 
-    def _reply_for(self, body: dict[str, Any]) -> Reply:
+    def _reply_for(self, body: dict[str, Any], path: str) -> Reply:
         if not self._replies:
             return self.default_reply
         text = json.dumps(body.get("messages", []))
         with self._lock:
-            for marker, reply in self._replies.items():
-                if marker in text:
-                    return reply
+            matching = {key: reply for key, reply in self._replies.items() if key[0] in text}
+        for (_, for_path), reply in matching.items():
+            if for_path == path:
+                return reply
+        for (_, for_path), reply in matching.items():
+            if for_path is None:
+                return reply
         return self.default_reply
 
     async def _serve_connection(
@@ -209,7 +229,7 @@ class UpstreamStub:
         if self.record:
             with self._lock:
                 self.exchanges.append(exchange)
-        reply = self._reply_for(body)
+        reply = self._reply_for(body, path)
         if reply.status != 200:
             api_key = headers.get("authorization", "").removeprefix("Bearer ")
             error = _fill_key(reply.error_body or {"error": {"message": "failed"}}, api_key)

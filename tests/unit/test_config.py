@@ -75,6 +75,38 @@ def test_explicit_provider_without_its_key_is_refused(monkeypatch: pytest.Monkey
 
 
 @pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"openai_api_key": "o", "fallback_provider": "groq"},
+            r"^GROQ_API_KEY is required when QA_FALLBACK_PROVIDER=groq$",
+        ),
+        (
+            {"openai_api_key": "o", "fallback_provider": "openai"},
+            r"^QA_FALLBACK_PROVIDER and QA_FALLBACK_MODEL name the primary itself "
+            r"\(openai gpt-4o-mini\); choose another provider or model$",
+        ),
+        (
+            {"provider": "demo", "groq_api_key": "g", "fallback_provider": "groq"},
+            r"^QA_FALLBACK_PROVIDER cannot back up the keyless demo provider$",
+        ),
+    ],
+)
+def test_a_fallback_that_cannot_help_is_refused_in_one_line(
+    values: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _settings(**values).check_runnable()
+
+
+def test_a_fallback_may_be_the_same_provider_with_another_model() -> None:
+    settings = _settings(openai_api_key="o", fallback_provider="openai", fallback_model="gpt-4.1")
+    settings.check_runnable()
+    assert settings.resolved_fallback_model == "gpt-4.1"
+    assert _settings(fallback_provider=" ").fallback_provider is None
+
+
+@pytest.mark.parametrize(
     ("name", "value", "named"),
     [
         ("QA_PROVIDER", "bedrock", "QA_PROVIDER"),

@@ -89,7 +89,7 @@ def test_meta_omits_unset_fields() -> None:
 
 
 def test_done_carries_the_summary() -> None:
-    summary = AnswerSummary("stop", {"input_tokens": 1}, 12.5, 40, 99.0)
+    summary = AnswerSummary("stop", {"input_tokens": 1}, 12.5, 40, 99.0, "groq", "llama")
     [(_, data)] = _decode(native.render("r", Done(7, summary)).encode())
     assert json.loads(data) == {
         "done": {
@@ -98,6 +98,8 @@ def test_done_carries_the_summary() -> None:
             "ttft_ms": 12.5,
             "chars": 40,
             "duration_ms": 99.0,
+            "provider": "groq",
+            "model": "llama",
         }
     }
 

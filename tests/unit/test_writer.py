@@ -23,12 +23,8 @@ from langchain_core.outputs import ChatGenerationChunk
 
 from qa_service.generation.demo import SCENARIO_CONFIG_KEY, build_demo_model
 from qa_service.generation.prompts import load_prompts
-from qa_service.generation.writer import (
-    AIWriter,
-    GenerationLimits,
-    GenerationReport,
-    InlineStrOutputParser,
-)
+from qa_service.generation.report import GenerationReport
+from qa_service.generation.writer import AIWriter, GenerationLimits, InlineStrOutputParser
 
 PROMPTS = load_prompts(Path(__file__).resolve().parents[2] / "prompts")
 
@@ -75,7 +71,7 @@ async def test_report_stays_empty_when_the_model_gives_no_finish_reason() -> Non
 
     await _collect(writer, "q", report=report)
 
-    assert report == GenerationReport()
+    assert (report.finish_reason, report.usage) == (None, None)
 
 
 async def test_the_prompt_is_chosen_by_name() -> None:

@@ -44,8 +44,12 @@ class AnswerRecord:
 
     request_id: str
     answer_id: str
-    provider: str
+    provider: str  # as configured, like the answer's meta
     model: str
+    # Who wrote the text (None if no model did): the fallback when `fallback`.
+    answered_provider: str | None
+    answered_model: str | None
+    fallback: bool
     prompt: str
     outcome: str  # complete | error | cancelled | client_disconnected
     error_code: str | None

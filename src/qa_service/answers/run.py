@@ -45,8 +45,9 @@ from qa_service.core.errors import (
 )
 from qa_service.core.events import AnswerEvent, AnswerMeta, AnswerSummary, Done, Failed, Meta, Text
 from qa_service.generation.failures import classify_failure, upstream_status
+from qa_service.generation.report import GenerationReport
 from qa_service.generation.upstream import AnswerUpstream
-from qa_service.generation.writer import AIWriter, GenerationReport
+from qa_service.generation.writer import AIWriter
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +313,8 @@ class AnswerRun:
             ttft_ms=self.ttft_ms,
             chars=self.chars,
             duration_ms=self._elapsed_ms(),
+            provider=report.provider,
+            model=report.model,
         )
 
     def _record(self, report: GenerationReport) -> AnswerRecord:
@@ -321,6 +324,9 @@ class AnswerRun:
             answer_id=self.id,
             provider=self.meta.provider,
             model=self.meta.model,
+            answered_provider=report.provider,
+            answered_model=report.model,
+            fallback=report.fallback,
             prompt=self.meta.prompt,
             outcome=self.outcome,
             error_code=self.error_code,

@@ -126,7 +126,8 @@ STREAM_EXAMPLE = (
     'data: {"text":" how plants turn light into sugar."}\n\n'
     "id: Qm9yZWFsaXMtbWFnbmEtMQ:3\n"
     'data: {"done":{"finish_reason":"stop","usage":{"input_tokens":31,"output_tokens":9,'
-    '"total_tokens":40},"ttft_ms":412.7,"chars":51,"duration_ms":904.1}}\n\n'
+    '"total_tokens":40},"ttft_ms":412.7,"chars":51,"duration_ms":904.1,"provider":"openai",'
+    '"model":"gpt-4o-mini"}}\n\n'
 )
 
 STREAM_DESCRIPTION = """\

@@ -37,6 +37,10 @@ class AnswerSummary:
     ttft_ms: float | None
     chars: int
     duration_ms: float
+    # Who answered: the configured provider, or its fallback (meta names the
+    # configured one). Defaults: logs stored before these fields existed.
+    provider: str | None = None
+    model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args
 
 import httpx
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import LangSmithParams
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -66,6 +67,12 @@ class DemoChatModel(GenericFakeChatModel):
     @property
     def _llm_type(self) -> str:
         return "qa-service-demo"
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        # Who answered, as `done` reports it (generation/report.py).
+        return LangSmithParams(
+            ls_provider="demo", ls_model_name="demo-writer", ls_model_type="chat"
+        )
 
     def _generate(
         self,

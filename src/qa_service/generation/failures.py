@@ -46,6 +46,33 @@ _CUT_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError)
 _IN_STREAM_ERRORS = (openai.APIError, groq.APIError)
 
 
+# The failures worth asking the fallback provider about: those that say the
+# primary provider cannot answer now (down, overloaded, out of quota, its key or
+# model refused), not that the request is at fault. So not 400 or 422: the
+# fallback would refuse the same prompt; nor an error object inside an open
+# stream, which the SDKs raise as the bare APIError that every class here
+# derives from (an except clause matches by subclass, so it cannot be named
+# without all of them). Never cancellation: a client that hangs up must not
+# start a fallback (asyncio.CancelledError is a BaseException, so no
+# Exception subclass here matches it; test_fallback.py holds it).
+FALLBACK_FAILURES: tuple[type[Exception], ...] = (
+    openai.InternalServerError,  # 5xx (langchain-openai's OpenAIAPIError too)
+    groq.InternalServerError,
+    openai.RateLimitError,  # 429, after the SDK's own retries
+    groq.RateLimitError,
+    openai.AuthenticationError,  # 401/403: the primary's key, not the question
+    groq.AuthenticationError,
+    openai.PermissionDeniedError,
+    groq.PermissionDeniedError,
+    openai.NotFoundError,  # 404: the primary's model or base URL is gone
+    groq.NotFoundError,
+    openai.APIConnectionError,  # refused, reset, connect and read timeouts
+    groq.APIConnectionError,
+    # A body cut before any text: the groq SDK passes httpx's error on unwrapped.
+    httpx.TransportError,
+)
+
+
 def classify_failure(exc: BaseException) -> PublicError:
     """Map any failure while answering to the public error a client sees."""
     if isinstance(exc, QAServiceError):

@@ -6,6 +6,8 @@ the provider's `GET {base}/models` (free, no tokens) through the chat model's
 own SDK client, so the base URL, the key and our HTTP client are the ones
 answers use. A load balancer polls every few seconds, so the result is kept
 for `QA_READYZ_PROBE_TTL_SECONDS` and concurrent polls share one request.
+With a fallback provider, the service is ready when either answers: the
+fallback is there to serve while the primary is down.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from typing import Any
 
 import httpx
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableWithFallbacks
 from langchain_groq import ChatGroq
 from langchain_openai import ChatOpenAI
 
@@ -28,11 +30,14 @@ PROBE_TIMEOUT = httpx.Timeout(5.0)
 
 
 class ProviderProbe:
-    """`await probe.ready()`: whether the provider answered `GET /models` lately."""
+    """`await probe.ready()`: whether a provider (the primary or its fallback) answered
+    `GET /models` lately."""
 
-    def __init__(self, sdk_client: Any, ttl_seconds: float) -> None:
+    def __init__(self, sdk_clients: list[Any], ttl_seconds: float) -> None:
         # No retries: a probe that fails says so now, and the next poll asks again.
-        self._client = sdk_client.with_options(max_retries=0, timeout=PROBE_TIMEOUT)
+        self._clients = [
+            client.with_options(max_retries=0, timeout=PROBE_TIMEOUT) for client in sdk_clients
+        ]
         self._ttl = ttl_seconds
         self._lock = asyncio.Lock()
         self._result = False
@@ -41,13 +46,19 @@ class ProviderProbe:
     async def ready(self) -> bool:
         async with self._lock:
             if time.monotonic() >= self._expires:
-                self._result = await self._ask()
+                self._result = await self._ask_any()
                 self._expires = time.monotonic() + self._ttl
             return self._result
 
-    async def _ask(self) -> bool:
+    async def _ask_any(self) -> bool:
+        for client in self._clients:
+            if await self._ask(client):
+                return True
+        return False
+
+    async def _ask(self, client: Any) -> bool:
         try:
-            await self._client.models.list()
+            await client.models.list()
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; cancellation passes
             # The type and status only: provider error text can echo the key.
             log.warning(
@@ -60,11 +71,19 @@ class ProviderProbe:
 
 
 def build_probe(model: Runnable[Any, Any], ttl_seconds: float) -> ProviderProbe | None:
-    """A probe for the provider behind `model`; None for the demo, which has none."""
+    """A probe for the providers behind `model`; None for the demo, which has none."""
+    models = (
+        [model.runnable, *model.fallbacks] if isinstance(model, RunnableWithFallbacks) else [model]
+    )
+    clients = [client for client in map(_sdk_client, models) if client is not None]
+    return ProviderProbe(clients, ttl_seconds) if clients else None
+
+
+def _sdk_client(model: Runnable[Any, Any]) -> Any:
     if isinstance(model, ChatOpenAI):
-        return ProviderProbe(model.root_async_client, ttl_seconds)
+        return model.root_async_client
     if isinstance(model, ChatGroq):
         # langchain-groq keeps only the `chat.completions` resource; its
         # `_client` is the AsyncGroq client built on our HTTP client.
-        return ProviderProbe(model.async_client._client, ttl_seconds)
+        return model.async_client._client
     return None

@@ -8,20 +8,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
-from langchain_groq import ChatGroq
-from langchain_openai import ChatOpenAI
 
 from qa_service.config import Settings
 from qa_service.generation.demo import build_demo_model
+from qa_service.generation.fallback import TextFirstChatGroq, TextFirstChatOpenAI, with_fallback
 from qa_service.generation.upstream import build_async_client, build_sync_client, upstream_timeout
 
 
 @asynccontextmanager
 async def open_chat_model(settings: Settings) -> AsyncIterator[Runnable[Any, Any]]:
-    """The chat model for `settings`; its HTTP clients close when the block exits."""
+    """The chat model for `settings`, with its fallback if one is configured;
+    its HTTP clients close when the block exits."""
     provider = settings.resolved_provider
     if provider == "demo":
         yield build_demo_model(
@@ -34,12 +35,14 @@ async def open_chat_model(settings: Settings) -> AsyncIterator[Runnable[Any, Any
         timeout = upstream_timeout(
             settings.upstream_connect_timeout_seconds, settings.upstream_read_timeout_seconds
         )
+        # One pair of clients for both providers: the same timeouts, retry
+        # policy and response recording (an answer closes the fallback's
+        # responses as it does the primary's).
         async_client = await stack.enter_async_context(
             build_async_client(timeout, settings.upstream_max_retry_wait_seconds)
         )
         sync_client = stack.enter_context(build_sync_client(timeout))
         common: dict[str, Any] = {
-            "model": settings.resolved_model,
             "temperature": settings.temperature,
             "max_tokens": settings.max_tokens,
             "max_retries": settings.upstream_max_retries,
@@ -51,24 +54,35 @@ async def open_chat_model(settings: Settings) -> AsyncIterator[Runnable[Any, Any
             "http_async_client": async_client,
             "http_client": sync_client,
         }
-        if provider == "openai":
-            yield ChatOpenAI(
-                api_key=settings.openai_api_key,
-                base_url=settings.openai_base_url,
-                # Ask for the final usage chunk even from non-default base URLs;
-                # OpenAI-compatible servers that do not know the option ignore it.
-                stream_usage=True,
-                # Off: it wraps each chunk read in asyncio.wait_for, which on
-                # Python 3.11 can swallow the cancel of a client's hang-up
-                # (cpython gh-86296), so the answer ran on, paid for. The
-                # writer bounds the wait for each chunk itself, for both
-                # providers (writer.py).
-                stream_chunk_timeout=None,
-                **common,
-            )
+        model = _build_model(settings, provider, settings.resolved_model, common)
+        fallback_provider = settings.fallback_provider
+        fallback_model = settings.resolved_fallback_model
+        if fallback_provider is not None and fallback_model is not None:
+            fallback = _build_model(settings, fallback_provider, fallback_model, common)
+            yield with_fallback(model, fallback)
         else:
-            yield ChatGroq(
-                api_key=settings.groq_api_key,
-                base_url=settings.groq_base_url,
-                **common,
-            )
+            yield model
+
+
+def _build_model(
+    settings: Settings, provider: Literal["openai", "groq"], model: str, common: dict[str, Any]
+) -> BaseChatModel:
+    if provider == "openai":
+        return TextFirstChatOpenAI(
+            model=model,
+            api_key=settings.openai_api_key,
+            base_url=settings.openai_base_url,
+            # Ask for the final usage chunk even from non-default base URLs;
+            # OpenAI-compatible servers that do not know the option ignore it.
+            stream_usage=True,
+            # Off: it wraps each chunk read in asyncio.wait_for, which on
+            # Python 3.11 can swallow the cancel of a client's hang-up
+            # (cpython gh-86296), so the answer ran on, paid for. The
+            # writer bounds the wait for each chunk itself, for both
+            # providers (writer.py).
+            stream_chunk_timeout=None,
+            **common,
+        )
+    return TextFirstChatGroq(
+        model=model, api_key=settings.groq_api_key, base_url=settings.groq_base_url, **common
+    )

@@ -12,14 +12,14 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, cast
 
-from langchain_core.callbacks import AsyncCallbackHandler
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import BaseMessage
 from langchain_core.output_parsers import StrOutputParser
-from langchain_core.outputs import ChatGeneration, Generation, LLMResult
+from langchain_core.outputs import ChatGeneration, Generation
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from qa_service.core.errors import UpstreamStalledError
 from qa_service.generation.prompts import QUERY_VARIABLE, Prompt
+from qa_service.generation.report import GenerationReport, ReportHandler
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,39 +34,6 @@ class GenerationLimits:
     # QA_MAX_TOKENS, counted in the provider's pieces: each holds at least one
     # token, so a provider that keeps to the cap is never cut short.
     max_pieces: int | None = None
-
-
-@dataclass(slots=True)
-class GenerationReport:
-    """What the model said about its answer once it finished."""
-
-    finish_reason: str | None = None
-    usage: dict[str, int] | None = None
-
-
-class _ReportHandler(AsyncCallbackHandler):
-    """Fills a GenerationReport from the aggregated message at the end of the run."""
-
-    def __init__(self, report: GenerationReport) -> None:
-        self._report = report
-
-    async def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
-        if not response.generations or not response.generations[0]:
-            return
-        generation = response.generations[0][0]
-        info = generation.generation_info or {}
-        if isinstance(generation, ChatGeneration):
-            message = generation.message
-            info = {**message.response_metadata, **info}
-            if isinstance(message, AIMessage) and message.usage_metadata:
-                usage = message.usage_metadata
-                self._report.usage = {
-                    "input_tokens": usage["input_tokens"],
-                    "output_tokens": usage["output_tokens"],
-                    "total_tokens": usage["total_tokens"],
-                }
-        if info.get("finish_reason"):
-            self._report.finish_reason = str(info["finish_reason"])
 
 
 class InlineStrOutputParser(StrOutputParser):
@@ -123,7 +90,7 @@ class AIWriter:
         """
         config = RunnableConfig(
             run_name="ai_write",
-            callbacks=[_ReportHandler(report)] if report is not None else [],
+            callbacks=[ReportHandler(report)] if report is not None else [],
             configurable=dict(configurable or {}),
         )
         limits = self._limits
@@ -169,4 +136,4 @@ def _after(loop: asyncio.AbstractEventLoop, seconds: float | None) -> float | No
     return None if seconds is None else loop.time() + seconds
 
 
-__all__ = ["AIWriter", "GenerationLimits", "GenerationReport", "InlineStrOutputParser"]
+__all__ = ["AIWriter", "GenerationLimits", "InlineStrOutputParser"]

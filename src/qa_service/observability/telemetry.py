@@ -125,6 +125,12 @@ class Telemetry:
             [*labels, "reason"],
             registry=self.registry,
         )
+        self.fallbacks = Counter(
+            "qa_fallbacks",
+            "Answers the fallback provider wrote, the primary having failed before any text",
+            labels,
+            registry=self.registry,
+        )
         self.upstream_cancellations = Counter(
             "qa_upstream_cancellations",
             "Provider requests the service closed before they finished",
@@ -176,6 +182,8 @@ class Telemetry:
             self.usage_tokens.labels(*labels, "output").inc(record.output_tokens)
         if record.error_code and record.error_code.startswith("upstream_"):
             self.upstream_errors.labels(*labels, record.error_code).inc()
+        if record.fallback:
+            self.fallbacks.labels(*labels).inc()
         if record.outcome == "client_disconnected":
             self.client_disconnects.labels(*labels).inc()
         # Each stops generation mid-answer, so each closes a provider request early.
@@ -193,6 +201,9 @@ def _log_answer(record: AnswerRecord) -> None:
         "answer_id": record.answer_id,
         "provider": record.provider,
         "model": record.model,
+        "answered_provider": record.answered_provider,
+        "answered_model": record.answered_model,
+        "fallback": record.fallback,
         "prompt": record.prompt,
         "outcome": record.outcome,
         "error_code": record.error_code,

@@ -1,0 +1,80 @@
+"""The fallback provider, asked only when the primary fails before any text.
+
+Built with LangChain's own `primary.with_fallbacks([fallback])`, on the model,
+so each chain stays `prompt | model | parser`. What it does, read in
+langchain-core 1.7's `RunnableWithFallbacks.astream` (runnables/fallbacks.py):
+it opens each runnable's stream in turn and awaits its first chunk; an
+exception from that first `anext()` that is one of `exceptions_to_handle`
+moves on to the next runnable, any other (CancelledError among them: it is a
+BaseException) is re-raised at once. Once a first chunk has come, it leaves
+the loop and yields from that stream alone: a later failure is re-raised,
+never retried elsewhere. So the fallback can only ever start before the first
+chunk.
+
+Its first chunk is not the first text, though. Both providers open a stream
+with a role-only delta whose content is empty, and end it with chunks that
+carry only a finish reason or usage. A stream that dies after the role delta
+and before any text would not fall back. `TextFirstChatModel` closes that gap: it
+holds back empty chunks until a chunk with text comes (then yields them all,
+unchanged, in order), or the stream ends. The first chunk LangChain sees is
+then the first text, so "fall back before any text, never after" holds
+exactly (tests/unit/test_fallback.py).
+
+Timing: the writer's first-piece deadline (QA_UPSTREAM_READ_TIMEOUT_SECONDS,
+120 s by default) covers the primary's tries and the fallback's together,
+because a person is waiting for the first word. A primary that fails fast
+costs its retries' waits (the SDKs' backoff of about 0.5 to 8 s, or a
+Retry-After up to QA_UPSTREAM_MAX_RETRY_WAIT_SECONDS) and a connect that
+hangs costs QA_UPSTREAM_CONNECT_TIMEOUT_SECONDS a try, which leaves the
+fallback most of the deadline. A primary that accepts the request and then
+stays silent is not fallen back from: its read timeout is that same deadline,
+which ends the answer with upstream_timeout first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Any, cast
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.runnables import Runnable
+from langchain_groq import ChatGroq
+from langchain_openai import ChatOpenAI
+
+from qa_service.generation.failures import FALLBACK_FAILURES
+
+
+class TextFirstChatModel(BaseChatModel):
+    """A chat model whose stream's first chunk holds text, unless it has none at all."""
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        # Typed AsyncIterator, but an async generator: closed with ours.
+        chunks = cast(AsyncGenerator[ChatGenerationChunk], super()._astream(*args, **kwargs))
+        held: list[ChatGenerationChunk] | None = []
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                if held is None:
+                    yield chunk
+                    continue
+                held.append(chunk)
+                if chunk.message.content:
+                    for early in held:
+                        yield early
+                    held = None
+        for early in held or ():  # an answer without text
+            yield early
+
+
+class TextFirstChatOpenAI(TextFirstChatModel, ChatOpenAI):
+    """ChatOpenAI whose stream starts at the first text."""
+
+
+class TextFirstChatGroq(TextFirstChatModel, ChatGroq):
+    """ChatGroq whose stream starts at the first text."""
+
+
+def with_fallback(primary: Runnable[Any, Any], fallback: Runnable[Any, Any]) -> Runnable[Any, Any]:
+    """`primary`, which hands the request to `fallback` when it fails before any text."""
+    return primary.with_fallbacks([fallback], exceptions_to_handle=FALLBACK_FAILURES)
