@@ -12,6 +12,7 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 
 from qa_service import __version__
+from qa_service.access.admission import open_admission
 from qa_service.access.keys import load_key_ring
 from qa_service.access.tickets import StreamTickets
 from qa_service.answers.registry import AnswerRegistry
@@ -28,7 +29,7 @@ from qa_service.generation.prompts import check_default, load_prompts
 from qa_service.generation.providers import open_chat_model
 from qa_service.generation.writer import AIWriter, GenerationLimits
 from qa_service.observability.telemetry import Telemetry
-from qa_service.stores import open_admission, open_answer_store, open_ticket_store
+from qa_service.stores import open_stores
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             model = await stack.enter_async_context(open_chat_model(settings))
-            store = await stack.enter_async_context(open_answer_store(settings))
-            admission = await stack.enter_async_context(open_admission(settings))
+            stores = await stack.enter_async_context(open_stores(settings))
+            store = stores.answers
+            admission = await stack.enter_async_context(
+                open_admission(settings, stores.limit_counters, stores.slots)
+            )
             telemetry.watch_client_slots(lambda: admission.slots.held)
-            ticket_store = await stack.enter_async_context(open_ticket_store(settings))
             limits = GenerationLimits(
                 first_piece_seconds=settings.upstream_read_timeout_seconds,
                 idle_seconds=settings.upstream_idle_timeout_seconds,
@@ -81,7 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
                 prompts,
                 telemetry,
                 admission,
-                StreamTickets(ticket_store, settings.ticket_ttl_seconds),
+                StreamTickets(stores.tickets, settings.ticket_ttl_seconds),
                 keys=keys,
                 probe=probe,
             )

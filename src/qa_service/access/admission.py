@@ -12,14 +12,18 @@ import asyncio
 import logging
 import math
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
+from limits.aio.storage import Storage
 
 from qa_service.access.capacity import StreamCapacity
-from qa_service.access.quotas import ClientQuotas, QuotaState
-from qa_service.access.slots import SlotKeeper
+from qa_service.access.quotas import ClientQuotas
+from qa_service.access.slots import SLOT_LEASE_SECONDS, SlotKeeper, SlotStore
 from qa_service.answers.run import AnswerRun
+from qa_service.config import Settings
 from qa_service.core import errors
 from qa_service.core.errors import PublicError, QAServiceError
 
@@ -126,4 +130,20 @@ class Admission:
                 await asyncio.wait(set(self._releases))
 
 
-__all__ = ["Admission", "Admitted", "QuotaState"]
+@asynccontextmanager
+async def open_admission(
+    settings: Settings, counters: Storage, slot_store: SlotStore
+) -> AsyncIterator[Admission]:
+    """QA_MAX_STREAMS and the per-client limits, on the counters and slots given;
+    the slots' leases are renewed while the block runs."""
+    slots = SlotKeeper(slot_store, SLOT_LEASE_SECONDS)
+    keeper = asyncio.get_running_loop().create_task(slots.keep_leases())
+    try:
+        yield Admission(
+            StreamCapacity(settings.max_streams),
+            ClientQuotas(counters, settings.rate_limit, settings.client_token_budget),
+            slots,
+            settings.client_max_streams,
+        )
+    finally:
+        keeper.cancel()

@@ -21,6 +21,9 @@ from qa_service.core.errors import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
+# A replica that stops renewing its clients' slots (it died) frees them this long after.
+SLOT_LEASE_SECONDS = 30.0
+
 
 class SlotStore(Protocol):
     async def take(self, client: str, slot: str, limit: int, lease_seconds: float) -> bool:

@@ -1,25 +1,34 @@
 """Stores: where answers' logs and signals (answers/ports.py), clients' limits and
-stream tickets (access/) live: in this process, or in Redis with QA_REDIS_URL."""
+stream tickets (access/) live: in this process, or in Redis with QA_REDIS_URL.
+
+With Redis, one client (one connection pool, one PING at start-up) serves
+them all.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
-from qa_service.access.admission import Admission
-from qa_service.access.capacity import StreamCapacity
-from qa_service.access.quotas import ClientQuotas
-from qa_service.access.slots import SlotKeeper
+from limits.aio.storage import MemoryStorage, Storage
+
+from qa_service.access.slots import MemorySlotStore, SlotStore
 from qa_service.access.tickets import TicketStore
 from qa_service.answers.ports import AnswerStore
 from qa_service.config import Settings
-from qa_service.stores.limits import open_limit_stores
 from qa_service.stores.memory import MemoryAnswerStore
 from qa_service.stores.tickets import MemoryTicketStore
 
-# A replica that stops renewing its clients' answer slots frees them this long after.
-SLOT_LEASE_SECONDS = 30.0
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    answers: AnswerStore
+    # The limits library's counters: requests and tokens per period.
+    limit_counters: Storage
+    # Clients' answers in progress.
+    slots: SlotStore
+    tickets: TicketStore
 
 
 def max_logged_events(settings: Settings) -> int:
@@ -28,47 +37,27 @@ def max_logged_events(settings: Settings) -> int:
 
 
 @asynccontextmanager
-async def open_answer_store(settings: Settings) -> AsyncIterator[AnswerStore]:
+async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
     """In this process by default; in Redis, shared by replicas, with QA_REDIS_URL."""
     if settings.redis_url is None:
-        yield MemoryAnswerStore(settings.resume_ttl_seconds)
+        yield Stores(
+            MemoryAnswerStore(settings.resume_ttl_seconds),
+            MemoryStorage(),
+            MemorySlotStore(),
+            MemoryTicketStore(),
+        )
         return
     # Imported only when used: a single-process deployment never loads redis.
-    from qa_service.stores.redis import open_redis_store
+    from qa_service.stores.limits import redis_limit_counters
+    from qa_service.stores.redis import RedisAnswerStore, open_redis_client
+    from qa_service.stores.redis_tickets import RedisTicketStore
+    from qa_service.stores.slots import RedisSlotStore
 
     url = settings.redis_url.get_secret_value()
-    async with open_redis_store(
-        url, settings.resume_ttl_seconds, max_logged_events(settings)
-    ) as store:
-        yield store
-
-
-@asynccontextmanager
-async def open_admission(settings: Settings) -> AsyncIterator[Admission]:
-    """QA_MAX_STREAMS and the per-client limits, counted where QA_REDIS_URL says."""
-    async with open_limit_stores(settings) as stores:
-        slots = SlotKeeper(stores.slots, SLOT_LEASE_SECONDS)
-        keeper = asyncio.get_running_loop().create_task(slots.keep_leases())
-        try:
-            yield Admission(
-                StreamCapacity(settings.max_streams),
-                ClientQuotas(stores.counters, settings.rate_limit, settings.client_token_budget),
-                slots,
-                settings.client_max_streams,
-            )
-        finally:
-            keeper.cancel()
-
-
-@asynccontextmanager
-async def open_ticket_store(settings: Settings) -> AsyncIterator[TicketStore]:
-    """In this process by default; in Redis with QA_REDIS_URL, so that a ticket
-    issued by one replica is redeemed on another."""
-    if settings.redis_url is None:
-        yield MemoryTicketStore()
-        return
-    from qa_service.stores.redis import open_redis_client
-    from qa_service.stores.redis_tickets import RedisTicketStore
-
-    async with open_redis_client(settings.redis_url.get_secret_value()) as client:
-        yield RedisTicketStore(client)
+    async with open_redis_client(url) as client:
+        yield Stores(
+            RedisAnswerStore(client, settings.resume_ttl_seconds, max_logged_events(settings)),
+            redis_limit_counters(client, url),
+            RedisSlotStore(client),
+            RedisTicketStore(client),
+        )

@@ -252,12 +252,3 @@ async def open_redis_client(url: str) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
-
-
-@asynccontextmanager
-async def open_redis_store(
-    url: str, ttl_seconds: int, max_events: int
-) -> AsyncIterator[RedisAnswerStore]:
-    """A store on `url`, checked with PING; raises StoreUnavailableError if unreachable."""
-    async with open_redis_client(url) as client:
-        yield RedisAnswerStore(client, ttl_seconds, max_events)
