@@ -18,6 +18,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.conftest import open_page
+from tests.support.metrics import settled_metrics
 from tests.support.providers import marker
 from tests.support.service import RunningService
 from tests.support.upstream_stub import Reply, UpstreamStub
@@ -84,6 +85,7 @@ def test_a_blank_question_is_caught_on_the_page_and_never_sent(
     page: Page, openai_service: RunningService, stub: UpstreamStub
 ) -> None:
     _open(page, openai_service)
+    settled_metrics(openai_service.url)  # no earlier answer can reach the stub meanwhile
     before = len(stub.exchanges)
 
     _ask(page, "   ")
@@ -103,6 +105,7 @@ def test_a_too_long_question_is_counted_and_caught_as_it_is_typed(
     _open(page, openai_service)
     counter = page.locator("#counter")
     expect(counter).to_have_text(f"0 / {limit}")
+    settled_metrics(openai_service.url)  # no earlier answer can reach the stub meanwhile
     before = len(stub.exchanges)
 
     page.get_by_label("Question").fill("🌱" * limit)  # code points, as the service counts

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.integration.test_answers import HARD_PIECES
-from tests.support.metrics import delta, read_metrics, total
+from tests.support.metrics import delta, read_metrics, settled_metrics, total
 from tests.support.podman import Container, image_config, podman, run_container
 from tests.support.service import free_port
 from tests.support.sse import hang_up_after, read_stream
@@ -72,17 +72,28 @@ def test_streams_an_exact_answer_from_the_stub_on_the_host(
     assert stream.events[0]["meta"]["provider"] == "openai"
 
 
+def _answer_record(container: Container, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The answer's log line, once the container has written it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = container.logs().splitlines()
+        records = [json.loads(line) for line in lines if line.startswith("{")]
+        for record in records:
+            if record.get("request_id") == request_id and record["message"] == "answer":
+                return record
+        assert time.monotonic() < deadline, f"no answer log line for {request_id}"
+        time.sleep(0.1)
+
+
 def test_logs_are_json_lines_without_query_or_key(container: Container, stub: UpstreamStub) -> None:
     key = f"c{uuid.uuid4().hex[:12]}"
     stub.reply(key, Reply(status=401, error_body={"error": {"message": "bad key {api_key}"}}))
     stream = read_stream(container.url, params={"query": key})
     request_id = stream.headers["x-request-id"]
 
-    time.sleep(0.3)
-    records = [json.loads(line) for line in container.logs().splitlines() if line.startswith("{")]
-    answer = [r for r in records if r.get("request_id") == request_id and r["message"] == "answer"]
-    assert answer[0]["error_code"] == "upstream_auth_failed"
-    assert answer[0]["upstream_status"] == 401
+    answer = _answer_record(container, request_id)
+    assert answer["error_code"] == "upstream_auth_failed"
+    assert answer["upstream_status"] == 401
     assert key not in container.logs()
     assert FAKE_KEY not in container.logs()
 
@@ -91,7 +102,7 @@ def test_metrics_move_after_answers_a_disconnect_and_an_upstream_error(
     container: Container, stub: UpstreamStub
 ) -> None:
     labels = {"provider": "openai", "model": "gpt-4o-mini"}
-    before = read_metrics(container.url)
+    before = settled_metrics(container.url)
     for _ in range(3):
         read_stream(container.url, params={"query": f"c{uuid.uuid4().hex[:12]}"})
     failing = f"c{uuid.uuid4().hex[:12]}"
@@ -144,7 +155,10 @@ def test_podman_stop_mid_answer_drains_within_the_grace_and_exits_0(
     with run_container("qa-test-stop", free_port(), env) as container:
         reader = threading.Thread(target=read)
         reader.start()
+        deadline = time.monotonic() + 10
         while not any("text" in event for event in events):
+            assert reader.is_alive(), f"the reader died: {events}"
+            assert time.monotonic() < deadline, f"no text: {events}"
             time.sleep(0.01)
         started = time.monotonic()
         podman("stop", "--time=10", container.name, timeout=30)
@@ -152,7 +166,8 @@ def test_podman_stop_mid_answer_drains_within_the_grace_and_exits_0(
         reader.join(5)
         state = container.state()
 
+    # 0: it exited by itself, before podman's 10 s turned to SIGKILL (137).
     assert state["ExitCode"] == 0
-    assert stopped_after < GRACE + 3
+    assert stopped_after < GRACE + 6
     assert events[-1]["error"]["code"] == "shutting_down"
     assert events[-1]["error"]["retryable"] is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import select
@@ -11,10 +12,11 @@ import time
 import httpx
 import pytest
 
+from tests.support.metrics import settled_metrics
 from tests.support.providers import marker
 from tests.support.service import RunningService
 from tests.support.sse import read_stream
-from tests.support.upstream_stub import UpstreamStub
+from tests.support.upstream_stub import OPENAI_PATH, UpstreamStub
 
 LIMIT = 4000  # QA_MAX_QUERY_CHARS default
 
@@ -28,6 +30,17 @@ def _refusal(response: httpx.Response, status: int, code: str) -> None:
     assert body["error"]["code"] == code
     assert body["error"]["retryable"] is False
     assert body["error"]["message"]
+
+
+def _upstream_calls(service: RunningService, stub: UpstreamStub) -> int:
+    """The provider requests the stub has seen from this service's provider.
+
+    A blank query cannot carry a marker, so these tests count requests. They
+    count once no answer an earlier test left is still running on the shared
+    service, as it could reach the stub between two counts.
+    """
+    settled_metrics(service.url)
+    return sum(exchange.path == OPENAI_PATH for exchange in stub.exchanges)
 
 
 @pytest.mark.parametrize(
@@ -47,12 +60,12 @@ def _refusal(response: httpx.Response, status: int, code: str) -> None:
 def test_bad_get_is_refused_before_any_upstream_call(
     openai_service: RunningService, stub: UpstreamStub, params: dict[str, str], code: str
 ) -> None:
-    before = len(stub.exchanges)
+    before = _upstream_calls(openai_service, stub)
 
     response = httpx.get(f"{openai_service.url}/ai_write", params=params)
 
     _refusal(response, 422, code)
-    assert len(stub.exchanges) == before
+    assert _upstream_calls(openai_service, stub) == before
 
 
 @pytest.mark.parametrize(
@@ -70,12 +83,12 @@ def test_bad_get_is_refused_before_any_upstream_call(
 def test_bad_post_is_refused_before_any_upstream_call(
     openai_service: RunningService, stub: UpstreamStub, body: dict[str, object], code: str
 ) -> None:
-    before = len(stub.exchanges)
+    before = _upstream_calls(openai_service, stub)
 
     response = httpx.post(f"{openai_service.url}/ai_write", json=body)
 
     _refusal(response, 422, code)
-    assert len(stub.exchanges) == before
+    assert _upstream_calls(openai_service, stub) == before
 
 
 def test_malformed_json_is_refused(openai_service: RunningService) -> None:
@@ -87,13 +100,22 @@ def test_malformed_json_is_refused(openai_service: RunningService) -> None:
     _refusal(response, 422, "invalid_request")
 
 
-def test_oversized_body_is_refused_without_reading_it_all(openai_service: RunningService) -> None:
-    response = httpx.post(
-        f"{openai_service.url}/ai_write",
-        content=b"x" * (LIMIT * 12 + 5000),
-        headers={"content-type": "application/json"},
-    )
-    _refusal(response, 413, "body_too_large")
+def test_a_body_declared_over_the_cap_is_refused_before_any_of_it_is_sent(
+    openai_service: RunningService,
+) -> None:
+    """The Content-Length alone decides: a service that read the body would wait for ever."""
+    port = int(openai_service.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(
+            b"POST /ai_write HTTP/1.1\r\nHost: qa\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {LIMIT * 12 + 4096 + 1}\r\n\r\n".encode()
+        )
+        response = http.client.HTTPResponse(client)
+        response.begin()  # the socket's timeout bounds the wait
+        body = json.loads(response.read())
+
+    assert response.status == 413
+    assert body["error"]["code"] == "body_too_large"
 
 
 def test_query_at_the_limit_is_answered_whole(
@@ -152,13 +174,13 @@ def test_invalid_post_names_the_field_and_the_problem_not_the_value(
 def test_invalid_get_names_the_parameter_and_the_problem(
     openai_service: RunningService, stub: UpstreamStub, query_string: str, detail: str
 ) -> None:
-    before = len(stub.exchanges)
+    before = _upstream_calls(openai_service, stub)
 
     response = httpx.get(f"{openai_service.url}/ai_write?{query_string}")
 
     _refusal(response, 422, "invalid_request")
     assert detail in response.json()["error"]["message"]
-    assert len(stub.exchanges) == before
+    assert _upstream_calls(openai_service, stub) == before
 
 
 def test_an_unknown_prompt_is_named_only_when_it_is_a_name(openai_service: RunningService) -> None:
@@ -255,6 +277,21 @@ def test_a_query_of_escaped_emoji_at_the_limit_is_answered_whole(
 
     assert response.status_code == 200
     assert stub.exchanges_for(key)[0].body["messages"][-1]["content"].endswith(query)
+
+
+def test_a_query_of_escaped_emoji_one_past_the_limit_is_too_long_not_too_large(
+    openai_service: RunningService,
+) -> None:
+    """Counted in characters, as the limit is documented: the body cap must not refuse it first."""
+    body = json.dumps({"query": "\U0001f600" * (LIMIT + 1)}).encode()
+
+    response = httpx.post(
+        f"{openai_service.url}/ai_write",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+
+    _refusal(response, 422, "query_too_long")
 
 
 @pytest.mark.parametrize("sent", ["a:b:c:d:e", "x" * 65, "short", "spaces are bad"])

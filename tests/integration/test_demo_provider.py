@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from qa_service.generation.demo import UNICODE_SAMPLE
+from tests.support import unicode_recording
 from tests.support.service import RunningService, run_service
 from tests.support.sse import read_stream
 
@@ -41,7 +41,9 @@ def test_demo_answer_says_it_is_a_demo(demo_service: RunningService) -> None:
     assert stream.kinds.count("text") > 20
     done = stream.last["done"]
     assert done["finish_reason"] == "stop"
-    assert done["usage"]["output_tokens"] == stream.kinds.count("text")
+    usage = done["usage"]
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    assert usage["output_tokens"] > 0
 
 
 def test_demo_is_deterministic(demo_service: RunningService) -> None:
@@ -51,11 +53,11 @@ def test_demo_is_deterministic(demo_service: RunningService) -> None:
 
 
 def test_unicode_scenario_arrives_exactly(demo_service: RunningService) -> None:
-    query = "emoji 🌍 and {braces}"
-    stream = read_stream(demo_service.url, params={"query": query, "scenario": "unicode"})
+    params = {"query": unicode_recording.QUERY, "scenario": "unicode"}
+    stream = read_stream(demo_service.url, params=params)
 
-    request = "Use 100 words to explain the following knowledge point or introduce: " + query
-    assert stream.text == UNICODE_SAMPLE.replace("{request}", request)
+    assert stream.text == unicode_recording.TEXT
+    assert len(stream.events) == unicode_recording.EVENTS
     assert stream.events[0]["meta"]["scenario"] == "unicode"
 
 
@@ -95,7 +97,8 @@ def test_silences_are_bridged_by_keepalive_comments(
     assert '"done"' in blocks[-2]
 
 
-def test_scenarios_are_refused_outside_the_demo_provider_and_unknown_ones_too(
+# Outside the demo provider, any scenario is refused: test_bad_input.py.
+def test_an_unknown_scenario_is_refused_on_the_demo_provider(
     demo_service: RunningService,
 ) -> None:
     response = httpx.get(f"{demo_service.url}/ai_write", params={"query": "x", "scenario": "x"})

@@ -150,7 +150,6 @@ def test_200_hangups_at_random_points_never_let_an_answer_run_on(
             late.append(f"{hangup.case}: never")
             continue
         assert not closed.completed, hangup
-        assert closed.client_closed_at is not None
         if closed.client_closed_at - hangup.at >= 1.0:
             late.append(f"{hangup.case}: {closed.client_closed_at - hangup.at:.2f} s")
     assert late == [], f"upstream closed later than 1 s after the hang-up (seed {SEED})"

@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from tests.support.metrics import delta, read_metrics, total
+from tests.support.metrics import delta, read_metrics, settled_metrics, total
 from tests.support.providers import marker
 from tests.support.service import RunningService
 from tests.support.sse import hang_up_after, read_stream
@@ -17,7 +17,7 @@ def test_counters_and_histograms_move_with_answers(
     openai_service: RunningService, stub: UpstreamStub
 ) -> None:
     labels = {"provider": "openai", "model": "gpt-4o-mini"}
-    before = read_metrics(openai_service.url)
+    before = settled_metrics(openai_service.url)
 
     for _ in range(3):
         key = marker()

@@ -60,7 +60,9 @@ def test_an_answer_that_outlasts_the_grace_ends_with_shutting_down(tmp_path: Pat
         }
     }
     assert code == 0
-    assert GRACE <= exited_after < GRACE + 3
+    # Not before the grace; and well before the 30 s the answer would have
+    # taken, with room for a busy 2-core machine (and coverage) to exit.
+    assert GRACE <= exited_after < GRACE + 8
 
 
 def test_an_answer_that_fits_in_the_grace_completes(tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ def test_page_has_no_inline_script_or_style(openai_service: RunningService) -> N
     assert "<style" not in html
 
 
-def test_security_headers_leave_the_stream_cacheable_as_designed(
+def test_the_stream_is_sent_no_cache_and_nosniff(
     openai_service: RunningService, stub: UpstreamStub
 ) -> None:
     with httpx.stream(

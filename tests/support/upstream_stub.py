@@ -159,7 +159,7 @@ class UpstreamStub:
 
         self._thread = threading.Thread(target=run, name="upstream-stub", daemon=True)
         self._thread.start()
-        ready.wait(5)
+        assert ready.wait(5), "the stub did not start listening within 5 s"
 
     def stop(self) -> None:
         if self._loop is None or self._server is None:

@@ -155,15 +155,12 @@ async def test_without_grace_leaving_the_stream_stops_generation_at_once() -> No
     stream = answer_events(registry, run.id, -1)
     await _read_some(stream, 3)
 
-    started = asyncio.get_running_loop().time()
     await stream.aclose()
-    stopped_at = model.written
-    await asyncio.sleep(0.1)
 
-    assert asyncio.get_running_loop().time() - started < 0.5
+    # No clock: by the time the hang-up has been handled, the answer's task
+    # has ended, and nothing drives the model any more.
     assert run.ended
     assert run.outcome == "client_disconnected"
-    assert model.written == stopped_at
     log = await registry.store.read(run.id, -1, 0)
     assert isinstance(log[-1], Failed)
     assert log[-1].error.code == "cancelled"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from qa_service.app import create_app
@@ -26,3 +28,30 @@ def test_before_start_up_readyz_and_answers_are_503_not_ready() -> None:
             }
         }
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_a_bug_is_a_json_500_that_tells_the_client_nothing_of_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = Settings(_env_file=None, provider="demo", prompts_dir=PROMPTS)  # type: ignore[call-arg]
+    app = create_app(settings)
+
+    @app.get("/broken")
+    def broken() -> None:
+        raise RuntimeError("detail-that-must-not-leave")
+
+    client = TestClient(app, raise_server_exceptions=False)
+    with caplog.at_level(logging.ERROR, logger="qa_service"):
+        response = client.get("/broken")
+
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {
+            "code": "internal_error",
+            "message": "The service failed to answer.",
+            "retryable": False,
+        }
+    }
+    (record,) = [r for r in caplog.records if r.name.startswith("qa_service")]
+    assert record.getMessage() == "unhandled error exception=RuntimeError path=/broken"
+    assert "detail-that-must-not-leave" not in caplog.text

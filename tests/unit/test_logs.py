@@ -63,7 +63,8 @@ def test_a_background_thread_crash_is_logged_without_traceback(
 
     thread = threading.Thread(target=crash, name="sdk-worker")
     thread.start()
-    thread.join()
+    thread.join(5)
+    assert not thread.is_alive()
 
     err = capsys.readouterr().err
     assert "Traceback" not in err

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from langchain_core.runnables.configurable import RunnableConfigurableFields
 from langchain_groq import ChatGroq
 from langchain_openai import ChatOpenAI
 
 from qa_service.config import Settings
+from qa_service.generation.demo import SCENARIO_CONFIG_KEY, DemoChatModel
 from qa_service.generation.providers import open_chat_model
 
 
@@ -58,6 +60,8 @@ async def test_openai_model_asks_for_streamed_usage_and_holds_the_key_as_a_secre
         assert "sk-secret-value" not in repr(model)
 
 
-async def test_demo_model_needs_no_client() -> None:
+async def test_the_demo_provider_gives_the_demo_model_with_its_scenario_configurable() -> None:
     async with open_chat_model(_settings(provider="demo")) as model:
-        assert not hasattr(model, "http_async_client")
+        assert isinstance(model, RunnableConfigurableFields)
+        assert isinstance(model.default, DemoChatModel)
+        assert SCENARIO_CONFIG_KEY in {spec.id for spec in model.config_specs}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +53,32 @@ async def test_model_failure_propagates_to_the_caller() -> None:
         await _collect(writer, "q")
 
 
+class _ReportingModel(GenericFakeChatModel):
+    """Ends as a provider does: a last chunk with the finish reason and the usage."""
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        for piece in ("Tides ", "rise."):
+            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                response_metadata={"finish_reason": "length"},
+                usage_metadata={"input_tokens": 31, "output_tokens": 7, "total_tokens": 38},
+                chunk_position="last",
+            )
+        )
+
+
 async def test_report_collects_finish_reason_and_usage() -> None:
-    writer = AIWriter(build_demo_model(0, 0), PROMPTS)
+    writer = AIWriter(_ReportingModel(messages=iter(())), PROMPTS)
     report = GenerationReport()
 
     chunks = await _collect(writer, "tides", report=report)
 
-    assert report.finish_reason == "stop"
-    assert report.usage is not None
-    assert report.usage["output_tokens"] == len(chunks)
-    assert report.usage["total_tokens"] == (
-        report.usage["input_tokens"] + report.usage["output_tokens"]
+    assert chunks == ["Tides ", "rise."]
+    assert report == GenerationReport(
+        finish_reason="length",
+        usage={"input_tokens": 31, "output_tokens": 7, "total_tokens": 38},
     )
 
 
@@ -125,6 +142,39 @@ async def test_the_cap_stops_the_stream_and_reports_length() -> None:
 
     assert chunks == ["more "] * 7
     assert report.finish_reason == "length"
+
+
+@contextmanager
+def _abandoned_async_generators() -> Iterator[list[str]]:
+    """The async generators dropped while suspended, never closed: the names of
+    those that reach the event loop's finalizer hook, which closes them later."""
+    abandoned: list[str] = []
+    hooks = sys.get_asyncgen_hooks()
+
+    def finalizer(agen: AsyncGenerator[Any]) -> None:
+        abandoned.append(agen.__qualname__)
+        if hooks.finalizer is not None:
+            hooks.finalizer(agen)
+
+    sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=finalizer)
+    try:
+        yield abandoned
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+
+
+async def test_a_reader_that_stops_early_closes_the_chain_stream_it_opened() -> None:
+    # LangChain leaves its own nested generators to the finalizer (the HTTP
+    # response below them is closed by the answer, upstream.py); the chain's
+    # stream the writer opened, it closes itself.
+    writer = AIWriter(_EndlessModel(messages=iter(())), PROMPTS)
+    with _abandoned_async_generators() as abandoned:
+        stream = writer.stream("q", prompt="explain")
+        assert [await anext(stream) for _ in range(3)] == ["more "] * 3
+        await stream.aclose()
+
+    assert "RunnableSequence.astream" not in abandoned
+    assert "AIWriter.stream" not in abandoned
 
 
 class _ThreadRecordingParser(InlineStrOutputParser):

@@ -90,7 +90,10 @@ def build_openapi(
         "title": "AskBody",
         "description": "The same fields as the GET query string.",
         "type": "object",
-        "properties": fields,
+        # JSON null for an optional field is the same as leaving it out (AskBody).
+        "properties": {
+            name: field if name == "query" else _or_null(field) for name, field in fields.items()
+        },
         "required": ["query"],
         "additionalProperties": False,
     }
@@ -197,6 +200,10 @@ def _ask_fields(
             "description": "A demo scenario (offered by the demo provider only).",
         }
     return fields
+
+
+def _or_null(field: dict[str, Any]) -> dict[str, Any]:
+    return {**field, "type": ["string", "null"], "enum": [*field["enum"], None]}
 
 
 def _ref(model: str) -> dict[str, str]:
@@ -367,9 +374,11 @@ _LAST_EVENT_ID = {
     "name": "Last-Event-ID",
     "in": "header",
     "required": False,
-    # Anything else is refused with 400 invalid_last_event_id.
-    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{22}:[0-9]{1,9}$"},
-    "description": "Resume after this event (`<answer id>:<seq>`), as EventSource sends it.",
+    # Blank is taken as absent (answers.last_event_id); anything else is
+    # refused with 400 invalid_last_event_id.
+    "schema": {"type": "string", "pattern": r"^(\s*|[A-Za-z0-9_-]{22}:[0-9]{1,9})$"},
+    "description": "Resume after this event (`<answer id>:<seq>`), as EventSource sends "
+    "it. Blank is the same as no header.",
 }
 _PLAIN: dict[str, dict[str, Any]] = {
     "/healthz": {"200": _json("Health", "The process serves HTTP (liveness).")},

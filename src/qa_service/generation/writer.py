@@ -95,9 +95,10 @@ class AIWriter:
         )
         limits = self._limits
         # Runnable.astream is typed AsyncIterator, but it is an async generator,
-        # closed explicitly so LangChain ends the run at once. That does not
-        # reach the model's own stream, which stays suspended below it; the
-        # HTTP response under it is closed by the answer (upstream.py).
+        # closed explicitly, not left to the event loop's finalizer. That does
+        # not reach the generators LangChain nests below it (their run ends a
+        # few loop turns later) nor the model's own stream; the HTTP response
+        # under them is closed by the answer (upstream.py).
         chunks = cast(
             AsyncGenerator[str],
             self._chains[prompt].astream({QUERY_VARIABLE: question}, config=config),
