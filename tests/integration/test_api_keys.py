@@ -205,7 +205,7 @@ def test_stream_tickets_checks_the_body_as_ai_write_does(keyed: RunningService) 
         ({"json": {"query": " "}}, 422, "query_required"),
         ({"json": {"query": "q", "prompt": "nope"}}, 422, "unknown_prompt"),
         ({"json": {"query": "q", "extra": 1}}, 422, "invalid_request"),
-        ({"json": {"query": "q", "prompt": None}}, 422, "invalid_request"),
+        ({"json": {"query": "q", "prompt": 7}}, 422, "invalid_request"),
         ({"json": {"query": "x" * 4001}}, 422, "query_too_long"),
         ({"data": {"query": "q"}}, 415, "unsupported_media_type"),
     ]

@@ -79,6 +79,8 @@ async def test_report_collects_finish_reason_and_usage() -> None:
     assert report == GenerationReport(
         finish_reason="length",
         usage={"input_tokens": 31, "output_tokens": 7, "total_tokens": 38},
+        # LangChain's ls_provider for a model class it does not know: its name.
+        provider="_reportingmodel",
     )
 
 

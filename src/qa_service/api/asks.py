@@ -6,8 +6,7 @@ that /ai_write would take, and refused the same way.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 
 from qa_service.answers.model import AnswerRequest
@@ -20,22 +19,14 @@ from qa_service.generation.prompts import PROMPT_NAME
 
 
 class AskBody(BaseModel):
-    """`POST /ai_write` body: the same fields as the GET query string."""
+    """`POST /ai_write` body: the same fields as the GET query string. A JSON
+    null is the same as leaving a field out (/openapi.json says so)."""
 
     model_config = ConfigDict(extra="forbid")
 
     query: str | None = None
     prompt: str | None = None
     scenario: str | None = None
-
-    @field_validator("prompt", "scenario", mode="before")
-    @classmethod
-    def _absent_not_null(cls, value: object) -> object:
-        # Leave a field out to get its default; an explicit null is refused as
-        # /openapi.json says (a string), like any other value that is not one.
-        if value is None:
-            raise PydanticCustomError("string_type", "Input should be a valid string")
-        return value
 
 
 # GET /ai_write's query string: AskBody's fields, and a stream ticket (api/auth.py).
