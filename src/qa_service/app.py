@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -109,6 +110,10 @@ def create_app(settings: Settings) -> FastAPI:
                     "api_keys": len(keys) if keys is not None else "off",
                 },
             )
+            # Start-up's objects (LangChain, the SDKs, pydantic schemas: about
+            # 190,000) live as long as the process; frozen, a full collection
+            # never walks them again (measured at 185-440 ms on a busy machine).
+            gc.freeze()
             yield
 
     # FastAPI's /docs and /redoc load their scripts from a CDN, which the CSP

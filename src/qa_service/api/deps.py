@@ -35,7 +35,9 @@ class Service:
     probe: ProviderProbe | None = None
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread
+    # hop per request for a dict lookup.
     service: Service | None = getattr(request.app.state, "service", None)
     if service is None:
         raise errors.NotReadyError(errors.NOT_READY)
@@ -54,7 +56,7 @@ def client_of(request: Request) -> str:
     return f"ip:{request.client.host if request.client else 'unknown'}"
 
 
-def refuse_pages_of_other_sites(request: Request, service: ServiceDep) -> None:
+async def refuse_pages_of_other_sites(request: Request, service: ServiceDep) -> None:
     """Only our own page and QA_CORS_ORIGINS' pages may start a paid answer (origins.py)."""
     own_origin = f"{request.url.scheme}://{request.headers.get('host', '')}"
     if not page_may_start_answers(request.headers, own_origin, service.settings.cors_origins):
