@@ -16,7 +16,7 @@ import pytest
 from tests.support.metrics import delta, read_metrics, total
 from tests.support.providers import marker, provider_settings
 from tests.support.service import RunningService, free_port, run_service
-from tests.support.sse import read_stream
+from tests.support.sse import hang_up_after, read_stream
 from tests.support.upstream_stub import Reply, UpstreamStub
 
 HELD = {"QA_FIRST_TEXT_HOLD_SECONDS": "5", "QA_UPSTREAM_READ_TIMEOUT_SECONDS": "1"}
@@ -177,19 +177,40 @@ def test_a_first_text_later_than_the_hold_streams_with_keepalives(
     assert '"meta"' in "".join(lines[:first_text])
 
 
-def test_a_hold_longer_than_the_resume_grace_does_not_cancel_the_answer(
-    stub: UpstreamStub, tmp_path: Path
-) -> None:
-    # No reader is attached while the response is held: the grace must wait for it.
+@pytest.fixture(scope="module")
+def long_hold_short_grace(stub: UpstreamStub, workdir: Path) -> Iterator[RunningService]:
     settings = {
         **provider_settings("openai", stub),
         "QA_FIRST_TEXT_HOLD_SECONDS": "3",
         "QA_RESUME_GRACE_SECONDS": "1",
     }
+    with run_service(settings, workdir) as service:
+        yield service
+
+
+def test_a_hold_longer_than_the_resume_grace_does_not_cancel_the_answer(
+    long_hold_short_grace: RunningService, stub: UpstreamStub
+) -> None:
+    # No reader is attached while the response is held: the grace must wait for it.
     key = marker()
     stub.reply(key, Reply(pieces=["still ", "here"], first_delay=2.5))
-    with run_service(settings, tmp_path) as service:
-        stream = read_stream(service.url, params={"query": key})
+
+    stream = read_stream(long_hold_short_grace.url, params={"query": key})
 
     assert stream.status == 200
     assert stream.text == "still here"
+
+
+def test_once_its_reader_attached_a_hang_up_still_cancels_after_the_grace_alone(
+    long_hold_short_grace: RunningService, stub: UpstreamStub
+) -> None:
+    # The hold's allowance ends when the reader attaches: the grace (1 s), not
+    # the grace plus the hold (4 s), follows a hang-up.
+    key = marker()
+    stub.reply(key, Reply(pieces=[f"w{n} " for n in range(200)], piece_delay=0.05))
+
+    hung_up_at, _ = hang_up_after(long_hold_short_grace.url, key)
+    closed = stub.wait_closed(key, timeout=5)
+
+    assert closed.client_closed_at is not None  # for the type checker: wait_closed saw it
+    assert closed.client_closed_at - hung_up_at < 1 + 1.5

@@ -60,7 +60,8 @@ class AnswerStore(Protocol):
     async def producer_alive(self, answer_id: str) -> bool: ...
 
     async def touch_reader(self, answer_id: str, seconds: float) -> None:
-        """A reader is attached, for `seconds` more."""
+        """A reader is attached, for `seconds` from now: a later touch replaces an
+        earlier one, even a longer one (the first, which covers a held response)."""
 
     async def reader_present(self, answer_id: str) -> bool: ...
 

@@ -77,7 +77,7 @@ class MemoryAnswerStore:
 
     async def touch_reader(self, answer_id: str, seconds: float) -> None:
         if (log := self._logs.get(answer_id)) is not None:
-            log.reader_until = max(log.reader_until, time.monotonic() + seconds)
+            log.reader_until = time.monotonic() + seconds
 
     async def reader_present(self, answer_id: str) -> bool:
         log = self._logs.get(answer_id)
