@@ -12,7 +12,7 @@ uv run --frozen python -m benchmarks.resume
 # Admission and per-client limits: the service's CPU per request with every
 # limit on against none (memory and Redis counters, same run), Redis commands
 # per request, and a refused request's CPU against an admitted one's.
-uv run --frozen python -m benchmarks.limits
+uv run --frozen python -m benchmarks.admission_cost
 # What users feel: time to first text at 1 stream, CPU per 1,000 tokens, time to
 # first text and stream duration at 100 concurrent streams, RSS per held stream;
 # each against the stub and a naive sse-starlette relay of the same chain.

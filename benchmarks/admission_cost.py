@@ -1,6 +1,6 @@
 """Limits benchmark: the service's CPU per request that admission and per-client limits add.
 
-    uv run --frozen python -m benchmarks.limits [--requests 300] [--rounds 8] ...
+    uv run --frozen python -m benchmarks.admission_cost [--requests 300] [--rounds 8] ...
     (./benchmarks/run.sh runs it with the defaults, about 3 minutes on 2 cores)
 
 Processes on 127.0.0.1, all up at once so every target sees the same machine
@@ -30,7 +30,7 @@ seconds after it (places given back and tokens charged as answers end).
 Pinning, as benchmarks/load.py: the services on core 0; the stub, the
 redis-servers and this load generator on core 1.
 
-Figures go to stdout and to benchmarks/results/limits.json.
+Figures go to stdout and to benchmarks/results/admission_cost.json.
 """
 
 from __future__ import annotations
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
             "targets": report(targets, args),
         }
     result["seconds"] = time.perf_counter() - began
-    path = RESULTS / "limits.json"
+    path = RESULTS / "admission_cost.json"
     path.write_text(json.dumps(result, indent=2))
     print(report_text(result))
     print(f"\n{result['seconds']:.0f} s in all; written to {path}")
