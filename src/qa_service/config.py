@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from limits import parse as parse_limit
+from limits import parse_many
 from pydantic import (
     AliasChoices,
     Field,
@@ -158,11 +158,13 @@ class Settings(BaseSettings):
         if value is None or not value.strip():
             return None
         try:
-            amount = parse_limit(value).amount
+            items = parse_many(value)
         except ValueError:
-            amount = 0
-        if amount < 1:
-            raise ValueError("must be an amount per period, e.g. 60/minute or 200000/day")
+            items = []
+        # parse() would keep the first of "60/minute;1000/day" and drop the
+        # rest without a word: one limit, stated once, or a refusal.
+        if len(items) != 1 or items[0].amount < 1:
+            raise ValueError("must be one amount per period, e.g. 60/minute or 200000/day")
         return value.strip()
 
     @field_validator("redis_url", mode="after")

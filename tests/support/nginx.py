@@ -27,22 +27,25 @@ DEPLOY_CONF = REPO / "deploy" / "nginx.conf"
 
 _UPSTREAM_SERVER = re.compile(r"^(\s*)server qa-service:8000;\n", re.MULTILINE)
 _LISTEN = re.compile(r"^(\s*)listen 8000;\n", re.MULTILINE)
+_ACCESS_LOG = re.compile(r"^(\s*)access_log /var/log/nginx/access.log qa_service;\n", re.MULTILINE)
 
 
-def site_config(backends: Sequence[str], port: int) -> str:
-    """deploy/nginx.conf with `backends` ("host:port") as the upstream, listening on `port`."""
+def site_config(backends: Sequence[str], port: int, access_log: Path) -> str:
+    """deploy/nginx.conf with `backends` ("host:port") as the upstream, listening on
+    `port`, logging in the shipped format to `access_log`."""
     if not backends:
         raise ValueError("nginx needs at least one backend")
     shipped = DEPLOY_CONF.read_text()
     # Fail loudly if the shipped file changes shape, rather than test something else.
-    for pattern in (_UPSTREAM_SERVER, _LISTEN):
+    for pattern in (_UPSTREAM_SERVER, _LISTEN, _ACCESS_LOG):
         found = len(pattern.findall(shipped))
         if found != 1:
             raise AssertionError(f"{DEPLOY_CONF}: {pattern.pattern!r} matched {found} times")
     config = _UPSTREAM_SERVER.sub(
         lambda m: "".join(f"{m.group(1)}server {backend};\n" for backend in backends), shipped
     )
-    return _LISTEN.sub(lambda m: f"{m.group(1)}listen 127.0.0.1:{port};\n", config)
+    config = _LISTEN.sub(lambda m: f"{m.group(1)}listen 127.0.0.1:{port};\n", config)
+    return _ACCESS_LOG.sub(lambda m: f"{m.group(1)}access_log {access_log} qa_service;\n", config)
 
 
 def main_config(workdir: Path, site: Path) -> str:
@@ -180,7 +183,7 @@ def run_nginx(backends: Sequence[str], workdir: Path, timeout: float = 10.0) -> 
     directory = workdir / f"nginx-{port}"
     directory.mkdir(parents=True)
     site = directory / "qa-service.conf"
-    site.write_text(site_config(backends, port))
+    site.write_text(site_config(backends, port, directory / "access.log"))
     config = directory / "nginx.conf"
     config.write_text(main_config(directory, site))
     server = Nginx(port, directory, config)

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 from qa_service.access.keys import bearer_token, load_key_ring, parse_key_file
 from qa_service.access.tickets import Redeemed, StreamTickets, TicketRefusal
 from qa_service.answers.model import AnswerRequest
-from qa_service.api.auth import CLIENT_KEY_ID
+from qa_service.api.deps import CLIENT_KEY_ID
 from qa_service.api.guards import STARTS_ANSWERS
 from qa_service.app import create_app
 from qa_service.cli import main

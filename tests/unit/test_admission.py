@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 from limits.aio.storage import MemoryStorage
+from starlette.requests import Request
 
 from qa_service.access.admission import Admission
 from qa_service.access.capacity import StreamCapacity
 from qa_service.access.quotas import ClientQuotas, format_duration
 from qa_service.access.slots import MemorySlotStore, SlotKeeper
+from qa_service.api.deps import CLIENT_KEY_ID, client_of
 from qa_service.config import Settings
 from qa_service.core.errors import QAServiceError
 
@@ -108,7 +110,9 @@ async def test_a_budget_takes_a_charge_past_its_limit_and_then_refuses() -> None
     assert 86000 < left.reset_seconds <= 86400
 
 
-@pytest.mark.parametrize("value", ["bogus", "0/minute", "-5/day", "60/fortnight"])
+@pytest.mark.parametrize(
+    "value", ["bogus", "0/minute", "-5/day", "60/fortnight", "60/minute;1000/day", "1/s,2/m"]
+)
 def test_a_limit_that_is_not_an_amount_per_period_stops_start_up(value: str) -> None:
     with pytest.raises(ValueError, match="amount per period"):
         Settings(rate_limit=value)
@@ -116,3 +120,38 @@ def test_a_limit_that_is_not_an_amount_per_period_stops_start_up(value: str) -> 
 
 def test_a_blank_limit_is_no_limit() -> None:
     assert Settings(rate_limit=" ", client_token_budget="").rate_limit is None
+
+
+@pytest.mark.parametrize(
+    ("host", "client"),
+    [
+        ("203.0.113.7", "ip:203.0.113.7"),
+        ("2001:db8:1:2:aaaa::1", "ip:2001:db8:1:2::/64"),
+        ("2001:db8:1:2:bbbb::9", "ip:2001:db8:1:2::/64"),  # same /64: same client
+        ("::ffff:203.0.113.7", "ip:203.0.113.7"),
+        ("testclient", "ip:testclient"),
+    ],
+)
+def test_a_client_is_its_address_and_an_ipv6_host_its_64(host: str, client: str) -> None:
+    request = Request({"type": "http", "client": (host, 1234), "headers": [], "state": {}})
+    assert client_of(request) == client
+
+
+def test_with_a_key_the_client_is_the_key() -> None:
+    request = Request({"type": "http", "client": ("203.0.113.7", 1), "headers": [], "state": {}})
+    setattr(request.state, CLIENT_KEY_ID, "key:ops")
+    assert client_of(request) == "key:ops"
+
+
+async def test_a_client_waiting_for_a_stream_does_not_spend_its_rate() -> None:
+    admission = build_admission(rate="2/minute", per_client=1)
+    first = await admission.admit("a")
+    for _ in range(3):  # polling, as too_many_streams' Retry-After says
+        with pytest.raises(QAServiceError) as refused:
+            await admission.admit("a")
+        assert refused.value.public.code == "too_many_streams"
+    await admission.give_back(first)
+
+    second = await admission.admit("a")
+
+    assert second.headers["x-ratelimit-remaining-requests"] == "0"

@@ -1,14 +1,15 @@
 """Whether a new answer may start, and giving back what it took when it ends.
 
 In order, cheapest first, so a flood is refused before it costs anything:
-this process's cap (503 over_capacity), then the client's request rate,
-token budget and answers in progress (429 rate_limited, budget_exhausted,
-too_many_streams). All of it before any upstream call.
+this process's cap (503 over_capacity), then the client's answers in
+progress (429 too_many_streams), then its request rate and token budget
+(429 rate_limited, budget_exhausted). All of it before any upstream call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import secrets
@@ -72,7 +73,15 @@ class Admission:
 
     async def _check_client(self, admitted: Admitted) -> None:
         client = admitted.client
-        # Together: one round trip to Redis instead of two. A request over its
+        # The client's answers in progress first: a client that polls as
+        # too_many_streams' Retry-After says must not spend its request rate
+        # waiting. A slot taken here is given back if a later check refuses.
+        if self._client_max_streams is not None:
+            slot = secrets.token_urlsafe(12)
+            if not await self.slots.take(client, slot, self._client_max_streams):
+                self._refuse(errors.TOO_MANY_STREAMS, admitted, STREAMS_RETRY_SECONDS)
+            admitted.slot = slot
+        # Concurrently: their Redis round trips overlap. A request over its
         # budget is counted against its rate either way, as when they ran in turn.
         (allowed, requests), tokens = await asyncio.gather(
             self.quotas.take_request(client), self.quotas.tokens_left(client)
@@ -85,24 +94,15 @@ class Admission:
             self._refuse(errors.RATE_LIMITED, admitted, requests.reset_seconds)
         if tokens is not None and tokens.spent:
             self._refuse(errors.BUDGET_EXHAUSTED, admitted, tokens.reset_seconds)
-        if self._client_max_streams is not None:
-            slot = secrets.token_urlsafe(12)
-            if not await self.slots.take(client, slot, self._client_max_streams):
-                self._refuse(errors.TOO_MANY_STREAMS, admitted, STREAMS_RETRY_SECONDS)
-            admitted.slot = slot
 
     @staticmethod
     def _refuse(public: PublicError, admitted: Admitted, wait_seconds: float) -> None:
-        retry_after = PublicError(
-            public.code,
-            public.message,
-            public.retryable,
-            public.status,
-            float(max(1, math.ceil(wait_seconds))),
+        wait = float(max(1, math.ceil(wait_seconds)))
+        raise QAServiceError(
+            dataclasses.replace(public, retry_after_seconds=wait), admitted.headers
         )
-        raise QAServiceError(retry_after, admitted.headers)
 
-    def hold_until_ended(self, admitted: Admitted, run: AnswerRun) -> None:
+    def release_when_ended(self, admitted: Admitted, run: AnswerRun) -> None:
         """Give back the answer's places, and charge its tokens, however it ends."""
         run.start().add_done_callback(lambda _: self._give_back_later(admitted, run.billed_tokens))
 

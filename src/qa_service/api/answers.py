@@ -86,7 +86,7 @@ async def start_answer(service: Service, ask: AskBody, request: Request) -> Resp
     except BaseException:
         await admission.give_back(admitted)
         raise
-    admission.hold_until_ended(admitted, run)
+    admission.release_when_ended(admitted, run)
     if settings.first_text_hold_seconds > 0:
         # Nothing is sent yet, so a provider that fails before any text gets
         # its real status (429, 502, 503, 504) instead of 200 and an event.

@@ -24,10 +24,8 @@ from fastapi import Request
 from qa_service.access.keys import bearer_token
 from qa_service.access.tickets import TicketRefusal
 from qa_service.api.asks import ask_from_query_string, checked_request, resumes
-from qa_service.api.deps import Service, ServiceDep
+from qa_service.api.deps import CLIENT_KEY_ID, Service, ServiceDep
 from qa_service.core import errors
-
-CLIENT_KEY_ID = "client_key_id"
 
 
 async def require_key(request: Request, service: ServiceDep) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -46,14 +47,28 @@ async def get_service(request: Request) -> Service:
 
 ServiceDep = Annotated[Service, Depends(get_service)]
 
+# Where api/auth.py names the key's client for the request (access/keys.py).
+CLIENT_KEY_ID = "client_key_id"
+
 
 def client_of(request: Request) -> str:
     """Whom per-client limits count: the API key when keys are on, else the
     address (the client's, through QA_FORWARDED_ALLOW_IPS' proxies only)."""
-    key_id: str | None = getattr(request.state, "client_key_id", None)
+    key_id: str | None = getattr(request.state, CLIENT_KEY_ID, None)
     if key_id is not None:
         return key_id
-    return f"ip:{request.client.host if request.client else 'unknown'}"
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"ip:{host}"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return f"ip:{address.ipv4_mapped}"
+        # One IPv6 host holds a whole /64: per address, it could rotate
+        # through fresh limits at will.
+        return f"ip:{ipaddress.ip_network(f'{host}/64', strict=False)}"
+    return f"ip:{address}"
 
 
 async def refuse_pages_of_other_sites(request: Request, service: ServiceDep) -> None:

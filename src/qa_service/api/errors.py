@@ -89,6 +89,9 @@ def error_response(public: PublicError) -> JSONResponse:
     if public.retry_after_seconds is not None:
         # Whole seconds, rounded up: a client that waits less is refused again.
         headers["Retry-After"] = str(math.ceil(public.retry_after_seconds))
+    elif public.status == 429:
+        # A 429 always says when to ask again, even when the provider did not.
+        headers["Retry-After"] = "1"
     if public.status == 401:
         # RFC 9110 requires a challenge on every 401; RFC 6750 names the scheme.
         headers["WWW-Authenticate"] = 'Bearer realm="qa-service"'

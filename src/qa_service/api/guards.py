@@ -2,8 +2,9 @@
 
 FastAPI runs a route's `dependencies` one after another, in order, before the
 route itself. The key check comes after the cross-site check and sets
-`request.state.client_key_id` (api/auth.py), so checks that need the client,
-such as per-client limits, go after it.
+`request.state.client_key_id` (api/auth.py). Per-client limits run after
+all of them, inside the route (api/answers.py start_answer), once the request
+is known to be valid and new.
 """
 
 from __future__ import annotations

@@ -7,8 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from qa_service.api.asks import checked_request, read_ask_body
-from qa_service.api.auth import CLIENT_KEY_ID
-from qa_service.api.deps import ServiceDep
+from qa_service.api.deps import CLIENT_KEY_ID, ServiceDep
 from qa_service.api.guards import ISSUES_TICKETS
 
 router = APIRouter()

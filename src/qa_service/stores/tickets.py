@@ -32,8 +32,11 @@ class MemoryTicketStore:
         return found[1]
 
     def _sweep(self) -> None:
+        # Oldest first (insertion order, one TTL for all): stop at the first live one,
+        # without copying the rest.
         now = self._clock()
-        for digest, (deadline, _) in list(self._grants.items()):
+        while self._grants:
+            digest, (deadline, _) = next(iter(self._grants.items()))
             if deadline > now:
                 break
             del self._grants[digest]
