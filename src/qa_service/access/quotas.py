@@ -52,14 +52,6 @@ class ClientQuotas:
         self._requests = MovingWindowRateLimiter(storage)
         self._tokens = FixedWindowRateLimiter(storage)
 
-    @property
-    def counts_requests(self) -> bool:
-        return self._rate is not None
-
-    @property
-    def counts_tokens(self) -> bool:
-        return self._budget is not None
-
     async def take_request(self, client: str) -> tuple[bool, QuotaState | None]:
         """Count one request; False when it is over the rate (and then not counted)."""
         if self._rate is None:
