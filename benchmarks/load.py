@@ -36,6 +36,9 @@ Scenarios:
     is starved and the figures are suspect. So is "foreign": the largest share
     of either core used by processes outside the benchmark during a run (from
     /proc/stat), i.e. other jobs on the machine.
+(d) as (b), with `--many-streams` streams: 200 x 200 tokens at 50 tokens/s is
+    10,000 tokens/s offered, where issue 12 reads time to first text p99 and
+    each stream's duration against the upstream's own.
 (c) `--hold-streams` streams held open by slow upstream replies (first text at
     once, then `--hold-seconds` of slow tokens): VmRSS from /proc/<pid>/status
     after a warm-up ("before"), then every 0.1 s while the streams run; growth
@@ -77,7 +80,7 @@ from typing import Any
 import uvloop
 from tests.support.service import REPO, free_port, run_service, service_env
 
-from benchmarks.measure import cpu_seconds, percentile
+from benchmarks.measure import cpu_seconds, percentile, write_results
 
 RESULTS = REPO / "benchmarks" / "results"
 FAKE_KEY = "sk-bench-not-a-real-key"
@@ -108,6 +111,9 @@ SAMPLES = [
     " }{",
 ]
 MARKERS = {"single": "mk-single", "load": "mk-load", "hold": "mk-hold"}
+# (b) and (d): the same reply at two concurrencies (issue 12 reads CPU at the
+# first, time to first text and stream duration at the second).
+LOAD_SCENARIOS = {"b": "b_load", "d": "d_many"}
 
 
 def pieces(count: int) -> list[str]:
@@ -487,8 +493,14 @@ async def scenario_single(
 
 
 async def scenario_load(
-    targets: list[Target], stub_pid: int, ledger: Ledger, args: argparse.Namespace
+    targets: list[Target],
+    stub_pid: int,
+    ledger: Ledger,
+    args: argparse.Namespace,
+    count: int,
+    scenario: str,
 ) -> dict[str, Any]:
+    """`count` concurrent streams of the load reply, `args.rounds` rounds per target."""
     marker = MARKERS["load"]
     runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
     streams: dict[str, list[Stream]] = {t.name: [] for t in targets}
@@ -499,7 +511,7 @@ async def scenario_load(
             await asyncio.sleep(args.settle)
             cpu0, stub0, own0 = cpu_seconds(target.pid), cpu_seconds(stub_pid), own_cpu()
             cores0, wall0 = core_busy_seconds(), time.perf_counter()
-            done = await burst(target, "b_load", marker, args.streams)
+            done = await burst(target, scenario, marker, count)
             await asyncio.sleep(args.settle)  # work the process does after the last byte
             wall = time.perf_counter() - wall0
             cpu = cpu_seconds(target.pid) - cpu0
@@ -526,7 +538,7 @@ async def scenario_load(
     stub_durations = [s.duration for s in streams["stub"] if s.duration is not None]
     stub_median_duration = statistics.median(stub_durations)
     result: dict[str, Any] = {
-        "streams": args.streams,
+        "streams": count,
         "tokens_per_stream": args.tokens,
         "rate_tokens_per_s": args.rate,
         "first_delay_s": args.first_delay,
@@ -636,6 +648,32 @@ def git_commit() -> dict[str, Any]:
     }
 
 
+def load_lines(key: str, load: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    lines = [
+        f"\n({key}) {load['streams']} concurrent streams x {load['tokens_per_stream']} tokens at"
+        f" {load['rate_tokens_per_s']:g} tok/s, {load['rounds']} rounds"
+        f" (upstream's own duration: {load['stub_median_duration_s']:.2f} s median,"
+        f" nominal {load['nominal_upstream_duration_s']:.2f} s)",
+        f"  {'':12} {'CPU-s/1k tok':>12} {'TTFT p50':>9} {'TTFT p99':>9}"
+        f" {'dur/upstream med':>16} {'worst':>6} {'core1 busy':>10} {'foreign':>7}",
+    ]
+    for name in names:
+        row = load[name]
+        cpu = "-" if name == "stub" else f"{row['cpu_s_per_1000_tokens']:.3f}"
+        lines.append(
+            f"  {name:12} {cpu:>12} {row['ttft_p50_ms']:9.1f} {row['ttft_p99_ms']:9.1f}"
+            f" {row['duration_ratio_median']:16.3f} {row['duration_ratio_worst']:6.3f}"
+            f" {row['load_core_busy_max']:10.0%} {row['foreign_busy_max']:7.0%}"
+        )
+    if "cpu_ratio_service_to_chain_relay" in load:
+        lines.append(
+            "  service / chain relay CPU per token:"
+            f" {load['cpu_ratio_service_to_chain_relay']:.2f}x"
+            f"  (stub's own CPU: {load['stub']['cpu_s_per_1000_tokens']:.3f} CPU-s/1k tok)"
+        )
+    return lines
+
+
 def report_text(report: dict[str, Any]) -> str:
     machine, pinning = report["machine"], report["pinning"]
     lines = [
@@ -665,29 +703,9 @@ def report_text(report: dict[str, Any]) -> str:
                 f"  {name:12} {row['ttft_median_ms']:8.1f} {row['ttft_p90_ms']:8.1f}"
                 f" {row['added_median_ms_over_stub']:+8.1f}   {row['samples']}"
             )
-    if load := report["scenarios"].get("b_load"):
-        lines += [
-            f"\n(b) {load['streams']} concurrent streams x {load['tokens_per_stream']} tokens at"
-            f" {load['rate_tokens_per_s']:g} tok/s, {load['rounds']} rounds"
-            f" (upstream's own duration: {load['stub_median_duration_s']:.2f} s median,"
-            f" nominal {load['nominal_upstream_duration_s']:.2f} s)",
-            f"  {'':12} {'CPU-s/1k tok':>12} {'TTFT p50':>9} {'TTFT p99':>9}"
-            f" {'dur/upstream med':>16} {'worst':>6} {'core1 busy':>10} {'foreign':>7}",
-        ]
-        for name in names:
-            row = load[name]
-            cpu = "-" if name == "stub" else f"{row['cpu_s_per_1000_tokens']:.3f}"
-            lines.append(
-                f"  {name:12} {cpu:>12} {row['ttft_p50_ms']:9.1f} {row['ttft_p99_ms']:9.1f}"
-                f" {row['duration_ratio_median']:16.3f} {row['duration_ratio_worst']:6.3f}"
-                f" {row['load_core_busy_max']:10.0%} {row['foreign_busy_max']:7.0%}"
-            )
-        if "cpu_ratio_service_to_chain_relay" in load:
-            lines.append(
-                "  service / chain relay CPU per token:"
-                f" {load['cpu_ratio_service_to_chain_relay']:.2f}x"
-                f"  (stub's own CPU: {load['stub']['cpu_s_per_1000_tokens']:.3f} CPU-s/1k tok)"
-            )
+    for key, name in LOAD_SCENARIOS.items():
+        if (load := report["scenarios"].get(name)) is not None:
+            lines += load_lines(key, load, names)
     if hold := report["scenarios"].get("c_hold"):
         lines += [
             f"\n(c) {hold['streams']} streams held open"
@@ -731,13 +749,15 @@ def warnings(report: dict[str, Any]) -> list[str]:
             f"other processes used {shares} of the cores over the run: the machine was"
             " not quiet, and times (more than CPU per token) are inflated"
         )
-    load = report["scenarios"].get("b_load", {})
-    for name in ("stub", "chain_relay", "service"):
-        if name in load and load[name]["load_core_busy_max"] > LOAD_CORE_LIMIT:
-            found.append(
-                f"(b) {name}: the stub and load generator kept core {LOAD_CORE}"
-                f" {load[name]['load_core_busy_max']:.0%} busy: the baseline side is short of CPU"
-            )
+    for key, scenario in LOAD_SCENARIOS.items():
+        load = report["scenarios"].get(scenario, {})
+        for name in ("stub", "chain_relay", "service"):
+            if name in load and load[name]["load_core_busy_max"] > LOAD_CORE_LIMIT:
+                found.append(
+                    f"({key}) {name}: the stub and load generator kept core {LOAD_CORE}"
+                    f" {load[name]['load_core_busy_max']:.0%} busy: the baseline side is short"
+                    " of CPU"
+                )
     return found
 
 
@@ -745,7 +765,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--single-samples", type=int, default=50, help="(a) samples per target")
     parser.add_argument("--streams", type=int, default=100, help="(b) concurrent streams")
-    parser.add_argument("--tokens", type=int, default=200, help="(b) tokens per stream")
+    parser.add_argument("--many-streams", type=int, default=200, help="(d) concurrent streams")
+    parser.add_argument("--tokens", type=int, default=200, help="(b, d) tokens per stream")
     parser.add_argument("--rate", type=float, default=50.0, help="(b) tokens/s per stream")
     parser.add_argument("--first-delay", type=float, default=0.05, help="(a, b) stub's TTFT, s")
     parser.add_argument("--rounds", type=int, default=2, help="(b) rounds per target")
@@ -753,7 +774,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hold-streams", type=int, default=400, help="(c) streams held open")
     parser.add_argument("--hold-seconds", type=float, default=20.0, help="(c) each one's length")
     parser.add_argument(
-        "--scenarios", default="a,b,c", help="which to run, comma-separated (default a,b,c)"
+        "--scenarios", default="a,b,c,d", help="which to run, comma-separated (default a,b,c,d)"
     )
     return parser.parse_args(argv)
 
@@ -830,10 +851,12 @@ def main(argv: list[str] | None = None) -> None:
                 report["scenarios"]["a_single"] = await scenario_single(
                     [stub, chain, qa], ledger, args.single_samples, warmup=3
                 )
-            if "b" in wanted:
-                report["scenarios"]["b_load"] = await scenario_load(
-                    [stub, chain, qa], stub_pid, ledger, args
-                )
+            for key, count in (("b", args.streams), ("d", args.many_streams)):
+                if key in wanted:
+                    name = LOAD_SCENARIOS[key]
+                    report["scenarios"][name] = await scenario_load(
+                        [stub, chain, qa], stub_pid, ledger, args, count, name
+                    )
 
         def ours() -> dict[int, float]:
             return {
@@ -867,11 +890,7 @@ def main(argv: list[str] | None = None) -> None:
     report["machine"]["loadavg_end"] = list(os.getloadavg())
     report["warnings"] = warnings(report)
     report["wall_s"] = time.perf_counter() - started_wall
-    path = RESULTS / f"load-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
-    report["written_to"] = str(path.relative_to(REPO))
-    text = json.dumps(report, indent=2, ensure_ascii=False)
-    path.write_text(text)
-    (RESULTS / "load.json").write_text(text)
+    write_results(RESULTS, "load", started_at, report)
     print(report_text(report))
     if report["exactness"]["mismatches"] or report.get("unfinished"):
         sys.exit(1)

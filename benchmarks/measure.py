@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
 import psutil
 
 
@@ -15,3 +20,13 @@ def percentile(samples: list[float], q: float) -> float:
     """The nearest-rank `q` quantile (0 to 1) of `samples`."""
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def write_results(results: Path, name: str, started_at: datetime, report: dict[str, Any]) -> None:
+    """`report` as `<name>-<UTC timestamp>.json` (kept, to compare runs over time) and
+    `<name>.json` (the latest), under `results`; its `written_to` names the first."""
+    path = results / f"{name}-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
+    report["written_to"] = str(path.relative_to(results.parents[1]))
+    text = json.dumps(report, indent=2, ensure_ascii=False)
+    path.write_text(text)
+    (results / f"{name}.json").write_text(text)
