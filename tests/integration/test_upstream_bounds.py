@@ -121,6 +121,20 @@ def test_the_output_cap_is_enforced_when_the_provider_ignores_it(
     assert body.get("max_tokens", body.get("max_completion_tokens")) == MAX_TOKENS
 
 
+def test_the_output_cap_counts_the_providers_chunks_when_they_arrive_together(
+    bounded: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    pieces = [f"t{n} " for n in range(300)]
+    # All at once: coalescing merges them, and the cap must still cut at a piece.
+    stub.reply(key, Reply(pieces=pieces, burst=True))
+
+    stream = read_stream(bounded.url, params={"query": key})
+
+    assert stream.text == "".join(pieces[:MAX_TOKENS])
+    assert stream.last["done"]["finish_reason"] == "length"
+
+
 def test_an_answer_exactly_at_the_cap_is_not_cut(
     bounded: RunningService, stub: UpstreamStub
 ) -> None:

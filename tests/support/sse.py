@@ -31,6 +31,16 @@ class Stream:
         return [next(iter(e)) for e in self.events]
 
     @property
+    def shape(self) -> list[str]:
+        """`kinds` with each run of text events as one: chunks that reach the
+        service together go out as one text event (generation/coalesce.py)."""
+        return [
+            k
+            for i, k in enumerate(self.kinds)
+            if k != "text" or i == 0 or self.kinds[i - 1] != "text"
+        ]
+
+    @property
     def last(self) -> dict[str, Any]:
         return self.events[-1]
 

@@ -42,6 +42,9 @@ class Reply:
     # Write every HTTP body chunk in slices of this many bytes, each its own
     # TCP write, so multi-byte characters arrive split.
     write_slice_bytes: int | None = None
+    # Write the whole reply in one TCP write (no delays): a burst of chunks
+    # that arrives together, as a busy service reads a provider's stream.
+    burst: bool = False
     cut_after_pieces: int | None = None
     # After this many pieces, send nothing more and hold the connection open
     # until the client leaves; with `stall_comment_every`, send an SSE comment
@@ -309,6 +312,12 @@ class UpstreamStub:
         include_usage = bool((exchange.body.get("stream_options") or {}).get("include_usage"))
         if reply.first_delay and await _hung_up_within(hangup, reply.first_delay):
             return
+        if reply.burst:
+            events = list(_chunks(model, reply, groq=groq, include_usage=include_usage))
+            writer.write(b"".join(_http_chunk(event.data) for event in events))
+            await writer.drain()
+            exchange.pieces_written += sum(e.piece_index is not None for e in events)
+            return
         for event in _chunks(model, reply, groq=groq, include_usage=include_usage):
             if event.piece_index is not None:
                 if reply.cut_after_pieces is not None and (
@@ -362,6 +371,10 @@ def _chunks(model: str, reply: Reply, *, groq: bool, include_usage: bool) -> Ite
         yield _Event(b"data: [DONE]\n\n", None)
 
 
+def _http_chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
 async def _write_chunk(writer: asyncio.StreamWriter, data: bytes, slice_bytes: int | None) -> None:
     """One SSE event as HTTP chunks; sliced, each slice is a separate TCP write."""
     slices = (
@@ -370,7 +383,7 @@ async def _write_chunk(writer: asyncio.StreamWriter, data: bytes, slice_bytes: i
         else [data[i : i + slice_bytes] for i in range(0, len(data), slice_bytes)]
     )
     for part in slices:
-        writer.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+        writer.write(_http_chunk(part))
         await writer.drain()
         if slice_bytes:
             await asyncio.sleep(0.001)

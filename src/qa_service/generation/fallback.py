@@ -15,8 +15,9 @@ Its first chunk is not the first text, though. Both providers open a stream
 with a role-only delta whose content is empty, and end it with chunks that
 carry only a finish reason or usage. A stream that dies after the role delta
 and before any text would not fall back. `TextFirstChatModel` closes that gap: it
-holds back empty chunks until a chunk with text comes (then yields them all,
-unchanged, in order), or the stream ends. The first chunk LangChain sees is
+holds back empty chunks until a chunk with text comes (then yields them all
+in order; chunks that were already waiting together go as one, coalesce.py),
+or the stream ends. The first chunk LangChain sees is
 then the first text, so "fall back before any text, never after" holds
 exactly (tests/unit/test_fallback.py).
 
@@ -43,15 +44,24 @@ from langchain_core.runnables import Runnable
 from langchain_groq import ChatGroq
 from langchain_openai import ChatOpenAI
 
+from qa_service.generation.coalesce import capped, coalesce_waiting, merge_chunks
 from qa_service.generation.failures import FALLBACK_FAILURES
 
 
 class TextFirstChatModel(BaseChatModel):
-    """A chat model whose stream's first chunk holds text, unless it has none at all."""
+    """A chat model whose stream's first chunk holds text, unless it has none at all.
+
+    Its stream also keeps to the model's `max_tokens` in provider chunks, and
+    merges the chunks that are already waiting when it is asked for the next
+    (coalesce.py: under load, the chain's per-chunk cost is paid less often).
+    """
 
     async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         # Typed AsyncIterator, but an async generator: closed with ours.
-        chunks = cast(AsyncGenerator[ChatGenerationChunk], super()._astream(*args, **kwargs))
+        provider = cast(AsyncGenerator[ChatGenerationChunk], super()._astream(*args, **kwargs))
+        # ChatOpenAI and ChatGroq both name their output cap max_tokens.
+        max_tokens: int | None = getattr(self, "max_tokens", None)
+        chunks = coalesce_waiting(capped(provider, max_tokens), merge_chunks)
         held: list[ChatGenerationChunk] | None = []
         async with aclosing(chunks):
             async for chunk in chunks:
