@@ -19,10 +19,8 @@ closes any that escaped.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
 from functools import reduce
 from operator import add
 from typing import TypeVar, cast
@@ -30,18 +28,9 @@ from typing import TypeVar, cast
 from langchain_core.messages import AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk
 
-# How long a stopping reader waits for its pump to finish being cancelled: a
-# library that swallowed the cancel must not hold the answer open.
-PUMP_STOP_SECONDS = 2.0
+from qa_service.core.readahead import Ended, ReadAhead
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class _Ended:
-    """The upstream ended; with an exception if it failed."""
-
-    error: Exception | None = None
 
 
 async def coalesce_waiting(
@@ -52,19 +41,16 @@ async def coalesce_waiting(
     Order and content are kept (`merge` must keep them); an exception from
     `source` is raised after the items that came before it.
     """
-    queue: asyncio.Queue[T | _Ended] = asyncio.Queue()
-    pump = asyncio.get_running_loop().create_task(_pump(source, queue))
+    ahead = ReadAhead(source)
     try:
         while True:
-            batch = [await queue.get()]
-            while not queue.empty():
-                batch.append(queue.get_nowait())
-            ended: _Ended | None = None
+            batch = [await ahead.queue.get(), *ahead.waiting()]
+            ended: Ended | None = None
             last = batch[-1]
-            if isinstance(last, _Ended):
+            if isinstance(last, Ended):
                 ended = last
                 batch.pop()
-            items = cast(list[T], batch)  # only the last one could be _Ended
+            items = cast(list[T], batch)  # only the last one could be Ended
             if items:
                 yield merge(items)
             if ended is not None:
@@ -72,21 +58,7 @@ async def coalesce_waiting(
                     raise ended.error
                 return
     finally:
-        if not pump.done():
-            pump.cancel()
-            await asyncio.wait({pump}, timeout=PUMP_STOP_SECONDS)
-
-
-async def _pump(source: AsyncGenerator[T], queue: asyncio.Queue[T | _Ended]) -> None:
-    try:
-        async with aclosing(source):
-            async for item in source:
-                queue.put_nowait(item)
-    # Exception, never BaseException: our own cancel must end the task as cancelled.
-    except Exception as exc:  # noqa: BLE001 - handed to the reader, which raises it
-        queue.put_nowait(_Ended(exc))
-    else:
-        queue.put_nowait(_Ended())
+        await ahead.close()
 
 
 def merge_chunks(chunks: Sequence[ChatGenerationChunk]) -> ChatGenerationChunk:

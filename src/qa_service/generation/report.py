@@ -40,6 +40,12 @@ class GenerationReport:
 class ReportHandler(AsyncCallbackHandler):
     """Fills a GenerationReport from the model runs' callbacks."""
 
+    # Awaited in line. Otherwise langchain-core's ahandle_event runs it under
+    # asyncio.gather, which wraps it in a new Task for every event: one task
+    # per token for on_llm_new_token (benchmarks/profile.py showed it). Its
+    # methods never block, so running them in line changes nothing else.
+    run_inline = True
+
     def __init__(self, report: GenerationReport) -> None:
         self._report = report
         # Each chat model run's (provider, model), in the order they started.

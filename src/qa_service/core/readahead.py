@@ -1,0 +1,63 @@
+"""Reading an async generator ahead, in a task of its own, into a queue.
+
+What the reader takes from the queue has already arrived, so it can take
+everything that is waiting at once (generation/coalesce.py), or wait for the
+next item with a deadline (answers/text_window.py) without ever cancelling
+the source mid-step: a cancelled `anext()` would end an async generator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+# How long closing waits for the reading task to finish being cancelled: a
+# library that swallowed the cancel must not hold its reader open.
+STOP_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """The source ended; with its exception if it failed."""
+
+    error: Exception | None = None
+
+
+class ReadAhead(Generic[T]):
+    """`source` read by a task of its own into `queue`, ending with an `Ended`.
+
+    Must run inside the event loop; `close` (always, in a `finally`) cancels
+    the task inside its wait for the source, which closes the source.
+    """
+
+    def __init__(self, source: AsyncGenerator[T]) -> None:
+        self.queue: asyncio.Queue[T | Ended] = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._read(source))
+
+    async def _read(self, source: AsyncGenerator[T]) -> None:
+        try:
+            async with aclosing(source):
+                async for item in source:
+                    self.queue.put_nowait(item)
+        # Exception, never BaseException: our own cancel must end the task as cancelled.
+        except Exception as exc:  # noqa: BLE001 - handed to the reader, which raises it
+            self.queue.put_nowait(Ended(exc))
+        else:
+            self.queue.put_nowait(Ended())
+
+    def waiting(self) -> list[T | Ended]:
+        """Every item already in the queue, without waiting."""
+        items = []
+        while not self.queue.empty():
+            items.append(self.queue.get_nowait())
+        return items
+
+    async def close(self) -> None:
+        if not self._task.done():
+            self._task.cancel()
+            await asyncio.wait({self._task}, timeout=STOP_SECONDS)
