@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     max_query_chars: int = Field(default=4000, ge=1)
     keepalive_seconds: float = Field(default=15.0, gt=0)
     send_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Runs of text events merged on the wire within this window (0: off).
+    coalesce_ms: float = Field(default=0.0, ge=0, le=10_000)
     # A connection must deliver a request's headers this soon after it opens.
     request_header_timeout_seconds: float = Field(default=10.0, gt=0)
     upstream_connect_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -1,13 +1,20 @@
-"""Adaptive coalescing through the real service: chunks that arrive together go out
-together, exactly; a chunk that has not arrived is never waited for."""
+"""Coalescing through the real service. Adaptive, below the chain: chunks that arrive
+together go out together, exactly; a chunk that has not arrived is never waited for.
+On the wire (QA_COALESCE_MS): runs of text go as one event, and resuming from one
+continues exactly after it."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 from tests.integration.test_answers import HARD_PIECES
-from tests.support.providers import marker
-from tests.support.service import RunningService
+from tests.support.providers import marker, provider_settings
+from tests.support.resume import read, seqs
+from tests.support.service import RunningService, run_service
 from tests.support.sse import read_stream
 from tests.support.upstream_stub import Reply, UpstreamStub
 
@@ -47,3 +54,32 @@ def test_pieces_that_arrive_apart_each_go_out_at_once(
     times = [t for t, e in zip(stream.arrived, stream.events, strict=True) if "text" in e]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(gap > 0.15 for gap in gaps), gaps
+
+
+@pytest.fixture(scope="module")
+def windowed(stub: UpstreamStub, workdir: Path) -> Iterator[RunningService]:
+    settings = {**provider_settings("openai", stub), "QA_COALESCE_MS": "400"}
+    with run_service(settings, workdir) as service:
+        yield service
+
+
+def test_with_a_window_runs_of_text_go_as_one_event_and_resume_exactly_after_it(
+    windowed: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    pieces = [f"{PIECES[n]}" for n in range(24)]
+    stub.reply(key, Reply(pieces=pieces, piece_delay=0.05))
+
+    whole = read(windowed.url, params={"query": key})
+
+    assert whole.text == "".join(pieces)
+    texts = [n for n, event in enumerate(whole.events) if "text" in event]
+    # 24 pieces 50 ms apart, in runs of at most 400 ms: a handful of events.
+    assert 2 <= len(texts) <= 8
+    assert whole.last["done"]["finish_reason"] == "stop"
+    # Each merged event carries the seq of its last text: the log numbers every piece.
+    assert seqs(whole.ids)[-1] == len(pieces) + 1
+    first = texts[0]
+    rest = read(windowed.url, f"/answers/{whole.answer_id}/events", last_event_id=whole.ids[first])
+    assert whole.events[first]["text"] + rest.text == "".join(pieces)
+    assert rest.last["done"]["finish_reason"] == "stop"

@@ -13,6 +13,7 @@ from sse_starlette import EventSourceResponse
 from qa_service.answers.connection import answer_events
 from qa_service.answers.model import ANSWER_ID, AnswerRequest
 from qa_service.answers.registry import CancelResult
+from qa_service.answers.text_window import merge_texts
 from qa_service.api.asks import (
     AskBody,
     ask_from_query_string,
@@ -94,6 +95,7 @@ async def start_answer(service: Service, ask: AskBody, request: Request) -> Resp
         if failure is not None:
             raise errors.AnswerFailedEarlyError(failure, admitted.headers)
     events = answer_events(service.registry, run.id, -1, shutdown, settings.shutdown_grace_seconds)
+    events = merge_texts(events, settings.coalesce_ms / 1000)  # QA_COALESCE_MS
     response = sse.event_stream_response(native.render_stream(events, run.id), settings, shutdown)
     response.headers.update(admitted.headers)
     return response
@@ -170,6 +172,7 @@ async def continue_answer(
     events = answer_events(
         service.registry, answer_id, after, shutdown, service.settings.shutdown_grace_seconds
     )
+    events = merge_texts(events, service.settings.coalesce_ms / 1000)  # QA_COALESCE_MS
     return sse.event_stream_response(
         native.render_stream(events, answer_id), service.settings, shutdown
     )
