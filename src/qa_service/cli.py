@@ -22,6 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the service under uvicorn")
     serve.add_argument("--host", help="bind address (default: QA_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: QA_PORT or 8000)")
+    # One worker of several (QA_WORKERS), started by the supervisor.
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
     ask = commands.add_parser(
         "ask",
@@ -52,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return serve_command(args.host, args.port)
+        return serve_command(args.host, args.port, worker=args.worker)
     if args.command == "hash-key":
         return hash_key_command(args.label)
     if args.url is not None and (args.host is not None or args.port is not None):
@@ -67,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
 
-def serve_command(host: str | None, port: int | None) -> int:
+def serve_command(host: str | None, port: int | None, *, worker: bool = False) -> int:
     # Imported here so `qa-service ask` starts without loading LangChain.
     import uvicorn
 
@@ -81,11 +83,15 @@ def serve_command(host: str | None, port: int | None) -> int:
         log_open_file_limit,
         raise_open_file_limit,
     )
+    from qa_service.supervisor import supervise, worker_socket
 
     try:
         # The flags win over QA_HOST / QA_PORT, and the app's ready log says where.
         settings = load_settings().with_address(host, port)
         configure_logging(settings.log_level, settings.secret_values(), settings.log_format)
+        if settings.workers > 1 and not worker:
+            check_answer_store(settings)
+            return supervise(settings.workers, settings.host, settings.port)
         app = create_app(settings)
         check_answer_store(settings)
     except (ConfigError, PromptError) as exc:
@@ -109,7 +115,9 @@ def serve_command(host: str | None, port: int | None) -> int:
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
-    DrainingServer(config).run()
+    # A worker binds the shared port itself (supervisor.py says why).
+    sockets = [worker_socket(config.host, config.port)] if worker else None
+    DrainingServer(config).run(sockets=sockets)
     return 0
 
 

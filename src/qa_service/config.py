@@ -50,6 +50,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # Worker processes on one socket (supervisor.py); more than one needs redis_url.
+    workers: int = Field(default=1, ge=1, le=64)
     provider: Literal["auto", "openai", "groq", "demo"] = "auto"
     model: str | None = Field(default=None, description="Model name; default depends on provider")
     # Asked when the provider fails before any text (generation/fallback.py);
@@ -304,6 +306,11 @@ class Settings(BaseSettings):
                 f"{_REQUIRED_KEY[self.provider]} is required when QA_PROVIDER={self.provider}"
             )
         self._check_fallback()
+        if self.workers > 1 and self.redis_url is None:
+            raise ConfigError(
+                f"QA_WORKERS={self.workers} needs QA_REDIS_URL: worker processes share"
+                " answers (resume, cancel) and limits only through Redis"
+            )
 
     def _check_fallback(self) -> None:
         fallback = self.fallback_provider

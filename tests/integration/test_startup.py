@@ -47,6 +47,8 @@ def _serve_fails(settings: dict[str, str], workdir: Path) -> str:
         ({"QA_API_KEYS": "too-short"}, "QA_API_KEYS"),
         ({"QA_API_KEYS_FILE": "/nonexistent/api-keys"}, "QA_API_KEYS_FILE"),
         ({"QA_TICKET_TTL_SECONDS": "0"}, "QA_TICKET_TTL_SECONDS"),
+        # Several workers share answers and limits only through Redis.
+        ({"QA_PROVIDER": "demo", "QA_WORKERS": "2"}, "QA_WORKERS=2 needs QA_REDIS_URL"),
     ],
 )
 def test_wrong_configuration_stops_start_up_with_one_line(

@@ -1,0 +1,126 @@
+"""QA_WORKERS=2 over a real Redis: two worker processes on one port answer exactly,
+and one SIGTERM drains both and ends the service with exit 0."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.support.providers import marker, provider_settings
+from tests.support.redis_server import run_redis
+from tests.support.resume import Read, read
+from tests.support.service import RunningService, run_service
+from tests.support.upstream_stub import Reply, UpstreamStub
+
+WORKERS = 2
+STREAMS = 12
+GRACE = 3
+
+
+@pytest.fixture
+def two_workers(stub: UpstreamStub, tmp_path: Path) -> Iterator[RunningService]:
+    with run_redis(tmp_path) as redis:
+        settings = {
+            **provider_settings("openai", stub),
+            "QA_WORKERS": str(WORKERS),
+            "QA_REDIS_URL": redis.url,
+            "QA_SHUTDOWN_GRACE_SECONDS": str(GRACE),
+        }
+        with run_service(settings, tmp_path) as service:
+            yield service
+
+
+def _workers(service: RunningService) -> list[psutil.Process]:
+    return psutil.Process(service.process.pid).children()
+
+
+def _serving_each(service: RunningService, port: int) -> list[int]:
+    """How many connections on `port` each worker holds."""
+    return [
+        sum(1 for c in worker.net_connections("tcp") if c.laddr and c.laddr.port == port)
+        for worker in _workers(service)
+    ]
+
+
+def test_two_workers_share_the_streams_and_answer_exactly(
+    two_workers: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    pieces = [f"piece {n}\n" for n in range(20)]
+    stub.reply(key, Reply(pieces=pieces, piece_delay=0.1))
+    port = int(two_workers.url.rsplit(":", 1)[1])
+    reads: list[Read] = []
+    readers = [
+        threading.Thread(target=lambda: reads.append(read(two_workers.url, params={"query": key})))
+        for _ in range(STREAMS)
+    ]
+
+    assert len(_workers(two_workers)) == WORKERS
+    for reader in readers:
+        reader.start()
+    # While every stream is open (2 s each), both workers hold some of them.
+    deadline = time.monotonic() + 10
+    while sum(_serving_each(two_workers, port)) < STREAMS:
+        assert time.monotonic() < deadline, _serving_each(two_workers, port)
+        time.sleep(0.05)
+    assert all(_serving_each(two_workers, port)), _serving_each(two_workers, port)
+    for reader in readers:
+        reader.join(20)
+
+    assert len(reads) == STREAMS
+    assert all(r.text == "".join(pieces) and "done" in r.last for r in reads)
+
+
+def _reading(url: str, key: str, into: list[Read | BaseException]) -> threading.Thread:
+    def run() -> None:
+        try:
+            into.append(read(url, params={"query": key}))
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            into.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_one_sigterm_drains_every_worker_and_exits_0(
+    two_workers: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    pieces = [f"piece {n} " for n in range(10)]
+    stub.reply(key, Reply(pieces=pieces, piece_delay=0.1))
+    workers = _workers(two_workers)
+    result: list[Read | BaseException] = []
+    reader = _reading(two_workers.url, key, result)
+    time.sleep(0.3)  # the answer is under way
+
+    two_workers.process.send_signal(signal.SIGTERM)
+    code = two_workers.process.wait(timeout=GRACE + 10)
+    reader.join(10)
+
+    assert code == 0
+    # The answer (1 s) fits in the grace: it completes.
+    answer = result[0]
+    assert isinstance(answer, Read), answer
+    assert answer.text == "".join(pieces)
+    assert "done" in answer.last
+    _gone, alive = psutil.wait_procs(workers, timeout=5)
+    assert not alive
+    # Their exit codes are the supervisor's to read: it exits 0 only if each did.
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(two_workers: RunningService) -> None:
+    workers = _workers(two_workers)
+    assert len(workers) == WORKERS
+
+    two_workers.process.kill()  # SIGKILL: the supervisor forwards nothing
+    two_workers.process.wait(5)
+
+    _gone, alive = psutil.wait_procs(workers, timeout=GRACE + 10)
+    assert not alive
