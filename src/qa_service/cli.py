@@ -90,6 +90,9 @@ def serve_command(host: str | None, port: int | None, *, worker: bool = False) -
         settings = load_settings().with_address(host, port)
         configure_logging(settings.log_level, settings.secret_values(), settings.log_format)
         if settings.workers > 1 and not worker:
+            if settings.port == 0:
+                # Each worker binds the port itself: port 0 would give each its own.
+                raise ConfigError("QA_WORKERS needs a fixed QA_PORT (or --port), not 0")
             check_answer_store(settings)
             return supervise(settings.workers, settings.host, settings.port)
         app = create_app(settings)
