@@ -566,11 +566,12 @@ async def scenario_load(
             "runs": runs[name],
         }
     result["stub"]["note"] = "cpu_s here is the stub's own CPU"
-    if result["chain_relay"]["cpu_s_per_1000_tokens"]:
-        result["cpu_ratio_service_to_chain_relay"] = (
-            result["service"]["cpu_s_per_1000_tokens"]
-            / result["chain_relay"]["cpu_s_per_1000_tokens"]
-        )
+    relay = result["chain_relay"]["cpu_s_per_1000_tokens"]
+    for name in ("service_base", "service"):
+        ours = result.get(name, {}).get("cpu_s_per_1000_tokens")
+        # Only when both completed streams: otherwise the exactness report says why not.
+        if relay and ours:
+            result[f"cpu_ratio_{name}_to_chain_relay"] = ours / relay
     return result
 
 
@@ -659,18 +660,20 @@ def load_lines(key: str, load: dict[str, Any], names: tuple[str, ...]) -> list[s
     ]
     for name in names:
         row = load[name]
-        cpu = "-" if name == "stub" else f"{row['cpu_s_per_1000_tokens']:.3f}"
+        per_token = row["cpu_s_per_1000_tokens"]
+        cpu = "-" if name == "stub" or per_token is None else f"{per_token:.3f}"
         lines.append(
             f"  {name:12} {cpu:>12} {row['ttft_p50_ms']:9.1f} {row['ttft_p99_ms']:9.1f}"
             f" {row['duration_ratio_median']:16.3f} {row['duration_ratio_worst']:6.3f}"
             f" {row['load_core_busy_max']:10.0%} {row['foreign_busy_max']:7.0%}"
         )
-    if "cpu_ratio_service_to_chain_relay" in load:
-        lines.append(
-            "  service / chain relay CPU per token:"
-            f" {load['cpu_ratio_service_to_chain_relay']:.2f}x"
-            f"  (stub's own CPU: {load['stub']['cpu_s_per_1000_tokens']:.3f} CPU-s/1k tok)"
-        )
+    for name in ("service_base", "service"):
+        if f"cpu_ratio_{name}_to_chain_relay" in load:
+            lines.append(
+                f"  {name} / chain relay CPU per token:"
+                f" {load[f'cpu_ratio_{name}_to_chain_relay']:.2f}x"
+            )
+    lines.append(f"  (stub's own CPU: {load['stub']['cpu_s_per_1000_tokens']:.3f} CPU-s/1k tok)")
     return lines
 
 
@@ -691,7 +694,11 @@ def report_text(report: dict[str, Any]) -> str:
         f"  pinning: {'ok' if pinning['ok'] else 'NOT PINNED'} ({pinning['detail']}) "
         + " ".join(f"{k}={v}" for k, v in pinning["affinity"].items()),
     ]
-    names = ("stub", "chain_relay", "service")
+    names = (
+        "stub",
+        "chain_relay",
+        *(n for n in ("service_base", "service") if n in report["targets"]),
+    )
     if single := report["scenarios"].get("a_single"):
         lines += [
             "\n(a) 1 stream: time to first text, ms (median; added = median - stub's median)",
@@ -713,7 +720,7 @@ def report_text(report: dict[str, Any]) -> str:
             f"  {'':12} {'before':>8} {'all open':>8} {'open':>5} {'MB/stream':>9}"
             f" {'max':>8} {'after':>8} {'complete':>8} {'TTFT p99':>9}",
         ]
-        for name in ("chain_relay", "service"):
+        for name in ("chain_relay", *(n for n in ("service_base", "service") if n in hold)):
             row = hold[name]
             lines.append(
                 f"  {name:12} {row['rss_before_mb']:8.1f} {row['rss_at_most_open_mb']:8.1f}"
@@ -751,7 +758,7 @@ def warnings(report: dict[str, Any]) -> list[str]:
         )
     for key, scenario in LOAD_SCENARIOS.items():
         load = report["scenarios"].get(scenario, {})
-        for name in ("stub", "chain_relay", "service"):
+        for name in ("stub", "chain_relay", "service_base", "service"):
             if name in load and load[name]["load_core_busy_max"] > LOAD_CORE_LIMIT:
                 found.append(
                     f"({key}) {name}: the stub and load generator kept core {LOAD_CORE}"
@@ -774,6 +781,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hold-streams", type=int, default=400, help="(c) streams held open")
     parser.add_argument("--hold-seconds", type=float, default=20.0, help="(c) each one's length")
     parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also measure the qa_service package in this src/ directory (earlier code, e.g."
+        " `git archive COMMIT src | tar -x -C DIR`) as service_base, in the same run",
+    )
+    parser.add_argument(
         "--scenarios", default="a,b,c,d", help="which to run, comma-separated (default a,b,c,d)"
     )
     return parser.parse_args(argv)
@@ -784,7 +797,7 @@ def main(argv: list[str] | None = None) -> None:
     started_wall, started_at = time.perf_counter(), datetime.now(UTC)
     report: dict[str, Any] = {
         "started_at": started_at.isoformat(timespec="seconds"),
-        "args": vars(args),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "git": git_commit(),
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -838,7 +851,15 @@ def main(argv: list[str] | None = None) -> None:
         stub = Target("stub", stub_url, stub_pid, "stub")
         chain = Target("chain_relay", chain_url, chain_pid, "chain_relay")
         qa = Target("service", service.url, service.process.pid, "service")
-        for target in (stub, chain, qa):
+        services = [qa]
+        if args.baseline_src is not None:
+            # Earlier code in the same run: its figures sit beside today's.
+            with spawned_on(SERVICE_CORE, pinning):
+                settings = {**service_settings(stub_url), "PYTHONPATH": str(args.baseline_src)}
+                base = stack.enter_context(run_service(settings, workdir))
+            services.insert(0, Target("service_base", base.url, base.process.pid, "service"))
+        report["targets"] = [t.name for t in (stub, chain, *services)]
+        for target in (stub, chain, *services):
             record_affinity(target.name, target.pid, pinning)
         record_affinity("load_generator", os.getpid(), pinning)
 
@@ -846,21 +867,23 @@ def main(argv: list[str] | None = None) -> None:
             # (c) first, while the processes are fresh: RSS growth is then not
             # hidden by memory the allocator kept from earlier scenarios.
             if "c" in wanted:
-                report["scenarios"]["c_hold"] = await scenario_hold([chain, qa], ledger, args)
+                report["scenarios"]["c_hold"] = await scenario_hold(
+                    [chain, *services], ledger, args
+                )
             if "a" in wanted:
                 report["scenarios"]["a_single"] = await scenario_single(
-                    [stub, chain, qa], ledger, args.single_samples, warmup=3
+                    [stub, chain, *services], ledger, args.single_samples, warmup=3
                 )
             for key, count in (("b", args.streams), ("d", args.many_streams)):
                 if key in wanted:
                     name = LOAD_SCENARIOS[key]
                     report["scenarios"][name] = await scenario_load(
-                        [stub, chain, qa], stub_pid, ledger, args, count, name
+                        [stub, chain, *services], stub_pid, ledger, args, count, name
                     )
 
         def ours() -> dict[int, float]:
             return {
-                SERVICE_CORE: cpu_seconds(chain.pid) + cpu_seconds(qa.pid),
+                SERVICE_CORE: cpu_seconds(chain.pid) + sum(cpu_seconds(t.pid) for t in services),
                 LOAD_CORE: cpu_seconds(stub.pid) + own_cpu(),
             }
 
