@@ -194,8 +194,9 @@ async def test_text_first_holds_empty_chunks_back_and_says_what_every_chunk_said
     held = [chunk async for chunk in model.astream("q")]
     stock = [chunk async for chunk in plain.astream("q")]
 
-    # Chunks that were waiting together may be merged (coalesce.py), never reordered.
-    assert held[0].content
+    # Up to the first text, chunk for chunk; after it, chunks that were waiting
+    # together may be merged (coalesce.py), never reordered.
+    assert [chunk.content for chunk in held[:2]] == ["", "a"]
     merged, expected = reduce(add, held), reduce(add, stock)
     assert merged.content == expected.content == "ab"
     assert merged.response_metadata == expected.response_metadata
