@@ -51,7 +51,7 @@ async def merge_texts(
             else:
                 yield item
     finally:
-        await ahead.close()
+        ahead.close()
 
 
 async def _next_text_within(

@@ -58,7 +58,7 @@ async def coalesce_waiting(
                     raise ended.error
                 return
     finally:
-        await ahead.close()
+        ahead.close()
 
 
 def merge_chunks(chunks: Sequence[ChatGenerationChunk]) -> ChatGenerationChunk:
