@@ -16,6 +16,9 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
+# The longest the reading task keeps the event loop in one go.
+TURN_SECONDS = 0.002
+
 @dataclass(frozen=True, slots=True)
 class Ended:
     """The source ended; with its exception if it failed."""
@@ -35,10 +38,19 @@ class ReadAhead(Generic[T]):
         self._task = asyncio.get_running_loop().create_task(self._read(source))
 
     async def _read(self, source: AsyncGenerator[T]) -> None:
+        loop = asyncio.get_running_loop()
         try:
             async with aclosing(source):
+                turn = loop.time()
                 async for item in source:
                     self.queue.put_nowait(item)
+                    if loop.time() - turn > TURN_SECONDS:
+                        # Everything one network read brought is parsed without
+                        # a pause; under load that is a lot, and a long turn
+                        # starves every other answer (leases lapsed at 200
+                        # streams, benchmarks/load.py (d)). Let the loop run.
+                        await asyncio.sleep(0)
+                        turn = loop.time()
         # Exception, never BaseException: our own cancel must end the task as cancelled.
         except Exception as exc:  # noqa: BLE001 - handed to the reader, which raises it
             self.queue.put_nowait(Ended(exc))
