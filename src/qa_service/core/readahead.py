@@ -19,6 +19,7 @@ T = TypeVar("T")
 # The longest the reading task keeps the event loop in one go.
 TURN_SECONDS = 0.002
 
+
 @dataclass(frozen=True, slots=True)
 class Ended:
     """The source ended; with its exception if it failed."""
