@@ -62,7 +62,8 @@ class TextFirstChatModel(BaseChatModel):
         # ChatOpenAI and ChatGroq both name their output cap max_tokens.
         max_tokens: int | None = getattr(self, "max_tokens", None)
         chunks = capped(provider, max_tokens)
-        async with aclosing(chunks):
+        handed_over = False
+        try:
             # Up to the first text, read in this task: a person waits for it,
             # and under load every hop through the read-ahead task costs a
             # turn of a busy event loop (benchmarks/load.py, TTFT at 100 streams).
@@ -74,10 +75,16 @@ class TextFirstChatModel(BaseChatModel):
             for early in held:
                 yield early
             # Then the rest, coalesced (leaving `async for` left `chunks` open).
+            # The read-ahead task owns `chunks` from here and closes it itself:
+            # closing it from here could find it running in that task.
             rest = coalesce_waiting(chunks, merge_chunks)
+            handed_over = True
             async with aclosing(rest):
                 async for chunk in rest:
                     yield chunk
+        finally:
+            if not handed_over:
+                await chunks.aclose()
 
 
 class TextFirstChatOpenAI(TextFirstChatModel, ChatOpenAI):
