@@ -6,6 +6,8 @@ that /ai_write would take, and refused the same way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 
@@ -15,22 +17,35 @@ from qa_service.api.validation import NOT_BLANK, describe_body_error, describe_q
 from qa_service.config import Settings
 from qa_service.core import errors
 from qa_service.generation.demo import SCENARIO_CONFIG_KEY, SCENARIOS
+from qa_service.generation.history import Role, Turn, trimmed
 from qa_service.generation.prompts import PROMPT_NAME
 
 
+class HistoryMessage(BaseModel):
+    """One earlier turn of the conversation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+    content: str
+
+
 class AskBody(BaseModel):
-    """`POST /ai_write` body: the same fields as the GET query string. A JSON
-    null is the same as leaving a field out (/openapi.json says so)."""
+    """`POST /ai_write` body: the GET query string's fields, and the earlier
+    turns. A JSON null is the same as leaving a field out (/openapi.json says so)."""
 
     model_config = ConfigDict(extra="forbid")
 
     query: str | None = None
     prompt: str | None = None
     scenario: str | None = None
+    # Oldest first; the new question stays in `query`.
+    history: list[HistoryMessage] | None = None
 
 
-# GET /ai_write's query string: AskBody's fields, and a stream ticket (api/auth.py).
-QUERY_PARAMETERS = (*AskBody.model_fields, "ticket")
+# GET /ai_write's query string: AskBody's fields but the history (a
+# conversation is a POST), and a stream ticket (api/auth.py).
+QUERY_PARAMETERS = (*(name for name in AskBody.model_fields if name != "history"), "ticket")
 
 
 def ask_from_query_string(request: Request) -> AskBody:
@@ -68,7 +83,18 @@ def checked_request(service: Service, ask: AskBody) -> AnswerRequest:
         question=_checked_query(ask.query, settings.max_query_chars),
         prompt=_checked_prompt(ask.prompt, service),
         configurable=_checked_scenario(ask.scenario, settings),
+        history=checked_history([Turn(m.role, m.content) for m in ask.history or ()], settings),
     )
+
+
+def checked_history(history: Sequence[Turn], settings: Settings) -> tuple[Turn, ...]:
+    """The turns to send: refused (422) past the hard limits, then trimmed to
+    the token budget. Every dialect's history goes through here."""
+    if len(history) > settings.max_history_messages:
+        raise errors.history_too_long(f"more than {settings.max_history_messages} messages")
+    if sum(len(turn.content) for turn in history) > settings.max_history_chars:
+        raise errors.history_too_long(f"more than {settings.max_history_chars} characters")
+    return trimmed(history, settings.max_history_tokens)
 
 
 def _checked_query(query: str | None, limit: int) -> str:

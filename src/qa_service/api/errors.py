@@ -19,11 +19,13 @@ from qa_service.observability.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# Where a refusal is a refused answer (qa_refusals_total), in every dialect.
+ANSWER_PATHS = frozenset({"/ai_write", "/v1/chat/completions", "/api/chat"})
 
 
 def install_error_handlers(app: FastAPI) -> None:
     def refuse(request: Request, public: PublicError) -> JSONResponse:
-        if request.url.path == "/ai_write":
+        if request.url.path in ANSWER_PATHS:
             telemetry: Telemetry = request.app.state.telemetry
             telemetry.refused(public.code)
         return error_response(public)

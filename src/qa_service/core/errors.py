@@ -2,7 +2,7 @@
 generation/failures.py maps provider and transport failures onto these codes.
 
     QAServiceError              refused before the stream starts: JSON 4xx/5xx
-    ├── InvalidQueryError       query_required, query_too_long
+    ├── InvalidQueryError       query_required, query_too_long, history_too_long
     ├── UnknownPromptError      unknown_prompt
     ├── UnknownScenarioError    unknown_scenario
     ├── NotReadyError           not_ready
@@ -100,6 +100,12 @@ def query_required() -> InvalidQueryError:
 def query_too_long(limit: int) -> InvalidQueryError:
     return InvalidQueryError(
         PublicError("query_too_long", f"The query is longer than {limit} characters.", False, 422)
+    )
+
+
+def history_too_long(detail: str) -> InvalidQueryError:
+    return InvalidQueryError(
+        PublicError("history_too_long", f"The history has {detail}.", False, 422)
     )
 
 
