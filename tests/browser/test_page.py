@@ -8,8 +8,8 @@ from typing import Any
 from playwright.sync_api import Page, expect
 
 from qa_service.wire.native import RECONNECT_MS
-from tests.integration.test_answers import HARD_PIECES
 from tests.browser.conftest import copied_answer
+from tests.integration.test_answers import HARD_PIECES
 from tests.support import unicode_recording
 from tests.support.providers import marker
 from tests.support.service import RunningService

@@ -179,7 +179,10 @@ def test_screenshots_of_each_state(
     _ask(page, " ")
     shot("blank")
 
-    key = marker()
+    key, cut = marker(), marker()
+    # The cut question follows up on the first, so its request holds both
+    # markers: the stub answers with the reply registered first that it finds.
+    stub.reply(cut, Reply(pieces=["half ", "an ", "answer"], cut_after_pieces=2))
     stub.reply(key, Reply(pieces=["The tide ", "rises."], first_delay=1.5))
     if provider == "demo":
         page.get_by_label("Demo scenario").select_option("slow_first_token")
@@ -193,8 +196,6 @@ def test_screenshots_of_each_state(
     else:
         expect(page.locator("#stats")).to_contain_text("finished", timeout=5_000)
         shot("answered")
-        cut = marker()
-        stub.reply(cut, Reply(pieces=["half ", "an ", "answer"], cut_after_pieces=2))
         _ask(page, cut)
     expect(page.get_by_role("alert")).to_be_visible(timeout=15_000)
     shot("error")

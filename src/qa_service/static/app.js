@@ -41,6 +41,7 @@ const keyInput = $("api-key");
 const keyHelp = $("key-help");
 
 let maxChars = null; // from /readyz
+const FIRST_PLACEHOLDER = question.placeholder;
 let current = null; // the running answer's handle from startAnswer
 let lastRequest = null; // {query, prompt, scenario, turn}: what Try again and a new key ask again
 
@@ -306,7 +307,7 @@ function newConversation() {
   thread.clear();
   threadSection.hidden = true;
   lastRequest = null;
-  question.placeholder = "photosynthesis";
+  question.placeholder = FIRST_PLACEHOLDER;
   question.focus();
 }
 
