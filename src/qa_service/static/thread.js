@@ -13,6 +13,7 @@
 import { renderMarkdown } from "/static/markdown.js";
 
 const COPIED_MS = 2000;
+const COPY_LABEL = "Copy answer";
 
 export class Turn {
   constructor(element, question) {
@@ -26,6 +27,7 @@ export class Turn {
     this.note = element.querySelector(".turn-note");
     this.copyButton = element.querySelector(".copy-answer");
     this.frame = 0;
+    this.copiedTimer = 0;
     this.handle = null; // the page's current try at this answer
     this.error = null; // {code, message, retryable} once it failed
     element.querySelector(".question-text").textContent = question;
@@ -68,7 +70,6 @@ export class Turn {
   }
 
   async copy() {
-    const label = this.copyButton.textContent;
     try {
       await navigator.clipboard.writeText(this.source);
       this.copyButton.textContent = "Copied";
@@ -77,7 +78,8 @@ export class Turn {
       getSelection().selectAllChildren(this.answer);
       this.copyButton.textContent = "Selected: press Ctrl+C";
     }
-    setTimeout(() => (this.copyButton.textContent = label), COPIED_MS);
+    clearTimeout(this.copiedTimer);
+    this.copiedTimer = setTimeout(() => (this.copyButton.textContent = COPY_LABEL), COPIED_MS);
   }
 }
 
