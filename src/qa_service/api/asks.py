@@ -7,6 +7,7 @@ that /ai_write would take, and refused the same way.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
@@ -67,11 +68,19 @@ def resumes(request: Request) -> bool:
 
 
 async def read_ask_body(service: Service, request: Request) -> AskBody:
-    """A POST's JSON body: declared as JSON, capped in size, then validated."""
+    return await read_json_body(service, request, AskBody)
+
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+async def read_json_body(service: Service, request: Request, model: type[Body]) -> Body:
+    """A POST's JSON body, in any dialect: declared as JSON, capped in size,
+    then validated; refused (JSON 4xx) naming the field, never the value."""
     require_json(request)
     body = await read_capped_body(request, body_limit(service.settings))
     try:
-        return AskBody.model_validate_json(body)
+        return model.model_validate_json(body)
     except ValidationError as exc:
         raise errors.invalid_request(describe_body_error(exc, body)) from None
 
@@ -80,7 +89,7 @@ def checked_request(service: Service, ask: AskBody) -> AnswerRequest:
     """The answer `ask` asks for; refused (JSON 422) before any upstream call."""
     settings = service.settings
     return AnswerRequest(
-        question=_checked_query(ask.query, settings.max_query_chars),
+        question=checked_query(ask.query, settings.max_query_chars),
         prompt=_checked_prompt(ask.prompt, service),
         configurable=_checked_scenario(ask.scenario, settings),
         history=checked_history([Turn(m.role, m.content) for m in ask.history or ()], settings),
@@ -97,7 +106,7 @@ def checked_history(history: Sequence[Turn], settings: Settings) -> tuple[Turn, 
     return trimmed(history, settings.max_history_tokens)
 
 
-def _checked_query(query: str | None, limit: int) -> str:
+def checked_query(query: str | None, limit: int) -> str:
     if query is None or not NOT_BLANK.search(query):
         raise errors.query_required()
     if len(query) > limit:
