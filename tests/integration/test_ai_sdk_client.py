@@ -39,12 +39,14 @@ def replicas(stub: UpstreamStub, workdir: Path) -> Iterator[tuple[RunningService
 
 def _plan(stub: UpstreamStub, a: RunningService, b: RunningService) -> dict[str, object]:
     """Questions the stub answers in scripted ways, and what the client must see."""
-    exact, length, failing, slow = (marker() for _ in range(4))
+    exact, length, failing, slow, silent = (marker() for _ in range(5))
     # Multi-byte characters arrive split: the stub writes 7 bytes at a time.
     stub.reply(exact, Reply(pieces=HARD_PIECES, write_slice_bytes=7))
     stub.reply(length, Reply(pieces=["cut ", "short"], finish_reason="length"))
     stub.reply(failing, Reply(pieces=["partial ", "text ", "lost"], cut_after_pieces=2))
     stub.reply(slow, Reply(pieces=SLOW_PIECES, piece_delay=0.05))
+    # Keep-alives (every 0.2 s, provider_settings) while the model is silent.
+    stub.reply(silent, Reply(pieces=["After ", "a pause."], first_delay=1.2))
     return {
         "url": a.url,
         "resumeUrl": b.url,
@@ -53,6 +55,7 @@ def _plan(stub: UpstreamStub, a: RunningService, b: RunningService) -> dict[str,
         "failing": {"question": failing},
         "slow": {"question": slow, "text": "".join(SLOW_PIECES)},
         "blank": {"question": " \n\t"},
+        "silent": {"question": silent, "text": "After a pause."},
     }
 
 
@@ -77,6 +80,6 @@ def test_the_ai_sdk_clients_read_answers_errors_and_resumes(
     output = result.stdout + result.stderr
     print(output)
     assert result.returncode == 0, output
-    # Six tests for each of the four clients ran, and passed.
-    assert "\n# pass 24\n" in output, output
+    # Seven tests for each of the four clients ran, and passed.
+    assert "\n# pass 28\n" in output, output
     assert "\n# fail 0\n" in output, output

@@ -149,8 +149,8 @@ async def test_a_chat_is_found_only_by_the_client_that_started_it() -> None:
 async def test_a_value_put_again_lives_its_full_ttl_and_expired_ones_are_swept() -> None:
     now = [0.0]
     values = MemoryValues(lambda: now[0])
-    await values.put("old", "1", 60)
     await values.put("again", "1", 60)
+    await values.put("old", "1", 60)
     now[0] = 30
     await values.put("again", "2", 60)  # moves to the end: the sweep order stays right
     now[0] = 61

@@ -8,7 +8,8 @@
 // stub and the service and passes what it scripted in QA_AI_SDK_PLAN (the file
 // name keeps `node --test tests/js/` from running it without them):
 //   { url, resumeUrl, exact: {question, text}, length: {question, text},
-//     failing: {question}, slow: {question, text}, blank: {question} }
+//     failing: {question}, slow: {question, text}, blank: {question},
+//     silent: {question, text} }
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
@@ -46,20 +47,25 @@ async function send(sdk, chatId, question, abortSignal) {
 }
 
 // The last message readUIMessageStream built, and the chunks' finish reason.
+// Either read failing fails the whole (Promise.all: neither is left unhandled).
 async function readAll(sdk, chunks) {
   const [forMessage, forFinish] = chunks.tee();
-  const finish = (async () => {
+  const finishReason = (async () => {
     let reason;
     for await (const chunk of forFinish) {
       if (chunk.type === "finish") reason = chunk.finishReason;
     }
     return reason;
   })();
-  let message;
-  for await (const snapshot of sdk.readUIMessageStream({ stream: forMessage, terminateOnError: true })) {
-    message = snapshot;
-  }
-  return { message, finishReason: await finish };
+  const message = (async () => {
+    let last;
+    for await (const snapshot of sdk.readUIMessageStream({ stream: forMessage, terminateOnError: true })) {
+      last = snapshot;
+    }
+    return last;
+  })();
+  const [built, reason] = await Promise.all([message, finishReason]);
+  return { message: built, finishReason: reason };
 }
 
 function textOf(message) {
@@ -76,6 +82,13 @@ for (const [name, sdk] of Object.entries(SDKS)) {
     assert.equal(textOf(message), plan.exact.text);
     assert.equal(message.role, "assistant");
     assert.match(message.id, /^[A-Za-z0-9_-]{22}$/); // our answer id
+    assert.equal(finishReason, "stop");
+  });
+
+  test(`${name}: keep-alives while the model is silent do not disturb the stream`, TEST, async () => {
+    const { message, finishReason } = await readAll(sdk, await send(sdk, `silent-${name}`, plan.silent.question));
+
+    assert.equal(textOf(message), plan.silent.text);
     assert.equal(finishReason, "stop");
   });
 
