@@ -451,3 +451,36 @@ def test_a_later_answer_of_the_chat_replaces_the_earlier_one(
     assert done.status == 200
     assert resumed.chunks[0] == start
     assert resumed.text == "".join(SLOW_PIECES)
+
+
+def test_a_chat_index_that_cannot_be_written_refuses_503_and_stops_the_answer(
+    stub: UpstreamStub, tmp_path: Path
+) -> None:
+    """Redis takes the answer but refuses the chat's key (an ACL stands in for a
+    Redis that fails at that moment): nothing will read the answer, so it stops."""
+    question = marker()
+    stub.reply(question, Reply(pieces=SLOW_PIECES, piece_delay=0.05))
+    with run_redis(tmp_path) as redis:
+        redis.client().acl_setuser(
+            "svc",
+            enabled=True,
+            passwords=["+not-a-real-secret"],
+            keys=["qa:answer:*", "qa:limits*", "qa:slots:*", "qa:ticket:*"],
+            channels=["*"],
+            categories=["+@all"],
+        )
+        settings = {
+            **provider_settings("openai", stub),
+            "QA_REDIS_URL": f"redis://svc:not-a-real-secret@127.0.0.1:{redis.port}/0",
+            # Long: without the stop, the answer would run on to its end.
+            "QA_RESUME_GRACE_SECONDS": "30",
+        }
+        with run_service(settings, tmp_path) as service:
+            response = httpx.post(f"{service.url}/api/chat", json=chat_body(question))
+            record = service.answer_record(response.headers["x-request-id"])
+
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "store_unavailable"
+    assert (record["outcome"], record["error_code"]) == ("error", "store_unavailable")
+    # Stopped at once: the provider never wrote the whole answer.
+    assert not any(exchange.completed for exchange in stub.exchanges_for(question))

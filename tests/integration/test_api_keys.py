@@ -281,6 +281,8 @@ def test_the_schema_says_which_operations_take_a_bearer_key(keyed: RunningServic
         ("/ai_write", "head"),
         ("/ai_write", "post"),
         ("/stream-tickets", "post"),
+        ("/api/chat", "post"),
+        ("/api/chat/{chat_id}/stream", "get"),
     }
     ticket = [p for p in schema["paths"]["/ai_write"]["get"]["parameters"] if p["name"] == "ticket"]
     assert ticket[0]["in"] == "query"

@@ -20,6 +20,7 @@ from qa_service.api.deps import Service, ServiceDep, client_of
 from qa_service.api.guards import STARTS_DIALECT_ANSWERS
 from qa_service.api.opening import open_answer
 from qa_service.api.ui_messages import ask_of, read_chat_body
+from qa_service.core import errors
 from qa_service.core.events import AnswerEvent
 from qa_service.wire import sse, vercel
 
@@ -40,7 +41,10 @@ async def chat(service: ServiceDep, request: Request) -> Response:
     try:
         await service.chats.remember(client_of(request), body.id, opened.answer_id)
     except BaseException:
-        await opened.events.aclose()  # never read: the run's grace period ends it
+        # The store failed (or the client left): the answer will never be sent,
+        # so it must not run on, unread and paid for.
+        await opened.events.aclose()
+        await service.registry.cancel(opened.answer_id, errors.STORE_UNAVAILABLE, "error")
         raise
     response = _ui_message_stream(service, opened.events, opened.shutdown)
     response.headers.update(opened.headers)
