@@ -13,6 +13,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -76,7 +77,9 @@ def read_chat(
     """POST /api/chat with `body`, or without one GET the resume of `chat_id`; all of it."""
     deadline = time.monotonic() + timeout
     method, url = (
-        ("POST", "/api/chat") if body is not None else ("GET", f"/api/chat/{chat_id}/stream")
+        ("POST", "/api/chat")
+        if body is not None
+        else ("GET", f"/api/chat/{quote(chat_id, safe='')}/stream")
     )
     with (
         httpx.Client(timeout=timeout) as client,
@@ -419,7 +422,7 @@ def test_a_chat_resumes_from_its_start_for_its_client_only_then_204(
 ) -> None:
     question = marker()
     stub.reply(question, Reply(pieces=SLOW_PIECES, piece_delay=0.05))
-    chat_id = "the same id for both clients"
+    chat_id = "the same id/for both clients"  # any characters, a slash too
 
     # Some text arrived, and the page reloads.
     hang_up_at(keyed_pair.a.url, chat_body(question, chat_id), "text-delta", bearer(KEY_A))

@@ -52,7 +52,8 @@ async def chat(service: ServiceDep, request: Request) -> Response:
 
 
 @router.get(
-    "/api/chat/{chat_id}/stream",
+    # :path, so a chat id with a slash in it (sent as %2F) still reaches here.
+    "/api/chat/{chat_id:path}/stream",
     response_class=EventSourceResponse,
     operation_id="chat_resume",
     dependencies=STARTS_DIALECT_ANSWERS,
