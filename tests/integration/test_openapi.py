@@ -21,9 +21,10 @@ from tests.support.service import RunningService, run_service
 # spent, and the count would follow the machine's speed. With a fixed seed the
 # count is the same on every run, and a failure can be replayed. The issue
 # asks for 1,000 generated requests across every route: the run against the
-# stub's provider generates 1,727 with /api/chat (1,099 before it; 58 s under coverage on a 2-core machine
-# that another test run shared). A demo answer is 100 events, each checked
-# against the schema, so its run, there for the scenario field, is smaller.
+# stub's provider generates 1,727 with /api/chat (1,099 before it, in 58 s
+# under coverage on a 2-core machine that another test run shared). A demo
+# answer is 100 events, each checked against the schema, so its run, there
+# for the scenario field, is smaller.
 EXAMPLES = {"openai": 150, "demo": 15}
 MIN_CASES = {"openai": 1000, "demo": 250}
 
