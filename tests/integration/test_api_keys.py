@@ -284,6 +284,8 @@ def test_the_schema_says_which_operations_take_a_bearer_key(keyed: RunningServic
         ("/v1/chat/completions", "post"),
         ("/v1/models", "get"),
         ("/v1/models/{model}", "get"),
+        ("/api/chat", "post"),
+        ("/api/chat/{chat_id}/stream", "get"),
     }
     # Only GET and HEAD /ai_write may go without the key (a ticket instead).
     optional = {

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from qa_service.access.admission import Admission
 from qa_service.access.keys import KeyRing
 from qa_service.access.tickets import StreamTickets
+from qa_service.answers.chats import ChatAnswers
 from qa_service.answers.registry import AnswerRegistry
 from qa_service.api.origins import page_may_start_answers
 from qa_service.config import Settings
@@ -31,6 +32,7 @@ class Service:
     telemetry: Telemetry
     admission: Admission
     tickets: StreamTickets
+    chats: ChatAnswers
     # None: no keys are configured, and anyone may start an answer.
     keys: KeyRing | None = None
     probe: ProviderProbe | None = None

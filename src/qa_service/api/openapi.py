@@ -26,6 +26,13 @@ from qa_service.api.openapi_models import (
     STREAM_EXAMPLE,
 )
 from qa_service.api.openapi_openai import describe_openai_operations
+from qa_service.api.openapi_vercel import (
+    CHAT,
+    CHAT_RESUME,
+    KEYED_CHAT_OPERATIONS,
+    add_chat_schemas,
+    chat_operation,
+)
 from qa_service.api.validation import NOT_BLANK_PATTERN
 from qa_service.config import Settings
 from qa_service.generation.demo import SCENARIOS
@@ -103,6 +110,7 @@ def build_openapi(
         "required": ["query"],
         "additionalProperties": False,
     }
+    add_chat_schemas(components, _or_null(fields["prompt"]))
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             _describe_operation(operation, path, method, fields)
@@ -127,7 +135,7 @@ def require_bearer(schema: dict[str, Any]) -> None:
     that /docs offers an Authorize button. GET and HEAD /ai_write may use a `ticket` instead."""
     schemes = schema["components"].setdefault("securitySchemes", {})
     schemes["apiKey"] = {"type": "http", "scheme": "bearer", "description": "An API key."}
-    for path, method in KEYED_OPERATIONS:
+    for path, method in (*KEYED_OPERATIONS, *KEYED_CHAT_OPERATIONS):
         alternatives: list[dict[str, list[str]]] = [{"apiKey": []}]
         if path == "/ai_write" and method != "post":
             alternatives.append({})  # or the `ticket` query parameter
@@ -137,6 +145,9 @@ def require_bearer(schema: dict[str, Any]) -> None:
 def _describe_operation(
     operation: dict[str, Any], path: str, method: str, fields: dict[str, dict[str, Any]]
 ) -> None:
+    if path in (CHAT, CHAT_RESUME):
+        chat_operation(path, operation, _stream_responses("post"))
+        return
     responses = _responses_for(path, method)
     if responses is None:
         return
