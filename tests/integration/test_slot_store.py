@@ -13,7 +13,7 @@ LEASE = 0.4
 
 
 async def _lease_life(url: str) -> tuple[bool, bool, bool, bool]:
-    async with open_redis_client(url) as client:
+    async with open_redis_client(url, max_streams=10) as client:
         store = RedisSlotStore(client)
         assert await store.take("c", "kept", 2, LEASE)
         assert await store.take("c", "lapsing", 2, LEASE)

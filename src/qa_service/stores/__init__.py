@@ -58,7 +58,7 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
     from qa_service.stores.slots import RedisSlotStore
 
     url = settings.redis_url.get_secret_value()
-    async with open_redis_client(url) as client:
+    async with open_redis_client(url, settings.max_streams) as client:
         yield Stores(
             RedisAnswerStore(client, settings.resume_ttl_seconds, max_logged_events(settings)),
             redis_limit_counters(client, url),

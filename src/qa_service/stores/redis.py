@@ -231,10 +231,14 @@ def unreachable(url: str, timeout: float = 3.0) -> str | None:
 
 
 @asynccontextmanager
-async def open_redis_client(url: str) -> AsyncIterator[aioredis.Redis]:
+async def open_redis_client(url: str, max_streams: int) -> AsyncIterator[aioredis.Redis]:
     """A client on `url`, checked with PING; raises StoreUnavailableError if unreachable."""
     client = aioredis.Redis.from_url(
         url,
+        # Every open stream's reader holds a connection through each XREAD
+        # BLOCK, beside its producer's appends: redis-py's default pool of 100
+        # ended streams past about 90 with store_unavailable (MaxConnectionsError).
+        max_connections=2 * max_streams + 16,
         # Bridges a dropped connection, a restart or a failover of a second or
         # so (0.1 + 0.2 + 0.4 + 0.5 s of backoff); longer is an outage. The
         # asyncio Retry: the sync one never sees an async command fail.
