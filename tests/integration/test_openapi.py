@@ -21,8 +21,8 @@ from tests.support.service import RunningService, run_service
 # spent, and the count would follow the machine's speed. With a fixed seed the
 # count is the same on every run, and a failure can be replayed. The issue
 # asks for 1,000 generated requests across every route: the run against the
-# stub's provider generates 1,727 with /api/chat (1,099 before it, in 58 s
-# under coverage on a 2-core machine that another test run shared). A demo
+# stub's provider generates 2,249 with the /v1 and /api/chat routes (1,099
+# before them, in 58 s under coverage on a shared 2-core machine). A demo
 # answer is 100 events, each checked against the schema, so its run, there
 # for the scenario field, is smaller.
 EXAMPLES = {"openai": 150, "demo": 15}
