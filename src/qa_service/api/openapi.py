@@ -20,10 +20,11 @@ from fastapi.openapi.utils import get_openapi
 
 from qa_service.api.openapi_models import (
     EVENT_MODELS,
-    REF,
     SCHEMA_MODELS,
     STREAM_DESCRIPTION,
     STREAM_EXAMPLE,
+    add_models,
+    ref,
 )
 from qa_service.api.openapi_openai import describe_openai_operations
 from qa_service.api.openapi_vercel import (
@@ -70,10 +71,7 @@ def build_openapi(
     # FastAPI's validation error shape is never sent: refusals are ErrorBody.
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
-    for model in SCHEMA_MODELS:
-        model_schema = model.model_json_schema(ref_template=REF)
-        components.update(model_schema.pop("$defs", {}))
-        components[model.__name__] = model_schema
+    add_models(components, SCHEMA_MODELS)
     components["StreamEvent"] = {
         "title": "StreamEvent",
         "description": "One event of the stream; its `data` is one JSON object with one key.",
@@ -90,7 +88,7 @@ def build_openapi(
             "data": {
                 "type": "string",
                 "contentMediaType": "application/json",
-                "contentSchema": {"oneOf": [_ref(model.__name__) for model in EVENT_MODELS]},
+                "contentSchema": {"oneOf": [ref(model.__name__) for model in EVENT_MODELS]},
             },
         },
         "required": ["data"],
@@ -245,12 +243,8 @@ def _or_null(field: dict[str, Any]) -> dict[str, Any]:
     return {**field, "type": ["string", "null"], "enum": [*field["enum"], None]}
 
 
-def _ref(model: str) -> dict[str, str]:
-    return {"$ref": REF.format(model=model)}
-
-
 def _json(model: str, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+    return {"description": description, "content": {"application/json": {"schema": ref(model)}}}
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -271,7 +265,7 @@ def _stream_responses(method: str) -> dict[str, Any]:
                 # One event, as OpenAPI 3.2's itemSchema describes event streams
                 # (3.1 has no itemSchema; validators such as schemathesis read
                 # `schema` of an event stream this way).
-                "schema": _ref("StreamEvent"),
+                "schema": ref("StreamEvent"),
                 "example": STREAM_EXAMPLE,
             }
         },
@@ -364,7 +358,7 @@ _BODY_TOO_LARGE = _error(
 _NOT_JSON = _error("`unsupported_media_type`: the body is not declared as application/json.")
 _ASK_BODY = {
     "required": True,
-    "content": {"application/json": {"schema": _ref("AskBody")}},
+    "content": {"application/json": {"schema": ref("AskBody")}},
 }
 _TICKET_RESPONSES: dict[str, Any] = {
     "200": _json("StreamTicket", "A ticket for this one request, until it expires."),

@@ -13,8 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from qa_service.api.openai_chat import ChatCompletionRequest
+from qa_service.api.openapi_models import add_models, ref
 
-REF = "#/components/schemas/{model}"
 PATHS = ("/v1/chat/completions", "/v1/models", "/v1/models/{model}")
 
 
@@ -123,14 +123,10 @@ the stream started is one `OpenAIErrorBody` event. `: keep-alive` comment lines
 come while the model is silent. `stream: false`: one `ChatCompletion`."""
 
 
-def _ref(model: str) -> dict[str, str]:
-    return {"$ref": REF.format(model=model)}
-
-
 def _error(description: str) -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/json": {"schema": _ref("OpenAIErrorBody")}},
+        "content": {"application/json": {"schema": ref("OpenAIErrorBody")}},
     }
 
 
@@ -157,7 +153,7 @@ _COMPLETION_RESPONSES: dict[str, Any] = {
                     "required": ["data"],
                 }
             },
-            "application/json": {"schema": _ref("ChatCompletion")},
+            "application/json": {"schema": ref("ChatCompletion")},
         },
     },
     **_COMMON_ERRORS,
@@ -206,18 +202,12 @@ _MODEL_PARAMETER = {
 def describe_openai_operations(schema: dict[str, Any], prompts: Iterable[str]) -> None:
     """Describe the /v1 operations in `schema`, which FastAPI generated."""
     components = schema["components"]["schemas"]
-    for model in SCHEMA_MODELS:
-        model_schema = model.model_json_schema(ref_template=REF)
-        components.update(model_schema.pop("$defs", {}))
-        components[model.__name__] = model_schema
-    request = ChatCompletionRequest.model_json_schema(ref_template=REF)
-    components.update(request.pop("$defs", {}))
-    request["properties"]["model"] = {
+    add_models(components, (*SCHEMA_MODELS, ChatCompletionRequest))
+    components["ChatCompletionRequest"]["properties"]["model"] = {
         "type": "string",
         "enum": sorted(prompts),
         "description": "A prompt name (GET /v1/models); it picks the prompt, not the LLM.",
     }
-    components["ChatCompletionRequest"] = request
     paths = schema["paths"]
     paths["/v1/chat/completions"]["post"].update(
         summary="An answer as an OpenAI chat completion, streamed or whole",
@@ -226,7 +216,7 @@ def describe_openai_operations(schema: dict[str, Any], prompts: Iterable[str]) -
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": _ref("ChatCompletionRequest"),
+                    "schema": ref("ChatCompletionRequest"),
                     "examples": _REQUEST_EXAMPLES,
                 }
             },
@@ -239,7 +229,7 @@ def describe_openai_operations(schema: dict[str, Any], prompts: Iterable[str]) -
         responses={
             "200": {
                 "description": "Every prompt.",
-                "content": {"application/json": {"schema": _ref("ModelList")}},
+                "content": {"application/json": {"schema": ref("ModelList")}},
             },
             **copy.deepcopy(_COMMON_ERRORS),
         },
@@ -251,7 +241,7 @@ def describe_openai_operations(schema: dict[str, Any], prompts: Iterable[str]) -
         responses={
             "200": {
                 "description": "The prompt.",
-                "content": {"application/json": {"schema": _ref("Model")}},
+                "content": {"application/json": {"schema": ref("Model")}},
             },
             "404": _error("`model_not_found`."),
             **copy.deepcopy(_COMMON_ERRORS),

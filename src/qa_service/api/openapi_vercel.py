@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from qa_service.api.openapi_models import REF
 from qa_service.api.ui_messages import MAX_CHAT_ID_CHARS
 
-REF = "#/components/schemas/{model}"
 CHAT = "/api/chat"
 CHAT_RESUME = "/api/chat/{chat_id}/stream"
 # Both need `Authorization: Bearer` when API keys are on (api/guards.py).
