@@ -74,11 +74,14 @@ async def read_ask_body(service: Service, request: Request) -> AskBody:
 Body = TypeVar("Body", bound=BaseModel)
 
 
-async def read_json_body(service: Service, request: Request, model: type[Body]) -> Body:
-    """A POST's JSON body, in any dialect: declared as JSON, capped in size,
-    then validated; refused (JSON 4xx) naming the field, never the value."""
+async def read_json_body(
+    service: Service, request: Request, model: type[Body], extra_bytes: int = 0
+) -> Body:
+    """A POST's JSON body, in any dialect: declared as JSON, capped in size
+    (`extra_bytes` over the common cap, for a dialect's own wrapping), then
+    validated; refused (JSON 4xx) naming the field, never the value."""
     require_json(request)
-    body = await read_capped_body(request, body_limit(service.settings))
+    body = await read_capped_body(request, body_limit(service.settings) + extra_bytes)
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:

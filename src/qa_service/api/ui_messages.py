@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 
-from qa_service.api.asks import AskBody, HistoryMessage
-from qa_service.api.deps import Service, body_limit, read_capped_body, require_json
-from qa_service.api.validation import describe_body_error, named
+from qa_service.api.asks import AskBody, HistoryMessage, read_json_body
+from qa_service.api.deps import Service
+from qa_service.api.validation import named
 from qa_service.core import errors
 
 # The longest chat id taken. useChat's own are 16 characters, a UUID is 36.
@@ -66,15 +66,9 @@ class ChatBody(BaseModel):
 
 
 async def read_chat_body(service: Service, request: Request) -> ChatBody:
-    """The JSON body: declared as JSON, capped in size, then validated."""
-    require_json(request)
-    settings = service.settings
-    limit = body_limit(settings) + settings.max_history_messages * UI_MESSAGE_OVERHEAD_BYTES
-    body = await read_capped_body(request, limit)
-    try:
-        return ChatBody.model_validate_json(body)
-    except ValidationError as exc:
-        raise errors.invalid_request(describe_body_error(exc, body)) from None
+    """The JSON body, with room for each history message's ids, roles and parts."""
+    overhead = service.settings.max_history_messages * UI_MESSAGE_OVERHEAD_BYTES
+    return await read_json_body(service, request, ChatBody, extra_bytes=overhead)
 
 
 def ask_of(chat: ChatBody) -> AskBody:
