@@ -2,8 +2,9 @@
 # Set up and run the whole test suite: ./scripts/test.sh
 # Lint, types, then unit, integration and container tests (the real service
 # under uvicorn, and the Docker image under podman, against a loopback stub of
-# the providers' HTTP APIs), the JS client's tests under node, and the browser
-# tests in headless Chromium. Nothing leaves 127.0.0.1.
+# the providers' HTTP APIs; the AI SDK's own client among them), the JS client's
+# tests under node, and the browser tests in headless Chromium. Nothing leaves
+# 127.0.0.1 but the one `npm ci` of the JS tests' lockfile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== system packages"
@@ -12,6 +13,16 @@ echo "== system packages"
 PYTEST_ARGS=("$@")
 set --
 source scripts/bootstrap.sh
+
+echo "== npm ci: the JS tests' dependencies (tests/js/package-lock.json)"
+# The AI SDK's client, each major side by side, for tests/js/ai-sdk/ (driven by
+# tests/integration/test_ai_sdk_client.py). Installed again only when the
+# lockfile changed; npm's cache (~/.npm) makes a reinstall an offline copy.
+lock_sum=$(sha256sum tests/js/package-lock.json | cut -d" " -f1)
+if [ "$(cat tests/js/node_modules/.lock-sha256 2>/dev/null)" != "$lock_sum" ]; then
+    npm ci --prefix tests/js --prefer-offline --no-audit --no-fund --loglevel=error
+    echo "$lock_sum" >tests/js/node_modules/.lock-sha256
+fi
 
 echo "== ruff"
 uv run --frozen ruff format --check src tests benchmarks

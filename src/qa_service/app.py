@@ -16,9 +16,10 @@ from qa_service import __version__
 from qa_service.access.admission import open_admission
 from qa_service.access.keys import load_key_ring
 from qa_service.access.tickets import StreamTickets
+from qa_service.answers.chats import ChatAnswers
 from qa_service.answers.registry import AnswerRegistry
 from qa_service.answers.run import RunTiming
-from qa_service.api import answers, ops, tickets
+from qa_service.api import answers, openai_chat, ops, tickets, vercel
 from qa_service.api.deps import Service
 from qa_service.api.errors import install_error_handlers
 from qa_service.api.openapi import install_openapi
@@ -86,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
                 telemetry,
                 admission,
                 StreamTickets(stores.tickets, settings.ticket_ttl_seconds),
+                ChatAnswers(stores.chats, settings.resume_ttl_seconds),
                 keys=keys,
                 probe=probe,
             )
@@ -131,6 +133,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(answers.router)
     app.include_router(tickets.router)
+    app.include_router(openai_chat.router)
+    app.include_router(vercel.router)
     app.include_router(ops.router)
     install_web(app, settings)
     install_openapi(app, settings, prompts)

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     prompts_dir: Path = Path("prompts")
     default_prompt: str = "explain"
     max_query_chars: int = Field(default=4000, ge=1)
+    # A conversation's earlier turns: refused (422) past these, before any
+    # upstream call; then trimmed, oldest turns first, to the token budget
+    # (estimated at about four characters a token). 0 tokens: no history sent.
+    max_history_messages: int = Field(default=50, ge=0, le=1000)
+    max_history_chars: int = Field(default=32_000, ge=0, le=1_000_000)
+    max_history_tokens: int = Field(default=2000, ge=0)
     keepalive_seconds: float = Field(default=15.0, gt=0)
     send_timeout_seconds: float = Field(default=30.0, gt=0)
     # Runs of text events merged on the wire within this window (0: off).

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from tests.support.service import RunningService, run_service
 
@@ -66,8 +66,18 @@ def open_page(
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    with open_page(browser) as opened:
+    # The clipboard, for the page's copy buttons (and the tests that read what they copied).
+    with open_page(browser, permissions=["clipboard-read", "clipboard-write"]) as opened:
         yield opened
+
+
+def copied_answer(page: Page) -> str:
+    """The latest answer's Markdown source, as its copy button puts it on the clipboard."""
+    button = page.locator(".turn").last.get_by_role("button", name="Copy answer")
+    button.click()
+    expect(page.locator(".turn").last.locator(".copy-answer")).to_have_text("Copied")
+    copied: str = page.evaluate("() => navigator.clipboard.readText()")
+    return copied
 
 
 @pytest.fixture(scope="session")

@@ -53,9 +53,7 @@ def test_the_page_asks_for_a_key_on_401_keeps_it_for_the_tab_and_answers(
         key_field.fill(KEY)
         page.get_by_role("button", name="Use key").click()
         expect(page.locator("#stats")).to_contain_text("finished: stop", timeout=15_000)
-        assert page.evaluate("() => document.getElementById('answer').textContent") == "".join(
-            PIECES
-        )
+        expect(page.locator("#answer")).to_have_text("".join(PIECES))
         expect(key_field).to_be_hidden()
         expect(page.locator("#error")).to_be_hidden()
         stored = page.evaluate("() => sessionStorage.getItem('qa-service.api-key')")

@@ -281,7 +281,19 @@ def test_the_schema_says_which_operations_take_a_bearer_key(keyed: RunningServic
         ("/ai_write", "head"),
         ("/ai_write", "post"),
         ("/stream-tickets", "post"),
+        ("/v1/chat/completions", "post"),
+        ("/v1/models", "get"),
+        ("/v1/models/{model}", "get"),
+        ("/api/chat", "post"),
+        ("/api/chat/{chat_id}/stream", "get"),
     }
+    # Only GET and HEAD /ai_write may go without the key (a ticket instead).
+    optional = {
+        (path, method)
+        for path, method in keyed_operations
+        if {} in schema["paths"][path][method]["security"]
+    }
+    assert optional == {("/ai_write", "get"), ("/ai_write", "head")}
     ticket = [p for p in schema["paths"]["/ai_write"]["get"]["parameters"] if p["name"] == "ticket"]
     assert ticket[0]["in"] == "query"
 

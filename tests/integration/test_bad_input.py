@@ -19,6 +19,9 @@ from tests.support.sse import read_stream
 from tests.support.upstream_stub import OPENAI_PATH, UpstreamStub
 
 LIMIT = 4000  # QA_MAX_QUERY_CHARS default
+# The POST body cap for the defaults (PROTOCOL.md, body_too_large): a query and
+# a history (QA_MAX_HISTORY_CHARS 32000, QA_MAX_HISTORY_MESSAGES 50) of escaped emoji.
+BODY_CAP = 12 * (LIMIT + 32_000) + 64 * 50 + 4096
 
 
 def _refusal(response: httpx.Response, status: int, code: str) -> None:
@@ -108,7 +111,7 @@ def test_a_body_declared_over_the_cap_is_refused_before_any_of_it_is_sent(
     with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
         client.sendall(
             b"POST /ai_write HTTP/1.1\r\nHost: qa\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {LIMIT * 12 + 4096 + 1}\r\n\r\n".encode()
+            + f"Content-Length: {BODY_CAP + 1}\r\n\r\n".encode()
         )
         response = http.client.HTTPResponse(client)
         response.begin()  # the socket's timeout bounds the wait
@@ -257,7 +260,7 @@ def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_cap(
 
     assert head.startswith(b"HTTP/1.1 413")
     # Refused within a few pieces of the cap, not after buffering everything.
-    assert sent < LIMIT * 12 + 4096 + 20 * len(piece)
+    assert sent < BODY_CAP + 20 * len(piece)
 
 
 def test_a_query_of_escaped_emoji_at_the_limit_is_answered_whole(

@@ -28,6 +28,9 @@ def cors_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSe
         ("/", "text/html"),
         ("/qa-client.js", "text/javascript"),
         ("/static/app.js", "text/javascript"),
+        ("/static/thread.js", "text/javascript"),
+        ("/static/markdown.js", "text/javascript"),
+        ("/static/vendor/markdown-it.min.js", "text/javascript"),
         ("/static/style.css", "text/css"),
         ("/static/favicon.svg", "image/svg+xml"),
         ("/favicon.ico", "image/svg+xml"),
@@ -99,7 +102,10 @@ def test_an_allowed_origin_may_preflight_and_stream(cors_service: RunningService
     ) as response:
         response.read()
     assert response.headers["access-control-allow-origin"] == FRONTEND
-    assert "x-request-id" in response.headers["access-control-expose-headers"].lower()
+    exposed = response.headers["access-control-expose-headers"].lower().split(",")
+    assert {"x-request-id", "retry-after", "x-ratelimit-remaining-requests"} <= {
+        name.strip() for name in exposed
+    }
 
 
 def test_other_origins_are_not_allowed(cors_service: RunningService) -> None:

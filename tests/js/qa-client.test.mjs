@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
-import { SSEParser, streamAnswer } from "../../src/qa_service/static/qa-client.js";
+import { SSEParser, startAnswer, streamAnswer } from "../../src/qa_service/static/qa-client.js";
 import { withFetch } from "./support/fetch.mjs";
 
 const recorded = readFileSync(new URL("./fixtures/unicode-stream.sse", import.meta.url));
@@ -205,4 +205,32 @@ test("streamAnswer resolves as aborted, without onError, when its signal aborts"
   );
   controller.abort();
   assert.equal((await pending).status, "aborted");
+});
+
+test("history goes in the POST body after the question, and only when there is some", async () => {
+  const history = [
+    { role: "user", content: "What is a tide?" },
+    { role: "assistant", content: "The sea's **rise** and fall." },
+  ];
+  const bodies = [];
+  const answer = fakeFetch(['data: {"meta":{}}\n\ndata: {"done":{}}\n\n']);
+  const recording = async (url, init) => {
+    bodies.push(JSON.parse(init.body));
+    return answer(url, init);
+  };
+  await withFetch(recording, async () => {
+    await streamAnswer("And why?", { history, prompt: "concise" });
+    await streamAnswer("Alone", { history: [] });
+    await streamAnswer("Alone");
+  });
+  assert.deepEqual(bodies, [
+    { query: "And why?", prompt: "concise", history },
+    { query: "Alone" },
+    { query: "Alone" },
+  ]);
+});
+
+test("history with a stream ticket is refused at once: its GET has no body", () => {
+  const history = [{ role: "user", content: "a" }, { role: "assistant", content: "b" }];
+  assert.throws(() => startAnswer("q", { history, getTicket: async () => "t" }), TypeError);
 });

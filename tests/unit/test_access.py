@@ -18,7 +18,7 @@ from qa_service.api.guards import STARTS_ANSWERS
 from qa_service.app import create_app
 from qa_service.cli import main
 from qa_service.config import ConfigError, Settings, load_settings
-from qa_service.stores.tickets import MemoryTicketStore
+from qa_service.stores.values import MemoryValues
 
 KEY = "k-" + "a1" * 12
 OTHER = "k-" + "b2" * 12
@@ -173,7 +173,7 @@ class Clock:
 
 
 async def test_a_ticket_is_redeemed_once_for_its_client() -> None:
-    tickets = StreamTickets(MemoryTicketStore(), 60)
+    tickets = StreamTickets(MemoryValues(), 60)
     ticket = await tickets.issue("key:team-a", REQUEST)
     assert await tickets.redeem(ticket, REQUEST) == Redeemed("key:team-a")
     assert await tickets.redeem(ticket, REQUEST) is TicketRefusal.UNKNOWN
@@ -188,7 +188,7 @@ async def test_a_ticket_is_redeemed_once_for_its_client() -> None:
     ],
 )
 async def test_a_ticket_for_another_request_is_refused_and_spent(other: AnswerRequest) -> None:
-    tickets = StreamTickets(MemoryTicketStore(), 60)
+    tickets = StreamTickets(MemoryValues(), 60)
     ticket = await tickets.issue("", REQUEST)
     assert await tickets.redeem(ticket, other) is TicketRefusal.MISMATCH
     assert await tickets.redeem(ticket, REQUEST) is TicketRefusal.UNKNOWN
@@ -196,7 +196,7 @@ async def test_a_ticket_for_another_request_is_refused_and_spent(other: AnswerRe
 
 async def test_a_ticket_expires_after_its_ttl() -> None:
     clock = Clock()
-    tickets = StreamTickets(MemoryTicketStore(clock), 60)
+    tickets = StreamTickets(MemoryValues(clock), 60)
     in_time = await tickets.issue("", REQUEST)
     late = await tickets.issue("", REQUEST)
     clock.now += 59.9
@@ -207,7 +207,7 @@ async def test_a_ticket_expires_after_its_ttl() -> None:
 
 async def test_expired_tickets_are_swept_so_memory_stays_bounded() -> None:
     clock = Clock()
-    store = MemoryTicketStore(clock)
+    store = MemoryValues(clock)
     tickets = StreamTickets(store, 60)
     for _ in range(100):
         await tickets.issue("", REQUEST)
@@ -217,7 +217,7 @@ async def test_expired_tickets_are_swept_so_memory_stays_bounded() -> None:
 
 
 async def test_the_store_holds_digests_not_tickets() -> None:
-    store = MemoryTicketStore()
+    store = MemoryValues()
     ticket = await StreamTickets(store, 60).issue("key:x", REQUEST)
     assert await store.take(ticket) is None
     assert await store.take(sha(ticket)) is not None
@@ -225,7 +225,7 @@ async def test_the_store_holds_digests_not_tickets() -> None:
 
 @pytest.mark.parametrize("ticket", ["", "x" * 42, "x" * 44, "x" * 42 + "!"])
 async def test_a_ticket_of_the_wrong_shape_is_refused_without_a_lookup(ticket: str) -> None:
-    class NoLookups(MemoryTicketStore):
+    class NoLookups(MemoryValues):
         async def take(self, digest: str) -> str | None:
             raise AssertionError("looked up")
 

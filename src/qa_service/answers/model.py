@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from qa_service.core.events import AnswerMeta
+from qa_service.generation.history import Turn
 
 # 16 random bytes, base64url without padding: 22 characters, 128 bits.
 ANSWER_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -26,12 +27,19 @@ class AnswerRequest:
     question: str
     prompt: str
     configurable: Mapping[str, Any]
+    # The conversation before `question`, oldest first, trimmed to its budget.
+    history: tuple[Turn, ...] = ()
 
     def fingerprint(self) -> str:
         """A digest of everything that shapes the answer. A resume must match it;
         the store keeps the digest, never the question."""
+        shape: list[Any] = [self.question, self.prompt, sorted(self.configurable.items())]
+        if self.history:
+            # Only when there is one: a question without history keeps the
+            # digest it had before conversations, so stored answers resume.
+            shape.append([[turn.role, turn.content] for turn in self.history])
         canonical = json.dumps(
-            [self.question, self.prompt, sorted(self.configurable.items())],
+            shape,
             ensure_ascii=True,
             separators=(",", ":"),
         )

@@ -180,6 +180,7 @@ class AnswerRun:
                 texts = self._writer.stream(
                     self._request.question,
                     prompt=self._request.prompt,
+                    history=self._request.history,
                     report=report,
                     configurable=self._request.configurable,
                 )

@@ -5,15 +5,12 @@ from __future__ import annotations
 from typing import NoReturn
 
 import anyio
-from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
-from qa_service.answers.connection import answer_events
 from qa_service.answers.model import ANSWER_ID, AnswerRequest
 from qa_service.answers.registry import CancelResult
-from qa_service.answers.text_window import merge_texts
 from qa_service.api.asks import (
     AskBody,
     ask_from_query_string,
@@ -21,11 +18,10 @@ from qa_service.api.asks import (
     read_ask_body,
     resumes,
 )
-from qa_service.api.deps import Service, ServiceDep, client_of, get_and_head
+from qa_service.api.deps import Service, ServiceDep, get_and_head
 from qa_service.api.guards import STARTS_ANSWERS
+from qa_service.api.opening import connection_events, open_answer
 from qa_service.core import errors
-from qa_service.core.events import AnswerMeta
-from qa_service.generation.demo import DEMO_FALLBACK_NOTICE
 from qa_service.wire import native, sse
 
 router = APIRouter()
@@ -59,45 +55,18 @@ async def ai_write_post(service: ServiceDep, request: Request) -> Response:
 
 async def start_answer(service: Service, ask: AskBody, request: Request) -> Response:
     """Refuse bad input before any upstream call; then resume or open a new stream."""
-    settings = service.settings
     answer_request = checked_request(service, ask)
     resume = last_event_id(service, request)
     if resume is not None:
         return await continue_answer(service, *resume, answer_request)
-    meta = AnswerMeta(
-        request_id=correlation_id.get() or "",
-        provider=settings.resolved_provider,
-        model=settings.resolved_model,
-        prompt=answer_request.prompt,
-        demo_fallback=settings.is_demo_fallback,
-        notice=DEMO_FALLBACK_NOTICE if settings.is_demo_fallback else None,
-        scenario=ask.scenario,
-    )
-    shutdown = anyio.Event()
     if request.method == "HEAD":
         # Checked like GET, then only the stream's headers: never a paid answer.
-        return sse.event_stream_response(sse.no_events(), settings, shutdown)
-    admission = service.admission
-    admitted = await admission.admit(client_of(request))
-    try:
-        # Here, before the 200: a store that is down is a 503 store_unavailable.
-        run = await service.registry.start(
-            answer_request, meta, reader_within=settings.first_text_hold_seconds
-        )
-    except BaseException:
-        await admission.give_back(admitted)
-        raise
-    admission.release_when_ended(admitted, run)
-    if settings.first_text_hold_seconds > 0:
-        # Nothing is sent yet, so a provider that fails before any text gets
-        # its real status (429, 502, 503, 504) instead of 200 and an event.
-        failure = await run.first_output(settings.first_text_hold_seconds)
-        if failure is not None:
-            raise errors.AnswerFailedEarlyError(failure, admitted.headers)
-    events = answer_events(service.registry, run.id, -1, shutdown, settings.shutdown_grace_seconds)
-    events = merge_texts(events, settings.coalesce_ms / 1000)  # QA_COALESCE_MS
-    response = sse.event_stream_response(native.render_stream(events, run.id), settings, shutdown)
-    response.headers.update(admitted.headers)
+        return sse.event_stream_response(sse.no_events(), service.settings, anyio.Event())
+    opened = await open_answer(service, answer_request, request, scenario=ask.scenario)
+    response = sse.event_stream_response(
+        native.render_stream(opened.events, opened.answer_id), service.settings, opened.shutdown
+    )
+    response.headers.update(opened.headers)
     return response
 
 
@@ -169,10 +138,7 @@ async def continue_answer(
         # A browser's EventSource stops reconnecting on a 204.
         return Response(status_code=204)
     shutdown = anyio.Event()
-    events = answer_events(
-        service.registry, answer_id, after, shutdown, service.settings.shutdown_grace_seconds
-    )
-    events = merge_texts(events, service.settings.coalesce_ms / 1000)  # QA_COALESCE_MS
+    events = connection_events(service, answer_id, after, shutdown)
     return sse.event_stream_response(
         native.render_stream(events, answer_id), service.settings, shutdown
     )

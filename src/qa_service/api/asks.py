@@ -6,6 +6,9 @@ that /ai_write would take, and refused the same way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 
@@ -15,22 +18,35 @@ from qa_service.api.validation import NOT_BLANK, describe_body_error, describe_q
 from qa_service.config import Settings
 from qa_service.core import errors
 from qa_service.generation.demo import SCENARIO_CONFIG_KEY, SCENARIOS
+from qa_service.generation.history import Role, Turn, trimmed
 from qa_service.generation.prompts import PROMPT_NAME
 
 
+class HistoryMessage(BaseModel):
+    """One earlier turn of the conversation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+    content: str
+
+
 class AskBody(BaseModel):
-    """`POST /ai_write` body: the same fields as the GET query string. A JSON
-    null is the same as leaving a field out (/openapi.json says so)."""
+    """`POST /ai_write` body: the GET query string's fields, and the earlier
+    turns. A JSON null is the same as leaving a field out (/openapi.json says so)."""
 
     model_config = ConfigDict(extra="forbid")
 
     query: str | None = None
     prompt: str | None = None
     scenario: str | None = None
+    # Oldest first; the new question stays in `query`.
+    history: list[HistoryMessage] | None = None
 
 
-# GET /ai_write's query string: AskBody's fields, and a stream ticket (api/auth.py).
-QUERY_PARAMETERS = (*AskBody.model_fields, "ticket")
+# GET /ai_write's query string: AskBody's fields but the history (a
+# conversation is a POST), and a stream ticket (api/auth.py).
+QUERY_PARAMETERS = (*(name for name in AskBody.model_fields if name != "history"), "ticket")
 
 
 def ask_from_query_string(request: Request) -> AskBody:
@@ -52,11 +68,22 @@ def resumes(request: Request) -> bool:
 
 
 async def read_ask_body(service: Service, request: Request) -> AskBody:
-    """A POST's JSON body: declared as JSON, capped in size, then validated."""
+    return await read_json_body(service, request, AskBody)
+
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+async def read_json_body(
+    service: Service, request: Request, model: type[Body], extra_bytes: int = 0
+) -> Body:
+    """A POST's JSON body, in any dialect: declared as JSON, capped in size
+    (`extra_bytes` over the common cap, for a dialect's own wrapping), then
+    validated; refused (JSON 4xx) naming the field, never the value."""
     require_json(request)
-    body = await read_capped_body(request, body_limit(service.settings))
+    body = await read_capped_body(request, body_limit(service.settings) + extra_bytes)
     try:
-        return AskBody.model_validate_json(body)
+        return model.model_validate_json(body)
     except ValidationError as exc:
         raise errors.invalid_request(describe_body_error(exc, body)) from None
 
@@ -65,13 +92,24 @@ def checked_request(service: Service, ask: AskBody) -> AnswerRequest:
     """The answer `ask` asks for; refused (JSON 422) before any upstream call."""
     settings = service.settings
     return AnswerRequest(
-        question=_checked_query(ask.query, settings.max_query_chars),
+        question=checked_query(ask.query, settings.max_query_chars),
         prompt=_checked_prompt(ask.prompt, service),
         configurable=_checked_scenario(ask.scenario, settings),
+        history=checked_history([Turn(m.role, m.content) for m in ask.history or ()], settings),
     )
 
 
-def _checked_query(query: str | None, limit: int) -> str:
+def checked_history(history: Sequence[Turn], settings: Settings) -> tuple[Turn, ...]:
+    """The turns to send: refused (422) past the hard limits, then trimmed to
+    the token budget. Every dialect's history goes through here."""
+    if len(history) > settings.max_history_messages:
+        raise errors.history_too_long(f"more than {settings.max_history_messages} messages")
+    if sum(len(turn.content) for turn in history) > settings.max_history_chars:
+        raise errors.history_too_long(f"more than {settings.max_history_chars} characters")
+    return trimmed(history, settings.max_history_tokens)
+
+
+def checked_query(query: str | None, limit: int) -> str:
     if query is None or not NOT_BLANK.search(query):
         raise errors.query_required()
     if len(query) > limit:

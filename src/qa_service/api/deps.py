@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from qa_service.access.admission import Admission
 from qa_service.access.keys import KeyRing
 from qa_service.access.tickets import StreamTickets
+from qa_service.answers.chats import ChatAnswers
 from qa_service.answers.registry import AnswerRegistry
 from qa_service.api.origins import page_may_start_answers
 from qa_service.config import Settings
@@ -31,6 +32,7 @@ class Service:
     telemetry: Telemetry
     admission: Admission
     tickets: StreamTickets
+    chats: ChatAnswers
     # None: no keys are configured, and anyone may start an answer.
     keys: KeyRing | None = None
     probe: ProviderProbe | None = None
@@ -109,8 +111,10 @@ def body_limit(settings: Settings) -> int:
     # The worst case a character costs in JSON is 12 bytes: an astral one
     # (emoji) escaped as a surrogate pair, \ud83d\ude00, which is what
     # Python's json.dumps and requests send by default. Plus room for the other
-    # fields. A bigger body is refused before it is buffered.
-    return settings.max_query_chars * 12 + 4096
+    # fields and each history message's own. A bigger body is refused before
+    # it is buffered.
+    chars = settings.max_query_chars + settings.max_history_chars
+    return chars * 12 + settings.max_history_messages * 64 + 4096
 
 
 async def read_capped_body(request: Request, limit: int) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Final, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,23 +16,36 @@ from qa_service.core import errors
 from qa_service.core.errors import AnswerFailedEarlyError, PublicError, QAServiceError
 from qa_service.observability.logs import is_send_timeout
 from qa_service.observability.telemetry import Telemetry
+from qa_service.wire import openai_chat
 
 log = logging.getLogger(__name__)
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# Where a refusal is a refused answer (qa_requests_total{outcome="refused"}), in every dialect.
+ANSWER_PATHS = frozenset({"/ai_write", "/v1/chat/completions", "/api/chat"})
+
+# The error bodies: ours, or OpenAI's shape for its clients under /v1/.
+Dialect = Literal["native", "openai"]
+NATIVE: Final = "native"
+OPENAI: Final = "openai"
+
+
+def dialect_of(request: Request) -> Dialect:
+    return OPENAI if request.url.path.startswith("/v1/") else NATIVE
 
 
 def install_error_handlers(app: FastAPI) -> None:
     def refuse(request: Request, public: PublicError) -> JSONResponse:
-        if request.url.path == "/ai_write":
+        if request.url.path in ANSWER_PATHS:
             telemetry: Telemetry = request.app.state.telemetry
             telemetry.refused(public.code)
-        return error_response(public)
+        return error_response(public, dialect_of(request))
 
     async def service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, QAServiceError)
         if isinstance(exc, AnswerFailedEarlyError):
-            response = error_response(exc.public)  # counted once, as the answer it was
+            # Counted once, as the answer it was.
+            response = error_response(exc.public, dialect_of(request))
         else:
             response = refuse(request, exc.public)
         response.headers.update(exc.headers)
@@ -54,7 +68,7 @@ def install_error_handlers(app: FastAPI) -> None:
             log.warning("client stopped reading; its answer is cancelled, its connection reset")
             return error_response(errors.INTERNAL)  # never sent: the response has started
         log.error("unhandled error exception=%s path=%s", type(exc).__name__, request.url.path)
-        return error_response(errors.INTERNAL)
+        return error_response(errors.INTERNAL, dialect_of(request))
 
     app.add_exception_handler(QAServiceError, service_error)
     app.add_exception_handler(RequestValidationError, validation_error)
@@ -84,7 +98,7 @@ def allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
-def error_response(public: PublicError) -> JSONResponse:
+def error_response(public: PublicError, dialect: Dialect = NATIVE) -> JSONResponse:
     headers = {}
     if public.retry_after_seconds is not None:
         # Whole seconds, rounded up: a client that waits less is refused again.
@@ -95,4 +109,5 @@ def error_response(public: PublicError) -> JSONResponse:
     if public.status == 401:
         # RFC 9110 requires a challenge on every 401; RFC 6750 names the scheme.
         headers["WWW-Authenticate"] = 'Bearer realm="qa-service"'
-    return JSONResponse({"error": public.as_dict()}, status_code=public.status, headers=headers)
+    body = public.as_dict() if dialect == NATIVE else openai_chat.error_object(public)
+    return JSONResponse({"error": body}, status_code=public.status, headers=headers)

@@ -18,3 +18,6 @@ from qa_service.api.deps import refuse_pages_of_other_sites
 STARTS_ANSWERS = [Depends(refuse_pages_of_other_sites), Depends(require_key_or_ticket)]
 # POST /stream-tickets: a ticket is an answer paid for in advance.
 ISSUES_TICKETS = [Depends(refuse_pages_of_other_sites), Depends(require_key)]
+# The other dialects' answer routes (/v1/chat/completions, /api/chat): a key,
+# always. They take no ticket, and a Last-Event-ID means nothing to them.
+STARTS_DIALECT_ANSWERS = ISSUES_TICKETS

@@ -20,10 +20,19 @@ from fastapi.openapi.utils import get_openapi
 
 from qa_service.api.openapi_models import (
     EVENT_MODELS,
-    REF,
     SCHEMA_MODELS,
     STREAM_DESCRIPTION,
     STREAM_EXAMPLE,
+    add_models,
+    ref,
+)
+from qa_service.api.openapi_openai import describe_openai_operations
+from qa_service.api.openapi_vercel import (
+    CHAT,
+    CHAT_RESUME,
+    KEYED_CHAT_OPERATIONS,
+    add_chat_schemas,
+    chat_operation,
 )
 from qa_service.api.validation import NOT_BLANK_PATTERN
 from qa_service.config import Settings
@@ -37,7 +46,7 @@ def install_openapi(app: FastAPI, settings: Settings, prompts: Iterable[str]) ->
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = build_openapi(app, settings.max_query_chars, names, scenarios)
+            app.openapi_schema = build_openapi(app, settings, names, scenarios)
             if settings.auth_enabled:
                 require_bearer(app.openapi_schema)
         return app.openapi_schema
@@ -46,7 +55,7 @@ def install_openapi(app: FastAPI, settings: Settings, prompts: Iterable[str]) ->
 
 
 def build_openapi(
-    app: FastAPI, max_chars: int, prompts: Iterable[str], scenarios: Iterable[str] | None
+    app: FastAPI, settings: Settings, prompts: Iterable[str], scenarios: Iterable[str] | None
 ) -> dict[str, Any]:
     """The schema FastAPI generates, with every operation described as it behaves."""
     schema = get_openapi(
@@ -56,15 +65,13 @@ def build_openapi(
         description="The event protocol: docs/PROTOCOL.md. A demo page is served at `/`.",
         routes=app.routes,
     )
-    fields = _ask_fields(max_chars, prompts, scenarios)
+    prompts = list(prompts)
+    fields = _ask_fields(settings.max_query_chars, prompts, scenarios)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     # FastAPI's validation error shape is never sent: refusals are ErrorBody.
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
-    for model in SCHEMA_MODELS:
-        model_schema = model.model_json_schema(ref_template=REF)
-        components.update(model_schema.pop("$defs", {}))
-        components[model.__name__] = model_schema
+    add_models(components, SCHEMA_MODELS)
     components["StreamEvent"] = {
         "title": "StreamEvent",
         "description": "One event of the stream; its `data` is one JSON object with one key.",
@@ -81,7 +88,7 @@ def build_openapi(
             "data": {
                 "type": "string",
                 "contentMediaType": "application/json",
-                "contentSchema": {"oneOf": [_ref(model.__name__) for model in EVENT_MODELS]},
+                "contentSchema": {"oneOf": [ref(model.__name__) for model in EVENT_MODELS]},
             },
         },
         "required": ["data"],
@@ -92,14 +99,20 @@ def build_openapi(
         "type": "object",
         # JSON null for an optional field is the same as leaving it out (AskBody).
         "properties": {
-            name: field if name == "query" else _or_null(field) for name, field in fields.items()
+            **{
+                name: field if name == "query" else _or_null(field)
+                for name, field in fields.items()
+            },
+            "history": _history_field(settings.max_history_messages),
         },
         "required": ["query"],
         "additionalProperties": False,
     }
+    add_chat_schemas(components, _or_null(fields["prompt"]))
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             _describe_operation(operation, path, method, fields)
+    describe_openai_operations(schema, prompts)
     return schema
 
 
@@ -109,17 +122,20 @@ KEYED_OPERATIONS = (
     ("/ai_write", "head"),
     ("/ai_write", "post"),
     ("/stream-tickets", "post"),
+    ("/v1/chat/completions", "post"),
+    ("/v1/models", "get"),
+    ("/v1/models/{model}", "get"),
 )
 
 
 def require_bearer(schema: dict[str, Any]) -> None:
     """With API keys on: say which operations need `Authorization: Bearer`, so
-    that /docs offers an Authorize button. GET and HEAD may use a `ticket` instead."""
+    that /docs offers an Authorize button. GET and HEAD /ai_write may use a `ticket` instead."""
     schemes = schema["components"].setdefault("securitySchemes", {})
     schemes["apiKey"] = {"type": "http", "scheme": "bearer", "description": "An API key."}
-    for path, method in KEYED_OPERATIONS:
+    for path, method in (*KEYED_OPERATIONS, *KEYED_CHAT_OPERATIONS):
         alternatives: list[dict[str, list[str]]] = [{"apiKey": []}]
-        if method != "post":
+        if path == "/ai_write" and method != "post":
             alternatives.append({})  # or the `ticket` query parameter
         schema["paths"][path][method]["security"] = alternatives
 
@@ -127,6 +143,9 @@ def require_bearer(schema: dict[str, Any]) -> None:
 def _describe_operation(
     operation: dict[str, Any], path: str, method: str, fields: dict[str, dict[str, Any]]
 ) -> None:
+    if path in (CHAT, CHAT_RESUME):
+        chat_operation(path, operation, _stream_responses("post"))
+        return
     responses = _responses_for(path, method)
     if responses is None:
         return
@@ -202,16 +221,30 @@ def _ask_fields(
     return fields
 
 
+def _history_field(max_messages: int) -> dict[str, Any]:
+    return {
+        "type": ["array", "null"],
+        "maxItems": max_messages,
+        "description": "The conversation so far, oldest first (POST only); the new "
+        "question stays in `query`. Trimmed to QA_MAX_HISTORY_TOKENS.",
+        "items": {
+            "type": "object",
+            "properties": {
+                "role": {"type": "string", "enum": ["user", "assistant"]},
+                "content": {"type": "string"},
+            },
+            "required": ["role", "content"],
+            "additionalProperties": False,
+        },
+    }
+
+
 def _or_null(field: dict[str, Any]) -> dict[str, Any]:
     return {**field, "type": ["string", "null"], "enum": [*field["enum"], None]}
 
 
-def _ref(model: str) -> dict[str, str]:
-    return {"$ref": REF.format(model=model)}
-
-
 def _json(model: str, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+    return {"description": description, "content": {"application/json": {"schema": ref(model)}}}
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -232,7 +265,7 @@ def _stream_responses(method: str) -> dict[str, Any]:
                 # One event, as OpenAPI 3.2's itemSchema describes event streams
                 # (3.1 has no itemSchema; validators such as schemathesis read
                 # `schema` of an event stream this way).
-                "schema": _ref("StreamEvent"),
+                "schema": ref("StreamEvent"),
                 "example": STREAM_EXAMPLE,
             }
         },
@@ -243,7 +276,7 @@ def _stream_responses(method: str) -> dict[str, Any]:
         "409": _error("`resume_mismatch`: Last-Event-ID names an answer to a different request."),
         "422": _error(
             "Refused before any model call: `query_required`, `query_too_long`, "
-            "`unknown_prompt`, `unknown_scenario`, `invalid_request`."
+            "`history_too_long`, `unknown_prompt`, `unknown_scenario`, `invalid_request`."
         ),
         "401": _UNAUTHORIZED,
         "403": _CROSS_SITE,
@@ -318,11 +351,14 @@ _CROSS_SITE = _error(
     "`cross_site_refused`: a browser asked for a page of another site that "
     "QA_CORS_ORIGINS does not list."
 )
-_BODY_TOO_LARGE = _error("`body_too_large`: larger than 12 * QA_MAX_QUERY_CHARS + 4096 bytes.")
+_BODY_TOO_LARGE = _error(
+    "`body_too_large`: larger than 12 * (QA_MAX_QUERY_CHARS + QA_MAX_HISTORY_CHARS) "
+    "+ 64 * QA_MAX_HISTORY_MESSAGES + 4096 bytes."
+)
 _NOT_JSON = _error("`unsupported_media_type`: the body is not declared as application/json.")
 _ASK_BODY = {
     "required": True,
-    "content": {"application/json": {"schema": _ref("AskBody")}},
+    "content": {"application/json": {"schema": ref("AskBody")}},
 }
 _TICKET_RESPONSES: dict[str, Any] = {
     "200": _json("StreamTicket", "A ticket for this one request, until it expires."),

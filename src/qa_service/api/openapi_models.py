@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from qa_service.core.events import AnswerMeta, AnswerSummary
 
 REF = "#/components/schemas/{model}"
+
+
+def ref(model: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=model)}
+
+
+def add_models(components: dict[str, Any], models: Iterable[type[BaseModel]]) -> None:
+    """Each model's JSON schema, and the schemas it nests, as named components."""
+    for model in models:
+        model_schema = model.model_json_schema(ref_template=REF)
+        components.update(model_schema.pop("$defs", {}))
+        components[model.__name__] = model_schema
 
 
 class ErrorDetail(BaseModel):

@@ -100,7 +100,19 @@ def install_web(app: FastAPI, settings: Settings) -> None:
                 "Last-Event-ID",
                 "X-Request-ID",
             ],
-            expose_headers=["X-Request-ID"],
+            # What a cross-origin client needs to read: its request id, when to
+            # ask again and its limits (an SDK's retry reads Retry-After), and
+            # the OpenAI dialect's note of left-out system messages.
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                *(
+                    f"x-ratelimit-{what}-{unit}"
+                    for what in ("limit", "remaining", "reset")
+                    for unit in ("requests", "tokens")
+                ),
+                "x-qa-ignored-system-messages",
+            ],
             max_age=600,
         )
     app.add_middleware(SecureASGIMiddleware, secure=security_headers())

@@ -2,8 +2,8 @@
 generation/failures.py maps provider and transport failures onto these codes.
 
     QAServiceError              refused before the stream starts: JSON 4xx/5xx
-    ├── InvalidQueryError       query_required, query_too_long
-    ├── UnknownPromptError      unknown_prompt
+    ├── InvalidQueryError       query_required, query_too_long, history_too_long
+    ├── UnknownPromptError      unknown_prompt, model_not_found
     ├── UnknownScenarioError    unknown_scenario
     ├── NotReadyError           not_ready
     ├── AnswerFailedEarlyError  an answer's error before its first text (the hold)
@@ -100,6 +100,20 @@ def query_required() -> InvalidQueryError:
 def query_too_long(limit: int) -> InvalidQueryError:
     return InvalidQueryError(
         PublicError("query_too_long", f"The query is longer than {limit} characters.", False, 422)
+    )
+
+
+def model_not_found(name: str | None) -> UnknownPromptError:
+    """`name` is None when it is not a valid prompt name, and so is not echoed."""
+    named = f"The model {name!r} does not exist" if name else "No such model"
+    return UnknownPromptError(
+        PublicError("model_not_found", f"{named}; GET /v1/models lists them.", False, 404)
+    )
+
+
+def history_too_long(detail: str) -> InvalidQueryError:
+    return InvalidQueryError(
+        PublicError("history_too_long", f"The history has {detail}.", False, 422)
     )
 
 

@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+
+from qa_service.generation.history import HISTORY_VARIABLE
 
 QUERY_VARIABLE = "concept"
 PROMPT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -36,7 +38,12 @@ def load_prompts(directory: Path) -> dict[str, Prompt]:
 
 
 def load_prompt(path: Path) -> Prompt:
-    """One prompt file: a `system` part, a `user` part with {concept}, a `description`."""
+    """One prompt file: a `system` part, a `user` part with {concept}, a `description`.
+
+    The conversation's earlier turns go between the two: every prompt can
+    answer a follow-up, and the system part always comes first, whatever the
+    history holds.
+    """
     name = path.stem
     if not PROMPT_NAME.match(name):
         raise PromptError(f"{path}: name must match {PROMPT_NAME.pattern}")
@@ -53,7 +60,13 @@ def load_prompt(path: Path) -> Prompt:
     if unknown:
         raise PromptError(f"{path}: unknown keys {sorted(unknown)}")
     try:
-        template = ChatPromptTemplate.from_messages([("system", system), ("human", user)])
+        template = ChatPromptTemplate.from_messages(
+            [
+                ("system", system),
+                MessagesPlaceholder(HISTORY_VARIABLE, optional=True),
+                ("human", user),
+            ]
+        )
     except (ValueError, KeyError) as exc:
         raise PromptError(f"{path}: invalid template: {exc}") from None
     variables = set(template.input_variables)

@@ -7,7 +7,7 @@ event loop (see its docstring).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, cast
@@ -18,6 +18,7 @@ from langchain_core.outputs import ChatGeneration, Generation
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from qa_service.core.errors import UpstreamStalledError
+from qa_service.generation.history import HISTORY_VARIABLE, Turn, as_messages
 from qa_service.generation.prompts import QUERY_VARIABLE, Prompt
 from qa_service.generation.report import GenerationReport, ReportHandler
 
@@ -64,7 +65,7 @@ class AIWriter:
         limits: GenerationLimits | None = None,
     ) -> None:
         self._limits = limits or GenerationLimits()
-        self._chains: dict[str, Runnable[dict[str, str], str]] = {
+        self._chains: dict[str, Runnable[dict[str, Any], str]] = {
             name: prompt.template | model | InlineStrOutputParser()
             for name, prompt in prompts.items()
         }
@@ -78,10 +79,13 @@ class AIWriter:
         question: str,
         *,
         prompt: str,
+        history: Sequence[Turn] = (),
         report: GenerationReport | None = None,
         configurable: Mapping[str, Any] | None = None,
     ) -> AsyncGenerator[str]:
         """Yield the answer's text as the model writes it; empty pieces are skipped.
+
+        `history` is the conversation so far, oldest first, already trimmed.
 
         Raises UpstreamStalledError when the model falls silent for longer than
         the limits allow. A piece past `max_pieces` is not sent: it stops there,
@@ -101,7 +105,9 @@ class AIWriter:
         # under them is closed by the answer (upstream.py).
         chunks = cast(
             AsyncGenerator[str],
-            self._chains[prompt].astream({QUERY_VARIABLE: question}, config=config),
+            self._chains[prompt].astream(
+                {QUERY_VARIABLE: question, HISTORY_VARIABLE: as_messages(history)}, config=config
+            ),
         )
         loop = asyncio.get_running_loop()
         deadline = _after(loop, limits.first_piece_seconds)

@@ -1,11 +1,15 @@
-// The demo page: streams an answer into the page with qa-client.js, which
-// resumes it by itself after a network drop (the page only says so while it
-// waits) and cancels it on the service when Stop, Escape or closing the tab ends it.
+// The demo page: a conversation. Each question streams its answer into the
+// thread (thread.js, rendered as Markdown by markdown.js) with qa-client.js,
+// which resumes it by itself after a network drop (the page only says so while
+// it waits) and cancels it on the service when Stop, Escape, "New conversation"
+// or closing the tab ends it. A follow-up question carries the finished turns
+// before it as `history`.
 // With API keys on the service, a 401 shows a key field; the key is kept in
 // sessionStorage (this tab only) and sent as a Bearer header.
 // What the page offers (provider, demo notice, scenarios, the query limit)
 // comes from GET /readyz and GET /prompts; nothing is hard-coded here.
 import { startAnswer } from "/qa-client.js";
+import { Thread } from "/static/thread.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("ask-form");
@@ -16,9 +20,9 @@ const askButton = $("ask");
 const stopButton = $("stop");
 const waiting = $("waiting");
 const waitingText = $("waiting-text");
-const answer = $("answer");
-const meta = $("meta");
-const stats = $("stats");
+const threadSection = $("thread");
+const thread = new Thread($("turns"), $("turn-template"));
+const newConversationButton = $("new-conversation");
 const provider = $("provider");
 const notice = $("notice");
 const errorBox = $("error");
@@ -37,8 +41,9 @@ const keyInput = $("api-key");
 const keyHelp = $("key-help");
 
 let maxChars = null; // from /readyz
+const FIRST_PLACEHOLDER = question.placeholder;
 let current = null; // the running answer's handle from startAnswer
-let lastRequest = null;
+let lastRequest = null; // {query, prompt, scenario, turn}: what Try again and a new key ask again
 
 // What a person should read first; the service's own message follows it.
 const FRIENDLY = {
@@ -71,23 +76,8 @@ const FRIENDLY = {
   producer_lost: "The server writing the answer stopped. Try again.",
   store_unavailable: "The service lost track of the answer. Try again.",
   internal_error: "The service failed. Quote the request id when you report it.",
+  history_too_long: "This conversation is too long to send. Start a new conversation.",
 };
-
-// Text arrives faster than the screen refreshes: pieces are batched and
-// appended once per animation frame, as a text node, so markup in model
-// output is shown literally and never parsed.
-let pending = "";
-let frame = 0;
-function queueText(piece) {
-  pending += piece;
-  if (!frame) frame = requestAnimationFrame(flushText);
-}
-function flushText() {
-  if (frame) cancelAnimationFrame(frame);
-  frame = 0;
-  if (pending) answer.append(document.createTextNode(pending));
-  pending = "";
-}
 
 // The waiting state: before the first text, and whenever the model falls
 // silent for a while, a spinner and the seconds waited so far.
@@ -175,7 +165,6 @@ function checkQuestion(query) {
 function setBusy(busy) {
   askButton.disabled = busy;
   stopButton.disabled = !busy;
-  answer.setAttribute("aria-busy", String(busy));
 }
 
 function showError(error, _text, requestId) {
@@ -238,12 +227,28 @@ keyForm.addEventListener("submit", (event) => {
 
 const RETRIES = 5; // qa-client.js's default, said here to show "n of 5"
 
+// A new question gets a new turn at the end of the thread; Try again and a
+// new key ask again in the same turn, with the same history.
+function askNew(request) {
+  current?.abort();
+  // The error box moves on to the new turn: a failed turn keeps a line saying why.
+  const previous = thread.last;
+  if (previous?.status === "failed") {
+    previous.stats.textContent = FRIENDLY[previous.error.code] ?? "The answer failed.";
+  }
+  threadSection.hidden = false;
+  const turn = thread.add(request.query);
+  question.placeholder = "Ask a follow-up question";
+  turn.element.scrollIntoView({ block: "nearest" });
+  return ask({ ...request, turn });
+}
+
 async function ask(request) {
   current?.abort();
   lastRequest = request;
-  answer.textContent = "";
-  meta.textContent = "";
-  stats.textContent = "";
+  const { turn } = request;
+  turn.restart();
+  turn.element.append(errorBox);
   errorBox.hidden = true;
   setBusy(true);
   startWaiting();
@@ -251,38 +256,59 @@ async function ask(request) {
     apiKey: storedKey() ?? typedKey,
     prompt: request.prompt,
     scenario: request.scenario,
+    history: thread.historyBefore(turn),
     retries: RETRIES,
     onReconnect({ attempt }) {
       reconnecting = { attempt, of: RETRIES };
       showWaiting();
     },
     onMeta(info) {
-      meta.textContent = `${info.provider} · ${info.model} · prompt "${info.prompt}"`;
+      turn.meta.textContent = `${info.provider} · ${info.model} · prompt "${info.prompt}"`;
     },
     onText(piece) {
       noteText();
-      queueText(piece);
+      turn.append(piece);
     },
     onDone(done) {
       const usage = done.usage
         ? `${done.usage.input_tokens} in / ${done.usage.output_tokens} out tokens`
         : "usage not reported";
       const ttft = done.ttft_ms === null ? "no text" : `first text after ${Math.round(done.ttft_ms)} ms`;
-      stats.textContent = `${ttft} · ${usage} · finished: ${done.finish_reason}`;
+      turn.stats.textContent = `${ttft} · ${usage} · finished: ${done.finish_reason}`;
     },
     onError(error, text, requestId) {
+      turn.error = error;
       showError(error, text, requestId);
       if (error.code === "unauthorized") askForKey();
     },
   });
   current = handle;
+  turn.handle = handle;
   const result = await handle.result;
+  // Unless the turn was asked again meanwhile (Try again, a new key), this try was its end.
+  if (turn.handle === handle) {
+    turn.end({ done: "done", aborted: "stopped" }[result.status] ?? "failed");
+    if (result.status === "aborted") turn.stats.textContent = "Stopped.";
+  }
   if (current !== handle) return; // a newer question took over the page
   current = null;
   stopWaiting();
-  flushText();
   setBusy(false);
-  if (result.status === "aborted") stats.textContent = "Stopped.";
+}
+
+// Stops the answer being written (and cancels it on the service), then empties the thread.
+function newConversation() {
+  current?.abort();
+  current = null;
+  stopWaiting();
+  setBusy(false);
+  errorBox.hidden = true;
+  document.querySelector("main").append(errorBox);
+  thread.clear();
+  threadSection.hidden = true;
+  lastRequest = null;
+  question.placeholder = FIRST_PLACEHOLDER;
+  question.focus();
 }
 
 form.addEventListener("submit", (event) => {
@@ -293,7 +319,9 @@ form.addEventListener("submit", (event) => {
     return;
   }
   clearProblem();
-  ask({ query, prompt: promptSelect.value || undefined, scenario: scenarioSelect.value || undefined });
+  question.value = "";
+  updateCounter();
+  askNew({ query, prompt: promptSelect.value || undefined, scenario: scenarioSelect.value || undefined });
 });
 question.addEventListener("input", updateCounter);
 question.addEventListener("keydown", (event) => {
@@ -312,6 +340,7 @@ stopButton.addEventListener("click", () => current?.abort());
 addEventListener("pagehide", () => current?.abort({ beacon: true }));
 retryButton.addEventListener("click", () => lastRequest && ask(lastRequest));
 copyButton.addEventListener("click", copyRequestId);
+newConversationButton.addEventListener("click", newConversation);
 
 function showService(ready) {
   provider.replaceChildren("Answering with ", strong(ready.provider), " · ", strong(ready.model));

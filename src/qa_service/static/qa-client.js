@@ -11,6 +11,7 @@
 //     onReconnect: ({ attempt, delayMs, answerId, lastEventId, error }) => {}, // optional
 //     retries: 5, retryDelayMs: 250, maxRetryDelayMs: 2000,                   // the defaults
 //     apiKey: "...",            // when the service has API keys: sent as Authorization: Bearer
+//     history: [{ role: "user", content: "..." }, { role: "assistant", content: "..." }], // earlier turns
 //     getTicket: async ({ query, prompt, scenario }) => ticket,  // or a stream ticket instead
 //   });
 //   // result.status is "done", "error" or "aborted"; result.requestId is the
@@ -283,6 +284,11 @@ export function cancelAnswer(answerId, { baseUrl = "", beacon = false, apiKey } 
  * the meta event (there is no answer to resume yet), on a 4xx (e.g. 404
  * answer_not_found), or on a 204 without a terminal event (resume_incomplete).
  *
+ * `history`: a conversation's earlier turns, oldest first, alternating
+ * {role: "user", content} and {role: "assistant", content}; the new question
+ * stays `query`. It goes in the POST body, so it cannot be used with getTicket
+ * (whose GET has no body): that combination throws a TypeError.
+ *
  * With API keys on the service, pass `apiKey` (sent on every request as
  * `Authorization: Bearer`), or `getTicket`: an async function given
  * {query, prompt, scenario, signal} that returns a stream ticket (or
@@ -308,11 +314,16 @@ export function startAnswer(query, options = {}) {
     maxRetryDelayMs = 2000,
     apiKey,
     getTicket,
+    history,
   } = options;
+  if (history?.length && getTicket) {
+    throw new TypeError("history is sent in a POST body; a stream ticket's GET cannot carry it");
+  }
   const auth = bearer(apiKey);
   const body = { query };
   if (prompt) body.prompt = prompt;
   if (scenario) body.scenario = scenario;
+  if (history?.length) body.history = history;
 
   // One controller for every connection of this answer; options.signal feeds it.
   const stop = new AbortController();

@@ -15,10 +15,11 @@ from limits.aio.storage import MemoryStorage, Storage
 
 from qa_service.access.slots import MemorySlotStore, SlotStore
 from qa_service.access.tickets import TicketStore
+from qa_service.answers.chats import ChatStore
 from qa_service.answers.ports import AnswerStore
 from qa_service.config import Settings
 from qa_service.stores.memory import MemoryAnswerStore
-from qa_service.stores.tickets import MemoryTicketStore
+from qa_service.stores.values import MemoryValues
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,8 @@ class Stores:
     # Clients' answers in progress.
     slots: SlotStore
     tickets: TicketStore
+    # Each client's chat's latest answer (the AI SDK dialect's resume).
+    chats: ChatStore
 
 
 def max_logged_events(settings: Settings) -> int:
@@ -44,13 +47,14 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
             MemoryAnswerStore(settings.resume_ttl_seconds),
             MemoryStorage(),
             MemorySlotStore(),
-            MemoryTicketStore(),
+            MemoryValues(),
+            MemoryValues(),
         )
         return
     # Imported only when used: a single-process deployment never loads redis.
     from qa_service.stores.limits import redis_limit_counters
     from qa_service.stores.redis import RedisAnswerStore, open_redis_client
-    from qa_service.stores.redis_tickets import RedisTicketStore
+    from qa_service.stores.redis_values import CHATS_PREFIX, TICKETS_PREFIX, RedisValues
     from qa_service.stores.slots import RedisSlotStore
 
     url = settings.redis_url.get_secret_value()
@@ -59,5 +63,6 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
             RedisAnswerStore(client, settings.resume_ttl_seconds, max_logged_events(settings)),
             redis_limit_counters(client, url),
             RedisSlotStore(client),
-            RedisTicketStore(client),
+            RedisValues(client, TICKETS_PREFIX),
+            RedisValues(client, CHATS_PREFIX),
         )

@@ -1,0 +1,213 @@
+"""The OpenAI-compatible routes: POST /v1/chat/completions and GET /v1/models.
+
+The same answers as /ai_write (api/opening.py: keys, limits, budgets,
+metrics, logs), for clients that already speak OpenAI's API: the official
+SDKs, LangChain's ChatOpenAI, LibreChat, Open WebUI. `model` names one of our
+prompts. docs/PROTOCOL.md, "OpenAI chat completions", is the contract.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any, Literal
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse
+
+from qa_service.answers.model import AnswerRequest
+from qa_service.api.asks import checked_history, checked_query, read_json_body
+from qa_service.api.auth import require_key
+from qa_service.api.deps import Service, ServiceDep
+from qa_service.api.errors import OPENAI, error_response
+from qa_service.api.guards import STARTS_DIALECT_ANSWERS
+from qa_service.api.opening import OpenedAnswer, open_answer
+from qa_service.core import errors
+from qa_service.core.errors import PublicError
+from qa_service.core.events import AnswerEvent, AnswerSummary, Done, Failed, Text
+from qa_service.generation.history import Turn
+from qa_service.generation.prompts import PROMPT_NAME
+from qa_service.wire import openai_chat, sse
+
+router = APIRouter(tags=["OpenAI-compatible"])
+
+# Sent when the request's own system (or developer) messages were left out.
+IGNORED_SYSTEM_HEADER = "x-qa-ignored-system-messages"
+# A model's `created`: our models are the prompts loaded when the process started.
+_LOADED_AT = int(time.time())
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    # Extra fields (`name`, and whatever newer clients add) are ignored, as
+    # OpenAI-compatible servers do; what changes the meaning is refused below.
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    include_usage: bool | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """The fields we act on. Sampling fields (temperature, max_tokens, top_p,
+    stop, seed, user, ...) are accepted and ignored: the service's
+    configuration decides them, as it does for /ai_write."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    n: int | None = None
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+
+
+@router.post(
+    "/v1/chat/completions",
+    operation_id="create_chat_completion",
+    response_class=EventSourceResponse,
+    dependencies=STARTS_DIALECT_ANSWERS,
+)
+async def create_chat_completion(service: ServiceDep, request: Request) -> Response:
+    """An answer as an OpenAI chat completion: streamed as `chat.completion.chunk`s
+    with `stream: true`, else one `chat.completion`. `model` is a prompt name
+    (GET /v1/models); the last message is the question, earlier ones the history."""
+    body = await read_json_body(service, request, ChatCompletionRequest)
+    answer_request = _checked_chat(service, body)
+    opened = await open_answer(service, answer_request, request)
+    completion = openai_chat.Completion(
+        id=openai_chat.completion_id(opened.answer_id),
+        created=int(time.time()),
+        model=body.model,
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
+    )
+    headers = dict(opened.headers)
+    ignored = sum(m.role in ("system", "developer") for m in body.messages)
+    if ignored:
+        headers[IGNORED_SYSTEM_HEADER] = str(ignored)
+    response: Response
+    if body.stream:
+        events = openai_chat.render_stream(opened.events, completion)
+        response = sse.event_stream_response(events, service.settings, opened.shutdown)
+    else:
+        response = await _whole_answer(opened, completion, request)
+    response.headers.update(headers)
+    return response
+
+
+@router.get("/v1/models", operation_id="list_models", dependencies=[Depends(require_key)])
+async def list_models(service: ServiceDep) -> dict[str, Any]:
+    """Our prompts, as OpenAI models: each is a `model` a completion may name."""
+    return {"object": "list", "data": [_model(name) for name in sorted(service.prompts)]}
+
+
+@router.get(
+    "/v1/models/{model}", operation_id="retrieve_model", dependencies=[Depends(require_key)]
+)
+async def retrieve_model(service: ServiceDep, model: str) -> dict[str, Any]:
+    """One prompt, as an OpenAI model."""
+    _checked_model(service, model)
+    return _model(model)
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {
+        "id": name,
+        "object": "model",
+        "created": _LOADED_AT,
+        "owned_by": "qa-service",
+    }
+
+
+def _checked_chat(service: Service, body: ChatCompletionRequest) -> AnswerRequest:
+    """The answer the request asks for; refused before any upstream call."""
+    _checked_model(service, body.model)
+    if body.n is not None and body.n != 1:
+        raise errors.invalid_request("n: only 1 choice is supported")
+    if body.tools or body.functions:
+        raise errors.invalid_request("tools: not supported")
+    conversation = [m for m in body.messages if m.role not in ("system", "developer")]
+    if not conversation or conversation[-1].role != "user":
+        raise errors.invalid_request("messages: the last message must be the user's question")
+    turns = [_turn(m) for m in conversation]
+    settings = service.settings
+    return AnswerRequest(
+        question=checked_query(turns[-1].content, settings.max_query_chars),
+        prompt=body.model,
+        configurable={},
+        history=checked_history(turns[:-1], settings),
+    )
+
+
+def _checked_model(service: Service, model: str) -> None:
+    if model not in service.prompts:
+        raise errors.model_not_found(model if PROMPT_NAME.match(model) else None)
+
+
+def _turn(message: ChatMessage) -> Turn:
+    if message.role not in ("user", "assistant"):
+        raise errors.invalid_request(f"messages: {message.role} messages are not supported")
+    content = message.content
+    if isinstance(content, list):
+        if any(part.type != "text" or part.text is None for part in content):
+            raise errors.invalid_request("messages: only text content is supported")
+        content = "".join(part.text or "" for part in content)
+    if content is None:
+        raise errors.invalid_request("messages: content is required")
+    return Turn(message.role, content)
+
+
+async def _whole_answer(
+    opened: OpenedAnswer, completion: openai_chat.Completion, request: Request
+) -> Response:
+    """`stream: false`: wait for the whole answer; a client that leaves stops it."""
+    outcome: list[tuple[str, AnswerSummary] | PublicError] = []
+    async with anyio.create_task_group() as group:
+        group.start_soon(_cancel_on_disconnect, request, group.cancel_scope)
+        outcome.append(await _collected(opened.events))
+        group.cancel_scope.cancel()
+    # Empty: the client left, and its answer was stopped; nobody reads this.
+    result = outcome[0] if outcome else errors.CANCELLED
+    if isinstance(result, PublicError):
+        return error_response(result, dialect=OPENAI)
+    text, summary = result
+    return JSONResponse(openai_chat.whole_completion(completion, text, summary))
+
+
+async def _collected(
+    events: AsyncGenerator[AnswerEvent],
+) -> tuple[str, AnswerSummary] | PublicError:
+    pieces: list[str] = []
+    async with aclosing(events):
+        async for event in events:
+            match event:
+                case Text(_, text):
+                    pieces.append(text)
+                case Done(_, summary):
+                    return "".join(pieces), summary
+                case Failed(_, error):
+                    return error
+    return errors.INTERNAL  # a log always ends with done or error
+
+
+async def _cancel_on_disconnect(request: Request, scope: anyio.CancelScope) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()

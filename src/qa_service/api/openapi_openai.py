@@ -1,0 +1,249 @@
+"""What /openapi.json says of the OpenAI-compatible routes (api/openai_chat.py).
+
+Their bodies and errors are OpenAI's shapes, not ours, so they have their own
+schema models; api/openapi.py calls `describe_openai_operations`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from qa_service.api.openai_chat import ChatCompletionRequest
+from qa_service.api.openapi_models import add_models, ref
+
+PATHS = ("/v1/chat/completions", "/v1/models", "/v1/models/{model}")
+
+
+class OpenAIErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str
+    type: Literal[
+        "invalid_request_error", "authentication_error", "rate_limit_error", "server_error"
+    ]
+    param: None = None
+    code: str = Field(description="Our stable code (docs/PROTOCOL.md), as on /ai_write.")
+
+
+class OpenAIErrorBody(BaseModel):
+    """OpenAI's error shape: a refusal, or a `data:` event of a failed stream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: OpenAIErrorDetail
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+    refusal: None = None
+
+
+class CompletionChoice(BaseModel):
+    index: Literal[0]
+    message: AssistantMessage
+    logprobs: None = None
+    finish_reason: str
+
+
+class ChatCompletion(BaseModel):
+    """`stream: false`: the whole answer."""
+
+    id: str = Field(pattern=r"^chatcmpl-")
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    system_fingerprint: None = None
+    choices: list[CompletionChoice] = Field(min_length=1, max_length=1)
+    usage: Usage | None = Field(description="null when the provider reported none.")
+
+
+class Delta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: Literal[0]
+    delta: Delta
+    logprobs: None = None
+    finish_reason: str | None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One streamed chunk: the role, a piece of content, the finish reason,
+    or (with `stream_options.include_usage`) the usage, with no choices."""
+
+    id: str = Field(pattern=r"^chatcmpl-")
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    system_fingerprint: None = None
+    choices: list[ChunkChoice] = Field(max_length=1)
+    usage: Usage | None = None
+
+
+class Model(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[Model]
+
+
+SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
+    OpenAIErrorBody,
+    ChatCompletion,
+    ChatCompletionChunk,
+    Model,
+    ModelList,
+)
+
+_STREAM_DESCRIPTION = """\
+`stream: true`: Server-Sent Events, `data:` lines only (no `id:`, no `event:`):
+`ChatCompletionChunk`s (the role first, then content pieces, then the finish
+reason, then the usage when asked for), then `data: [DONE]`. A failure after
+the stream started is one `OpenAIErrorBody` event. `: keep-alive` comment lines
+come while the model is silent. `stream: false`: one `ChatCompletion`."""
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": ref("OpenAIErrorBody")}},
+    }
+
+
+_UNAUTHORIZED = _error("`unauthorized`: API keys are on and the request has no valid key.")
+_COMMON_ERRORS: dict[str, Any] = {
+    "401": _UNAUTHORIZED,
+    "500": _error("`internal_error`: a bug; the detail is in the service's log."),
+    "503": _error("`not_ready`: the service is starting or stopping."),
+}
+_COMPLETION_RESPONSES: dict[str, Any] = {
+    "200": {
+        "description": _STREAM_DESCRIPTION,
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "data": {
+                            "type": "string",
+                            "description": "A ChatCompletionChunk or OpenAIErrorBody as "
+                            "JSON, or the last event's `[DONE]`.",
+                        }
+                    },
+                    "required": ["data"],
+                }
+            },
+            "application/json": {"schema": ref("ChatCompletion")},
+        },
+    },
+    **_COMMON_ERRORS,
+    "403": _error("`cross_site_refused`: a browser page of another site."),
+    "404": _error("`model_not_found`: `model` is not one of GET /v1/models."),
+    "409": _error("`cancelled`: a `stream: false` answer was cancelled."),
+    "413": _error("`body_too_large`: the body is over the POST size cap."),
+    "415": _error("`unsupported_media_type`: the body is not declared as application/json."),
+    "422": _error(
+        "Refused before any model call: `invalid_request` (the message names the field), "
+        "`query_required`, `query_too_long` (the last user message), `history_too_long`."
+    ),
+    "429": _error(
+        "`rate_limited`, `budget_exhausted`, `too_many_streams` (Retry-After, "
+        "x-ratelimit-* headers); or `upstream_rate_limited`."
+    ),
+    "502": _error("The provider failed before the first text (`upstream_*`)."),
+    "504": _error("`upstream_timeout`: the provider did not answer before the first text."),
+}
+_QUESTION = [
+    {"role": "user", "content": "What is photosynthesis?"},
+    {"role": "assistant", "content": "How plants make sugar from light."},
+    {"role": "user", "content": "Which gas do they take in?"},
+]
+_REQUEST_EXAMPLES = {
+    "stream": {
+        "summary": "Streamed, with usage",
+        "value": {
+            "model": "chat",
+            "messages": _QUESTION,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    },
+    "whole": {"summary": "One completion", "value": {"model": "explain", "messages": _QUESTION}},
+}
+_MODEL_PARAMETER = {
+    "name": "model",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "A prompt name.",
+}
+
+
+def describe_openai_operations(schema: dict[str, Any], prompts: Iterable[str]) -> None:
+    """Describe the /v1 operations in `schema`, which FastAPI generated."""
+    components = schema["components"]["schemas"]
+    add_models(components, (*SCHEMA_MODELS, ChatCompletionRequest))
+    components["ChatCompletionRequest"]["properties"]["model"] = {
+        "type": "string",
+        "enum": sorted(prompts),
+        "description": "A prompt name (GET /v1/models); it picks the prompt, not the LLM.",
+    }
+    paths = schema["paths"]
+    paths["/v1/chat/completions"]["post"].update(
+        summary="An answer as an OpenAI chat completion, streamed or whole",
+        tags=["OpenAI-compatible"],
+        requestBody={
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": ref("ChatCompletionRequest"),
+                    "examples": _REQUEST_EXAMPLES,
+                }
+            },
+        },
+        responses=dict(sorted(_COMPLETION_RESPONSES.items())),
+    )
+    paths["/v1/models"]["get"].update(
+        summary="The prompts, as OpenAI models",
+        tags=["OpenAI-compatible"],
+        responses={
+            "200": {
+                "description": "Every prompt.",
+                "content": {"application/json": {"schema": ref("ModelList")}},
+            },
+            **copy.deepcopy(_COMMON_ERRORS),
+        },
+    )
+    paths["/v1/models/{model}"]["get"].update(
+        summary="One prompt, as an OpenAI model",
+        tags=["OpenAI-compatible"],
+        parameters=[_MODEL_PARAMETER],
+        responses={
+            "200": {
+                "description": "The prompt.",
+                "content": {"application/json": {"schema": ref("Model")}},
+            },
+            "404": _error("`model_not_found`."),
+            **copy.deepcopy(_COMMON_ERRORS),
+        },
+    )
