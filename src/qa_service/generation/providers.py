@@ -16,6 +16,7 @@ from langchain_core.runnables import Runnable
 from qa_service.config import Settings
 from qa_service.generation.demo import build_demo_model
 from qa_service.generation.fallback import TextFirstChatGroq, TextFirstChatOpenAI, with_fallback
+from qa_service.generation.sdk_clients import plain_chunks_client
 from qa_service.generation.upstream import build_async_client, build_sync_client, upstream_timeout
 
 
@@ -67,11 +68,25 @@ async def open_chat_model(settings: Settings) -> AsyncIterator[Runnable[Any, Any
 def _build_model(
     settings: Settings, provider: Literal["openai", "groq"], model: str, common: dict[str, Any]
 ) -> BaseChatModel:
+    api_key = settings.openai_api_key if provider == "openai" else settings.groq_api_key
+    base_url = settings.openai_base_url if provider == "openai" else settings.groq_base_url
+    # Ours rather than the one LangChain would build: its streams hand chunks
+    # up as dicts (sdk_clients.py).
+    sdk_client = plain_chunks_client(
+        provider,
+        api_key=api_key.get_secret_value() if api_key is not None else None,
+        base_url=base_url,
+        timeout=common["timeout"],
+        max_retries=common["max_retries"],
+        http_client=common["http_async_client"],
+    )
     if provider == "openai":
         return TextFirstChatOpenAI(
             model=model,
-            api_key=settings.openai_api_key,
-            base_url=settings.openai_base_url,
+            api_key=api_key,
+            base_url=base_url,
+            root_async_client=sdk_client,
+            async_client=sdk_client.chat.completions,
             # Ask for the final usage chunk even from non-default base URLs;
             # OpenAI-compatible servers that do not know the option ignore it.
             stream_usage=True,
@@ -84,5 +99,9 @@ def _build_model(
             **common,
         )
     return TextFirstChatGroq(
-        model=model, api_key=settings.groq_api_key, base_url=settings.groq_base_url, **common
+        model=model,
+        api_key=api_key,
+        base_url=base_url,
+        async_client=sdk_client.chat.completions,
+        **common,
     )
