@@ -553,7 +553,9 @@ async def scenario_load(
         cpu = sum(r["cpu_s"] for r in runs[name])
         result[name] = {
             "ttft_p50_ms": percentile(ttfts, 0.5) * 1000,
+            "ttft_p90_ms": percentile(ttfts, 0.9) * 1000,
             "ttft_p99_ms": percentile(ttfts, 0.99) * 1000,
+            "ttft_max_ms": max(ttfts) * 1000,
             "duration_ratio_median": statistics.median(ratios),
             "duration_ratio_worst": max(ratios),
             "upstream_tokens": tokens,
