@@ -39,6 +39,12 @@ Scenarios:
 (d) as (b), with `--many-streams` streams: 200 x 200 tokens at 50 tokens/s is
     10,000 tokens/s offered, where issue 12 reads time to first text p99 and
     each stream's duration against the upstream's own.
+(e) as (d), but arriving steadily instead of at once: one new stream every
+    upstream duration / `--many-streams` seconds, for three upstream
+    durations, so that about `--many-streams` are open at once (10,000
+    tokens/s offered, what a service under that load sees; (d)'s burst adds
+    every stream's set-up at the same moment). Figures are read from the
+    streams started after the first duration (the ramp); CPU covers them all.
 (c) `--hold-streams` streams held open by slow upstream replies (first text at
     once, then `--hold-seconds` of slow tokens): VmRSS from /proc/<pid>/status
     after a warm-up ("before"), then every 0.1 s while the streams run; growth
@@ -113,7 +119,7 @@ SAMPLES = [
 MARKERS = {"single": "mk-single", "load": "mk-load", "hold": "mk-hold"}
 # (b) and (d): the same reply at two concurrencies (issue 12 reads CPU at the
 # first, time to first text and stream duration at the second).
-LOAD_SCENARIOS = {"b": "b_load", "d": "d_many"}
+LOAD_SCENARIOS = {"b": "b_load", "d": "d_many", "e": "e_steady"}
 
 
 def pieces(count: int) -> list[str]:
@@ -441,6 +447,22 @@ async def burst(target: Target, scenario: str, marker: str, count: int) -> list[
     return list(await asyncio.gather(*(one_stream(target, scenario, marker) for _ in range(count))))
 
 
+async def steady(
+    target: Target, scenario: str, marker: str, count: int, stream_seconds: float
+) -> list[Stream]:
+    """About `count` streams open at once: one starts every `stream_seconds / count`
+    seconds for three stream lengths. The first length's streams are the ramp,
+    labelled `<scenario>_ramp` (checked for exactness, left out of the figures)."""
+    loop = asyncio.get_running_loop()
+    interval, start = stream_seconds / count, loop.time()
+    started = []
+    for i in range(3 * count):
+        await asyncio.sleep(max(0.0, start + i * interval - loop.time()))
+        label = scenario if i >= count else f"{scenario}_ramp"
+        started.append(asyncio.create_task(one_stream(target, label, marker)))
+    return list(await asyncio.gather(*started))
+
+
 def own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -502,6 +524,7 @@ async def scenario_load(
 ) -> dict[str, Any]:
     """`count` concurrent streams of the load reply, `args.rounds` rounds per target."""
     marker = MARKERS["load"]
+    nominal_duration = args.first_delay + (args.tokens - 1) / args.rate
     runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
     streams: dict[str, list[Stream]] = {t.name: [] for t in targets}
     for target in targets:  # warm-up: pools, imports, caches
@@ -511,7 +534,10 @@ async def scenario_load(
             await asyncio.sleep(args.settle)
             cpu0, stub0, own0 = cpu_seconds(target.pid), cpu_seconds(stub_pid), own_cpu()
             cores0, wall0 = core_busy_seconds(), time.perf_counter()
-            done = await burst(target, scenario, marker, count)
+            if scenario == LOAD_SCENARIOS["e"]:
+                done = await steady(target, scenario, marker, count, nominal_duration)
+            else:
+                done = await burst(target, scenario, marker, count)
             await asyncio.sleep(args.settle)  # work the process does after the last byte
             wall = time.perf_counter() - wall0
             cpu = cpu_seconds(target.pid) - cpu0
@@ -519,7 +545,7 @@ async def scenario_load(
             cores = [b - a for a, b in zip(cores0, core_busy_seconds(), strict=True)]
             ours = {SERVICE_CORE: 0.0 if target.kind == "stub" else cpu, LOAD_CORE: load_core}
             ledger.check(done, "load")
-            streams[target.name] += done
+            streams[target.name] += [s for s in done if s.scenario == scenario]
             runs[target.name].append(
                 {
                     "cpu_s": cpu,
@@ -543,7 +569,7 @@ async def scenario_load(
         "rate_tokens_per_s": args.rate,
         "first_delay_s": args.first_delay,
         "rounds": args.rounds,
-        "nominal_upstream_duration_s": args.first_delay + (args.tokens - 1) / args.rate,
+        "nominal_upstream_duration_s": nominal_duration,
         "stub_median_duration_s": stub_median_duration,
     }
     for name, done in streams.items():
@@ -652,8 +678,9 @@ def git_commit() -> dict[str, Any]:
 
 
 def load_lines(key: str, load: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    arrival = "open at once in steady state" if key == "e" else "concurrent streams started at once"
     lines = [
-        f"\n({key}) {load['streams']} concurrent streams x {load['tokens_per_stream']} tokens at"
+        f"\n({key}) {load['streams']} {arrival} x {load['tokens_per_stream']} tokens at"
         f" {load['rate_tokens_per_s']:g} tok/s, {load['rounds']} rounds"
         f" (upstream's own duration: {load['stub_median_duration_s']:.2f} s median,"
         f" nominal {load['nominal_upstream_duration_s']:.2f} s)",
@@ -774,7 +801,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--single-samples", type=int, default=50, help="(a) samples per target")
     parser.add_argument("--streams", type=int, default=100, help="(b) concurrent streams")
-    parser.add_argument("--many-streams", type=int, default=200, help="(d) concurrent streams")
+    parser.add_argument("--many-streams", type=int, default=200, help="(d, e) concurrent streams")
     parser.add_argument("--tokens", type=int, default=200, help="(b, d) tokens per stream")
     parser.add_argument("--rate", type=float, default=50.0, help="(b) tokens/s per stream")
     parser.add_argument("--first-delay", type=float, default=0.05, help="(a, b) stub's TTFT, s")
@@ -789,7 +816,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " `git archive COMMIT src | tar -x -C DIR`) as service_base, in the same run",
     )
     parser.add_argument(
-        "--scenarios", default="a,b,c,d", help="which to run, comma-separated (default a,b,c,d)"
+        "--scenarios",
+        default="a,b,c,d,e",
+        help="which to run, comma-separated (default a,b,c,d,e)",
     )
     return parser.parse_args(argv)
 
@@ -876,7 +905,11 @@ def main(argv: list[str] | None = None) -> None:
                 report["scenarios"]["a_single"] = await scenario_single(
                     [stub, chain, *services], ledger, args.single_samples, warmup=3
                 )
-            for key, count in (("b", args.streams), ("d", args.many_streams)):
+            for key, count in (
+                ("b", args.streams),
+                ("d", args.many_streams),
+                ("e", args.many_streams),
+            ):
                 if key in wanted:
                     name = LOAD_SCENARIOS[key]
                     report["scenarios"][name] = await scenario_load(
