@@ -1,7 +1,7 @@
 """Coalescing through the real service. Adaptive, below the chain: chunks that arrive
 together go out together, exactly; a chunk that has not arrived is never waited for.
-On the wire (QA_COALESCE_MS): runs of text go as one event, and resuming from one
-continues exactly after it."""
+On the wire (QA_COALESCE_MS): runs of text go as one event in every dialect, and
+resuming from one continues exactly after it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 
+from tests.integration.test_ai_sdk_chat import chat_body, read_chat
 from tests.integration.test_answers import HARD_PIECES
 from tests.support.providers import marker, provider_settings
 from tests.support.resume import read, seqs
@@ -83,3 +85,46 @@ def test_with_a_window_runs_of_text_go_as_one_event_and_resume_exactly_after_it(
     rest = read(windowed.url, f"/answers/{whole.answer_id}/events", last_event_id=whole.ids[first])
     assert whole.events[first]["text"] + rest.text == "".join(pieces)
     assert rest.last["done"]["finish_reason"] == "stop"
+
+
+def test_with_a_window_the_openai_dialect_sends_fewer_chunks_with_exact_text_finish_and_usage(
+    windowed: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    pieces = PIECES[:24]
+    usage = {"prompt_tokens": 9, "completion_tokens": 24, "total_tokens": 33}
+    stub.reply(key, Reply(pieces=pieces, piece_delay=0.05, usage=usage))
+
+    with openai.OpenAI(base_url=f"{windowed.url}/v1", api_key="unused", max_retries=0) as client:
+        chunks = list(
+            client.chat.completions.create(
+                model="chat",
+                messages=[{"role": "user", "content": key}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+
+    contents = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert "".join(contents) == "".join(pieces)
+    # 24 pieces 50 ms apart, in runs of at most 400 ms: a handful of chunks.
+    assert 2 <= len(contents) <= 8
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.model_dump(include=set(usage)) == usage
+
+
+def test_with_a_window_the_ai_sdk_stream_sends_fewer_text_deltas_exactly(
+    windowed: RunningService, stub: UpstreamStub
+) -> None:
+    key = marker()
+    pieces = PIECES[:24]
+    stub.reply(key, Reply(pieces=pieces, piece_delay=0.05))
+
+    chat = read_chat(windowed.url, chat_body(key))
+
+    assert chat.text == "".join(pieces)
+    assert 2 <= chat.types.count("text-delta") <= 8
+    assert chat.chunks[-1] == {"type": "finish", "finishReason": "stop"}
