@@ -1,7 +1,7 @@
 """Load benchmark: what users feel, each figure against baselines measured in the same run.
 
     uv run --frozen python -m benchmarks.load [--single-samples 50] [--streams 100] ...
-    (./benchmarks/run.sh runs it with the defaults, about 3 minutes on 2 cores)
+    (./benchmarks/run.sh runs it with the defaults, about 15 minutes on 2 cores)
 
 Processes, all on 127.0.0.1 and up for the whole run:
 - the upstream stub (benchmarks/load_stub.py: OpenAI's chat-completions SSE,

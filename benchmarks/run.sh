@@ -15,9 +15,9 @@ uv run --frozen python -m benchmarks.resume
 uv run --frozen python -m benchmarks.admission_cost
 # What users feel (issue 12's table, one run): time to first text at 1 stream,
 # CPU per 1,000 tokens at 100 concurrent streams, time to first text and stream
-# duration at 200, RSS per held stream at 400, every stream checked for
-# exactness; each against the stub and a naive sse-starlette relay of the same
-# chain in the same run.
+# duration at 200 (a burst, and steadily arriving), RSS per held stream at
+# 400, every stream checked for exactness; each against the stub and a naive
+# sse-starlette relay of the same chain in the same run.
 uv run --frozen python -m benchmarks.load
 # QA_WORKERS=2 against 1: throughput at saturation, Redis store.
 uv run --frozen python -m benchmarks.workers
