@@ -9,7 +9,11 @@ from qa_service.stores.redis import open_redis_client
 from qa_service.stores.slots import RedisSlotStore
 from tests.support.redis_server import run_redis
 
-LEASE = 0.4
+LEASE = 1.5
+# Renewed this often, the kept slot has a second and more to spare when a
+# loaded machine delays a renewal (0.4 s leases renewed every 0.2 s lapsed
+# under a full test run).
+RENEW_EVERY = 0.25
 
 
 async def _lease_life(url: str) -> tuple[bool, bool, bool, bool]:
@@ -18,8 +22,8 @@ async def _lease_life(url: str) -> tuple[bool, bool, bool, bool]:
         assert await store.take("c", "kept", 2, LEASE)
         assert await store.take("c", "lapsing", 2, LEASE)
         full = not await store.take("c", "third", 2, LEASE)
-        for _ in range(3):  # past the lease, renewing only one slot
-            await asyncio.sleep(LEASE / 2)
+        for _ in range(round(LEASE / RENEW_EVERY) + 2):  # past the lease, renewing one slot
+            await asyncio.sleep(RENEW_EVERY)
             await store.renew({"c": {"kept"}}, LEASE)
         # The lapsed slot is dropped when the next one is taken; the kept one counts.
         freed_one = await store.take("c", "third", 2, LEASE)

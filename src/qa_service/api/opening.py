@@ -1,4 +1,5 @@
-"""Opening a new answer, for every dialect: admit it, start it, hold for its first text.
+"""Opening a new answer, for every dialect: admit it, start it, hold for its first text;
+and the events one connection gets from an answer, new or resumed.
 
 Each dialect's route checks its own request, turns it into an AnswerRequest,
 and renders the events this hands back. Keys, limits, budgets, metrics and

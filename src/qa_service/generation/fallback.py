@@ -74,7 +74,7 @@ class TextFirstChatModel(BaseChatModel):
                     break
             for early in held:
                 yield early
-            # Then the rest, coalesced (leaving `async for` left `chunks` open).
+            # Then the rest, coalesced (`break` left `chunks` open).
             # The read-ahead task owns `chunks` from here and closes it itself:
             # closing it from here could find it running in that task.
             rest = coalesce_waiting(chunks, merge_chunks)
