@@ -38,6 +38,13 @@ def two_workers(stub: UpstreamStub, tmp_path: Path) -> Iterator[RunningService]:
             "QA_SHUTDOWN_GRACE_SECONDS": str(GRACE),
         }
         with run_service(settings, tmp_path) as service:
+            # Ready means one worker answered; the other may still be starting,
+            # and until it listens the kernel sends every connection to the first.
+            port = int(service.url.rsplit(":", 1)[1])
+            deadline = time.monotonic() + 30
+            while not (len(_workers(service)) == WORKERS and all(_listening_each(service, port))):
+                assert time.monotonic() < deadline, _listening_each(service, port)
+                time.sleep(0.05)
             yield service
 
 
@@ -45,12 +52,21 @@ def _workers(service: RunningService) -> list[psutil.Process]:
     return psutil.Process(service.process.pid).children()
 
 
+def _on_port(worker: psutil.Process, port: int, status: str) -> int:
+    return sum(
+        1
+        for c in worker.net_connections("tcp")
+        if c.laddr and c.laddr.port == port and c.status == status
+    )
+
+
+def _listening_each(service: RunningService, port: int) -> list[int]:
+    return [_on_port(worker, port, psutil.CONN_LISTEN) for worker in _workers(service)]
+
+
 def _serving_each(service: RunningService, port: int) -> list[int]:
-    """How many connections on `port` each worker holds."""
-    return [
-        sum(1 for c in worker.net_connections("tcp") if c.laddr and c.laddr.port == port)
-        for worker in _workers(service)
-    ]
+    """How many client connections on `port` each worker holds."""
+    return [_on_port(worker, port, psutil.CONN_ESTABLISHED) for worker in _workers(service)]
 
 
 def test_two_workers_share_the_streams_and_answer_exactly(
