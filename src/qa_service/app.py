@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -112,19 +111,6 @@ def create_app(settings: Settings) -> FastAPI:
                     "api_keys": len(keys) if keys is not None else "off",
                 },
             )
-            # Start-up's objects (LangChain, the SDKs, pydantic schemas: about
-            # 190,000) live as long as the process; frozen, a full collection
-            # never walks them again (measured at 185-440 ms on a busy machine).
-            gc.freeze()
-            # What open answers hold (their logs, LangChain's chunks) still
-            # grows the heap under load, and with the default thresholds
-            # (700, 10, 10) a full collection came every 0.7 s, each a pause
-            # of 60-250 ms with nothing to free: the requests that arrived
-            # during a burst waited seconds for their turn (time to first
-            # text p99 5.6 s against p50 0.9 s at 200 streams, benchmarks/load.py
-            # (d)). Rarer collections: reference counting frees all but cycles
-            # at once anyway, and cycles wait a little longer.
-            gc.set_threshold(10_000, 20, 100)
             yield
 
     # FastAPI's /docs and /redoc load their scripts from a CDN, which the CSP

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -55,3 +56,15 @@ def test_a_bug_is_a_json_500_that_tells_the_client_nothing_of_it(
     (record,) = [r for r in caplog.records if r.name.startswith("qa_service")]
     assert record.getMessage() == "unhandled error exception=RuntimeError path=/broken"
     assert "detail-that-must-not-leave" not in caplog.text
+
+
+def test_an_app_started_in_process_leaves_the_processs_garbage_collector_alone() -> None:
+    # The serving process tunes its collector (server.py); an app a test
+    # starts in its own process must not change that process's.
+    settings = Settings(_env_file=None, provider="demo", prompts_dir=PROMPTS)  # type: ignore[call-arg]
+    thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
+
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 200
+
+    assert (gc.get_threshold(), gc.get_freeze_count()) == (thresholds, frozen)

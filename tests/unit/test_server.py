@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import signal
+from typing import Any
 
 import pytest
 import uvicorn
@@ -62,3 +64,25 @@ def test_the_protocol_class_carries_its_header_timeout() -> None:
     protocol = guarded_http_protocol(2.5)
     assert issubclass(protocol, HttpToolsProtocol)
     assert protocol.header_timeout == 2.5
+
+
+async def test_the_serving_process_freezes_start_up_objects_and_collects_rarely() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_config=None)
+    config.load()
+    server = DrainingServer(config)
+    server.lifespan = config.lifespan_class(config)
+    thresholds = gc.get_threshold()
+    try:
+        await server.startup()
+        assert gc.get_threshold() == (10_000, 20, 100)
+        assert gc.get_freeze_count() > 0
+    finally:
+        await server.shutdown()
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
