@@ -67,10 +67,10 @@ FEATURES = {
         r"^(on_llm_new_token|ahandle_event|_ahandle_event_for_handler) "
         r"\(langchain_core/callbacks/manager|\(qa_service/generation/report"
     ),
-    "text-first + coalescing layer (fallback.py, coalesce.py, readahead.py)": (
-        r"\(qa_service/(generation/(fallback|coalesce)|core/readahead)"
+    "text-first + batching layer (chat_models.py, batching.py, readahead.py)": (
+        r"\(qa_service/(generation/(chat_models|batching)|core/readahead)"
     ),
-    "QA_COALESCE_MS window (text_window.py)": r"\(qa_service/answers/text_window",
+    "QA_COALESCE_MS window (coalescing.py)": r"\(qa_service/answers/coalescing",
     "writer limits (writer.py: timeout per piece, cap)": r"^stream \(qa_service/generation/writer",
     "response hooks (upstream.py)": r"\(qa_service/generation/upstream",
     "send timeout (sse-starlette's move_on_after per send)": (

@@ -151,7 +151,7 @@ def check_answer_store(settings: Settings) -> None:
     if settings.redis_url is None:
         return
     from qa_service.config import ConfigError
-    from qa_service.stores.redis import unreachable
+    from qa_service.stores.redis_client import unreachable
 
     problem = unreachable(settings.redis_url.get_secret_value())
     if problem is not None:
@@ -167,7 +167,7 @@ def ask_command(
     json_lines: bool = False,
     address: tuple[str | None, int | None] = (None, None),
 ) -> int:
-    from qa_service.ask import CONFIG_ERROR, ask, default_url
+    from qa_service.cli_ask import CONFIG_ERROR, ask, default_url
     from qa_service.config import ConfigError
 
     if url is None:

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     provider: Literal["auto", "openai", "groq", "demo"] = "auto"
     model: str | None = Field(default=None, description="Model name; default depends on provider")
-    # Asked when the provider fails before any text (generation/fallback.py);
+    # Asked when the provider fails before any text (generation/chat_models.py);
     # it uses that provider's own key and base URL settings.
     fallback_provider: Literal["openai", "groq"] | None = None
     fallback_model: str | None = None

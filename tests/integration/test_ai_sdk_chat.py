@@ -50,7 +50,7 @@ class Chat:
     @property
     def shape(self) -> list[str]:
         """`types` with each run of text-delta as one: pieces that reach the
-        service together go out as one (generation/coalesce.py)."""
+        service together go out as one (generation/batching.py)."""
         types = self.types
         return [t for i, t in enumerate(types) if t != "text-delta" or types[i - 1] != t]
 

@@ -69,7 +69,7 @@ async def test_hangup_between_chunks_closes_upstream_request(
     from qa_service.generation.prompts import load_prompts
     from qa_service.generation.providers import open_chat_model
     from qa_service.generation.writer import AIWriter
-    from qa_service.stores.memory import MemoryAnswerStore
+    from qa_service.stores.memory_answers import MemoryAnswerStore
     from tests.support.providers import provider_settings
     from tests.support.service import PROMPTS
 

@@ -36,7 +36,7 @@ class HangUp:
     at: float  # time.monotonic() when the client's connection was gone
     request_id: str | None
     # The client saw the answer's last event first (it ended at the output cap:
-    # under load one text event can hold many provider chunks, coalesce.py).
+    # under load one text event can hold many provider chunks, generation/batching.py).
     saw_the_end: bool = False
 
 

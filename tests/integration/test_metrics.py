@@ -50,7 +50,7 @@ def test_counters_and_histograms_move_with_answers(
     assert grew("qa_upstream_errors_total", code="upstream_rate_limited") == 1
     assert grew("qa_client_disconnects_total") == 1
     assert grew("qa_upstream_cancellations_total") == 1
-    # Pieces sent: provider chunks that arrived together are one (coalesce.py).
+    # Pieces sent: provider chunks that arrived together are one (generation/batching.py).
     assert grew("qa_tokens_relayed_total") >= 4
     assert grew("qa_usage_tokens_total", kind="output") == 12
     assert grew("qa_time_to_first_token_seconds_count") == 4

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from qa_service.stores.redis import open_redis_client
-from qa_service.stores.slots import RedisSlotStore
+from qa_service.stores.redis_client import open_redis_client
+from qa_service.stores.redis_slots import RedisSlotStore
 from tests.support.redis_server import run_redis
 
 LEASE = 1.5

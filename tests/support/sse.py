@@ -33,7 +33,7 @@ class Stream:
     @property
     def shape(self) -> list[str]:
         """`kinds` with each run of text events as one: chunks that reach the
-        service together go out as one text event (generation/coalesce.py)."""
+        service together go out as one text event (generation/batching.py)."""
         return [
             k
             for i, k in enumerate(self.kinds)

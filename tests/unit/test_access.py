@@ -18,7 +18,7 @@ from qa_service.api.guards import STARTS_ANSWERS
 from qa_service.app import create_app
 from qa_service.cli import main
 from qa_service.config import ConfigError, Settings, load_settings
-from qa_service.stores.values import MemoryValues
+from qa_service.stores.memory_values import MemoryValues
 
 KEY = "k-" + "a1" * 12
 OTHER = "k-" + "b2" * 12

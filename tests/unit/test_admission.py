@@ -9,10 +9,11 @@ from starlette.requests import Request
 from qa_service.access.admission import Admission
 from qa_service.access.capacity import StreamCapacity
 from qa_service.access.quotas import ClientQuotas, format_duration
-from qa_service.access.slots import MemorySlotStore, SlotKeeper
+from qa_service.access.slots import SlotKeeper
 from qa_service.api.deps import CLIENT_KEY_ID, client_of
 from qa_service.config import Settings
 from qa_service.core.errors import QAServiceError
+from qa_service.stores.memory_slots import MemorySlotStore
 
 
 def build_admission(

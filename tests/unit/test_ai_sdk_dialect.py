@@ -13,8 +13,8 @@ from qa_service.answers.chats import ChatAnswers
 from qa_service.api.ui_messages import ChatBody, ask_of
 from qa_service.core.errors import UPSTREAM_INTERRUPTED, QAServiceError
 from qa_service.core.events import AnswerEvent, AnswerMeta, AnswerSummary, Done, Failed, Meta, Text
-from qa_service.stores.values import MemoryValues
-from qa_service.wire import vercel
+from qa_service.stores.memory_values import MemoryValues
+from qa_service.wire import ai_sdk
 
 META = Meta(0, AnswerMeta("r", "openai", "m", "explain", answer_id="A" * 22))
 
@@ -29,7 +29,7 @@ async def _events(*events: AnswerEvent) -> AsyncGenerator[AnswerEvent]:
 
 
 async def _chunks(*events: AnswerEvent) -> list[Any]:
-    rendered = [e async for e in vercel.render_stream(_events(*events))]
+    rendered = [e async for e in ai_sdk.render_stream(_events(*events))]
     raw = [e.encode().decode() for e in rendered]
     assert all(r.startswith("data: ") and r.endswith("\n\n") for r in raw)  # data only
     return [r[6:-2] if r[6:-2] == "[DONE]" else json.loads(r[6:-2]) for r in raw]
@@ -85,7 +85,7 @@ async def test_a_failure_is_an_error_chunk_with_code_and_message_then_done() -> 
     ],
 )
 def test_finish_reasons_are_the_ones_every_sdk_major_accepts(ours: str | None, theirs: str) -> None:
-    assert vercel.finish_reason(ours) == theirs
+    assert ai_sdk.finish_reason(ours) == theirs
     # The values ai 5 (from 5.0.92), 6 and 7 all accept.
     assert theirs in {"stop", "length", "content-filter", "tool-calls", "error", "other"}
 

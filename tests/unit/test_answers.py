@@ -24,7 +24,7 @@ from qa_service.core.events import AnswerEvent, AnswerMeta, Failed, Meta, Text, 
 from qa_service.generation.demo import SCENARIO_CONFIG_KEY, build_demo_model
 from qa_service.generation.prompts import load_prompts
 from qa_service.generation.writer import AIWriter
-from qa_service.stores.memory import MemoryAnswerStore
+from qa_service.stores.memory_answers import MemoryAnswerStore
 from qa_service.wire import native
 
 PROMPTS = load_prompts(Path(__file__).resolve().parents[2] / "prompts")

@@ -1,4 +1,4 @@
-"""Adaptive coalescing below the chain, with scripted sources and fake chat models."""
+"""Adaptive batching below the chain, with scripted sources and fake chat models."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 
-from qa_service.generation.coalesce import capped, coalesce_waiting, merge_chunks
-from qa_service.generation.fallback import TextFirstChatModel
+from qa_service.generation.batching import batch_waiting, capped, merge_chunks
+from qa_service.generation.chat_models import TextFirstChatModel
 from qa_service.generation.prompts import load_prompts
 from qa_service.generation.report import GenerationReport
 from qa_service.generation.writer import AIWriter
@@ -41,7 +41,7 @@ async def _arrived_together(items: list[str]) -> AsyncGenerator[str]:
 
 async def test_chunks_that_are_already_waiting_go_up_as_one() -> None:
     items = ["a", "\r\n", "糖", "🌱", ""]
-    merged = coalesce_waiting(_arrived_together(items), _join)
+    merged = batch_waiting(_arrived_together(items), _join)
 
     async with asyncio.timeout(DEADLINE):
         out = [item async for item in merged]
@@ -57,7 +57,7 @@ async def test_a_chunk_that_has_not_arrived_is_never_waited_for() -> None:
         await arrived.wait()
         yield "second"
 
-    merged = coalesce_waiting(slow(), _join)
+    merged = batch_waiting(slow(), _join)
     async with asyncio.timeout(DEADLINE):
         # Handed over while "second" has not come: nothing holds "first" back.
         assert await anext(merged) == "first"
@@ -73,7 +73,7 @@ async def test_a_failure_is_raised_after_the_chunks_before_it() -> None:
         yield "an answer"
         raise ConnectionResetError("cut")
 
-    merged = coalesce_waiting(failing(), _join)
+    merged = batch_waiting(failing(), _join)
     async with asyncio.timeout(DEADLINE):
         assert await anext(merged) == "half an answer"
         with pytest.raises(ConnectionResetError):
@@ -91,7 +91,7 @@ async def test_a_reader_that_stops_ends_the_upstream_read() -> None:
         finally:
             closed.set()
 
-    merged = coalesce_waiting(endless(), _join)
+    merged = batch_waiting(endless(), _join)
     async with asyncio.timeout(DEADLINE):
         assert await anext(merged) == "one"
         await merged.aclose()
@@ -111,7 +111,7 @@ async def test_a_cancelled_reader_ends_the_upstream_read() -> None:
             closed.set()
 
     async def read() -> list[str]:
-        return [item async for item in coalesce_waiting(silent(), _join)]
+        return [item async for item in batch_waiting(silent(), _join)]
 
     task = asyncio.create_task(read())
     async with asyncio.timeout(DEADLINE):

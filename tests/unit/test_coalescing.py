@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
-from qa_service.answers.text_window import merge_texts
+from qa_service.answers.coalescing import merge_texts
 from qa_service.core.errors import CANCELLED
 from qa_service.core.events import AnswerEvent, AnswerMeta, AnswerSummary, Done, Failed, Meta, Text
 

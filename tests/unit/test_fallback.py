@@ -18,8 +18,9 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 from pydantic import Field
 
-from qa_service.generation.fallback import TextFirstChatModel, with_fallback
+from qa_service.generation.chat_models import TextFirstChatModel
 from qa_service.generation.prompts import load_prompts
+from qa_service.generation.providers import with_fallback
 from qa_service.generation.report import GenerationReport
 from qa_service.generation.writer import AIWriter
 
@@ -195,7 +196,7 @@ async def test_text_first_holds_empty_chunks_back_and_says_what_every_chunk_said
     stock = [chunk async for chunk in plain.astream("q")]
 
     # Up to the first text, chunk for chunk; after it, chunks that were waiting
-    # together may be merged (coalesce.py), never reordered.
+    # together may be merged (generation/batching.py), never reordered.
     assert [chunk.content for chunk in held[:2]] == ["", "a"]
     merged, expected = reduce(add, held), reduce(add, stock)
     assert merged.content == expected.content == "ab"

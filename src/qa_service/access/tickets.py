@@ -28,7 +28,7 @@ TICKET = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 
 class TicketStore(Protocol):
-    """Where tickets wait to be redeemed (stores/values.py, stores/redis_values.py)."""
+    """Where tickets wait to be redeemed (stores/memory_values.py, stores/redis_values.py)."""
 
     async def put(self, digest: str, grant: str, ttl_seconds: int) -> None:
         """Keep `grant` under `digest` for `ttl_seconds`."""

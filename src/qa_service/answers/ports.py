@@ -1,6 +1,6 @@
 """What an answer needs from the outside, as Protocols: the log store and its writer.
 
-The store has two backends (stores/memory.py, in this process; stores/redis.py,
+The store has two backends (stores/memory_answers.py, in this process; stores/redis_answers.py,
 shared by every replica). Both keep the same promises:
 
 - An answer's log holds its domain events in seq order: `Meta` (seq 0), then

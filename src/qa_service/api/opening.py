@@ -15,9 +15,9 @@ import anyio
 from asgi_correlation_id import correlation_id
 from starlette.requests import Request
 
+from qa_service.answers.coalescing import merge_texts
 from qa_service.answers.connection import answer_events
 from qa_service.answers.model import AnswerRequest
-from qa_service.answers.text_window import merge_texts
 from qa_service.api.deps import Service, client_of
 from qa_service.core import errors
 from qa_service.core.events import AnswerEvent, AnswerMeta

@@ -2,7 +2,7 @@
 
 What `useChat` with `DefaultChatTransport` speaks (docs/PROTOCOL.md). Answers
 start through api/opening.py like every dialect's, so keys, limits, budgets,
-metrics and logs are the same; wire/vercel.py renders their events.
+metrics and logs are the same; wire/ai_sdk.py renders their events.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from qa_service.api.opening import connection_events, open_answer
 from qa_service.api.ui_messages import ask_of, read_chat_body
 from qa_service.core import errors
 from qa_service.core.events import AnswerEvent
-from qa_service.wire import sse, vercel
+from qa_service.wire import ai_sdk, sse
 
 router = APIRouter()
 
@@ -79,6 +79,6 @@ async def chat_resume(service: ServiceDep, request: Request, chat_id: str) -> Re
 def _ui_message_stream(
     service: Service, events: AsyncGenerator[AnswerEvent], shutdown: anyio.Event
 ) -> Response:
-    response = sse.event_stream_response(vercel.render_stream(events), service.settings, shutdown)
-    response.headers[vercel.STREAM_HEADER] = vercel.STREAM_VERSION
+    response = sse.event_stream_response(ai_sdk.render_stream(events), service.settings, shutdown)
+    response.headers[ai_sdk.STREAM_HEADER] = ai_sdk.STREAM_VERSION
     return response

@@ -1,8 +1,8 @@
 """Reading an async generator ahead, in a task of its own, into a queue.
 
 What the reader takes from the queue has already arrived, so it can take
-everything that is waiting at once (generation/coalesce.py), or wait for the
-next item with a deadline (answers/text_window.py) without ever cancelling
+everything that is waiting at once (generation/batching.py), or wait for the
+next item with a deadline (answers/coalescing.py) without ever cancelling
 the source mid-step: a cancelled `anext()` would end an async generator.
 """
 

@@ -1,4 +1,4 @@
-"""Adaptive coalescing below the chain: upstream chunks already waiting go up as one.
+"""Adaptive batching below the chain: upstream chunks already waiting go up as one.
 
 Every chunk a chat model yields pays LangChain's per-chunk layers above it
 (a callback per token, one generator step per chain step, the parser), then
@@ -9,7 +9,7 @@ often exactly when the CPU is short. Nothing ever waits for a chunk that has
 not arrived: a pump task reads the upstream as fast as it comes and queues
 each chunk; the reader takes whatever is queued the moment it asks. At low
 load that is one chunk, at once, as before (benchmarks/load.py, scenario (a),
-shows the latency; tests/unit/test_coalesce.py the behaviour).
+shows the latency; tests/unit/test_batching.py the behaviour).
 
 The pump also owns the upstream's reads: when the reader stops (the answer is
 done, cut at its cap, or cancelled) the pump is cancelled inside its network
@@ -33,7 +33,7 @@ from qa_service.core.readahead import Ended, ReadAhead
 T = TypeVar("T")
 
 
-async def coalesce_waiting(
+async def batch_waiting(
     source: AsyncGenerator[T], merge: Callable[[Sequence[T]], T]
 ) -> AsyncGenerator[T]:
     """`source`'s items, each run of items that were already waiting merged into one.
@@ -99,7 +99,7 @@ async def capped(
     finish_reason "length" and no usage ends the stream.
 
     It counts the provider's own chunks (each holds at least one token), so
-    it runs before coalescing; a provider that keeps to the cap is never cut.
+    it runs before batching; a provider that keeps to the cap is never cut.
     """
     texts = 0
     async with aclosing(chunks):

@@ -1,6 +1,8 @@
-"""The fallback provider, asked only when the primary fails before any text.
+"""The chat models every request uses: each provider's, with a stream that starts at
+the first text, is capped, and batches what is waiting. That first point is what
+keeps the fallback provider (providers.py `with_fallback`) to "only before any text".
 
-Built with LangChain's own `primary.with_fallbacks([fallback])`, on the model,
+The fallback is built with LangChain's own `primary.with_fallbacks([fallback])`, on the model,
 so each chain stays `prompt | model | parser`. What it does, read in
 langchain-core 1.7's `RunnableWithFallbacks.astream` (runnables/fallbacks.py):
 it opens each runnable's stream in turn and awaits its first chunk; an
@@ -16,7 +18,7 @@ with a role-only delta whose content is empty, and end it with chunks that
 carry only a finish reason or usage. A stream that dies after the role delta
 and before any text would not fall back. `TextFirstChatModel` closes that gap: it
 holds back empty chunks until a chunk with text comes (then yields them all
-in order; chunks that were already waiting together go as one, coalesce.py),
+in order; chunks that were already waiting together go as one, batching.py),
 or the stream ends. The first chunk LangChain sees is
 then the first text, so "fall back before any text, never after" holds
 exactly (tests/unit/test_fallback.py).
@@ -40,12 +42,10 @@ from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.outputs import ChatGenerationChunk
-from langchain_core.runnables import Runnable
 from langchain_groq import ChatGroq
 from langchain_openai import ChatOpenAI
 
-from qa_service.generation.coalesce import capped, coalesce_waiting, merge_chunks
-from qa_service.generation.failures import FALLBACK_FAILURES
+from qa_service.generation.batching import batch_waiting, capped, merge_chunks
 
 
 class TextFirstChatModel(BaseChatModel):
@@ -53,7 +53,7 @@ class TextFirstChatModel(BaseChatModel):
 
     Its stream also keeps to the model's `max_tokens` in provider chunks, and
     merges the chunks that are already waiting when it is asked for the next
-    (coalesce.py: under load, the chain's per-chunk cost is paid less often).
+    (batching.py: under load, the chain's per-chunk cost is paid less often).
     """
 
     async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
@@ -74,10 +74,10 @@ class TextFirstChatModel(BaseChatModel):
                     break
             for early in held:
                 yield early
-            # Then the rest, coalesced (`break` left `chunks` open).
+            # Then the rest, batched (`break` left `chunks` open).
             # The read-ahead task owns `chunks` from here and closes it itself:
             # closing it from here could find it running in that task.
-            rest = coalesce_waiting(chunks, merge_chunks)
+            rest = batch_waiting(chunks, merge_chunks)
             handed_over = True
             async with aclosing(rest):
                 async for chunk in rest:
@@ -93,8 +93,3 @@ class TextFirstChatOpenAI(TextFirstChatModel, ChatOpenAI):
 
 class TextFirstChatGroq(TextFirstChatModel, ChatGroq):
     """ChatGroq whose stream starts at the first text."""
-
-
-def with_fallback(primary: Runnable[Any, Any], fallback: Runnable[Any, Any]) -> Runnable[Any, Any]:
-    """`primary`, which hands the request to `fallback` when it fails before any text."""
-    return primary.with_fallbacks([fallback], exceptions_to_handle=FALLBACK_FAILURES)

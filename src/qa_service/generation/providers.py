@@ -14,8 +14,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
 
 from qa_service.config import Settings
+from qa_service.generation.chat_models import TextFirstChatGroq, TextFirstChatOpenAI
 from qa_service.generation.demo import build_demo_model
-from qa_service.generation.fallback import TextFirstChatGroq, TextFirstChatOpenAI, with_fallback
+from qa_service.generation.failures import FALLBACK_FAILURES
 from qa_service.generation.sdk_clients import plain_chunks_client
 from qa_service.generation.upstream import build_async_client, build_sync_client, upstream_timeout
 
@@ -105,3 +106,9 @@ def _build_model(
         async_client=sdk_client.chat.completions,
         **common,
     )
+
+
+def with_fallback(primary: Runnable[Any, Any], fallback: Runnable[Any, Any]) -> Runnable[Any, Any]:
+    """`primary`, which hands the request to `fallback` when it fails before any text
+    (chat_models.py says why that holds exactly)."""
+    return primary.with_fallbacks([fallback], exceptions_to_handle=FALLBACK_FAILURES)

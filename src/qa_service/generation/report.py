@@ -1,7 +1,7 @@
 """GenerationReport: what the model runs of one answer said about it, gathered from callbacks.
 
 An answer is one chat model run, or two when the primary fails before any
-text and the fallback answers (fallback.py). Each run names its provider and
+text and the fallback answers (providers.py with_fallback). Each run names its provider and
 model in the `ls_provider` / `ls_model_name` metadata LangChain gives
 `on_chat_model_start`; the run that sends the first text is the one that
 answered.

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 from limits.aio.storage import MemoryStorage, Storage
 
-from qa_service.access.slots import MemorySlotStore, SlotStore
+from qa_service.access.slots import SlotStore
 from qa_service.access.tickets import TicketStore
 from qa_service.answers.chats import ChatStore
 from qa_service.answers.ports import AnswerStore
 from qa_service.config import Settings
-from qa_service.stores.memory import MemoryAnswerStore
-from qa_service.stores.values import MemoryValues
+from qa_service.stores.memory_answers import MemoryAnswerStore
+from qa_service.stores.memory_slots import MemorySlotStore
+from qa_service.stores.memory_values import MemoryValues
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +53,11 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
         )
         return
     # Imported only when used: a single-process deployment never loads redis.
-    from qa_service.stores.limits import redis_limit_counters
-    from qa_service.stores.redis import RedisAnswerStore, open_redis_client
+    from qa_service.stores.redis_answers import RedisAnswerStore
+    from qa_service.stores.redis_client import open_redis_client
+    from qa_service.stores.redis_limits import redis_limit_counters
+    from qa_service.stores.redis_slots import RedisSlotStore
     from qa_service.stores.redis_values import CHATS_PREFIX, TICKETS_PREFIX, RedisValues
-    from qa_service.stores.slots import RedisSlotStore
 
     url = settings.redis_url.get_secret_value()
     async with open_redis_client(url, settings.max_streams) as client:

@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from qa_service.answers.ports import LogInfo
+from qa_service.core.errors import StoreUnavailableError
 from qa_service.core.events import AnswerEvent, from_dict, is_terminal, to_dict
 from qa_service.stores.mirror import LocalMirror
 from qa_service.stores.redis_client import mapped_errors, value_text
@@ -184,5 +185,3 @@ class RedisAnswerStore:
 def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
     # XREAD's RESP2 reply: [[stream, [(id, {field: value}), ...]]]
     return cast(list[tuple[bytes, dict[bytes, bytes]]], reply[0][1])
-
-

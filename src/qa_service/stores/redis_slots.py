@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import redis.asyncio as aioredis
 
-from qa_service.stores.redis import mapped_errors
+from qa_service.stores.redis_client import mapped_errors
 
 # KEYS: the client's set. ARGV: slot, limit, lease ms. Returns 1 taken, 0 full.
 _TAKE = """

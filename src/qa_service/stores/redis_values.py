@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from qa_service.stores.redis import mapped_errors, value_text
+from qa_service.stores.redis_client import mapped_errors, value_text
 
 TICKETS_PREFIX = "qa:ticket:"
 CHATS_PREFIX = "qa:chat:"
