@@ -18,13 +18,16 @@ from qa_service.access.tickets import StreamTickets
 from qa_service.answers.chats import ChatAnswers
 from qa_service.answers.registry import AnswerRegistry
 from qa_service.answers.run import RunTiming
-from qa_service.api import answers, openai_chat, ops, tickets, vercel
-from qa_service.api.deps import Service
-from qa_service.api.errors import install_error_handlers
+from qa_service.api.deps import ProviderCapabilities, Service
+from qa_service.api.error_handlers import install_error_handlers
 from qa_service.api.openapi import install_openapi
-from qa_service.api.web import install_web
+from qa_service.api.openapi import native as native_docs
+from qa_service.api.openapi.facts import StartUpFacts
+from qa_service.api.routes import ai_sdk, native, openai, ops, tickets
+from qa_service.api.routes.page import install_web
 from qa_service.config import Settings
 from qa_service.core.errors import SHUTTING_DOWN
+from qa_service.generation.demo import DEMO_FALLBACK_NOTICE, SCENARIO_CONFIG_KEY, SCENARIOS
 from qa_service.generation.probe import build_probe
 from qa_service.generation.prompts import check_default, load_prompts
 from qa_service.generation.providers import open_chat_model
@@ -45,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     check_default(prompts, settings.default_prompt)
     keys = load_key_ring(settings)
     telemetry = Telemetry(settings.resolved_provider, settings.resolved_model)
+    capabilities = provider_capabilities(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
                 admission,
                 StreamTickets(stores.tickets, settings.ticket_ttl_seconds),
                 ChatAnswers(stores.chats, settings.resume_ttl_seconds),
+                capabilities,
                 keys=keys,
                 probe=probe,
             )
@@ -126,11 +131,28 @@ def create_app(settings: Settings) -> FastAPI:
         validator=lambda value: bool(_REQUEST_ID.match(value)),
     )
     install_error_handlers(app)
-    app.include_router(answers.router)
+    app.include_router(native.router)
     app.include_router(tickets.router)
-    app.include_router(openai_chat.router)
-    app.include_router(vercel.router)
+    app.include_router(openai.router)
+    app.include_router(ai_sdk.router)
     app.include_router(ops.router)
     install_web(app, settings)
-    install_openapi(app, settings, prompts)
+    facts = StartUpFacts(
+        max_query_chars=settings.max_query_chars,
+        max_history_messages=settings.max_history_messages,
+        prompts=sorted(prompts),
+        scenarios=list(capabilities.scenarios),
+    )
+    surfaces = (native_docs.components, ai_sdk.components, openai.components)
+    install_openapi(app, facts, surfaces, keys_on=settings.auth_enabled)
     return app
+
+
+def provider_capabilities(settings: Settings) -> ProviderCapabilities:
+    """What the configured provider offers a request: scenarios on the demo provider
+    only, and a notice while the demo stands in for a real one."""
+    return ProviderCapabilities(
+        scenarios=SCENARIOS if settings.resolved_provider == "demo" else (),
+        scenario_config_key=SCENARIO_CONFIG_KEY,
+        notice=DEMO_FALLBACK_NOTICE if settings.is_demo_fallback else None,
+    )

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from qa_service.answers.chats import ChatAnswers
-from qa_service.api.ui_messages import ChatBody, ask_of
+from qa_service.api.routes.ai_sdk import ChatBody, ask_of
 from qa_service.core.errors import UPSTREAM_INTERRUPTED, QAServiceError
 from qa_service.core.events import AnswerEvent, AnswerMeta, AnswerSummary, Done, Failed, Meta, Text
 from qa_service.stores.memory_values import MemoryValues

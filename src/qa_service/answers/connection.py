@@ -1,5 +1,5 @@
-"""One connection's view of an answer: follow it, and decide what a hang-up or a
-shutdown means for it."""
+"""One connection's view of an answer: follow it, merge its texts as the connection
+asks, and decide what a hang-up or a shutdown means for it."""
 
 from __future__ import annotations
 
@@ -9,10 +9,27 @@ from contextlib import aclosing, suppress
 
 import anyio
 
+from qa_service.answers.coalescing import merge_texts
 from qa_service.answers.follow import FollowTiming, follow
 from qa_service.answers.registry import AnswerRegistry
 from qa_service.core.errors import CANCELLED, SHUTTING_DOWN, QAServiceError
 from qa_service.core.events import AnswerEvent, is_terminal
+
+
+def connection_events(
+    registry: AnswerRegistry,
+    answer_id: str,
+    after: int,
+    shutdown: anyio.Event,
+    *,
+    drain_seconds: float,
+    coalesce_seconds: float,
+) -> AsyncGenerator[AnswerEvent]:
+    """The answer's events after `after` for one connection, in any dialect: drained
+    at shutdown (QA_SHUTDOWN_GRACE_SECONDS), runs of text merged within
+    `coalesce_seconds` (QA_COALESCE_MS; 0 sends each as it comes)."""
+    events = answer_events(registry, answer_id, after, shutdown, drain_seconds)
+    return merge_texts(events, coalesce_seconds) if coalesce_seconds > 0 else events
 
 
 async def answer_events(

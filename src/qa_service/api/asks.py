@@ -17,7 +17,6 @@ from qa_service.api.deps import Service, body_limit, read_capped_body, require_j
 from qa_service.api.validation import NOT_BLANK, describe_body_error, describe_query_string_error
 from qa_service.config import Settings
 from qa_service.core import errors
-from qa_service.generation.demo import SCENARIO_CONFIG_KEY, SCENARIOS
 from qa_service.generation.history import Role, Turn, trimmed
 from qa_service.generation.prompts import PROMPT_NAME
 
@@ -94,7 +93,7 @@ def checked_request(service: Service, ask: AskBody) -> AnswerRequest:
     return AnswerRequest(
         question=checked_query(ask.query, settings.max_query_chars),
         prompt=_checked_prompt(ask.prompt, service),
-        configurable=_checked_scenario(ask.scenario, settings),
+        configurable=_checked_scenario(ask.scenario, service),
         history=checked_history([Turn(m.role, m.content) for m in ask.history or ()], settings),
     )
 
@@ -127,9 +126,10 @@ def _checked_prompt(name: str | None, service: Service) -> str:
     return name
 
 
-def _checked_scenario(scenario: str | None, settings: Settings) -> dict[str, str]:
+def _checked_scenario(scenario: str | None, service: Service) -> dict[str, str]:
     if scenario is None:
         return {}
-    if settings.resolved_provider != "demo" or scenario not in SCENARIOS:
-        raise errors.unknown_scenario(list(SCENARIOS))
-    return {SCENARIO_CONFIG_KEY: scenario}
+    capabilities = service.capabilities
+    if scenario not in capabilities.scenarios:
+        raise errors.unknown_scenario(list(capabilities.scenarios))
+    return {capabilities.scenario_config_key: scenario}

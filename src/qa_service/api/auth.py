@@ -23,9 +23,14 @@ from fastapi import Request
 
 from qa_service.access.keys import bearer_token
 from qa_service.access.tickets import TicketRefusal
+from qa_service.answers.model import AnswerRequest
 from qa_service.api.asks import ask_from_query_string, checked_request, resumes
 from qa_service.api.deps import CLIENT_KEY_ID, Service, ServiceDep
 from qa_service.core import errors
+
+# Where a ticketed GET leaves the request its ticket was checked against, so
+# that the route checks the query string once, not twice.
+TICKETED_REQUEST = "ticketed_request"
 
 
 async def require_key(request: Request, service: ServiceDep) -> None:
@@ -74,6 +79,12 @@ async def _admit_ticket(request: Request, service: Service, ticket: str) -> None
         _refuse(service, redeemed.value)
     if redeemed.client_id:
         setattr(request.state, CLIENT_KEY_ID, redeemed.client_id)
+    setattr(request.state, TICKETED_REQUEST, answer_request)
+
+
+def ticketed_request(request: Request) -> AnswerRequest | None:
+    """The request a redeemed ticket was issued for, already checked; None without a ticket."""
+    return getattr(request.state, TICKETED_REQUEST, None)
 
 
 def _refuse(service: Service, reason: str) -> NoReturn:

@@ -3,23 +3,38 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+import anyio
+from fastapi import Depends, Request
 
 from qa_service.access.admission import Admission
 from qa_service.access.keys import KeyRing
 from qa_service.access.tickets import StreamTickets
 from qa_service.answers.chats import ChatAnswers
+from qa_service.answers.connection import connection_events
 from qa_service.answers.registry import AnswerRegistry
 from qa_service.api.origins import page_may_start_answers
 from qa_service.config import Settings
 from qa_service.core import errors
+from qa_service.core.events import AnswerEvent
 from qa_service.generation.probe import ProviderProbe
 from qa_service.generation.prompts import Prompt
 from qa_service.observability.telemetry import Telemetry
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCapabilities:
+    """What the configured provider offers a request, decided once in app.py."""
+
+    # The scenarios a request may name: the demo provider's, else none.
+    scenarios: tuple[str, ...] = ()
+    # Where a named scenario goes in the chain's configurable fields.
+    scenario_config_key: str = ""
+    # Said in every meta event and in /readyz while the demo stands in for a provider.
+    notice: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +48,23 @@ class Service:
     admission: Admission
     tickets: StreamTickets
     chats: ChatAnswers
+    capabilities: ProviderCapabilities
     # None: no keys are configured, and anyone may start an answer.
     keys: KeyRing | None = None
     probe: ProviderProbe | None = None
+
+    def connection_events(
+        self, answer_id: str, after: int, shutdown: anyio.Event
+    ) -> AsyncGenerator[AnswerEvent]:
+        """The answer's events after `after` for one connection, as the settings ask."""
+        return connection_events(
+            self.registry,
+            answer_id,
+            after,
+            shutdown,
+            drain_seconds=self.settings.shutdown_grace_seconds,
+            coalesce_seconds=self.settings.coalesce_ms / 1000,
+        )
 
 
 async def get_service(request: Request) -> Service:
@@ -78,24 +107,6 @@ async def refuse_pages_of_other_sites(request: Request, service: ServiceDep) -> 
     own_origin = f"{request.url.scheme}://{request.headers.get('host', '')}"
     if not page_may_start_answers(request.headers, own_origin, service.settings.cors_origins):
         raise errors.QAServiceError(errors.CROSS_SITE_REFUSED)
-
-
-Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
-
-
-def get_and_head(router: APIRouter, path: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
-    """`@router.get`, plus HEAD as its own route: one route with both methods
-    would give the two OpenAPI operations the same operationId."""
-
-    def register(endpoint: Endpoint) -> Endpoint:
-        for method in ("GET", "HEAD"):
-            operation_id = f"{endpoint.__name__}_{method.lower()}"
-            router.add_api_route(
-                path, endpoint, methods=[method], operation_id=operation_id, **options
-            )
-        return endpoint
-
-    return register
 
 
 def require_json(request: Request) -> None:

@@ -3,7 +3,7 @@
 FastAPI runs a route's `dependencies` one after another, in order, before the
 route itself. The key check comes after the cross-site check and sets
 `request.state.client_key_id` (api/auth.py). Per-client limits run after
-all of them, inside the route (api/answers.py start_answer), once the request
+all of them, inside the route (api/opening.py open_answer), once the request
 is known to be valid and new.
 """
 

@@ -1,5 +1,4 @@
-"""Opening a new answer, for every dialect: admit it, start it, hold for its first text;
-and the events one connection gets from an answer, new or resumed.
+"""Opening a new answer, for every dialect: admit it, start it, hold for its first text.
 
 Each dialect's route checks its own request, turns it into an AnswerRequest,
 and renders the events this hands back. Keys, limits, budgets, metrics and
@@ -15,13 +14,10 @@ import anyio
 from asgi_correlation_id import correlation_id
 from starlette.requests import Request
 
-from qa_service.answers.coalescing import merge_texts
-from qa_service.answers.connection import answer_events
 from qa_service.answers.model import AnswerRequest
 from qa_service.api.deps import Service, client_of
 from qa_service.core import errors
 from qa_service.core.events import AnswerEvent, AnswerMeta
-from qa_service.generation.demo import DEMO_FALLBACK_NOTICE
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +39,7 @@ def new_meta(service: Service, answer_request: AnswerRequest, scenario: str | No
         model=settings.resolved_model,
         prompt=answer_request.prompt,
         demo_fallback=settings.is_demo_fallback,
-        notice=DEMO_FALLBACK_NOTICE if settings.is_demo_fallback else None,
+        notice=service.capabilities.notice,
         scenario=scenario,
     )
 
@@ -79,20 +75,5 @@ async def open_answer(
             raise errors.AnswerFailedEarlyError(failure, admitted.headers)
     shutdown = anyio.Event()
     return OpenedAnswer(
-        run.id, connection_events(service, run.id, -1, shutdown), shutdown, admitted.headers
+        run.id, service.connection_events(run.id, -1, shutdown), shutdown, admitted.headers
     )
-
-
-def connection_events(
-    service: Service, answer_id: str, after: int, shutdown: anyio.Event
-) -> AsyncGenerator[AnswerEvent]:
-    """The answer's events after `after` for one connection, in any dialect.
-
-    Drained at shutdown (QA_SHUTDOWN_GRACE_SECONDS), with runs of text merged
-    when QA_COALESCE_MS asks for it.
-    """
-    settings = service.settings
-    events = answer_events(
-        service.registry, answer_id, after, shutdown, settings.shutdown_grace_seconds
-    )
-    return merge_texts(events, settings.coalesce_ms / 1000)

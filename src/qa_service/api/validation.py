@@ -31,7 +31,7 @@ def named(name: object, fallback: str) -> str:
 
 
 def describe_body_error(exc: ValidationError, body: bytes) -> str:
-    """`field: problem` for the first fault in a POST body (declared JSON, see api/answers.py)."""
+    """`field: problem` for the first fault in a POST body (declared JSON: api/asks.py)."""
     first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
     kind = first["type"]
     field = named(first["loc"][0], "a field") if first["loc"] else "body"

@@ -132,10 +132,14 @@ def unknown_prompt(name: str | None, known: list[str]) -> UnknownPromptError:
 
 
 def unknown_scenario(known: list[str]) -> UnknownScenarioError:
+    """`known`: the provider's scenarios; none but the demo provider's has any."""
+    message = "Scenarios exist only on the demo provider."
+    if known:
+        message += " Known scenarios: " + ", ".join(known) + "."
     return UnknownScenarioError(
         PublicError(
             "unknown_scenario",
-            "Scenarios exist only on the demo provider. Known scenarios: " + ", ".join(known) + ".",
+            message,
             False,
             422,
         )

@@ -8,12 +8,21 @@ from fastapi.responses import JSONResponse
 
 from qa_service.api.asks import checked_request, read_ask_body
 from qa_service.api.deps import CLIENT_KEY_ID, ServiceDep
+from qa_service.api.dialects import NativeRoute
 from qa_service.api.guards import ISSUES_TICKETS
+from qa_service.api.openapi import native as docs
 
-router = APIRouter()
+router = APIRouter(route_class=NativeRoute, tags=["answers"])
 
 
-@router.post("/stream-tickets", operation_id="issue_stream_ticket", dependencies=ISSUES_TICKETS)
+@router.post(
+    "/stream-tickets",
+    operation_id="issue_stream_ticket",
+    summary="Issue a single-use ticket for one GET /ai_write",
+    responses=docs.TICKET_RESPONSES,
+    openapi_extra={"requestBody": docs.ASK_BODY},
+    dependencies=ISSUES_TICKETS,
+)
 async def issue_stream_ticket(service: ServiceDep, request: Request) -> JSONResponse:
     """A ticket for the request in the body (the body of POST /ai_write), to be
     sent as `GET /ai_write?<the same fields>&ticket=<ticket>`."""

@@ -1,21 +1,17 @@
-"""What /openapi.json says of the OpenAI-compatible routes (api/openai_chat.py).
+"""The OpenAI dialect's OpenAPI declarations (api/routes/openai.py names them).
 
-Their bodies and errors are OpenAI's shapes, not ours, so they have their own
-schema models; api/openapi.py calls `describe_openai_operations`.
+Its bodies and errors are OpenAI's shapes, not ours, so they have their own
+schema models.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from qa_service.api.openai_chat import ChatCompletionRequest
-from qa_service.api.openapi_models import add_models, ref
-
-PATHS = ("/v1/chat/completions", "/v1/models", "/v1/models/{model}")
+from qa_service.api.openapi.models import Responses, add_models, ref
 
 
 class OpenAIErrorDetail(BaseModel):
@@ -131,12 +127,12 @@ def _error(description: str) -> dict[str, Any]:
 
 
 _UNAUTHORIZED = _error("`unauthorized`: API keys are on and the request has no valid key.")
-_COMMON_ERRORS: dict[str, Any] = {
+_COMMON_ERRORS: Responses = {
     "401": _UNAUTHORIZED,
     "500": _error("`internal_error`: a bug; the detail is in the service's log."),
     "503": _error("`not_ready`: the service is starting or stopping."),
 }
-_COMPLETION_RESPONSES: dict[str, Any] = {
+_COMPLETION_RESPONSES: Responses = {
     "200": {
         "description": _STREAM_DESCRIPTION,
         "content": {
@@ -190,7 +186,7 @@ _REQUEST_EXAMPLES = {
     },
     "whole": {"summary": "One completion", "value": {"model": "explain", "messages": _QUESTION}},
 }
-_MODEL_PARAMETER = {
+MODEL_PARAMETER = {
     "name": "model",
     "in": "path",
     "required": True,
@@ -199,51 +195,40 @@ _MODEL_PARAMETER = {
 }
 
 
-def describe_openai_operations(schema: dict[str, Any], prompts: Iterable[str]) -> None:
-    """Describe the /v1 operations in `schema`, which FastAPI generated."""
-    components = schema["components"]["schemas"]
-    add_models(components, (*SCHEMA_MODELS, ChatCompletionRequest))
-    components["ChatCompletionRequest"]["properties"]["model"] = {
+def components(request_model: type[BaseModel], prompts: Iterable[str]) -> dict[str, Any]:
+    """OpenAI's shapes, and the request body, whose `model` is one of the prompts."""
+    schemas: dict[str, Any] = {}
+    add_models(schemas, (*SCHEMA_MODELS, request_model))
+    schemas[request_model.__name__]["properties"]["model"] = {
         "type": "string",
         "enum": sorted(prompts),
         "description": "A prompt name (GET /v1/models); it picks the prompt, not the LLM.",
     }
-    paths = schema["paths"]
-    paths["/v1/chat/completions"]["post"].update(
-        summary="An answer as an OpenAI chat completion, streamed or whole",
-        tags=["OpenAI-compatible"],
-        requestBody={
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": ref("ChatCompletionRequest"),
-                    "examples": _REQUEST_EXAMPLES,
-                }
-            },
-        },
-        responses=dict(sorted(_COMPLETION_RESPONSES.items())),
-    )
-    paths["/v1/models"]["get"].update(
-        summary="The prompts, as OpenAI models",
-        tags=["OpenAI-compatible"],
-        responses={
-            "200": {
-                "description": "Every prompt.",
-                "content": {"application/json": {"schema": ref("ModelList")}},
-            },
-            **copy.deepcopy(_COMMON_ERRORS),
-        },
-    )
-    paths["/v1/models/{model}"]["get"].update(
-        summary="One prompt, as an OpenAI model",
-        tags=["OpenAI-compatible"],
-        parameters=[_MODEL_PARAMETER],
-        responses={
-            "200": {
-                "description": "The prompt.",
-                "content": {"application/json": {"schema": ref("Model")}},
-            },
-            "404": _error("`model_not_found`."),
-            **copy.deepcopy(_COMMON_ERRORS),
-        },
-    )
+    return schemas
+
+
+COMPLETION_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": ref("ChatCompletionRequest"),
+            "examples": _REQUEST_EXAMPLES,
+        }
+    },
+}
+COMPLETION_RESPONSES: Responses = dict(sorted(_COMPLETION_RESPONSES.items(), key=str))
+MODELS_RESPONSES: Responses = {
+    "200": {
+        "description": "Every prompt.",
+        "content": {"application/json": {"schema": ref("ModelList")}},
+    },
+    **_COMMON_ERRORS,
+}
+MODEL_RESPONSES: Responses = {
+    "200": {
+        "description": "The prompt.",
+        "content": {"application/json": {"schema": ref("Model")}},
+    },
+    "404": _error("`model_not_found`."),
+    **_COMMON_ERRORS,
+}

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from qa_service.core.events import AnswerMeta, AnswerSummary
 
 REF = "#/components/schemas/{model}"
+# What a route declares as `responses=`: status -> OpenAPI response object.
+Responses = dict[int | str, dict[str, Any]]
 
 
 def ref(model: str) -> dict[str, str]:

@@ -1,4 +1,6 @@
-"""The answer routes: validate the request, then hand the answer to `answers`. Thin on purpose."""
+"""The native dialect's answer routes: /ai_write (GET, HEAD, POST), an answer's events
+(the resume of a `fetch` client) and its cancel. Validate the request, then hand
+the answer to `answers`. Thin on purpose; docs/PROTOCOL.md is the contract."""
 
 from __future__ import annotations
 
@@ -12,25 +14,42 @@ from sse_starlette import EventSourceResponse
 from qa_service.answers.model import ANSWER_ID, AnswerRequest
 from qa_service.answers.registry import CancelResult
 from qa_service.api.asks import (
-    AskBody,
     ask_from_query_string,
     checked_request,
     read_ask_body,
     resumes,
 )
-from qa_service.api.deps import Service, ServiceDep, get_and_head
+from qa_service.api.auth import ticketed_request
+from qa_service.api.deps import Service, ServiceDep
+from qa_service.api.dialects import NativeAnswerRoute, NativeRoute
 from qa_service.api.guards import STARTS_ANSWERS
-from qa_service.api.opening import connection_events, open_answer
+from qa_service.api.openapi import native as docs
+from qa_service.api.openapi.facts import start_up_parameters
+from qa_service.api.opening import open_answer
+from qa_service.api.routes.get_and_head import get_and_head
 from qa_service.core import errors
 from qa_service.wire import native, sse
 
-router = APIRouter()
+# Refusals here are refused answers (qa_requests_total{outcome="refused"}).
+answer_routes = APIRouter(route_class=NativeAnswerRoute, tags=["answers"])
+resume_routes = APIRouter(route_class=NativeRoute, tags=["answers"])
 
 # The largest seq an event id can carry (9 digits, as Last-Event-ID allows).
 MAX_SEQ = 999_999_999
 
 
-@get_and_head(router, "/ai_write", response_class=EventSourceResponse, dependencies=STARTS_ANSWERS)
+@get_and_head(
+    answer_routes,
+    "/ai_write",
+    response_class=EventSourceResponse,
+    summary="Stream an answer as Server-Sent Events",
+    responses=docs.stream_responses("get"),
+    head_responses=docs.stream_responses("head"),
+    openapi_extra={
+        "parameters": [start_up_parameters(), docs.TICKET_PARAMETER, docs.LAST_EVENT_ID]
+    },
+    dependencies=STARTS_ANSWERS,
+)
 async def ai_write(service: ServiceDep, request: Request) -> Response:
     """Stream an answer to `query` as Server-Sent Events (docs/PROTOCOL.md).
 
@@ -39,30 +58,38 @@ async def ai_write(service: ServiceDep, request: Request) -> Response:
     """
     # HEAD is checked like GET; sse-starlette then sends only the stream's
     # headers and never runs the answer (its Issue #218).
-    return await start_answer(service, ask_from_query_string(request), request)
+    ask = ask_from_query_string(request)
+    # A ticketed GET's query string was checked when its ticket was redeemed (api/auth.py).
+    answer_request = ticketed_request(request) or checked_request(service, ask)
+    return await start_answer(service, answer_request, ask.scenario, request)
 
 
-@router.post(
+@answer_routes.post(
     "/ai_write",
     response_class=EventSourceResponse,
     operation_id="ai_write_post",
+    summary="Stream an answer as Server-Sent Events (a JSON body, for long questions)",
+    responses=docs.stream_responses("post"),
+    openapi_extra={"requestBody": docs.ASK_BODY, "parameters": [docs.LAST_EVENT_ID]},
     dependencies=STARTS_ANSWERS,
 )
 async def ai_write_post(service: ServiceDep, request: Request) -> Response:
     """The same stream, for long questions: a JSON body `{"query": ..., ...}`."""
-    return await start_answer(service, await read_ask_body(service, request), request)
+    ask = await read_ask_body(service, request)
+    return await start_answer(service, checked_request(service, ask), ask.scenario, request)
 
 
-async def start_answer(service: Service, ask: AskBody, request: Request) -> Response:
-    """Refuse bad input before any upstream call; then resume or open a new stream."""
-    answer_request = checked_request(service, ask)
+async def start_answer(
+    service: Service, answer_request: AnswerRequest, scenario: str | None, request: Request
+) -> Response:
+    """Resume the answer Last-Event-ID names, or open a new stream."""
     resume = last_event_id(service, request)
     if resume is not None:
         return await continue_answer(service, *resume, answer_request)
     if request.method == "HEAD":
         # Checked like GET, then only the stream's headers: never a paid answer.
         return sse.event_stream_response(sse.no_events(), service.settings, anyio.Event())
-    opened = await open_answer(service, answer_request, request, scenario=ask.scenario)
+    opened = await open_answer(service, answer_request, request, scenario=scenario)
     response = sse.event_stream_response(
         native.render_stream(opened.events, opened.answer_id), service.settings, opened.shutdown
     )
@@ -70,7 +97,17 @@ async def start_answer(service: Service, ask: AskBody, request: Request) -> Resp
     return response
 
 
-@get_and_head(router, "/answers/{answer_id}/events", response_class=EventSourceResponse)
+@get_and_head(
+    resume_routes,
+    "/answers/{answer_id}/events",
+    response_class=EventSourceResponse,
+    summary="Read an answer's events: replay, then live",
+    responses=docs.resume_responses("get"),
+    head_responses=docs.resume_responses("head"),
+    openapi_extra={
+        "parameters": [docs.ANSWER_ID_PARAMETER, docs.AFTER_PARAMETER, docs.LAST_EVENT_ID]
+    },
+)
 async def answer_events_route(
     service: ServiceDep, request: Request, answer_id: str, after: int | None = None
 ) -> Response:
@@ -91,7 +128,13 @@ async def answer_events_route(
     return await continue_answer(service, answer_id, after, None)
 
 
-@router.post("/answers/{answer_id}/cancel", operation_id="cancel_answer")
+@resume_routes.post(
+    "/answers/{answer_id}/cancel",
+    operation_id="cancel_answer",
+    summary="Cancel an answer, on whichever replica runs it",
+    responses=docs.CANCEL_RESPONSES,
+    openapi_extra={"parameters": [docs.ANSWER_ID_PARAMETER]},
+)
 async def cancel_answer(service: ServiceDep, answer_id: str) -> dict[str, str]:
     """Stop an answer on whichever replica generates it. No body needed, so a
     closing page can send it with `navigator.sendBeacon`."""
@@ -138,7 +181,13 @@ async def continue_answer(
         # A browser's EventSource stops reconnecting on a 204.
         return Response(status_code=204)
     shutdown = anyio.Event()
-    events = connection_events(service, answer_id, after, shutdown)
+    events = service.connection_events(answer_id, after, shutdown)
     return sse.event_stream_response(
         native.render_stream(events, answer_id), service.settings, shutdown
     )
+
+
+# The native surface, in the order /openapi.json lists it.
+router = APIRouter()
+router.include_router(answer_routes)
+router.include_router(resume_routes)

@@ -1,16 +1,11 @@
-"""What /openapi.json says about the AI SDK dialect: /api/chat and its resume (api/vercel.py)."""
+"""The AI SDK dialect's OpenAPI declarations: /api/chat and its resume (api/routes/ai_sdk.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from qa_service.api.openapi_models import REF
-from qa_service.api.ui_messages import MAX_CHAT_ID_CHARS
-
-CHAT = "/api/chat"
-CHAT_RESUME = "/api/chat/{chat_id}/stream"
-# Both need `Authorization: Bearer` when API keys are on (api/guards.py).
-KEYED_CHAT_OPERATIONS = ((CHAT, "post"), (CHAT_RESUME, "get"))
+from qa_service.api.openapi.models import REF, Responses
+from qa_service.api.openapi.native import stream_responses
 
 CHUNK_EXAMPLE = (
     'data: {"type":"start","messageId":"Qm9yZWFsaXMtbWFnbmEtMQ"}\n\n'
@@ -34,10 +29,11 @@ no `id` and no event name: a JSON chunk, `start` (messageId: the answer id),
 docs/PROTOCOL.md has the whole contract."""
 
 
-def add_chat_schemas(components: dict[str, Any], prompt: dict[str, Any]) -> None:
+def components(prompt: dict[str, Any], max_chat_id_chars: int) -> dict[str, Any]:
     """The request body and the stream's event, as components. The body's schema
     is what is parsed; the rules across messages are in its description (a body
     that breaks them is refused with 422)."""
+    components: dict[str, Any] = {}
     part = {
         "type": "object",
         "required": ["type"],
@@ -68,7 +64,7 @@ def add_chat_schemas(components: dict[str, Any], prompt: dict[str, Any]) -> None
             "id": {
                 "type": "string",
                 "minLength": 1,
-                "maxLength": MAX_CHAT_ID_CHARS,
+                "maxLength": max_chat_id_chars,
                 "description": "The chat id: a resume names it.",
             },
             "messages": {"type": "array", "items": message, "minItems": 1},
@@ -84,51 +80,10 @@ def add_chat_schemas(components: dict[str, Any], prompt: dict[str, Any]) -> None
         "properties": {"data": {"type": "string", "pattern": r'^(\[DONE\]|\{"type":")'}},
         "required": ["data"],
     }
+    return components
 
 
-def chat_operation(path: str, operation: dict[str, Any], errors: dict[str, Any]) -> None:
-    """Describe one of the dialect's operations; `errors` are POST /ai_write's refusals,
-    of which each keeps those it can give."""
-    stream = {
-        "description": CHUNK_DESCRIPTION,
-        "headers": {
-            "x-vercel-ai-ui-message-stream": {"schema": {"type": "string", "const": "v1"}},
-        },
-        "content": {
-            "text/event-stream": {
-                "schema": {"$ref": REF.format(model="UIMessageChunkEvent")},
-                "example": CHUNK_EXAMPLE,
-            }
-        },
-    }
-    if path == CHAT:
-        operation["summary"] = "Answer a useChat conversation (Vercel AI SDK UI message stream)"
-        operation["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": REF.format(model="ChatBody")}}},
-        }
-        kept = ("401", "403", "413", "415", "429", "500", "502", "503", "504")
-        refused = {
-            "422": {
-                **errors["422"],
-                "description": "Refused before any model call: `query_required`, "
-                "`query_too_long`, `history_too_long`, `unknown_prompt`, `invalid_request` "
-                "(the body, a system message, a part that is not text, no user message last).",
-            }
-        }
-        responses = {**{s: errors[s] for s in kept}, **refused, "200": stream}
-        operation["responses"] = dict(sorted(responses.items()))
-    else:
-        operation["summary"] = "Resume a chat's answer in progress, from its start"
-        operation["parameters"] = [_CHAT_ID]
-        resume = {"200": stream, "204": {"description": "No answer of this chat is in progress."}}
-        resume_kept = ("401", "403", "500", "503")
-        responses = {**{s: errors[s] for s in resume_kept}, **resume}
-        operation["responses"] = dict(sorted(responses.items()))
-    operation["tags"] = ["ai-sdk"]
-
-
-_CHAT_ID = {
+CHAT_ID_PARAMETER = {
     "name": "chat_id",
     "in": "path",
     "required": True,
@@ -136,3 +91,46 @@ _CHAT_ID = {
     "description": "The `id` of the chat, as POST /api/chat was sent it. Only the client "
     "that started the answer (its API key, else its address) finds it.",
 }
+
+
+_STREAM: dict[str, Any] = {
+    "description": CHUNK_DESCRIPTION,
+    "headers": {
+        "x-vercel-ai-ui-message-stream": {"schema": {"type": "string", "const": "v1"}},
+    },
+    "content": {
+        "text/event-stream": {
+            "schema": {"$ref": REF.format(model="UIMessageChunkEvent")},
+            "example": CHUNK_EXAMPLE,
+        }
+    },
+}
+CHAT_REQUEST_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"$ref": REF.format(model="ChatBody")}}},
+}
+
+
+def _kept(statuses: tuple[str, ...], more: Responses) -> Responses:
+    """POST /ai_write's refusals of `statuses` (the ones this route can give), and `more`."""
+    refusals = stream_responses("post")
+    kept: Responses = {**{s: refusals[s] for s in statuses}, **more}
+    return dict(sorted(kept.items(), key=str))
+
+
+CHAT_RESPONSES = _kept(
+    ("401", "403", "413", "415", "429", "500", "502", "503", "504"),
+    {
+        "422": {
+            **stream_responses("post")["422"],
+            "description": "Refused before any model call: `query_required`, "
+            "`query_too_long`, `history_too_long`, `unknown_prompt`, `invalid_request` "
+            "(the body, a system message, a part that is not text, no user message last).",
+        },
+        "200": _STREAM,
+    },
+)
+CHAT_RESUME_RESPONSES = _kept(
+    ("401", "403", "500", "503"),
+    {"200": _STREAM, "204": {"description": "No answer of this chat is in progress."}},
+)

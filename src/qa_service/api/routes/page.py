@@ -21,7 +21,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from qa_service.config import Settings
 
-STATIC = Path(__file__).parents[1] / "static"
+STATIC = Path(__file__).parents[2] / "static"
 # fastapi-offline ships Swagger UI's files; only the files are used, not its app class.
 SWAGGER_UI = Path(fastapi_offline.__file__).parent / "static"
 

@@ -1,4 +1,4 @@
-"""Operations routes: prompts, metrics, liveness and readiness."""
+"""The operations routes: prompts, metrics, liveness and readiness (native error shape)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,24 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from qa_service.api.deps import ServiceDep, get_and_head
+from qa_service.api.deps import ServiceDep
+from qa_service.api.dialects import NativeRoute
+from qa_service.api.openapi import native as docs
+from qa_service.api.routes.get_and_head import get_and_head
 from qa_service.core import errors
-from qa_service.generation.demo import DEMO_FALLBACK_NOTICE, SCENARIOS
 from qa_service.observability.telemetry import Telemetry
 
-router = APIRouter()
+router = APIRouter(route_class=NativeRoute)
+OPERATIONS = ["operations"]
 
 
-@get_and_head(router, "/prompts")
+@get_and_head(
+    router,
+    "/prompts",
+    tags=["answers"],
+    summary="List the prompts a request may name",
+    responses=docs.PROMPTS_RESPONSES,
+)
 async def list_prompts(service: ServiceDep) -> dict[str, Any]:
     """The prompts a request may name, and the default."""
     return {
@@ -28,20 +37,35 @@ async def list_prompts(service: ServiceDep) -> dict[str, Any]:
     }
 
 
-@get_and_head(router, "/metrics", response_class=Response)
+@get_and_head(
+    router,
+    "/metrics",
+    tags=OPERATIONS,
+    summary="Prometheus metrics",
+    responses=docs.METRICS_RESPONSES,
+    response_class=Response,
+)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics (text exposition format)."""
     telemetry: Telemetry = request.app.state.telemetry
     return Response(generate_latest(telemetry.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@get_and_head(router, "/healthz")
+@get_and_head(
+    router, "/healthz", tags=OPERATIONS, summary="Liveness", responses=docs.HEALTH_RESPONSES
+)
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers HTTP."""
     return {"status": "ok"}
 
 
-@get_and_head(router, "/readyz")
+@get_and_head(
+    router,
+    "/readyz",
+    tags=OPERATIONS,
+    summary="Readiness, and what a page may offer",
+    responses=docs.READINESS_RESPONSES,
+)
 async def readyz(service: ServiceDep) -> dict[str, Any]:
     """Readiness: the model is open and the service takes answers (else 503 not_ready).
 
@@ -58,8 +82,9 @@ async def readyz(service: ServiceDep) -> dict[str, Any]:
         "demo_fallback": settings.is_demo_fallback,
         "max_query_chars": settings.max_query_chars,
     }
-    if settings.is_demo_fallback:
-        ready["notice"] = DEMO_FALLBACK_NOTICE
-    if settings.resolved_provider == "demo":
-        ready["scenarios"] = list(SCENARIOS)
+    capabilities = service.capabilities
+    if capabilities.notice is not None:
+        ready["notice"] = capabilities.notice
+    if capabilities.scenarios:
+        ready["scenarios"] = list(capabilities.scenarios)
     return ready

@@ -23,8 +23,11 @@ from qa_service.answers.model import AnswerRequest
 from qa_service.api.asks import checked_history, checked_query, read_json_body
 from qa_service.api.auth import require_key
 from qa_service.api.deps import Service, ServiceDep
-from qa_service.api.errors import OPENAI, error_response
+from qa_service.api.dialects import OpenAIAnswerRoute, OpenAIRoute
+from qa_service.api.error_handlers import METHODS, allowed_methods
 from qa_service.api.guards import STARTS_DIALECT_ANSWERS
+from qa_service.api.openapi import openai as docs
+from qa_service.api.openapi.facts import StartUpFacts
 from qa_service.api.opening import OpenedAnswer, open_answer
 from qa_service.core import errors
 from qa_service.core.errors import PublicError
@@ -33,7 +36,9 @@ from qa_service.generation.history import Turn
 from qa_service.generation.prompts import PROMPT_NAME
 from qa_service.wire import openai_chat, sse
 
-router = APIRouter(tags=["OpenAI-compatible"])
+# A refused completion is a refused answer; the models are not answers.
+answer_routes = APIRouter(route_class=OpenAIAnswerRoute, tags=["OpenAI-compatible"])
+model_routes = APIRouter(route_class=OpenAIRoute, tags=["OpenAI-compatible"])
 
 # Sent when the request's own system (or developer) messages were left out.
 IGNORED_SYSTEM_HEADER = "x-qa-ignored-system-messages"
@@ -79,10 +84,18 @@ class ChatCompletionRequest(BaseModel):
     functions: list[Any] | None = None
 
 
-@router.post(
+def components(facts: StartUpFacts) -> dict[str, Any]:
+    """OpenAI's shapes, and the request body, whose `model` is one of the prompts."""
+    return docs.components(ChatCompletionRequest, facts.prompts)
+
+
+@answer_routes.post(
     "/v1/chat/completions",
     operation_id="create_chat_completion",
     response_class=EventSourceResponse,
+    summary="An answer as an OpenAI chat completion, streamed or whole",
+    responses=docs.COMPLETION_RESPONSES,
+    openapi_extra={"requestBody": docs.COMPLETION_REQUEST_BODY},
     dependencies=STARTS_DIALECT_ANSWERS,
 )
 async def create_chat_completion(service: ServiceDep, request: Request) -> Response:
@@ -112,14 +125,25 @@ async def create_chat_completion(service: ServiceDep, request: Request) -> Respo
     return response
 
 
-@router.get("/v1/models", operation_id="list_models", dependencies=[Depends(require_key)])
+@model_routes.get(
+    "/v1/models",
+    operation_id="list_models",
+    summary="The prompts, as OpenAI models",
+    responses=docs.MODELS_RESPONSES,
+    dependencies=[Depends(require_key)],
+)
 async def list_models(service: ServiceDep) -> dict[str, Any]:
     """Our prompts, as OpenAI models: each is a `model` a completion may name."""
     return {"object": "list", "data": [_model(name) for name in sorted(service.prompts)]}
 
 
-@router.get(
-    "/v1/models/{model}", operation_id="retrieve_model", dependencies=[Depends(require_key)]
+@model_routes.get(
+    "/v1/models/{model}",
+    operation_id="retrieve_model",
+    summary="One prompt, as an OpenAI model",
+    responses=docs.MODEL_RESPONSES,
+    openapi_extra={"parameters": [docs.MODEL_PARAMETER]},
+    dependencies=[Depends(require_key)],
 )
 async def retrieve_model(service: ServiceDep, model: str) -> dict[str, Any]:
     """One prompt, as an OpenAI model."""
@@ -186,7 +210,7 @@ async def _whole_answer(
     # Empty: the client left, and its answer was stopped; nobody reads this.
     result = outcome[0] if outcome else errors.CANCELLED
     if isinstance(result, PublicError):
-        return error_response(result, dialect=OPENAI)
+        return OpenAIRoute.error_response(result)
     text, summary = result
     return JSONResponse(openai_chat.whole_completion(completion, text, summary))
 
@@ -211,3 +235,23 @@ async def _cancel_on_disconnect(request: Request, scope: anyio.CancelScope) -> N
     while (await request.receive())["type"] != "http.disconnect":
         pass
     scope.cancel()
+
+
+# Last: every other path under /v1 is OpenAI's too, so its clients get their error
+# shape for an unknown path or a wrong method there, as for everything else.
+unknown_routes = APIRouter(route_class=OpenAIRoute, include_in_schema=False)
+
+
+@unknown_routes.api_route("/v1/{path:path}", methods=list(METHODS))
+async def unknown_path(request: Request) -> None:
+    allowed = allowed_methods(request, excluding=request.scope.get("route"))
+    if allowed:
+        raise errors.QAServiceError(errors.METHOD_NOT_ALLOWED, {"Allow": allowed})
+    raise errors.QAServiceError(errors.NOT_FOUND)
+
+
+# The OpenAI surface, in the order /openapi.json lists it.
+router = APIRouter()
+router.include_router(answer_routes)
+router.include_router(model_routes)
+router.include_router(unknown_routes)
