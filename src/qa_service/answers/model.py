@@ -48,7 +48,8 @@ class AnswerRequest:
 
 @dataclass(frozen=True, slots=True)
 class AnswerRecord:
-    """How one answer went, for logs and metrics. Never the question or the text."""
+    """How one answer went, for logs and metrics. Every field goes into the answer's
+    log line as it is (observability/telemetry.py): never the question or the text."""
 
     request_id: str
     answer_id: str

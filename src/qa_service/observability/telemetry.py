@@ -7,6 +7,7 @@ many answers pass.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -196,25 +197,5 @@ class Telemetry:
 
 def _log_answer(record: AnswerRecord) -> None:
     level = logging.WARNING if record.outcome == "error" else logging.INFO
-    fields = {
-        "request_id": record.request_id,
-        "answer_id": record.answer_id,
-        "provider": record.provider,
-        "model": record.model,
-        "answered_provider": record.answered_provider,
-        "answered_model": record.answered_model,
-        "fallback": record.fallback,
-        "prompt": record.prompt,
-        "outcome": record.outcome,
-        "error_code": record.error_code,
-        "error_cause": record.error_cause,
-        "upstream_status": record.upstream_status,
-        "finish_reason": record.finish_reason,
-        "pieces": record.pieces,
-        "chars": record.chars,
-        "ttft_ms": record.ttft_ms,
-        "duration_ms": record.duration_ms,
-        "input_tokens": record.input_tokens,
-        "output_tokens": record.output_tokens,
-    }
-    log.log(level, "answer", extra=fields)
+    # Every field of the record, under its own name: the line is the record.
+    log.log(level, "answer", extra=dataclasses.asdict(record))
