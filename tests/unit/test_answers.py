@@ -16,7 +16,7 @@ from langchain_core.outputs import ChatGenerationChunk
 
 from qa_service.answers.connection import answer_events
 from qa_service.answers.follow import FollowTiming, follow
-from qa_service.answers.model import ANSWER_ID, AnswerObserver, AnswerRequest
+from qa_service.answers.model import ANSWER_ID, AnswerObserver, AnswerRecord, AnswerRequest
 from qa_service.answers.registry import AnswerRegistry, CancelResult
 from qa_service.answers.run import AnswerRun, RunTiming
 from qa_service.core.errors import PRODUCER_LOST, SHUTTING_DOWN, QAServiceError
@@ -160,7 +160,7 @@ async def test_without_grace_leaving_the_stream_stops_generation_at_once() -> No
     # No clock: by the time the hang-up has been handled, the answer's task
     # has ended, and nothing drives the model any more.
     assert run.ended
-    assert run.outcome == "client_disconnected"
+    assert (run.outcome, run.error_code) == ("client_disconnected", None)
     log = await registry.store.read(run.id, -1, 0)
     assert isinstance(log[-1], Failed)
     assert log[-1].error.code == "cancelled"
@@ -219,7 +219,7 @@ async def test_an_explicit_cancel_ends_the_log_for_every_reader() -> None:
 
     assert isinstance(rest[-1], Failed)
     assert rest[-1].error.code == "cancelled"
-    assert run.outcome == "cancelled"
+    assert (run.outcome, run.error_code) == ("cancelled", "cancelled")
     assert await registry.cancel(run.id) is CancelResult.FINISHED
     with pytest.raises(QAServiceError) as unknown:
         await registry.cancel("x" * 22)
@@ -275,16 +275,43 @@ async def test_a_producer_whose_lease_lapses_is_declared_lost_once() -> None:
 class _Counting:
     def __init__(self) -> None:
         self.started = 0
-        self.finished = 0
+        self.records: list[AnswerRecord] = []
+
+    @property
+    def finished(self) -> int:
+        return len(self.records)
 
     def answer_started(self, meta: AnswerMeta) -> None:
         self.started += 1
 
-    def answer_finished(self, record: Any) -> None:
-        self.finished += 1
+    def answer_finished(self, record: AnswerRecord) -> None:
+        self.records.append(record)
 
     def producer_lost(self) -> None:
         pass
+
+
+async def test_an_answers_record_counts_what_its_events_carried() -> None:
+    observer = _Counting()
+    registry = _registry(build_demo_model(0, 0), observers=[observer])
+    run = await registry.start(REQUEST, META)
+    events = await _wire(answer_events(registry, run.id, -1), run.id)
+    async with asyncio.timeout(5):
+        await asyncio.wait({run.start()})  # the record comes after the last event
+    texts = [payload["text"] for _, payload in events if "text" in payload]
+    done = events[-1][1]["done"]
+
+    [record] = observer.records
+    assert record.answer_id == events[0][1]["meta"]["answer_id"]
+    assert (record.outcome, record.error_code, record.finish_reason) == ("complete", None, "stop")
+    assert (record.pieces, record.chars) == (len(texts), len("".join(texts)))
+    assert record.ttft_ms == done["ttft_ms"]
+    assert record.duration_ms >= done["duration_ms"]
+    usage = done["usage"]
+    assert (record.input_tokens, record.output_tokens) == (
+        usage["input_tokens"],
+        usage["output_tokens"],
+    )
 
 
 async def test_a_cancel_before_generation_runs_counts_nothing_and_ends_the_log() -> None:
