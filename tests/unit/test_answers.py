@@ -160,7 +160,7 @@ async def test_without_grace_leaving_the_stream_stops_generation_at_once() -> No
     # No clock: by the time the hang-up has been handled, the answer's task
     # has ended, and nothing drives the model any more.
     assert run.ended
-    assert (run.outcome, run.error_code) == ("client_disconnected", None)
+    assert (run.stats.outcome, run.stats.error_code) == ("client_disconnected", None)
     log = await registry.store.read(run.id, -1, 0)
     assert isinstance(log[-1], Failed)
     assert log[-1].error.code == "cancelled"
@@ -200,7 +200,7 @@ async def test_with_grace_an_answer_nobody_resumes_is_cancelled_after_it() -> No
         await asyncio.wait({run.start()})
 
     assert 0.25 < asyncio.get_running_loop().time() - left_at < 1.5
-    assert run.outcome == "client_disconnected"
+    assert run.stats.outcome == "client_disconnected"
     log = await registry.store.read(run.id, -1, 0)
     assert isinstance(log[-1], Failed)
     assert log[-1].error.code == "cancelled"
@@ -219,7 +219,7 @@ async def test_an_explicit_cancel_ends_the_log_for_every_reader() -> None:
 
     assert isinstance(rest[-1], Failed)
     assert rest[-1].error.code == "cancelled"
-    assert (run.outcome, run.error_code) == ("cancelled", "cancelled")
+    assert (run.stats.outcome, run.stats.error_code) == ("cancelled", "cancelled")
     assert await registry.cancel(run.id) is CancelResult.FINISHED
     with pytest.raises(QAServiceError) as unknown:
         await registry.cancel("x" * 22)
@@ -357,7 +357,7 @@ async def test_a_cancel_swallowed_below_still_stops_the_answer() -> None:
 
     assert writer.swallowed == 1
     assert run.ended
-    assert run.outcome == "client_disconnected"
+    assert run.stats.outcome == "client_disconnected"
     stopped_at = writer.written
     await asyncio.sleep(0.05)
     assert writer.written == stopped_at
@@ -390,7 +390,7 @@ async def test_a_second_cancel_while_the_first_closes_the_upstream_cancels_nothi
 
     assert task.cancelling() == 1
     assert response.is_closed
-    assert run.error_code == "shutting_down"  # the first cancel's reason stands
+    assert run.stats.error_code == "shutting_down"  # the first cancel's reason stands
     await stream.aclose()
 
 
@@ -416,7 +416,7 @@ async def test_a_producer_declared_lost_stops_instead_of_writing_past_the_end() 
     assert declared
     assert final[-1] == Failed(len(log), PRODUCER_LOST)
     assert [e.seq for e in final] == list(range(len(final)))  # nothing after the end
-    assert run.error_code == "producer_lost"
+    assert run.stats.error_code == "producer_lost"
     assert model.written == written
 
 
@@ -446,5 +446,5 @@ async def test_a_cancel_while_the_last_event_is_stored_leaves_the_log_ended() ->
 
     log = await store.read(run.id, -1, 0)
     assert type(log[-1]).__name__ == "Done"
-    assert run.outcome == "complete"
+    assert run.stats.outcome == "complete"
     assert not await store.producer_alive(run.id)
