@@ -32,8 +32,9 @@ class Telemetry:
         labels = ["provider", "model"]
         self.requests = Counter(
             "qa_requests",
-            "Requests to /ai_write by outcome: complete, error, cancelled, "
-            "client_disconnected, refused",
+            "Answers by outcome (complete, error, cancelled, client_disconnected), and requests "
+            "refused before one started (refused, by error code), in every dialect: /ai_write, "
+            "/v1/chat/completions, /api/chat",
             [*labels, "outcome", "code"],
             registry=self.registry,
         )
@@ -55,7 +56,11 @@ class Telemetry:
             registry=self.registry,
         )
         self.tokens_relayed = Counter(
-            "qa_tokens_relayed", "Text pieces sent to clients", labels, registry=self.registry
+            "qa_tokens_relayed",
+            "Text pieces generated into answers (a provider chunk, or several that arrived "
+            "together), counted once per answer however many clients read or replay it",
+            labels,
+            registry=self.registry,
         )
         self.usage_tokens = Counter(
             "qa_usage_tokens",
@@ -84,7 +89,8 @@ class Telemetry:
         )
         self.resumes = Counter(
             "qa_resumes",
-            "Reconnects that continued an answer (Last-Event-ID or /answers/{id}/events)",
+            "Reconnects that continued an answer (Last-Event-ID, /answers/{id}/events, "
+            "/api/chat/{id}/stream)",
             labels,
             registry=self.registry,
         )
@@ -97,7 +103,7 @@ class Telemetry:
         self.resumes_refused = Counter(
             "qa_resumes_refused",
             "Resumes refused: answer_not_found (unknown or expired), resume_mismatch, "
-            "invalid_last_event_id",
+            "invalid_last_event_id, store_unavailable",
             [*labels, "code"],
             registry=self.registry,
         )
