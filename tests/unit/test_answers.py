@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -148,74 +149,108 @@ async def _read_some(stream: AsyncIterator[AnswerEvent], count: int) -> list[Ans
         return [await anext(stream) for _ in range(count)]
 
 
-async def test_without_grace_leaving_the_stream_stops_generation_at_once() -> None:
-    model = _EndlessModel(messages=iter(()))
-    registry = _registry(model, grace=0)
-    run = await registry.start(REQUEST, META)
-    stream = answer_events(registry, run.id, -1)
-    await _read_some(stream, 3)
+class _Writes(Protocol):
+    written: int
 
-    await stream.aclose()
+
+@dataclass
+class _Underway:
+    """An answer that writes forever, and one reader that has read its first events."""
+
+    writer: _Writes
+    registry: AnswerRegistry
+    run: AnswerRun
+    stream: AsyncGenerator[AnswerEvent]
+    seen: list[AnswerEvent]
+
+    async def log(self) -> list[AnswerEvent]:
+        return await self.registry.store.read(self.run.id, -1, 0)
+
+
+StartUnderway = Callable[..., Awaitable[_Underway]]
+
+
+@pytest.fixture
+async def underway() -> AsyncIterator[StartUnderway]:
+    """Starts answers that write forever (an _EndlessModel unless `writer` is given),
+    and reads `read` events of each; ends whatever a test left running."""
+    started: list[_Underway] = []
+
+    async def start(grace: float = 0.0, read: int = 3, writer: _Writes | None = None) -> _Underway:
+        writer = writer if writer is not None else _EndlessModel(messages=iter(()))
+        registry = _registry(writer, grace=grace)
+        run = await registry.start(REQUEST, META)
+        answer = _Underway(writer, registry, run, answer_events(registry, run.id, -1), [])
+        started.append(answer)
+        answer.seen = await _read_some(answer.stream, read)
+        return answer
+
+    yield start
+    for answer in started:
+        await answer.stream.aclose()
+        await answer.run.cancel()
+
+
+async def test_without_grace_leaving_the_stream_stops_generation_at_once(
+    underway: StartUnderway,
+) -> None:
+    answer = await underway(grace=0)
+
+    await answer.stream.aclose()
 
     # No clock: by the time the hang-up has been handled, the answer's task
     # has ended, and nothing drives the model any more.
+    run = answer.run
     assert run.ended
     assert (run.stats.outcome, run.stats.error_code) == ("client_disconnected", None)
-    log = await registry.store.read(run.id, -1, 0)
+    log = await answer.log()
     assert isinstance(log[-1], Failed)
     assert log[-1].error.code == "cancelled"
 
 
-async def test_with_grace_a_hangup_keeps_generating_and_a_resume_continues_exactly() -> None:
-    model = _EndlessModel(messages=iter(()))
-    registry = _registry(model, grace=0.5)
-    run = await registry.start(REQUEST, META)
-    first = answer_events(registry, run.id, -1)
-    seen = await _read_some(first, 4)
-    await first.aclose()  # a network drop
-    written_at_drop = model.written
+async def test_with_grace_a_hangup_keeps_generating_and_a_resume_continues_exactly(
+    underway: StartUnderway,
+) -> None:
+    answer = await underway(grace=0.5, read=4)
+    await answer.stream.aclose()  # a network drop
+    written_at_drop = answer.writer.written
     await asyncio.sleep(0.2)  # inside the grace period
 
-    assert not run.ended
-    assert model.written > written_at_drop
-    resumed = answer_events(registry, run.id, seen[-1].seq)
+    assert not answer.run.ended
+    assert answer.writer.written > written_at_drop
+    resumed = answer_events(answer.registry, answer.run.id, answer.seen[-1].seq)
     more = await _read_some(resumed, 20)
-    await registry.cancel(run.id)
+    await answer.registry.cancel(answer.run.id)
     await resumed.aclose()
 
-    seqs = [e.seq for e in seen + more]
+    seqs = [e.seq for e in answer.seen + more]
     assert seqs == list(range(len(seqs)))  # nothing missed, nothing twice
 
 
-async def test_with_grace_an_answer_nobody_resumes_is_cancelled_after_it() -> None:
-    model = _EndlessModel(messages=iter(()))
-    registry = _registry(model, grace=0.3)
-    run = await registry.start(REQUEST, META)
-    stream = answer_events(registry, run.id, -1)
-    await _read_some(stream, 3)
-    await stream.aclose()
+async def test_with_grace_an_answer_nobody_resumes_is_cancelled_after_it(
+    underway: StartUnderway,
+) -> None:
+    answer = await underway(grace=0.3)
+    await answer.stream.aclose()
     left_at = asyncio.get_running_loop().time()
 
     async with asyncio.timeout(3):
-        await asyncio.wait({run.start()})
+        await asyncio.wait({answer.run.start()})
 
     assert 0.25 < asyncio.get_running_loop().time() - left_at < 1.5
-    assert run.stats.outcome == "client_disconnected"
-    log = await registry.store.read(run.id, -1, 0)
+    assert answer.run.stats.outcome == "client_disconnected"
+    log = await answer.log()
     assert isinstance(log[-1], Failed)
     assert log[-1].error.code == "cancelled"
 
 
-async def test_an_explicit_cancel_ends_the_log_for_every_reader() -> None:
-    model = _EndlessModel(messages=iter(()))
-    registry = _registry(model, grace=5)
-    run = await registry.start(REQUEST, META)
-    stream = answer_events(registry, run.id, -1)
-    await _read_some(stream, 3)
+async def test_an_explicit_cancel_ends_the_log_for_every_reader(underway: StartUnderway) -> None:
+    answer = await underway(grace=5)
+    registry, run = answer.registry, answer.run
 
     assert await registry.cancel(run.id) is CancelResult.CANCELLED
     async with asyncio.timeout(5):
-        rest = [e async for e in stream]
+        rest = [e async for e in answer.stream]
 
     assert isinstance(rest[-1], Failed)
     assert rest[-1].error.code == "cancelled"
@@ -346,18 +381,15 @@ class _CancelSwallowingWriter:
             yield "more "
 
 
-async def test_a_cancel_swallowed_below_still_stops_the_answer() -> None:
+async def test_a_cancel_swallowed_below_still_stops_the_answer(underway: StartUnderway) -> None:
     writer = _CancelSwallowingWriter()
-    registry = _registry(writer)
-    run = await registry.start(REQUEST, META)
-    stream = answer_events(registry, run.id, -1)
-    await _read_some(stream, 3)
+    answer = await underway(writer=writer)
 
-    await stream.aclose()
+    await answer.stream.aclose()
 
     assert writer.swallowed == 1
-    assert run.ended
-    assert run.stats.outcome == "client_disconnected"
+    assert answer.run.ended
+    assert answer.run.stats.outcome == "client_disconnected"
     stopped_at = writer.written
     await asyncio.sleep(0.05)
     assert writer.written == stopped_at
@@ -373,12 +405,12 @@ class _SlowClosingResponse:
         self.is_closed = True
 
 
-async def test_a_second_cancel_while_the_first_closes_the_upstream_cancels_nothing_more() -> None:
+async def test_a_second_cancel_while_the_first_closes_the_upstream_cancels_nothing_more(
+    underway: StartUnderway,
+) -> None:
     """Shutdown aborts an answer, and the client hangs up while its upstream closes."""
-    registry = _registry(_EndlessModel(messages=iter(())))
-    run: AnswerRun = await registry.start(REQUEST, META)
-    stream = answer_events(registry, run.id, -1)
-    await _read_some(stream, 2)  # meta and a text: generation is under way
+    answer = await underway(read=2)  # meta and a text: generation is under way
+    run = answer.run
     response = _SlowClosingResponse()
     run._upstream._responses.add(response)  # type: ignore[arg-type]
     task = run.start()
@@ -391,33 +423,32 @@ async def test_a_second_cancel_while_the_first_closes_the_upstream_cancels_nothi
     assert task.cancelling() == 1
     assert response.is_closed
     assert run.stats.error_code == "shutting_down"  # the first cancel's reason stands
-    await stream.aclose()
+    await answer.stream.aclose()
 
 
-async def test_a_producer_declared_lost_stops_instead_of_writing_past_the_end() -> None:
+async def test_a_producer_declared_lost_stops_instead_of_writing_past_the_end(
+    underway: StartUnderway,
+) -> None:
     """Its lease lapsed while it was slow, and a reader ended the log: the
     producer must not go on paying for text nobody can ever read."""
-    model = _EndlessModel(messages=iter(()))
-    registry = _registry(model, grace=5)
-    run = await registry.start(REQUEST, META)
-    stream = answer_events(registry, run.id, -1)
-    await _read_some(stream, 3)
-    await stream.aclose()
+    answer = await underway(grace=5)
+    store, run = answer.registry.store, answer.run
+    await answer.stream.aclose()
 
     # No await between reading the log and appending: the producer cannot slip in.
-    log = await registry.store.read(run.id, -1, 0)
-    declared = await registry.store.append(run.id, Failed(len(log), PRODUCER_LOST))
+    log = await answer.log()
+    declared = await store.append(run.id, Failed(len(log), PRODUCER_LOST))
     async with asyncio.timeout(3):
         await asyncio.wait({run.start()})
-    written = model.written
+    written = answer.writer.written
     await asyncio.sleep(0.05)
 
-    final = await registry.store.read(run.id, -1, 0)
+    final = await answer.log()
     assert declared
     assert final[-1] == Failed(len(log), PRODUCER_LOST)
     assert [e.seq for e in final] == list(range(len(final)))  # nothing after the end
     assert run.stats.error_code == "producer_lost"
-    assert model.written == written
+    assert answer.writer.written == written
 
 
 class _SlowFinalStore(MemoryAnswerStore):
