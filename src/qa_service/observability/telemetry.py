@@ -86,7 +86,8 @@ class Telemetry:
         )
         self.cancels = counter(
             "qa_explicit_cancels",
-            "POST /answers/{id}/cancel requests that stopped a running answer",
+            "POST /answers/{id}/cancel for an answer still running (stopped here, or asked of "
+            "the replica running it)",
         )
         self.producers_lost = counter(
             "qa_producers_lost",
