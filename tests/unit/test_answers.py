@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -16,7 +17,7 @@ from langchain_core.outputs import ChatGenerationChunk
 
 from qa_service.answers.connection import answer_events
 from qa_service.answers.follow import FollowTiming, follow
-from qa_service.answers.model import ANSWER_ID, AnswerObserver, AnswerRequest
+from qa_service.answers.model import ANSWER_ID, AnswerObserver, AnswerRecord, AnswerRequest
 from qa_service.answers.registry import AnswerRegistry, CancelResult
 from qa_service.answers.run import AnswerRun, RunTiming
 from qa_service.core.errors import PRODUCER_LOST, SHUTTING_DOWN, QAServiceError
@@ -148,78 +149,112 @@ async def _read_some(stream: AsyncIterator[AnswerEvent], count: int) -> list[Ans
         return [await anext(stream) for _ in range(count)]
 
 
-async def test_without_grace_leaving_the_stream_stops_generation_at_once() -> None:
-    model = _EndlessModel(messages=iter(()))
-    registry = _registry(model, grace=0)
-    run = await registry.start(REQUEST, META)
-    stream = answer_events(registry, run.id, -1)
-    await _read_some(stream, 3)
+class _Writes(Protocol):
+    written: int
 
-    await stream.aclose()
+
+@dataclass
+class _Underway:
+    """An answer that writes forever, and one reader that has read its first events."""
+
+    writer: _Writes
+    registry: AnswerRegistry
+    run: AnswerRun
+    stream: AsyncGenerator[AnswerEvent]
+    seen: list[AnswerEvent]
+
+    async def log(self) -> list[AnswerEvent]:
+        return await self.registry.store.read(self.run.id, -1, 0)
+
+
+StartUnderway = Callable[..., Awaitable[_Underway]]
+
+
+@pytest.fixture
+async def underway() -> AsyncIterator[StartUnderway]:
+    """Starts answers that write forever (an _EndlessModel unless `writer` is given),
+    and reads `read` events of each; ends whatever a test left running."""
+    started: list[_Underway] = []
+
+    async def start(grace: float = 0.0, read: int = 3, writer: _Writes | None = None) -> _Underway:
+        writer = writer if writer is not None else _EndlessModel(messages=iter(()))
+        registry = _registry(writer, grace=grace)
+        run = await registry.start(REQUEST, META)
+        answer = _Underway(writer, registry, run, answer_events(registry, run.id, -1), [])
+        started.append(answer)
+        answer.seen = await _read_some(answer.stream, read)
+        return answer
+
+    yield start
+    for answer in started:
+        await answer.stream.aclose()
+        await answer.run.cancel()
+
+
+async def test_without_grace_leaving_the_stream_stops_generation_at_once(
+    underway: StartUnderway,
+) -> None:
+    answer = await underway(grace=0)
+
+    await answer.stream.aclose()
 
     # No clock: by the time the hang-up has been handled, the answer's task
     # has ended, and nothing drives the model any more.
+    run = answer.run
     assert run.ended
-    assert run.outcome == "client_disconnected"
-    log = await registry.store.read(run.id, -1, 0)
+    assert (run.stats.outcome, run.stats.error_code) == ("client_disconnected", None)
+    log = await answer.log()
     assert isinstance(log[-1], Failed)
     assert log[-1].error.code == "cancelled"
 
 
-async def test_with_grace_a_hangup_keeps_generating_and_a_resume_continues_exactly() -> None:
-    model = _EndlessModel(messages=iter(()))
-    registry = _registry(model, grace=0.5)
-    run = await registry.start(REQUEST, META)
-    first = answer_events(registry, run.id, -1)
-    seen = await _read_some(first, 4)
-    await first.aclose()  # a network drop
-    written_at_drop = model.written
+async def test_with_grace_a_hangup_keeps_generating_and_a_resume_continues_exactly(
+    underway: StartUnderway,
+) -> None:
+    answer = await underway(grace=0.5, read=4)
+    await answer.stream.aclose()  # a network drop
+    written_at_drop = answer.writer.written
     await asyncio.sleep(0.2)  # inside the grace period
 
-    assert not run.ended
-    assert model.written > written_at_drop
-    resumed = answer_events(registry, run.id, seen[-1].seq)
+    assert not answer.run.ended
+    assert answer.writer.written > written_at_drop
+    resumed = answer_events(answer.registry, answer.run.id, answer.seen[-1].seq)
     more = await _read_some(resumed, 20)
-    await registry.cancel(run.id)
+    await answer.registry.cancel(answer.run.id)
     await resumed.aclose()
 
-    seqs = [e.seq for e in seen + more]
+    seqs = [e.seq for e in answer.seen + more]
     assert seqs == list(range(len(seqs)))  # nothing missed, nothing twice
 
 
-async def test_with_grace_an_answer_nobody_resumes_is_cancelled_after_it() -> None:
-    model = _EndlessModel(messages=iter(()))
-    registry = _registry(model, grace=0.3)
-    run = await registry.start(REQUEST, META)
-    stream = answer_events(registry, run.id, -1)
-    await _read_some(stream, 3)
-    await stream.aclose()
+async def test_with_grace_an_answer_nobody_resumes_is_cancelled_after_it(
+    underway: StartUnderway,
+) -> None:
+    answer = await underway(grace=0.3)
+    await answer.stream.aclose()
     left_at = asyncio.get_running_loop().time()
 
     async with asyncio.timeout(3):
-        await asyncio.wait({run.start()})
+        await asyncio.wait({answer.run.start()})
 
     assert 0.25 < asyncio.get_running_loop().time() - left_at < 1.5
-    assert run.outcome == "client_disconnected"
-    log = await registry.store.read(run.id, -1, 0)
+    assert answer.run.stats.outcome == "client_disconnected"
+    log = await answer.log()
     assert isinstance(log[-1], Failed)
     assert log[-1].error.code == "cancelled"
 
 
-async def test_an_explicit_cancel_ends_the_log_for_every_reader() -> None:
-    model = _EndlessModel(messages=iter(()))
-    registry = _registry(model, grace=5)
-    run = await registry.start(REQUEST, META)
-    stream = answer_events(registry, run.id, -1)
-    await _read_some(stream, 3)
+async def test_an_explicit_cancel_ends_the_log_for_every_reader(underway: StartUnderway) -> None:
+    answer = await underway(grace=5)
+    registry, run = answer.registry, answer.run
 
     assert await registry.cancel(run.id) is CancelResult.CANCELLED
     async with asyncio.timeout(5):
-        rest = [e async for e in stream]
+        rest = [e async for e in answer.stream]
 
     assert isinstance(rest[-1], Failed)
     assert rest[-1].error.code == "cancelled"
-    assert run.outcome == "cancelled"
+    assert (run.stats.outcome, run.stats.error_code) == ("cancelled", "cancelled")
     assert await registry.cancel(run.id) is CancelResult.FINISHED
     with pytest.raises(QAServiceError) as unknown:
         await registry.cancel("x" * 22)
@@ -275,16 +310,43 @@ async def test_a_producer_whose_lease_lapses_is_declared_lost_once() -> None:
 class _Counting:
     def __init__(self) -> None:
         self.started = 0
-        self.finished = 0
+        self.records: list[AnswerRecord] = []
+
+    @property
+    def finished(self) -> int:
+        return len(self.records)
 
     def answer_started(self, meta: AnswerMeta) -> None:
         self.started += 1
 
-    def answer_finished(self, record: Any) -> None:
-        self.finished += 1
+    def answer_finished(self, record: AnswerRecord) -> None:
+        self.records.append(record)
 
     def producer_lost(self) -> None:
         pass
+
+
+async def test_an_answers_record_counts_what_its_events_carried() -> None:
+    observer = _Counting()
+    registry = _registry(build_demo_model(0, 0), observers=[observer])
+    run = await registry.start(REQUEST, META)
+    events = await _wire(answer_events(registry, run.id, -1), run.id)
+    async with asyncio.timeout(5):
+        await asyncio.wait({run.start()})  # the record comes after the last event
+    texts = [payload["text"] for _, payload in events if "text" in payload]
+    done = events[-1][1]["done"]
+
+    [record] = observer.records
+    assert record.answer_id == events[0][1]["meta"]["answer_id"]
+    assert (record.outcome, record.error_code, record.finish_reason) == ("complete", None, "stop")
+    assert (record.pieces, record.chars) == (len(texts), len("".join(texts)))
+    assert record.ttft_ms == done["ttft_ms"]
+    assert record.duration_ms >= done["duration_ms"]
+    usage = done["usage"]
+    assert (record.input_tokens, record.output_tokens) == (
+        usage["input_tokens"],
+        usage["output_tokens"],
+    )
 
 
 async def test_a_cancel_before_generation_runs_counts_nothing_and_ends_the_log() -> None:
@@ -319,18 +381,15 @@ class _CancelSwallowingWriter:
             yield "more "
 
 
-async def test_a_cancel_swallowed_below_still_stops_the_answer() -> None:
+async def test_a_cancel_swallowed_below_still_stops_the_answer(underway: StartUnderway) -> None:
     writer = _CancelSwallowingWriter()
-    registry = _registry(writer)
-    run = await registry.start(REQUEST, META)
-    stream = answer_events(registry, run.id, -1)
-    await _read_some(stream, 3)
+    answer = await underway(writer=writer)
 
-    await stream.aclose()
+    await answer.stream.aclose()
 
     assert writer.swallowed == 1
-    assert run.ended
-    assert run.outcome == "client_disconnected"
+    assert answer.run.ended
+    assert answer.run.stats.outcome == "client_disconnected"
     stopped_at = writer.written
     await asyncio.sleep(0.05)
     assert writer.written == stopped_at
@@ -346,12 +405,12 @@ class _SlowClosingResponse:
         self.is_closed = True
 
 
-async def test_a_second_cancel_while_the_first_closes_the_upstream_cancels_nothing_more() -> None:
+async def test_a_second_cancel_while_the_first_closes_the_upstream_cancels_nothing_more(
+    underway: StartUnderway,
+) -> None:
     """Shutdown aborts an answer, and the client hangs up while its upstream closes."""
-    registry = _registry(_EndlessModel(messages=iter(())))
-    run: AnswerRun = await registry.start(REQUEST, META)
-    stream = answer_events(registry, run.id, -1)
-    await _read_some(stream, 2)  # meta and a text: generation is under way
+    answer = await underway(read=2)  # meta and a text: generation is under way
+    run = answer.run
     response = _SlowClosingResponse()
     run._upstream._responses.add(response)  # type: ignore[arg-type]
     task = run.start()
@@ -363,34 +422,33 @@ async def test_a_second_cancel_while_the_first_closes_the_upstream_cancels_nothi
 
     assert task.cancelling() == 1
     assert response.is_closed
-    assert run.error_code == "shutting_down"  # the first cancel's reason stands
-    await stream.aclose()
+    assert run.stats.error_code == "shutting_down"  # the first cancel's reason stands
+    await answer.stream.aclose()
 
 
-async def test_a_producer_declared_lost_stops_instead_of_writing_past_the_end() -> None:
+async def test_a_producer_declared_lost_stops_instead_of_writing_past_the_end(
+    underway: StartUnderway,
+) -> None:
     """Its lease lapsed while it was slow, and a reader ended the log: the
     producer must not go on paying for text nobody can ever read."""
-    model = _EndlessModel(messages=iter(()))
-    registry = _registry(model, grace=5)
-    run = await registry.start(REQUEST, META)
-    stream = answer_events(registry, run.id, -1)
-    await _read_some(stream, 3)
-    await stream.aclose()
+    answer = await underway(grace=5)
+    store, run = answer.registry.store, answer.run
+    await answer.stream.aclose()
 
     # No await between reading the log and appending: the producer cannot slip in.
-    log = await registry.store.read(run.id, -1, 0)
-    declared = await registry.store.append(run.id, Failed(len(log), PRODUCER_LOST))
+    log = await answer.log()
+    declared = await store.append(run.id, Failed(len(log), PRODUCER_LOST))
     async with asyncio.timeout(3):
         await asyncio.wait({run.start()})
-    written = model.written
+    written = answer.writer.written
     await asyncio.sleep(0.05)
 
-    final = await registry.store.read(run.id, -1, 0)
+    final = await answer.log()
     assert declared
     assert final[-1] == Failed(len(log), PRODUCER_LOST)
     assert [e.seq for e in final] == list(range(len(final)))  # nothing after the end
-    assert run.error_code == "producer_lost"
-    assert model.written == written
+    assert run.stats.error_code == "producer_lost"
+    assert answer.writer.written == written
 
 
 class _SlowFinalStore(MemoryAnswerStore):
@@ -419,5 +477,5 @@ async def test_a_cancel_while_the_last_event_is_stored_leaves_the_log_ended() ->
 
     log = await store.read(run.id, -1, 0)
     assert type(log[-1]).__name__ == "Done"
-    assert run.outcome == "complete"
+    assert run.stats.outcome == "complete"
     assert not await store.producer_alive(run.id)

@@ -114,6 +114,15 @@ def test_every_public_code_is_unique_and_documented() -> None:
         assert f"`{code}`" in protocol, code
 
 
+def test_no_public_error_constant_escapes_the_catalogue() -> None:
+    """One made with PublicError(...), not _catalogued(...), would miss the test above."""
+    catalogued = {public.code for public in errors.PUBLIC_ERRORS}
+    constants = {n: v for n, v in vars(errors).items() if isinstance(v, errors.PublicError)}
+
+    # A variant of a catalogued error (PROVIDER_NOT_READY) keeps its code, so passes.
+    assert {n: v.code for n, v in constants.items() if v.code not in catalogued} == {}
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [

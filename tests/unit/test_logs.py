@@ -6,10 +6,13 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from qa_service.answers.model import AnswerRecord
 from qa_service.observability.logs import configure_logging
+from qa_service.observability.telemetry import Telemetry
 
 SECRET = "sk-test-abcdefghijklmnop"
 
@@ -38,6 +41,48 @@ def test_lines_are_json_with_extra_fields_and_no_secret(
     assert first["message"] == "request failed: key [REDACTED] rejected"
     assert first["level"] == "WARNING"
     assert second["outcome"] == "complete"
+
+
+# The answer line as operators and the integration tests read it: every field
+# of the record, under the record's own names.
+ANSWER_LINE: dict[str, Any] = {
+    "request_id": "rid",
+    "answer_id": "a" * 22,
+    "provider": "openai",
+    "model": "gpt-x",
+    "answered_provider": "groq",
+    "answered_model": "llama-x",
+    "fallback": True,
+    "prompt": "explain",
+    "outcome": "error",
+    "error_code": "upstream_error",
+    "error_cause": "APIError",
+    "upstream_status": 502,
+    "finish_reason": None,
+    "pieces": 3,
+    "chars": 12,
+    "ttft_ms": 41.5,
+    "duration_ms": 99.0,
+    "input_tokens": 7,
+    "output_tokens": None,
+}
+
+
+def test_each_answer_logs_one_line_with_every_field_of_its_record(
+    capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    configure_logging("info", [])
+
+    Telemetry("openai", "gpt-x").answer_finished(AnswerRecord(**ANSWER_LINE))
+
+    [line] = _lines(capsys.readouterr().err)
+    assert {key: line.pop(key) for key in ("level", "name", "message")} == {
+        "level": "WARNING",  # an answer that ended in an error
+        "name": "qa_service.answers",
+        "message": "answer",
+    }
+    del line["asctime"]
+    assert line == ANSWER_LINE
 
 
 def test_tracebacks_are_withheld(capsys: pytest.CaptureFixture[str], restore_logging: None) -> None:

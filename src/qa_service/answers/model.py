@@ -1,4 +1,4 @@
-"""An answer's request, its id, and the record it leaves for logs and metrics."""
+"""An answer's request, its id, and what it counts and leaves for logs and metrics."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import hashlib
 import json
 import re
 import secrets
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from qa_service.core.events import AnswerMeta
+from qa_service.core.errors import PublicError
+from qa_service.core.events import AnswerMeta, AnswerSummary
 from qa_service.generation.history import Turn
+from qa_service.generation.report import GenerationReport
 
 # 16 random bytes, base64url without padding: 22 characters, 128 bits.
 ANSWER_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -48,7 +51,8 @@ class AnswerRequest:
 
 @dataclass(frozen=True, slots=True)
 class AnswerRecord:
-    """How one answer went, for logs and metrics. Never the question or the text."""
+    """How one answer went, for logs and metrics. Every field goes into the answer's
+    log line as it is (observability/telemetry.py): never the question or the text."""
 
     request_id: str
     answer_id: str
@@ -70,6 +74,87 @@ class AnswerRecord:
     duration_ms: float
     input_tokens: int | None
     output_tokens: int | None
+
+
+@dataclass(slots=True)
+class RunStats:
+    """What one answer's run counts as it goes; its Done summary and its record
+    are built from these, with what the model reported."""
+
+    outcome: str = "client_disconnected"  # until the run says otherwise
+    error_code: str | None = None
+    error_cause: str | None = None
+    upstream_status: int | None = None
+    ttft_ms: float | None = None
+    chars: int = 0
+    pieces: int = 0
+    output_tokens: int | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def billed_tokens(self) -> int:
+        """What the answer cost its client: the provider's count of output
+        tokens, or its characters when the provider reported none (a cut stream)."""
+        return self.output_tokens if self.output_tokens is not None else self.chars
+
+    def count_text(self, chunk: str) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = self.elapsed_ms()
+        self.chars += len(chunk)
+        self.pieces += 1
+
+    def note_error(self, public: PublicError, cause: str, status: int | None = None) -> None:
+        self.outcome = "error"
+        self.error_code = public.code
+        # Type and status only: provider error bodies can echo the API key.
+        self.error_cause = cause
+        self.upstream_status = status
+
+    def note_stop(self, public: PublicError, outcome: str) -> None:
+        """The run was stopped from outside: cancelled, left, or aborted (`error`)."""
+        if outcome == "error":
+            self.note_error(public, "Aborted")
+        else:
+            self.outcome = outcome
+            self.error_code = public.code if outcome == "cancelled" else None
+
+    def elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 1)
+
+    def summary(self, report: GenerationReport) -> AnswerSummary:
+        return AnswerSummary(
+            finish_reason=report.finish_reason,
+            usage=report.usage,
+            ttft_ms=self.ttft_ms,
+            chars=self.chars,
+            duration_ms=self.elapsed_ms(),
+            provider=report.provider,
+            model=report.model,
+        )
+
+    def record(self, meta: AnswerMeta, report: GenerationReport) -> AnswerRecord:
+        usage = report.usage or {}
+        return AnswerRecord(
+            request_id=meta.request_id,
+            answer_id=meta.answer_id,
+            provider=meta.provider,
+            model=meta.model,
+            answered_provider=report.provider,
+            answered_model=report.model,
+            fallback=report.fallback,
+            prompt=meta.prompt,
+            outcome=self.outcome,
+            error_code=self.error_code,
+            error_cause=self.error_cause,
+            upstream_status=self.upstream_status,
+            finish_reason=report.finish_reason,
+            pieces=self.pieces,
+            chars=self.chars,
+            ttft_ms=self.ttft_ms,
+            duration_ms=self.elapsed_ms(),
+            input_tokens=usage.get("input_tokens"),
+            output_tokens=usage.get("output_tokens"),
+        )
 
 
 class AnswerObserver(Protocol):

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
 
 import anyio
 
-from qa_service.answers.model import AnswerObserver, AnswerRecord, AnswerRequest
+from qa_service.answers.model import AnswerObserver, AnswerRequest, RunStats
 from qa_service.answers.ports import AnswerStore
 from qa_service.core.errors import (
     CANCELLED,
@@ -43,7 +42,7 @@ from qa_service.core.errors import (
     StoreUnavailableError,
     UpstreamIncompleteError,
 )
-from qa_service.core.events import AnswerEvent, AnswerMeta, AnswerSummary, Done, Failed, Meta, Text
+from qa_service.core.events import AnswerEvent, AnswerMeta, Done, Failed, Meta, Text
 from qa_service.generation.failures import classify_failure, upstream_status
 from qa_service.generation.report import GenerationReport
 from qa_service.generation.upstream import AnswerUpstream
@@ -81,14 +80,7 @@ class AnswerRun:
     ) -> None:
         self.meta = meta
         self.id = meta.answer_id
-        self.outcome = "client_disconnected"
-        self.error_code: str | None = None
-        self.error_cause: str | None = None
-        self.upstream_status: int | None = None
-        self.ttft_ms: float | None = None
-        self.chars = 0
-        self.pieces = 0
-        self.output_tokens: int | None = None
+        self.stats = RunStats()
         # The first text, or the end if none came: what a held response waits for.
         self._first_output = asyncio.Event()
         self._failed_before_text: PublicError | None = None
@@ -104,17 +96,10 @@ class AnswerRun:
         self._closer: asyncio.Task[None] | None = None
         # Stores the last event; a task of its own, so no cancel can cut it short.
         self._final: asyncio.Task[None] | None = None
-        self._started = time.perf_counter()
 
     @property
     def ended(self) -> bool:
         return self._task is not None and self._task.done()
-
-    @property
-    def billed_tokens(self) -> int:
-        """What the answer cost its client: the provider's count of output
-        tokens, or its characters when the provider reported none (a cut stream)."""
-        return self.output_tokens if self.output_tokens is not None else self.chars
 
     async def first_output(self, seconds: float) -> PublicError | None:
         """Wait up to `seconds` for the first text or the end of the answer.
@@ -198,13 +183,13 @@ class AnswerRun:
             raise
         except StoreUnavailableError as exc:
             # Nothing more can be logged; readers learn it from the store themselves.
-            self._note_error(exc.public, type(exc).__name__)
+            self.stats.note_error(exc.public, type(exc).__name__)
             with anyio.move_on_after(self._timing.close_seconds, shield=True):
                 await self._release_lease()
         except LogEndedElsewhereError:
             # A reader declared this producer lost (its lease lapsed while it
             # was slow): the log has its end, and nothing more is worth paying for.
-            self._note_error(PRODUCER_LOST, "LogEndedElsewhereError")
+            self.stats.note_error(PRODUCER_LOST, "LogEndedElsewhereError")
             with anyio.move_on_after(self._timing.close_seconds, shield=True):
                 await self._release_lease()
         # Exception, never BaseException: cancellation must pass through untouched.
@@ -213,17 +198,17 @@ class AnswerRun:
                 await self._end_stopped()  # our own doing: cancel closed the upstream
             else:
                 public = classify_failure(exc)
-                self._note_error(public, type(exc).__name__, upstream_status(exc))
+                self.stats.note_error(public, type(exc).__name__, upstream_status(exc))
                 await self._append_final(Failed(self._next_seq, public))
         else:
-            self.outcome = "complete"
-            await self._append_final(Done(self._next_seq, self._summary(report)))
+            self.stats.outcome = "complete"
+            await self._append_final(Done(self._next_seq, self.stats.summary(report)))
         finally:
             heartbeat.cancel()
             # Also when the end could not be logged: a held response stops waiting.
             self._first_output.set()
-            self.output_tokens = (report.usage or {}).get("output_tokens")
-            record = self._record(report)
+            self.stats.output_tokens = (report.usage or {}).get("output_tokens")
+            record = self.stats.record(self.meta, report)
             for observer in self._observers:
                 observer.answer_finished(record)
 
@@ -245,11 +230,7 @@ class AnswerRun:
 
     async def _end_stopped(self) -> None:
         public, outcome = self._stop or (CANCELLED, "client_disconnected")
-        if outcome == "error":
-            self._note_error(public, "Aborted")
-        else:
-            self.outcome = outcome
-            self.error_code = public.code if outcome == "cancelled" else None
+        self.stats.note_stop(public, outcome)
         await self._append_final(Failed(self._next_seq, public))
 
     async def _append(self, event: AnswerEvent) -> None:
@@ -258,10 +239,7 @@ class AnswerRun:
         self._next_seq += 1
 
     async def _append_text(self, chunk: str) -> None:
-        if self.ttft_ms is None:
-            self.ttft_ms = self._elapsed_ms()
-        self.chars += len(chunk)
-        self.pieces += 1
+        self.stats.count_text(chunk)
         await self._append(Text(self._next_seq, chunk))
         self._first_output.set()
 
@@ -276,7 +254,7 @@ class AnswerRun:
         try:
             await self._log_final(event)
         finally:
-            if isinstance(event, Failed) and self.pieces == 0:
+            if isinstance(event, Failed) and self.stats.pieces == 0:
                 self._failed_before_text = event.error
             self._first_output.set()
 
@@ -296,48 +274,3 @@ class AnswerRun:
         # Readers waiting on a log that cannot grow learn it from the lease at once.
         with suppress(StoreUnavailableError):
             await self._store.release_lease(self.id)
-
-    def _note_error(self, public: PublicError, cause: str, status: int | None = None) -> None:
-        self.outcome = "error"
-        self.error_code = public.code
-        # Type and status only: provider error bodies can echo the API key.
-        self.error_cause = cause
-        self.upstream_status = status
-
-    def _elapsed_ms(self) -> float:
-        return round((time.perf_counter() - self._started) * 1000, 1)
-
-    def _summary(self, report: GenerationReport) -> AnswerSummary:
-        return AnswerSummary(
-            finish_reason=report.finish_reason,
-            usage=report.usage,
-            ttft_ms=self.ttft_ms,
-            chars=self.chars,
-            duration_ms=self._elapsed_ms(),
-            provider=report.provider,
-            model=report.model,
-        )
-
-    def _record(self, report: GenerationReport) -> AnswerRecord:
-        usage = report.usage or {}
-        return AnswerRecord(
-            request_id=self.meta.request_id,
-            answer_id=self.id,
-            provider=self.meta.provider,
-            model=self.meta.model,
-            answered_provider=report.provider,
-            answered_model=report.model,
-            fallback=report.fallback,
-            prompt=self.meta.prompt,
-            outcome=self.outcome,
-            error_code=self.error_code,
-            error_cause=self.error_cause,
-            upstream_status=self.upstream_status,
-            finish_reason=report.finish_reason,
-            pieces=self.pieces,
-            chars=self.chars,
-            ttft_ms=self.ttft_ms,
-            duration_ms=self._elapsed_ms(),
-            input_tokens=usage.get("input_tokens"),
-            output_tokens=usage.get("output_tokens"),
-        )

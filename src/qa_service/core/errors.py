@@ -19,7 +19,7 @@ and the request carries the API key.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,24 +153,38 @@ def invalid_request(detail: str) -> QAServiceError:
     )
 
 
-INVALID_REQUEST = PublicError("invalid_request", "The request is malformed.", False, 422)
+# The catalogue: each error with a fixed message and a code of its own. Each
+# registers itself in PUBLIC_ERRORS, which docs/PROTOCOL.md must document
+# (tests/unit/test_errors.py), in the order defined here.
+_CATALOGUE: list[PublicError] = []
+
+
+def _catalogued(
+    code: str, message: str, retryable: bool, status: int, retry_after_seconds: float | None = None
+) -> PublicError:
+    public = PublicError(code, message, retryable, status, retry_after_seconds)
+    _CATALOGUE.append(public)
+    return public
+
+
+INVALID_REQUEST = _catalogued("invalid_request", "The request is malformed.", False, 422)
 # Written by the HTTP protocol itself (server.py), for requests the app never sees.
-UNPARSEABLE_REQUEST = PublicError("bad_http_request", "The request is not valid HTTP.", False, 400)
-URL_TOO_LONG = PublicError(
+UNPARSEABLE_REQUEST = _catalogued("bad_http_request", "The request is not valid HTTP.", False, 400)
+URL_TOO_LONG = _catalogued(
     "url_too_long",
     "The URL is longer than 65,535 bytes. Send long questions with POST /ai_write "
     '(a JSON body, {"query": "..."}).',
     False,
     414,
 )
-BODY_TOO_LARGE = PublicError("body_too_large", "The request body is too large.", False, 413)
-UNSUPPORTED_MEDIA_TYPE = PublicError(
+BODY_TOO_LARGE = _catalogued("body_too_large", "The request body is too large.", False, 413)
+UNSUPPORTED_MEDIA_TYPE = _catalogued(
     "unsupported_media_type",
     "Send the body as JSON, with Content-Type: application/json.",
     False,
     415,
 )
-CROSS_SITE_REFUSED = PublicError(
+CROSS_SITE_REFUSED = _catalogued(
     "cross_site_refused",
     "Pages on other sites may not ask this service; add their origin to QA_CORS_ORIGINS.",
     False,
@@ -178,115 +192,86 @@ CROSS_SITE_REFUSED = PublicError(
 )
 # One message for every failure (no key, a wrong key, a spent, expired or
 # mismatched ticket): a client learns nothing about which keys or tickets exist.
-UNAUTHORIZED = PublicError(
+UNAUTHORIZED = _catalogued(
     "unauthorized",
     "An API key is required: send Authorization: Bearer <key>, or a stream ticket.",
     False,
     401,
 )
-NOT_FOUND = PublicError("not_found", "No such endpoint.", False, 404)
-METHOD_NOT_ALLOWED = PublicError("method_not_allowed", "Method not allowed.", False, 405)
-NOT_READY = PublicError("not_ready", "The service is starting or stopping.", True, 503)
-PROVIDER_NOT_READY = PublicError(
-    "not_ready", "The model provider did not answer the readiness probe.", True, 503
+NOT_FOUND = _catalogued("not_found", "No such endpoint.", False, 404)
+METHOD_NOT_ALLOWED = _catalogued("method_not_allowed", "Method not allowed.", False, 405)
+NOT_READY = _catalogued("not_ready", "The service is starting or stopping.", True, 503)
+# A variant of not_ready (its code, another message), so not a catalogue entry of its own.
+PROVIDER_NOT_READY = replace(
+    NOT_READY, message="The model provider did not answer the readiness probe."
 )
-INTERNAL = PublicError("internal_error", "The service failed to answer.", False, 500)
-SHUTTING_DOWN = PublicError(
+INTERNAL = _catalogued("internal_error", "The service failed to answer.", False, 500)
+SHUTTING_DOWN = _catalogued(
     "shutting_down", "The service is restarting; ask again to reach another instance.", True, 503
 )
-CANCELLED = PublicError("cancelled", "The answer was cancelled.", False, 409)
-PRODUCER_LOST = PublicError(
+CANCELLED = _catalogued("cancelled", "The answer was cancelled.", False, 409)
+PRODUCER_LOST = _catalogued(
     "producer_lost", "The instance writing this answer stopped; ask again.", True, 502
 )
-STORE_UNAVAILABLE = PublicError(
+STORE_UNAVAILABLE = _catalogued(
     "store_unavailable", "The answer store is unavailable; ask again.", True, 503
 )
-OVER_CAPACITY = PublicError(
+OVER_CAPACITY = _catalogued(
     "over_capacity", "The service is answering all it can; ask again shortly.", True, 503, 1
 )
-RATE_LIMITED = PublicError(
+RATE_LIMITED = _catalogued(
     "rate_limited", "Too many requests from this client; wait before asking again.", True, 429
 )
-TOO_MANY_STREAMS = PublicError(
+TOO_MANY_STREAMS = _catalogued(
     "too_many_streams",
     "This client has as many answers in progress as it may; wait for one to end.",
     True,
     429,
 )
-BUDGET_EXHAUSTED = PublicError(
+BUDGET_EXHAUSTED = _catalogued(
     "budget_exhausted", "This client has used its token budget for the period.", True, 429
 )
-ANSWER_NOT_FOUND = PublicError(
+ANSWER_NOT_FOUND = _catalogued(
     "answer_not_found", "No such answer: it never existed or has expired.", False, 404
 )
-RESUME_MISMATCH = PublicError(
+RESUME_MISMATCH = _catalogued(
     "resume_mismatch",
     "Last-Event-ID names an answer to a different request; resume with the same "
     "query, prompt and scenario, or drop the header to ask anew.",
     False,
     409,
 )
-INVALID_LAST_EVENT_ID = PublicError(
+INVALID_LAST_EVENT_ID = _catalogued(
     "invalid_last_event_id",
     "Last-Event-ID must be an event id this service sent: <answer id>:<seq>.",
     False,
     400,
 )
 
-UPSTREAM_AUTH = PublicError(
+UPSTREAM_AUTH = _catalogued(
     "upstream_auth_failed", "The model provider rejected the service's credentials.", False, 502
 )
-UPSTREAM_RATE_LIMITED = PublicError(
+UPSTREAM_RATE_LIMITED = _catalogued(
     "upstream_rate_limited", "The model provider is rate limiting requests.", True, 429
 )
-UPSTREAM_BAD_REQUEST = PublicError(
+UPSTREAM_BAD_REQUEST = _catalogued(
     "upstream_bad_request", "The model provider refused the request.", False, 502
 )
-UPSTREAM_UNAVAILABLE = PublicError(
+UPSTREAM_UNAVAILABLE = _catalogued(
     "upstream_unavailable", "The model provider is unavailable.", True, 503
 )
-UPSTREAM_TIMEOUT = PublicError(
+UPSTREAM_TIMEOUT = _catalogued(
     "upstream_timeout", "The model provider did not answer in time.", True, 504
 )
-UPSTREAM_INTERRUPTED = PublicError(
+UPSTREAM_INTERRUPTED = _catalogued(
     "upstream_interrupted", "The model provider's stream was cut off.", True, 502
 )
-UPSTREAM_INCOMPLETE = PublicError(
+UPSTREAM_INCOMPLETE = _catalogued(
     "upstream_incomplete", "The model provider ended the answer early.", True, 502
 )
-UPSTREAM_ERROR = PublicError(
+UPSTREAM_ERROR = _catalogued(
     "upstream_error", "The model provider reported an error mid-answer.", True, 502
 )
 
-PUBLIC_ERRORS: tuple[PublicError, ...] = (
-    INVALID_REQUEST,
-    UNPARSEABLE_REQUEST,
-    URL_TOO_LONG,
-    BODY_TOO_LARGE,
-    UNSUPPORTED_MEDIA_TYPE,
-    CROSS_SITE_REFUSED,
-    UNAUTHORIZED,
-    NOT_FOUND,
-    METHOD_NOT_ALLOWED,
-    NOT_READY,
-    INTERNAL,
-    SHUTTING_DOWN,
-    CANCELLED,
-    PRODUCER_LOST,
-    STORE_UNAVAILABLE,
-    OVER_CAPACITY,
-    RATE_LIMITED,
-    TOO_MANY_STREAMS,
-    BUDGET_EXHAUSTED,
-    ANSWER_NOT_FOUND,
-    RESUME_MISMATCH,
-    INVALID_LAST_EVENT_ID,
-    UPSTREAM_AUTH,
-    UPSTREAM_RATE_LIMITED,
-    UPSTREAM_BAD_REQUEST,
-    UPSTREAM_UNAVAILABLE,
-    UPSTREAM_TIMEOUT,
-    UPSTREAM_INTERRUPTED,
-    UPSTREAM_INCOMPLETE,
-    UPSTREAM_ERROR,
-)
+# Last in the module: a _catalogued error defined below this line would be missing.
+PUBLIC_ERRORS: tuple[PublicError, ...] = tuple(_CATALOGUE)

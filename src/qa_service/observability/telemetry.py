@@ -7,8 +7,9 @@ many answers pass.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -20,6 +21,7 @@ log = logging.getLogger("qa_service.answers")
 # Time to first token: a model answers in 0.1 s to tens of seconds.
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+LABELS = ("provider", "model")
 
 
 class Telemetry:
@@ -28,115 +30,97 @@ class Telemetry:
     def __init__(self, provider: str, model: str) -> None:
         self.registry = CollectorRegistry()
         self._labels = (provider, model)
-        labels = ["provider", "model"]
-        self.requests = Counter(
+        counter, gauge, histogram = self._counter, self._gauge, self._histogram
+        self.requests = counter(
             "qa_requests",
-            "Requests to /ai_write by outcome: complete, error, cancelled, "
-            "client_disconnected, refused",
-            [*labels, "outcome", "code"],
-            registry=self.registry,
+            "Answers by outcome (complete, error, cancelled, client_disconnected), and requests "
+            "refused before one started (refused, by error code), in every dialect: /ai_write, "
+            "/v1/chat/completions, /api/chat",
+            "outcome",
+            "code",
         )
-        self.active_streams = Gauge(
-            "qa_active_streams", "Answers being generated now", labels, registry=self.registry
-        )
-        self.ttft = Histogram(
+        self.active_streams = gauge("qa_active_streams", "Answers being generated now")
+        self.ttft = histogram(
             "qa_time_to_first_token_seconds",
             "From accepting the request to the first text",
-            labels,
-            buckets=TTFT_BUCKETS,
-            registry=self.registry,
+            TTFT_BUCKETS,
         )
-        self.duration = Histogram(
+        self.duration = histogram(
             "qa_answer_duration_seconds",
             "From accepting the request to the end of the answer",
-            labels,
-            buckets=DURATION_BUCKETS,
-            registry=self.registry,
+            DURATION_BUCKETS,
         )
-        self.tokens_relayed = Counter(
-            "qa_tokens_relayed", "Text pieces sent to clients", labels, registry=self.registry
+        self.tokens_relayed = counter(
+            "qa_tokens_relayed",
+            "Text pieces generated into answers (a provider chunk, or several that arrived "
+            "together), counted once per answer however many clients read or replay it",
         )
-        self.usage_tokens = Counter(
-            "qa_usage_tokens",
-            "Tokens as the provider reported them",
-            [*labels, "kind"],
-            registry=self.registry,
+        self.usage_tokens = counter(
+            "qa_usage_tokens", "Tokens as the provider reported them", "kind"
         )
-        self.upstream_errors = Counter(
-            "qa_upstream_errors",
-            "Answers failed by the provider, by public error code",
-            [*labels, "code"],
-            registry=self.registry,
+        self.upstream_errors = counter(
+            "qa_upstream_errors", "Answers failed by the provider, by public error code", "code"
         )
-        self.client_disconnects = Counter(
-            "qa_client_disconnects",
-            "Clients that left before their answer ended",
-            labels,
-            registry=self.registry,
+        self.client_disconnects = counter(
+            "qa_client_disconnects", "Clients that left before their answer ended"
         )
-        self.connections_closed = Counter(
+        self.connections_closed = counter(
             "qa_connections_closed",
             "Connections the server ended itself: no_request (no request headers in time), "
             "response_cut_off (reset mid-response, e.g. a client that stopped reading)",
-            [*labels, "reason"],
-            registry=self.registry,
+            "reason",
         )
-        self.resumes = Counter(
+        self.resumes = counter(
             "qa_resumes",
-            "Reconnects that continued an answer (Last-Event-ID or /answers/{id}/events)",
-            labels,
-            registry=self.registry,
+            "Reconnects that continued an answer (Last-Event-ID, /answers/{id}/events, "
+            "/api/chat/{id}/stream)",
         )
-        self.replayed_events = Counter(
-            "qa_replayed_events",
-            "Events sent again to a resuming client, from the answer's log",
-            labels,
-            registry=self.registry,
+        self.replayed_events = counter(
+            "qa_replayed_events", "Events sent again to a resuming client, from the answer's log"
         )
-        self.resumes_refused = Counter(
+        self.resumes_refused = counter(
             "qa_resumes_refused",
             "Resumes refused: answer_not_found (unknown or expired), resume_mismatch, "
-            "invalid_last_event_id",
-            [*labels, "code"],
-            registry=self.registry,
+            "invalid_last_event_id, store_unavailable",
+            "code",
         )
-        self.cancels = Counter(
+        self.cancels = counter(
             "qa_explicit_cancels",
-            "POST /answers/{id}/cancel requests that stopped a running answer",
-            labels,
-            registry=self.registry,
+            "POST /answers/{id}/cancel for an answer still running (stopped here, or asked of "
+            "the replica running it)",
         )
-        self.producers_lost = Counter(
+        self.producers_lost = counter(
             "qa_producers_lost",
             "Answers whose generating replica stopped renewing its lease (producer_lost)",
-            labels,
-            registry=self.registry,
         )
-        self.client_slots_held = Gauge(
+        self.client_slots_held = gauge(
             "qa_client_slots_held",
             "Clients' answers in progress this instance holds a QA_CLIENT_MAX_STREAMS slot for",
-            labels,
-            registry=self.registry,
         )
-        self.auth_refusals = Counter(
+        self.auth_refusals = counter(
             "qa_auth_refusals",
             "Requests refused 401 unauthorized: no_credentials, wrong_key, bad_ticket "
             "(unknown, spent or expired), ticket_mismatch (issued for another request)",
-            [*labels, "reason"],
-            registry=self.registry,
+            "reason",
         )
-        self.fallbacks = Counter(
+        self.fallbacks = counter(
             "qa_fallbacks",
             "Answers the fallback provider wrote, the primary having failed before any text",
-            labels,
-            registry=self.registry,
         )
-        self.upstream_cancellations = Counter(
+        self.upstream_cancellations = counter(
             "qa_upstream_cancellations",
             "Provider requests the service closed before they finished",
-            labels,
-            registry=self.registry,
         )
+
+    # Every metric carries the provider and the model, then its own labels, if any.
+    def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
+        return Counter(name, documentation, [*LABELS, *labels], registry=self.registry)
+
+    def _gauge(self, name: str, documentation: str) -> Gauge:
+        return Gauge(name, documentation, LABELS, registry=self.registry)
+
+    def _histogram(self, name: str, documentation: str, buckets: Sequence[float]) -> Histogram:
+        return Histogram(name, documentation, LABELS, buckets=buckets, registry=self.registry)
 
     def watch_client_slots(self, held: Callable[[], int]) -> None:
         """Read at each scrape: a value that never returns to 0 at rest is a leak."""
@@ -196,25 +180,5 @@ class Telemetry:
 
 def _log_answer(record: AnswerRecord) -> None:
     level = logging.WARNING if record.outcome == "error" else logging.INFO
-    fields = {
-        "request_id": record.request_id,
-        "answer_id": record.answer_id,
-        "provider": record.provider,
-        "model": record.model,
-        "answered_provider": record.answered_provider,
-        "answered_model": record.answered_model,
-        "fallback": record.fallback,
-        "prompt": record.prompt,
-        "outcome": record.outcome,
-        "error_code": record.error_code,
-        "error_cause": record.error_cause,
-        "upstream_status": record.upstream_status,
-        "finish_reason": record.finish_reason,
-        "pieces": record.pieces,
-        "chars": record.chars,
-        "ttft_ms": record.ttft_ms,
-        "duration_ms": record.duration_ms,
-        "input_tokens": record.input_tokens,
-        "output_tokens": record.output_tokens,
-    }
-    log.log(level, "answer", extra=fields)
+    # Every field of the record, under its own name: the line is the record.
+    log.log(level, "answer", extra=dataclasses.asdict(record))
