@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     # Hold the response this long for the first text, so that a provider
     # failure before it is a real HTTP status; 0 streams at once.
     first_text_hold_seconds: float = Field(default=5.0, ge=0, le=60)
-    # API keys (README "API keys"): either one turns authentication on, and
+    # API keys (docs/operations.md, "API keys"): either one turns authentication on, and
     # both may be given. QA_API_KEYS is comma-separated raw keys; the file
     # holds only their hashes (access/keys.py reads it at start-up).
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

@@ -123,7 +123,7 @@ def test_event_source_gets_the_same_text_and_does_not_reconnect(
     stub.reply(key, Reply(pieces=HARD_PIECES))
     page.goto(openai_service.url)
 
-    # The README's EventSource snippet: close on the terminal event.
+    # README.md's EventSource snippet ("Use it from your client"): close on the terminal event.
     received: dict[str, Any] = page.evaluate(
         """(query) => new Promise((resolve) => {
           let text = "", opens = 0;

@@ -55,7 +55,7 @@ def test_metadata_usage_and_event_ids(service: RunningService, stub: UpstreamStu
 
     request_id = stream.headers["x-request-id"]
     provider = "groq" if _is_groq(service) else "openai"
-    # Each provider's default model (README, configuration), as the service asked for it.
+    # Each provider's default model (docs/configuration.md), as the service asked for it.
     model = {"openai": "gpt-4o-mini", "groq": "llama-3.1-8b-instant"}[provider]
     meta = stream.events[0]["meta"]
     answer_id = meta["answer_id"]

@@ -72,6 +72,6 @@ def test_answers_are_traced_to_langsmith_and_the_key_stays_out_of_logs(
     path, key, body = next(entry for entry in received if b"ai_write" in entry[2])
     assert path.startswith("/runs")
     assert key == FAKE_LANGSMITH_KEY
-    assert b"tides" in body  # the question goes to LangSmith: the README says so
+    assert b"tides" in body  # the question goes to LangSmith: docs/operations.md says so
     assert FAKE_LANGSMITH_KEY not in logs
     assert "Traceback" not in logs
