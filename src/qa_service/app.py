@@ -21,7 +21,6 @@ from qa_service.answers.run import RunTiming
 from qa_service.api.deps import ProviderCapabilities, Service
 from qa_service.api.error_handlers import install_error_handlers
 from qa_service.api.openapi import install_openapi
-from qa_service.api.openapi import native as native_docs
 from qa_service.api.openapi.facts import StartUpFacts
 from qa_service.api.routes import ai_sdk, native, openai, ops, tickets
 from qa_service.api.routes.page import install_web
@@ -143,7 +142,7 @@ def create_app(settings: Settings) -> FastAPI:
         prompts=sorted(prompts),
         scenarios=list(capabilities.scenarios),
     )
-    surfaces = (native_docs.components, ai_sdk.components, openai.components)
+    surfaces = (native.components, ai_sdk.components, openai.components)
     install_openapi(app, facts, surfaces, keys_on=settings.auth_enabled)
     return app
 

@@ -24,7 +24,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from qa_service.api.auth import require_key, require_key_or_ticket
 from qa_service.api.openapi.facts import ASK_QUERY_FIELDS, StartUpFacts
 
-# A surface's components (api/openapi/native.py, openai.py, ai_sdk.py), some of
+# A surface's components (api/schemas/native.py, and the routes of the other dialects), some of
 # them built from the start-up facts.
 Components = Callable[[StartUpFacts], dict[str, Any]]
 

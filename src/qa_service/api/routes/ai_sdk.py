@@ -33,9 +33,9 @@ from qa_service.api.asks import AskBody, HistoryMessage, checked_request, read_j
 from qa_service.api.deps import Service, ServiceDep, client_of
 from qa_service.api.dialects import NativeAnswerRoute, NativeRoute
 from qa_service.api.guards import STARTS_DIALECT_ANSWERS
-from qa_service.api.openapi import ai_sdk as docs
 from qa_service.api.openapi.facts import StartUpFacts, or_null
 from qa_service.api.opening import open_answer
+from qa_service.api.schemas import ai_sdk as docs
 from qa_service.api.validation import named
 from qa_service.core import errors
 from qa_service.core.events import AnswerEvent

@@ -7,8 +7,8 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter
 
-from qa_service.api.openapi.models import Responses
-from qa_service.api.openapi.native import without_bodies
+from qa_service.api.schemas.models import Responses
+from qa_service.api.schemas.native import without_bodies
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 

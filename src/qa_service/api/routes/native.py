@@ -23,12 +23,15 @@ from qa_service.api.auth import ticketed_request
 from qa_service.api.deps import Service, ServiceDep
 from qa_service.api.dialects import NativeAnswerRoute, NativeRoute
 from qa_service.api.guards import STARTS_ANSWERS
-from qa_service.api.openapi import native as docs
 from qa_service.api.openapi.facts import start_up_parameters
 from qa_service.api.opening import open_answer
 from qa_service.api.routes.get_and_head import get_and_head
+from qa_service.api.schemas import native as docs
 from qa_service.core import errors
 from qa_service.wire import native, sse
+
+# The surface's components, for /openapi.json (api/openapi/).
+components = docs.components
 
 # Refusals here are refused answers (qa_requests_total{outcome="refused"}).
 answer_routes = APIRouter(route_class=NativeAnswerRoute, tags=["answers"])

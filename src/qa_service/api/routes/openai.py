@@ -26,9 +26,9 @@ from qa_service.api.deps import Service, ServiceDep
 from qa_service.api.dialects import OpenAIAnswerRoute, OpenAIRoute
 from qa_service.api.error_handlers import METHODS, allowed_methods
 from qa_service.api.guards import STARTS_DIALECT_ANSWERS
-from qa_service.api.openapi import openai as docs
 from qa_service.api.openapi.facts import StartUpFacts
 from qa_service.api.opening import OpenedAnswer, open_answer
+from qa_service.api.schemas import openai as docs
 from qa_service.core import errors
 from qa_service.core.errors import PublicError
 from qa_service.core.events import AnswerEvent, AnswerSummary, Done, Failed, Text

@@ -10,8 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from qa_service.api.deps import ServiceDep
 from qa_service.api.dialects import NativeRoute
-from qa_service.api.openapi import native as docs
 from qa_service.api.routes.get_and_head import get_and_head
+from qa_service.api.schemas import native as docs
 from qa_service.core import errors
 from qa_service.observability.telemetry import Telemetry
 

@@ -10,7 +10,7 @@ from qa_service.api.asks import checked_request, read_ask_body
 from qa_service.api.deps import CLIENT_KEY_ID, ServiceDep
 from qa_service.api.dialects import NativeRoute
 from qa_service.api.guards import ISSUES_TICKETS
-from qa_service.api.openapi import native as docs
+from qa_service.api.schemas import native as docs
 
 router = APIRouter(route_class=NativeRoute, tags=["answers"])
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from qa_service.api.openapi.models import REF, Responses
-from qa_service.api.openapi.native import stream_responses
+from qa_service.api.schemas.models import REF, Responses
+from qa_service.api.schemas.native import stream_responses
 
 CHUNK_EXAMPLE = (
     'data: {"type":"start","messageId":"Qm9yZWFsaXMtbWFnbmEtMQ"}\n\n'

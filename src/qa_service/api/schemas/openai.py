@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from qa_service.api.openapi.models import Responses, add_models, ref
+from qa_service.api.schemas.models import Responses, add_models, ref
 
 
 class OpenAIErrorDetail(BaseModel):

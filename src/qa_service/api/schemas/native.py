@@ -9,7 +9,7 @@ import copy
 from typing import Any
 
 from qa_service.api.openapi.facts import StartUpFacts, or_null
-from qa_service.api.openapi.models import (
+from qa_service.api.schemas.models import (
     EVENT_MODELS,
     SCHEMA_MODELS,
     STREAM_DESCRIPTION,
