@@ -132,10 +132,10 @@ SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
 
 STREAM_EXAMPLE = (
     "id: Qm9yZWFsaXMtbWFnbmEtMQ:0\n"
-    "retry: 1000\n"
     'data: {"meta":{"request_id":"3f1c9a5e2b7d4e0f8a6b1c2d3e4f5a6b","provider":"openai",'
     '"model":"gpt-4o-mini","prompt":"explain","answer_id":"Qm9yZWFsaXMtbWFnbmEtMQ",'
-    '"demo_fallback":false}}\n\n'
+    '"demo_fallback":false}}\n'
+    "retry: 1000\n\n"
     "id: Qm9yZWFsaXMtbWFnbmEtMQ:1\n"
     'data: {"text":"Photosynthesis is"}\n\n'
     ": keep-alive\n"
