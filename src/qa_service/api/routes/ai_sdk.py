@@ -35,7 +35,7 @@ from qa_service.api.dialects import NativeAnswerRoute, NativeRoute
 from qa_service.api.guards import STARTS_DIALECT_ANSWERS
 from qa_service.api.openapi.facts import StartUpFacts, or_null
 from qa_service.api.opening import open_answer
-from qa_service.api.schemas import ai_sdk as docs
+from qa_service.api.schemas import ai_sdk as schemas
 from qa_service.api.validation import named
 from qa_service.core import errors
 from qa_service.core.events import AnswerEvent
@@ -128,7 +128,7 @@ def _text_of(message: UIMessage, index: int) -> str:
 
 def components(facts: StartUpFacts) -> dict[str, Any]:
     """The request body (its `prompt` names a loaded prompt) and the stream's event."""
-    return docs.components(or_null(facts.ask_fields()["prompt"]), MAX_CHAT_ID_CHARS)
+    return schemas.components(or_null(facts.ask_fields()["prompt"]), MAX_CHAT_ID_CHARS)
 
 
 # The AI SDK reads our error shape; a refused chat is a refused answer.
@@ -141,8 +141,8 @@ resume_routes = APIRouter(route_class=NativeRoute, tags=["ai-sdk"])
     response_class=EventSourceResponse,
     operation_id="chat",
     summary="Answer a useChat conversation (Vercel AI SDK UI message stream)",
-    responses=docs.CHAT_RESPONSES,
-    openapi_extra={"requestBody": docs.CHAT_REQUEST_BODY},
+    responses=schemas.CHAT_RESPONSES,
+    openapi_extra={"requestBody": schemas.CHAT_REQUEST_BODY},
     dependencies=STARTS_DIALECT_ANSWERS,
 )
 async def chat(service: ServiceDep, request: Request) -> Response:
@@ -169,8 +169,8 @@ async def chat(service: ServiceDep, request: Request) -> Response:
     response_class=EventSourceResponse,
     operation_id="chat_resume",
     summary="Resume a chat's answer in progress, from its start",
-    responses=docs.CHAT_RESUME_RESPONSES,
-    openapi_extra={"parameters": [docs.CHAT_ID_PARAMETER]},
+    responses=schemas.CHAT_RESUME_RESPONSES,
+    openapi_extra={"parameters": [schemas.CHAT_ID_PARAMETER]},
     dependencies=STARTS_DIALECT_ANSWERS,
 )
 async def chat_resume(service: ServiceDep, request: Request, chat_id: str) -> Response:

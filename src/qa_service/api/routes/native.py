@@ -26,12 +26,12 @@ from qa_service.api.guards import STARTS_ANSWERS
 from qa_service.api.openapi.facts import start_up_parameters
 from qa_service.api.opening import open_answer
 from qa_service.api.routes.get_and_head import get_and_head
-from qa_service.api.schemas import native as docs
+from qa_service.api.schemas import native as schemas
 from qa_service.core import errors
 from qa_service.wire import native, sse
 
 # The surface's components, for /openapi.json (api/openapi/).
-components = docs.components
+components = schemas.components
 
 # Refusals here are refused answers (qa_requests_total{outcome="refused"}).
 answer_routes = APIRouter(route_class=NativeAnswerRoute, tags=["answers"])
@@ -46,10 +46,10 @@ MAX_SEQ = 999_999_999
     "/ai_write",
     response_class=EventSourceResponse,
     summary="Stream an answer as Server-Sent Events",
-    responses=docs.stream_responses("get"),
-    head_responses=docs.stream_responses("head"),
+    responses=schemas.stream_responses("get"),
+    head_responses=schemas.stream_responses("head"),
     openapi_extra={
-        "parameters": [start_up_parameters(), docs.TICKET_PARAMETER, docs.LAST_EVENT_ID]
+        "parameters": [start_up_parameters(), schemas.TICKET_PARAMETER, schemas.LAST_EVENT_ID]
     },
     dependencies=STARTS_ANSWERS,
 )
@@ -72,8 +72,8 @@ async def ai_write(service: ServiceDep, request: Request) -> Response:
     response_class=EventSourceResponse,
     operation_id="ai_write_post",
     summary="Stream an answer as Server-Sent Events (a JSON body, for long questions)",
-    responses=docs.stream_responses("post"),
-    openapi_extra={"requestBody": docs.ASK_BODY, "parameters": [docs.LAST_EVENT_ID]},
+    responses=schemas.stream_responses("post"),
+    openapi_extra={"requestBody": schemas.ASK_BODY, "parameters": [schemas.LAST_EVENT_ID]},
     dependencies=STARTS_ANSWERS,
 )
 async def ai_write_post(service: ServiceDep, request: Request) -> Response:
@@ -105,10 +105,9 @@ async def start_answer(
     "/answers/{answer_id}/events",
     response_class=EventSourceResponse,
     summary="Read an answer's events: replay, then live",
-    responses=docs.resume_responses("get"),
-    head_responses=docs.resume_responses("head"),
+    responses=schemas.resume_responses("get"),
     openapi_extra={
-        "parameters": [docs.ANSWER_ID_PARAMETER, docs.AFTER_PARAMETER, docs.LAST_EVENT_ID]
+        "parameters": [schemas.ANSWER_ID_PARAMETER, schemas.AFTER_PARAMETER, schemas.LAST_EVENT_ID]
     },
 )
 async def answer_events_route(
@@ -135,8 +134,8 @@ async def answer_events_route(
     "/answers/{answer_id}/cancel",
     operation_id="cancel_answer",
     summary="Cancel an answer, on whichever replica runs it",
-    responses=docs.CANCEL_RESPONSES,
-    openapi_extra={"parameters": [docs.ANSWER_ID_PARAMETER]},
+    responses=schemas.CANCEL_RESPONSES,
+    openapi_extra={"parameters": [schemas.ANSWER_ID_PARAMETER]},
 )
 async def cancel_answer(service: ServiceDep, answer_id: str) -> dict[str, str]:
     """Stop an answer on whichever replica generates it. No body needed, so a

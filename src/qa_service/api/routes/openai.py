@@ -28,7 +28,7 @@ from qa_service.api.error_handlers import METHODS, allowed_methods
 from qa_service.api.guards import STARTS_DIALECT_ANSWERS
 from qa_service.api.openapi.facts import StartUpFacts
 from qa_service.api.opening import OpenedAnswer, open_answer
-from qa_service.api.schemas import openai as docs
+from qa_service.api.schemas import openai as schemas
 from qa_service.core import errors
 from qa_service.core.errors import PublicError
 from qa_service.core.events import AnswerEvent, AnswerSummary, Done, Failed, Text
@@ -86,7 +86,7 @@ class ChatCompletionRequest(BaseModel):
 
 def components(facts: StartUpFacts) -> dict[str, Any]:
     """OpenAI's shapes, and the request body, whose `model` is one of the prompts."""
-    return docs.components(ChatCompletionRequest, facts.prompts)
+    return schemas.components(ChatCompletionRequest, facts.prompts)
 
 
 @answer_routes.post(
@@ -94,8 +94,8 @@ def components(facts: StartUpFacts) -> dict[str, Any]:
     operation_id="create_chat_completion",
     response_class=EventSourceResponse,
     summary="An answer as an OpenAI chat completion, streamed or whole",
-    responses=docs.COMPLETION_RESPONSES,
-    openapi_extra={"requestBody": docs.COMPLETION_REQUEST_BODY},
+    responses=schemas.COMPLETION_RESPONSES,
+    openapi_extra={"requestBody": schemas.COMPLETION_REQUEST_BODY},
     dependencies=STARTS_DIALECT_ANSWERS,
 )
 async def create_chat_completion(service: ServiceDep, request: Request) -> Response:
@@ -129,7 +129,7 @@ async def create_chat_completion(service: ServiceDep, request: Request) -> Respo
     "/v1/models",
     operation_id="list_models",
     summary="The prompts, as OpenAI models",
-    responses=docs.MODELS_RESPONSES,
+    responses=schemas.MODELS_RESPONSES,
     dependencies=[Depends(require_key)],
 )
 async def list_models(service: ServiceDep) -> dict[str, Any]:
@@ -141,8 +141,8 @@ async def list_models(service: ServiceDep) -> dict[str, Any]:
     "/v1/models/{model}",
     operation_id="retrieve_model",
     summary="One prompt, as an OpenAI model",
-    responses=docs.MODEL_RESPONSES,
-    openapi_extra={"parameters": [docs.MODEL_PARAMETER]},
+    responses=schemas.MODEL_RESPONSES,
+    openapi_extra={"parameters": [schemas.MODEL_PARAMETER]},
     dependencies=[Depends(require_key)],
 )
 async def retrieve_model(service: ServiceDep, model: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from qa_service.api.deps import ServiceDep
 from qa_service.api.dialects import NativeRoute
 from qa_service.api.routes.get_and_head import get_and_head
-from qa_service.api.schemas import native as docs
+from qa_service.api.schemas import native as schemas
 from qa_service.core import errors
 from qa_service.observability.telemetry import Telemetry
 
@@ -24,7 +24,7 @@ OPERATIONS = ["operations"]
     "/prompts",
     tags=["answers"],
     summary="List the prompts a request may name",
-    responses=docs.PROMPTS_RESPONSES,
+    responses=schemas.PROMPTS_RESPONSES,
 )
 async def list_prompts(service: ServiceDep) -> dict[str, Any]:
     """The prompts a request may name, and the default."""
@@ -42,7 +42,7 @@ async def list_prompts(service: ServiceDep) -> dict[str, Any]:
     "/metrics",
     tags=OPERATIONS,
     summary="Prometheus metrics",
-    responses=docs.METRICS_RESPONSES,
+    responses=schemas.METRICS_RESPONSES,
     response_class=Response,
 )
 async def metrics(request: Request) -> Response:
@@ -52,7 +52,7 @@ async def metrics(request: Request) -> Response:
 
 
 @get_and_head(
-    router, "/healthz", tags=OPERATIONS, summary="Liveness", responses=docs.HEALTH_RESPONSES
+    router, "/healthz", tags=OPERATIONS, summary="Liveness", responses=schemas.HEALTH_RESPONSES
 )
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers HTTP."""
@@ -64,7 +64,7 @@ async def healthz() -> dict[str, str]:
     "/readyz",
     tags=OPERATIONS,
     summary="Readiness, and what a page may offer",
-    responses=docs.READINESS_RESPONSES,
+    responses=schemas.READINESS_RESPONSES,
 )
 async def readyz(service: ServiceDep) -> dict[str, Any]:
     """Readiness: the model is open and the service takes answers (else 503 not_ready).

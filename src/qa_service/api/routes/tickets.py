@@ -10,7 +10,7 @@ from qa_service.api.asks import checked_request, read_ask_body
 from qa_service.api.deps import CLIENT_KEY_ID, ServiceDep
 from qa_service.api.dialects import NativeRoute
 from qa_service.api.guards import ISSUES_TICKETS
-from qa_service.api.schemas import native as docs
+from qa_service.api.schemas import native as schemas
 
 router = APIRouter(route_class=NativeRoute, tags=["answers"])
 
@@ -19,8 +19,8 @@ router = APIRouter(route_class=NativeRoute, tags=["answers"])
     "/stream-tickets",
     operation_id="issue_stream_ticket",
     summary="Issue a single-use ticket for one GET /ai_write",
-    responses=docs.TICKET_RESPONSES,
-    openapi_extra={"requestBody": docs.ASK_BODY},
+    responses=schemas.TICKET_RESPONSES,
+    openapi_extra={"requestBody": schemas.ASK_BODY},
     dependencies=ISSUES_TICKETS,
 )
 async def issue_stream_ticket(service: ServiceDep, request: Request) -> JSONResponse:
