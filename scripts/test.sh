@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite: ./scripts/test.sh
+# (The quick loop, with no set-up and no processes: ./scripts/check.sh.)
 # Lint, types, then unit, integration and container tests (the real service
 # under uvicorn, and the Docker image under podman, against a loopback stub of
 # the providers' HTTP APIs; the AI SDK's own client among them), the JS client's
@@ -34,12 +35,13 @@ uv run --frozen lint-imports
 # Coverage counts the service's own processes too (pyproject: patch = subprocess).
 rm -rf .coverage-data && mkdir -p .coverage-data
 echo "== pytest: unit, integration, container"
-uv run --frozen coverage run -m pytest tests/unit tests/integration tests/container "${PYTEST_ARGS[@]}"
+uv run --frozen coverage run -m pytest tests/unit tests/integration tests/container \
+    --durations=25 "${PYTEST_ARGS[@]}"
 echo "== node --test: the JS client"
 node --test tests/js/
 # Their own invocation: sync Playwright and pytest-asyncio do not share a loop.
 echo "== pytest: browser"
-uv run --frozen coverage run -m pytest tests/browser "${PYTEST_ARGS[@]}"
+uv run --frozen coverage run -m pytest tests/browser --durations=25 "${PYTEST_ARGS[@]}"
 echo "== coverage: the tests and every service process they started"
 uv run --frozen coverage combine --quiet
 uv run --frozen coverage report

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.providers import CANCEL_ON_HANGUP, provider_settings
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, SharedServices
 from tests.support.upstream_stub import UpstreamStub
 
 
@@ -26,20 +26,26 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("services")
 
 
+@pytest.fixture(scope="session")
+def shared_services(workdir: Path) -> Iterator[SharedServices]:
+    """Services the session shares, one per distinct settings (see SharedServices):
+    for tests that leave a service as they found it. A test that kills, stops or
+    drains its service, or spends a limit for good, starts its own (run_service)."""
+    services = SharedServices(workdir)
+    yield services
+    services.close()
+
+
 # The shared services cancel an answer as soon as its client hangs up
 # (CANCEL_ON_HANGUP), which the hang-up and cancellation tests measure. The
 # resume tests start services of their own with a grace period.
 
 
-@pytest.fixture(scope="session")
-def openai_service(stub: UpstreamStub, workdir: Path) -> Iterator[RunningService]:
-    settings = {**provider_settings("openai", stub), **CANCEL_ON_HANGUP}
-    with run_service(settings, workdir) as service:
-        yield service
+@pytest.fixture
+def openai_service(stub: UpstreamStub, shared_services: SharedServices) -> RunningService:
+    return shared_services.one({**provider_settings("openai", stub), **CANCEL_ON_HANGUP})
 
 
-@pytest.fixture(scope="session")
-def groq_service(stub: UpstreamStub, workdir: Path) -> Iterator[RunningService]:
-    settings = {**provider_settings("groq", stub), **CANCEL_ON_HANGUP}
-    with run_service(settings, workdir) as service:
-        yield service
+@pytest.fixture
+def groq_service(stub: UpstreamStub, shared_services: SharedServices) -> RunningService:
+    return shared_services.one({**provider_settings("groq", stub), **CANCEL_ON_HANGUP})

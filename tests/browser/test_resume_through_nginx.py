@@ -25,8 +25,10 @@ from tests.support.metrics import delta, read_metrics
 from tests.support.nginx import Nginx, run_nginx
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_server import run_redis
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, run_services
 from tests.support.upstream_stub import Reply, UpstreamStub
+
+pytestmark = pytest.mark.replicas
 
 PIECES = [f"w{n} " for n in range(150)]  # about 3.8 s at 25 ms a piece
 CUT_AFTER_TEXTS = 20
@@ -76,8 +78,7 @@ def deployment(stub: UpstreamStub, workdir: Path) -> Iterator[Deployment]:
     with ExitStack() as stack:
         redis = stack.enter_context(run_redis(workdir))
         settings = {**provider_settings("openai", stub), "QA_REDIS_URL": redis.url}
-        a = stack.enter_context(run_service(settings, workdir))
-        b = stack.enter_context(run_service(settings, workdir))
+        a, b = stack.enter_context(run_services([settings, settings], workdir))
         backends = [service.url.removeprefix("http://") for service in (a, b)]
         nginx = stack.enter_context(run_nginx(backends, workdir))
         yield Deployment(nginx, (a, b))

@@ -14,6 +14,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # dependencies into the image: minutes, bounded by podman.py's own timeouts.
     for item in items:
         if item.path.parent.name == "container":
+            item.add_marker(pytest.mark.container)
             item.add_marker(pytest.mark.timeout(1800))
 
 

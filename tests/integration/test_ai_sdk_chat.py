@@ -22,7 +22,7 @@ from httpx_sse import EventSource, connect_sse
 from tests.support.metrics import delta, read_metrics
 from tests.support.providers import CANCEL_ON_HANGUP, marker, provider_settings
 from tests.support.redis_server import run_redis
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, run_service, run_services
 from tests.support.sse import DeadlinedResponse
 from tests.support.upstream_stub import Reply, UpstreamStub
 
@@ -393,7 +393,9 @@ class Pair:
     b: RunningService
 
 
-@pytest.fixture(scope="module", params=["redis", "memory"])
+@pytest.fixture(
+    scope="module", params=[pytest.param("redis", marks=pytest.mark.replicas), "memory"]
+)
 def keyed_pair(request: pytest.FixtureRequest, stub: UpstreamStub, workdir: Path) -> Iterator[Pair]:
     """With Redis two replicas (a resume lands on the other), in memory one process."""
     with ExitStack() as stack:
@@ -404,9 +406,9 @@ def keyed_pair(request: pytest.FixtureRequest, stub: UpstreamStub, workdir: Path
         }
         if request.param == "redis":
             settings["QA_REDIS_URL"] = stack.enter_context(run_redis(workdir)).url
-        a = stack.enter_context(run_service(settings, workdir))
-        b = stack.enter_context(run_service(settings, workdir)) if request.param == "redis" else a
-        yield Pair(a, b)
+        count = 2 if request.param == "redis" else 1
+        a, *others = stack.enter_context(run_services([settings] * count, workdir))
+        yield Pair(a, others[0] if others else a)
 
 
 def test_without_a_key_nothing_starts_and_nothing_resumes(
@@ -461,6 +463,7 @@ def test_a_later_answer_of_the_chat_replaces_the_earlier_one(
     assert resumed.text == "".join(SLOW_PIECES)
 
 
+@pytest.mark.replicas
 def test_a_chat_index_that_cannot_be_written_refuses_503_and_stops_the_answer(
     stub: UpstreamStub, tmp_path: Path
 ) -> None:

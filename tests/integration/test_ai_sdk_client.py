@@ -20,8 +20,10 @@ import pytest
 from tests.integration.test_answers import HARD_PIECES
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_server import run_redis
-from tests.support.service import REPO, RunningService, run_service
+from tests.support.service import REPO, RunningService, run_services
 from tests.support.upstream_stub import Reply, UpstreamStub
+
+pytestmark = [pytest.mark.replicas, pytest.mark.slow]
 
 JS_TESTS = REPO / "tests" / "js"
 SLOW_PIECES = [f"w{n} " for n in range(40)]  # 2 s at 50 ms a piece
@@ -32,8 +34,7 @@ def replicas(stub: UpstreamStub, workdir: Path) -> Iterator[tuple[RunningService
     with ExitStack() as stack:
         redis = stack.enter_context(run_redis(workdir))
         settings = {**provider_settings("openai", stub), "QA_REDIS_URL": redis.url}
-        a = stack.enter_context(run_service(settings, workdir))
-        b = stack.enter_context(run_service(settings, workdir))
+        a, b = stack.enter_context(run_services([settings, settings], workdir))
         yield a, b
 
 

@@ -16,12 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.test_startup import _serve_fails
+from tests.integration.conftest import RefusedStart
 from tests.support.metrics import delta, read_metrics
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_server import run_redis
 from tests.support.resume import read
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, run_service, run_services
 from tests.support.sse import read_stream
 from tests.support.upstream_stub import Reply, UpstreamStub
 
@@ -370,54 +370,53 @@ def _send_raw(service: RunningService, request: str) -> None:
 
 
 def test_a_raw_key_pasted_into_the_keys_file_stops_start_up_without_being_printed(
-    tmp_path: Path,
+    refused_start: RefusedStart, tmp_path: Path
 ) -> None:
     path = tmp_path / "api-keys.txt"
     path.write_text(f"# oops\n{VARIABLE_KEY}\n")
-    line = _serve_fails({"QA_PROVIDER": "demo", "QA_API_KEYS_FILE": str(path)}, tmp_path)
+    line = refused_start({"QA_PROVIDER": "demo", "QA_API_KEYS_FILE": str(path)}, tmp_path)
     assert line.startswith("qa-service: configuration error: QA_API_KEYS_FILE: ")
     assert "line 2" in line
     assert VARIABLE_KEY[:12] not in line
 
 
+@pytest.mark.replicas
 def test_a_ticket_from_one_replica_is_redeemed_on_another_and_only_once(
     stub: UpstreamStub, tmp_path: Path
 ) -> None:
-    with (
-        run_redis(tmp_path) as redis_server,
-        run_service(keyed_settings(stub, tmp_path, QA_REDIS_URL=redis_server.url), tmp_path) as a,
-        run_service(keyed_settings(stub, tmp_path, QA_REDIS_URL=redis_server.url), tmp_path) as b,
-    ):
-        question = scripted(stub)
-        ticket = issue_ticket(a, {"query": question}, VARIABLE_KEY)
-        with redis_server.client() as client:
-            stored = [k.decode() for k in client.keys("qa:ticket:*")]
-            values = [client.get(k) for k in stored]
-        # Only the digest is stored, and the value names no ticket.
-        assert stored == [f"qa:ticket:{hashlib.sha256(ticket.encode()).hexdigest()}"]
-        assert ticket not in json.dumps([v.decode() for v in values if v])
+    with run_redis(tmp_path) as redis_server:
+        settings = keyed_settings(stub, tmp_path, QA_REDIS_URL=redis_server.url)
+        with run_services([settings, settings], tmp_path) as (a, b):
+            question = scripted(stub)
+            ticket = issue_ticket(a, {"query": question}, VARIABLE_KEY)
+            with redis_server.client() as client:
+                stored = [k.decode() for k in client.keys("qa:ticket:*")]
+                values = [client.get(k) for k in stored]
+            # Only the digest is stored, and the value names no ticket.
+            assert stored == [f"qa:ticket:{hashlib.sha256(ticket.encode()).hexdigest()}"]
+            assert ticket not in json.dumps([v.decode() for v in values if v])
 
-        stream = read_stream(b.url, params={"query": question, "ticket": ticket})
-        assert stream.text == "".join(PIECES)
-        for replica in (a, b):
-            response = httpx.get(
-                f"{replica.url}/ai_write", params={"query": question, "ticket": ticket}
-            )
-            assert_unauthorized(response)
-
-        # Two replicas redeeming one ticket at the same moment: one answer.
-        question = scripted(stub)
-        ticket = issue_ticket(b, {"query": question}, FILE_KEY)
-        with ThreadPoolExecutor(2) as pool:
-            statuses = sorted(
-                pool.map(
-                    lambda replica: (
-                        read_stream(
-                            replica.url, params={"query": question, "ticket": ticket}
-                        ).status
-                    ),
-                    (a, b),
+            stream = read_stream(b.url, params={"query": question, "ticket": ticket})
+            assert stream.text == "".join(PIECES)
+            for replica in (a, b):
+                response = httpx.get(
+                    f"{replica.url}/ai_write", params={"query": question, "ticket": ticket}
                 )
-            )
-        assert statuses == [200, 401]
-        assert len(stub.exchanges_for(question)) == 1
+                assert_unauthorized(response)
+
+            # Two replicas redeeming one ticket at the same moment: one answer.
+            question = scripted(stub)
+            ticket = issue_ticket(b, {"query": question}, FILE_KEY)
+            with ThreadPoolExecutor(2) as pool:
+                statuses = sorted(
+                    pool.map(
+                        lambda replica: (
+                            read_stream(
+                                replica.url, params={"query": question, "ticket": ticket}
+                            ).status
+                        ),
+                        (a, b),
+                    )
+                )
+            assert statuses == [200, 401]
+            assert len(stub.exchanges_for(question)) == 1

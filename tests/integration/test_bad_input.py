@@ -1,4 +1,9 @@
-"""Bad input is refused with a JSON 4xx before any upstream call, never truncated."""
+"""Bad input is refused with a JSON 4xx before any upstream call, never truncated.
+
+The refusals that a real server adds nothing to are checked on the app in this
+process (`app`); a body that is never sent or arrives in chunks, and the
+requests that are answered, go to the real service.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,14 @@ import re
 import select
 import socket
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
-from tests.support.metrics import settled_metrics
-from tests.support.providers import marker
+from tests.support.in_process import app_client
+from tests.support.providers import CANCEL_ON_HANGUP, marker, provider_settings
 from tests.support.service import RunningService
 from tests.support.sse import read_stream
 from tests.support.upstream_stub import OPENAI_PATH, UpstreamStub
@@ -35,15 +42,24 @@ def _refusal(response: httpx.Response, status: int, code: str) -> None:
     assert body["error"]["message"]
 
 
-def _upstream_calls(service: RunningService, stub: UpstreamStub) -> int:
-    """The provider requests the stub has seen from this service's provider.
+# The in-process app's own provider key: the stub's requests from it, and from
+# no other service of the session, are the ones these tests count.
+APP_KEY = "sk-test-in-process-bad-input"
 
-    A blank query cannot carry a marker, so these tests count requests. They
-    count once no answer an earlier test left is still running on the shared
-    service, as it could reach the stub between two counts.
+
+@pytest.fixture(scope="module")
+def app(stub: UpstreamStub) -> Iterator[TestClient]:
+    settings = {**provider_settings("openai", stub), **CANCEL_ON_HANGUP, "OPENAI_API_KEY": APP_KEY}
+    with app_client(settings) as client:
+        yield client
+
+
+def _upstream_calls(stub: UpstreamStub) -> int:
+    """The provider requests the stub has had from the in-process app.
+
+    A blank query cannot carry a marker, so these tests count requests, by the key.
     """
-    settled_metrics(service.url)
-    return sum(exchange.path == OPENAI_PATH for exchange in stub.exchanges)
+    return len(stub.exchanges_with_key(APP_KEY, OPENAI_PATH))
 
 
 @pytest.mark.parametrize(
@@ -61,14 +77,14 @@ def _upstream_calls(service: RunningService, stub: UpstreamStub) -> int:
     ],
 )
 def test_bad_get_is_refused_before_any_upstream_call(
-    openai_service: RunningService, stub: UpstreamStub, params: dict[str, str], code: str
+    app: TestClient, stub: UpstreamStub, params: dict[str, str], code: str
 ) -> None:
-    before = _upstream_calls(openai_service, stub)
+    before = _upstream_calls(stub)
 
-    response = httpx.get(f"{openai_service.url}/ai_write", params=params)
+    response = app.get("/ai_write", params=params)
 
     _refusal(response, 422, code)
-    assert _upstream_calls(openai_service, stub) == before
+    assert _upstream_calls(stub) == before
 
 
 @pytest.mark.parametrize(
@@ -84,21 +100,19 @@ def test_bad_get_is_refused_before_any_upstream_call(
     ],
 )
 def test_bad_post_is_refused_before_any_upstream_call(
-    openai_service: RunningService, stub: UpstreamStub, body: dict[str, object], code: str
+    app: TestClient, stub: UpstreamStub, body: dict[str, object], code: str
 ) -> None:
-    before = _upstream_calls(openai_service, stub)
+    before = _upstream_calls(stub)
 
-    response = httpx.post(f"{openai_service.url}/ai_write", json=body)
+    response = app.post("/ai_write", json=body)
 
     _refusal(response, 422, code)
-    assert _upstream_calls(openai_service, stub) == before
+    assert _upstream_calls(stub) == before
 
 
-def test_malformed_json_is_refused(openai_service: RunningService) -> None:
-    response = httpx.post(
-        f"{openai_service.url}/ai_write",
-        content=b'{"query": ',
-        headers={"content-type": "application/json"},
+def test_malformed_json_is_refused(app: TestClient) -> None:
+    response = app.post(
+        "/ai_write", content=b'{"query": ', headers={"content-type": "application/json"}
     )
     _refusal(response, 422, "invalid_request")
 
@@ -134,9 +148,9 @@ def test_query_at_the_limit_is_answered_whole(
     assert sent.endswith(query)
 
 
-def test_unknown_routes_and_methods_get_json_errors(openai_service: RunningService) -> None:
-    _refusal(httpx.get(f"{openai_service.url}/nope"), 404, "not_found")
-    _refusal(httpx.delete(f"{openai_service.url}/ai_write"), 405, "method_not_allowed")
+def test_unknown_routes_and_methods_get_json_errors(app: TestClient) -> None:
+    _refusal(app.get("/nope"), 404, "not_found")
+    _refusal(app.delete("/ai_write"), 405, "method_not_allowed")
 
 
 @pytest.mark.parametrize(
@@ -154,10 +168,9 @@ def test_unknown_routes_and_methods_get_json_errors(openai_service: RunningServi
     ],
 )
 def test_invalid_post_names_the_field_and_the_problem_not_the_value(
-    openai_service: RunningService, content: bytes, content_type: str, detail: str
+    app: TestClient, content: bytes, content_type: str, detail: str
 ) -> None:
-    headers = {"content-type": content_type}
-    response = httpx.post(f"{openai_service.url}/ai_write", content=content, headers=headers)
+    response = app.post("/ai_write", content=content, headers={"content-type": content_type})
 
     _refusal(response, 422, "invalid_request")
     message = response.json()["error"]["message"]
@@ -175,20 +188,20 @@ def test_invalid_post_names_the_field_and_the_problem_not_the_value(
     ],
 )
 def test_invalid_get_names_the_parameter_and_the_problem(
-    openai_service: RunningService, stub: UpstreamStub, query_string: str, detail: str
+    app: TestClient, stub: UpstreamStub, query_string: str, detail: str
 ) -> None:
-    before = _upstream_calls(openai_service, stub)
+    before = _upstream_calls(stub)
 
-    response = httpx.get(f"{openai_service.url}/ai_write?{query_string}")
+    response = app.get(f"/ai_write?{query_string}")
 
     _refusal(response, 422, "invalid_request")
     assert detail in response.json()["error"]["message"]
-    assert _upstream_calls(openai_service, stub) == before
+    assert _upstream_calls(stub) == before
 
 
-def test_an_unknown_prompt_is_named_only_when_it_is_a_name(openai_service: RunningService) -> None:
-    named = httpx.get(f"{openai_service.url}/ai_write", params={"query": "x", "prompt": "nope"})
-    odd = httpx.get(f"{openai_service.url}/ai_write", params={"query": "x", "prompt": "../etc"})
+def test_an_unknown_prompt_is_named_only_when_it_is_a_name(app: TestClient) -> None:
+    named = app.get("/ai_write", params={"query": "x", "prompt": "nope"})
+    odd = app.get("/ai_write", params={"query": "x", "prompt": "../etc"})
 
     assert "no prompt named 'nope'" in named.json()["error"]["message"]
     message = odd.json()["error"]["message"]
@@ -209,15 +222,11 @@ def test_an_unknown_prompt_is_named_only_when_it_is_a_name(openai_service: Runni
     ],
 )
 def test_a_post_that_is_not_json_is_refused_with_415_before_any_upstream_call(
-    openai_service: RunningService, stub: UpstreamStub, content_type: str | None
+    app: TestClient, stub: UpstreamStub, content_type: str | None
 ) -> None:
     key = marker()
     headers = {"content-type": content_type} if content_type else {}
-    response = httpx.post(
-        f"{openai_service.url}/ai_write",
-        content=f'{{"query": "{key}"}}'.encode(),
-        headers=headers,
-    )
+    response = app.post("/ai_write", content=f'{{"query": "{key}"}}'.encode(), headers=headers)
 
     _refusal(response, 415, "unsupported_media_type")
     assert stub.exchanges_for(key) == []
@@ -283,16 +292,12 @@ def test_a_query_of_escaped_emoji_at_the_limit_is_answered_whole(
 
 
 def test_a_query_of_escaped_emoji_one_past_the_limit_is_too_long_not_too_large(
-    openai_service: RunningService,
+    app: TestClient,
 ) -> None:
     """Counted in characters, as the limit is documented: the body cap must not refuse it first."""
     body = json.dumps({"query": "\U0001f600" * (LIMIT + 1)}).encode()
 
-    response = httpx.post(
-        f"{openai_service.url}/ai_write",
-        content=body,
-        headers={"content-type": "application/json"},
-    )
+    response = app.post("/ai_write", content=body, headers={"content-type": "application/json"})
 
     _refusal(response, 422, "query_too_long")
 
@@ -333,11 +338,11 @@ def test_a_well_formed_request_id_from_a_proxy_is_kept(openai_service: RunningSe
     ],
 )
 def test_a_page_of_another_site_cannot_start_an_answer(
-    openai_service: RunningService, stub: UpstreamStub, headers: dict[str, str]
+    app: TestClient, stub: UpstreamStub, headers: dict[str, str]
 ) -> None:
     key = marker()
 
-    response = httpx.get(f"{openai_service.url}/ai_write", params={"query": key}, headers=headers)
+    response = app.get("/ai_write", params={"query": key}, headers=headers)
 
     _refusal(response, 403, "cross_site_refused")
     assert stub.exchanges_for(key) == []

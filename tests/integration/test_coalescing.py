@@ -6,8 +6,6 @@ resuming from one continues exactly after it."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from pathlib import Path
 
 import openai
 import pytest
@@ -16,7 +14,7 @@ from tests.integration.test_ai_sdk_chat import chat_body, read_chat
 from tests.integration.test_answers import HARD_PIECES
 from tests.support.providers import marker, provider_settings
 from tests.support.resume import read, seqs
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, SharedServices
 from tests.support.sse import read_stream
 from tests.support.upstream_stub import Reply, UpstreamStub
 
@@ -58,11 +56,9 @@ def test_pieces_that_arrive_apart_each_go_out_at_once(
     assert all(gap > 0.15 for gap in gaps), gaps
 
 
-@pytest.fixture(scope="module")
-def windowed(stub: UpstreamStub, workdir: Path) -> Iterator[RunningService]:
-    settings = {**provider_settings("openai", stub), "QA_COALESCE_MS": "400"}
-    with run_service(settings, workdir) as service:
-        yield service
+@pytest.fixture
+def windowed(stub: UpstreamStub, shared_services: SharedServices) -> RunningService:
+    return shared_services.one({**provider_settings("openai", stub), "QA_COALESCE_MS": "400"})
 
 
 def test_with_a_window_runs_of_text_go_as_one_event_and_resume_exactly_after_it(

@@ -11,14 +11,12 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.support.metrics import delta, read_metrics
 from tests.support.providers import CANCEL_ON_HANGUP, marker, provider_settings
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, SharedServices
 from tests.support.sockets import tcp_socket
 from tests.support.sse import read_stream
 from tests.support.upstream_stub import Reply, UpstreamStub
@@ -27,10 +25,10 @@ SEND_TIMEOUT = 1.0
 HEADER_TIMEOUT = 1.0
 
 
-@pytest.fixture(scope="module", params=["openai", "groq"])
+@pytest.fixture(params=["openai", "groq"])
 def strict(
-    request: pytest.FixtureRequest, stub: UpstreamStub, workdir: Path
-) -> Iterator[RunningService]:
+    request: pytest.FixtureRequest, stub: UpstreamStub, shared_services: SharedServices
+) -> RunningService:
     settings = {
         **provider_settings(request.param, stub),
         **CANCEL_ON_HANGUP,
@@ -38,8 +36,7 @@ def strict(
         "QA_REQUEST_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
         "QA_MAX_TOKENS": "100000",  # an answer far bigger than every buffer on the way
     }
-    with run_service(settings, workdir) as service:
-        yield service
+    return shared_services.one(settings)
 
 
 def _port(service: RunningService) -> int:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.providers import marker, provider_settings
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, SharedServices
 from tests.support.sse import read_stream
 from tests.support.upstream_stub import Reply, UpstreamStub
 
@@ -49,16 +47,15 @@ def test_a_follow_up_reaches_the_provider_with_both_turns(
     assert follow_up in messages[3]["content"]
 
 
-@pytest.fixture(scope="module")
-def small_budget(stub: UpstreamStub, workdir: Path) -> Iterator[RunningService]:
+@pytest.fixture
+def small_budget(stub: UpstreamStub, shared_services: SharedServices) -> RunningService:
     settings = {
         **provider_settings("openai", stub),
         "QA_MAX_HISTORY_TOKENS": "60",
         "QA_MAX_HISTORY_MESSAGES": "6",
         "QA_MAX_HISTORY_CHARS": "3000",
     }
-    with run_service(settings, workdir) as service:
-        yield service
+    return shared_services.one(settings)
 
 
 def test_an_over_long_history_is_trimmed_oldest_first_never_refused(

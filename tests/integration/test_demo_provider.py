@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.support import unicode_recording
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, SharedServices
 from tests.support.sse import read_stream
 
 PAUSE = 0.6
 KEEPALIVE = 0.15
 
 
-@pytest.fixture(scope="module")
-def demo_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+@pytest.fixture
+def demo_service(shared_services: SharedServices) -> RunningService:
     settings = {
         "QA_DEMO_CHUNK_DELAY_MS": "1",
         "QA_DEMO_PAUSE_SECONDS": str(PAUSE),
@@ -26,8 +25,7 @@ def demo_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSe
         # The stream starts at once, so the slow first token is bridged on the wire.
         "QA_FIRST_TEXT_HOLD_SECONDS": "0",
     }
-    with run_service(settings, tmp_path_factory.mktemp("demo")) as service:
-        yield service
+    return shared_services.one(settings)
 
 
 def test_demo_answer_says_it_is_a_demo(demo_service: RunningService) -> None:

@@ -6,14 +6,13 @@ registered for a path plays one of them (upstream_stub.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.metrics import delta, read_metrics
 from tests.support.providers import CANCEL_ON_HANGUP, GROQ_KEY, marker, provider_settings
-from tests.support.service import RunningService, free_port, run_service
+from tests.support.service import RunningService, SharedServices, free_port, run_service
 from tests.support.sse import hang_up_after, read_stream
 from tests.support.upstream_stub import GROQ_PATH, OPENAI_PATH, Reply, UpstreamStub
 
@@ -30,11 +29,9 @@ def _with_groq_fallback(stub: UpstreamStub) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def with_fallback(stub: UpstreamStub, workdir: Path) -> Iterator[RunningService]:
-    settings = {**provider_settings("openai", stub), **_with_groq_fallback(stub)}
-    with run_service(settings, workdir) as service:
-        yield service
+@pytest.fixture
+def with_fallback(stub: UpstreamStub, shared_services: SharedServices) -> RunningService:
+    return shared_services.one({**provider_settings("openai", stub), **_with_groq_fallback(stub)})
 
 
 def _fallback_answers(stub: UpstreamStub, key: str, primary: Reply) -> None:

@@ -49,6 +49,8 @@ from tests.support.schedstat import cpu_wait_seconds
 from tests.support.service import RunningService, run_service
 from tests.support.upstream_stub import Reply, UpstreamStub
 
+pytestmark = pytest.mark.slow
+
 IDLE_CONNECTIONS = 2000
 MAX_STREAMS = 20
 # Clients asking for extra streams at once, each on a fresh connection per

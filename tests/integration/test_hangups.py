@@ -19,10 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
+import pytest
 
 from tests.support.providers import marker
 from tests.support.service import RunningService
 from tests.support.upstream_stub import Reply, UpstreamStub
+
+pytestmark = pytest.mark.slow
 
 HANGUPS = 200
 CONCURRENCY = 4

@@ -7,7 +7,6 @@ short one; the shared services turn the hold off (tests/support/providers.py).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 
 from tests.support.metrics import delta, settled_metrics
 from tests.support.providers import marker, provider_settings
-from tests.support.service import RunningService, free_port, run_service
+from tests.support.service import RunningService, SharedServices, free_port, run_service
 from tests.support.sse import hang_up_after, read_stream
 from tests.support.upstream_stub import Reply, UpstreamStub
 
@@ -23,19 +22,16 @@ HELD = {"QA_FIRST_TEXT_HOLD_SECONDS": "5", "QA_UPSTREAM_READ_TIMEOUT_SECONDS": "
 SHORT_HOLD = {"QA_FIRST_TEXT_HOLD_SECONDS": "0.5"}
 
 
-@pytest.fixture(scope="module", params=["openai", "groq"])
+@pytest.fixture(params=["openai", "groq"])
 def held_service(
-    request: pytest.FixtureRequest, stub: UpstreamStub, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningService]:
-    settings = {**provider_settings(request.param, stub), **HELD}
-    with run_service(settings, tmp_path_factory.mktemp("held")) as service:
-        yield service
+    request: pytest.FixtureRequest, stub: UpstreamStub, shared_services: SharedServices
+) -> RunningService:
+    return shared_services.one({**provider_settings(request.param, stub), **HELD})
 
 
-@pytest.fixture(scope="module")
-def short_hold_service(stub: UpstreamStub, workdir: Path) -> Iterator[RunningService]:
-    with run_service({**provider_settings("openai", stub), **SHORT_HOLD}, workdir) as service:
-        yield service
+@pytest.fixture
+def short_hold_service(stub: UpstreamStub, shared_services: SharedServices) -> RunningService:
+    return shared_services.one({**provider_settings("openai", stub), **SHORT_HOLD})
 
 
 def _error_body() -> dict[str, object]:
@@ -172,15 +168,14 @@ def test_a_first_text_later_than_the_hold_streams_with_keepalives(
     assert '"meta"' in "".join(lines[:first_text])
 
 
-@pytest.fixture(scope="module")
-def long_hold_short_grace(stub: UpstreamStub, workdir: Path) -> Iterator[RunningService]:
+@pytest.fixture
+def long_hold_short_grace(stub: UpstreamStub, shared_services: SharedServices) -> RunningService:
     settings = {
         **provider_settings("openai", stub),
         "QA_FIRST_TEXT_HOLD_SECONDS": "3",
         "QA_RESUME_GRACE_SECONDS": "1",
     }
-    with run_service(settings, workdir) as service:
-        yield service
+    return shared_services.one(settings)
 
 
 def test_a_hold_longer_than_the_resume_grace_does_not_cancel_the_answer(

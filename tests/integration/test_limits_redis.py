@@ -16,12 +16,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.daemon import wait_until
 from tests.support.metrics import read_metrics, total
 from tests.support.nginx import run_nginx
 from tests.support.providers import CANCEL_ON_HANGUP, marker, provider_settings
 from tests.support.redis_server import RedisServer, run_redis
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, run_service, run_services
 from tests.support.upstream_stub import Reply, UpstreamStub
+
+pytestmark = pytest.mark.replicas
 
 LIMITS = {
     "QA_RATE_LIMIT": "20/minute",
@@ -47,8 +50,8 @@ def two_replicas(
         **limits,
         "QA_REDIS_URL": redis.url,
     }
-    with run_service(settings, workdir) as first, run_service(settings, workdir) as second:
-        yield [first, second]
+    with run_services([settings, settings], workdir) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +260,16 @@ def test_behind_nginx_a_client_cannot_dodge_its_limit_with_its_own_x_forwarded_f
             )
             for i, query in enumerate(queries)
         ]
-        access_log = nginx.access_log()
+
+        # nginx writes a request's access-log line after its response has gone
+        # out: the client can hold the last response before the line is there.
+        def every_line() -> str | None:
+            log = nginx.access_log()
+            return log if log.count("\n") >= len(queries) else None
+
+        access_log = wait_until(
+            every_line, 10, f"{len(queries)} lines in nginx's access log", describe=nginx.access_log
+        )
 
     # nginx names the peer (127.0.0.1): one client, whatever it claims.
     assert [r.status_code for r in spoofed] == [200] * 20 + [429]

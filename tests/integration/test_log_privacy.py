@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from tests.support.providers import (
@@ -14,22 +11,21 @@ from tests.support.providers import (
     marker,
     provider_settings,
 )
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, SharedServices
 from tests.support.sse import hang_up_after, read_stream
 from tests.support.upstream_stub import Reply, UpstreamStub
 
 
 @pytest.fixture(params=["openai", "groq"])
 def debug_service(
-    request: pytest.FixtureRequest, stub: UpstreamStub, workdir: Path
-) -> Iterator[RunningService]:
+    request: pytest.FixtureRequest, stub: UpstreamStub, shared_services: SharedServices
+) -> RunningService:
     settings = {
         **provider_settings(request.param, stub),
         **CANCEL_ON_HANGUP,
         "QA_LOG_LEVEL": "debug",
     }
-    with run_service(settings, workdir) as service:
-        yield service
+    return shared_services.one(settings)
 
 
 def test_a_debug_run_logs_no_question_answer_or_key(

@@ -97,10 +97,12 @@ def test_stream_false_gives_one_chat_completion(
 def test_the_sdk_waits_through_keep_alives_for_a_silent_first_token(
     openai_service: RunningService, stub: UpstreamStub
 ) -> None:
-    """20 s of silence upstream: the service sends keep-alive comments
-    (QA_KEEPALIVE_SECONDS=0.2 here) and the SDK ignores every one of them."""
+    """Silence upstream, longer than the SDK's own read timeout: the service
+    sends keep-alive comments (QA_KEEPALIVE_SECONDS=0.2 here), and they keep
+    the SDK reading; it ignores every one of them."""
+    silence = 4.0
     key = marker()
-    stub.reply(key, Reply(pieces=["after ", "the wait"], first_delay=20.0))
+    stub.reply(key, Reply(pieces=["after ", "the wait"], first_delay=silence))
     with httpx.stream(
         "POST",
         f"{openai_service.url}/v1/chat/completions",
@@ -114,14 +116,21 @@ def test_the_sdk_waits_through_keep_alives_for_a_silent_first_token(
             if head.count(b": keep-alive") >= 3:
                 break
 
-    with _client(openai_service) as client:
+    # Without bytes on the wire, this client gives up after 1.5 s of silence.
+    sdk = openai.OpenAI(
+        base_url=f"{openai_service.url}/v1",
+        api_key="unused",
+        max_retries=0,
+        timeout=httpx.Timeout(60, read=1.5),
+    )
+    with sdk as client:
         started = time.monotonic()
         stream = client.chat.completions.create(model="chat", messages=_ask(key), stream=True)
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
     assert b'"role":"assistant"' in head
     assert text == "after the wait"
-    assert time.monotonic() - started >= 19
+    assert time.monotonic() - started >= silence - 0.1
 
 
 def test_a_failure_mid_stream_raises_the_sdks_api_error(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, SharedServices, tool_env
 
 # Schemathesis sends real requests. Its run is bounded by examples per
 # operation, not by time: with --max-time, fuzzing repeats until the time is
@@ -25,15 +26,27 @@ from tests.support.service import RunningService, run_service
 # before them, in 58 s under coverage on a shared 2-core machine). A demo
 # answer is 100 events, each checked against the schema, so its run, there
 # for the scenario field, is smaller.
-EXAMPLES = {"openai": 150, "demo": 15}
-MIN_CASES = {"openai": 1000, "demo": 250}
+#
+# Sized by tier: the full suite (scripts/test.sh) runs the full size, marked
+# `slow`; QA_TESTS_FUZZ=small sends a sixth of the examples (about a third of
+# the requests), for a quicker tier that still sends every operation valid and
+# invalid requests.
+FUZZ = os.environ.get("QA_TESTS_FUZZ", "full")
+EXAMPLES = {
+    "full": {"openai": 150, "demo": 15},
+    "small": {"openai": 25, "demo": 3},
+}[FUZZ]
+MIN_CASES = {
+    "full": {"openai": 1000, "demo": 250},
+    # 874 and 700 generated (the coverage phase's cases do not scale with examples).
+    "small": {"openai": 600, "demo": 400},
+}[FUZZ]
+FUZZ_MARKS = [pytest.mark.slow] if FUZZ == "full" else []
 
 
-@pytest.fixture(scope="module")
-def fast_demo_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    settings = {"QA_DEMO_CHUNK_DELAY_MS": "0", "QA_DEMO_PAUSE_SECONDS": "0.05"}
-    with run_service(settings, tmp_path_factory.mktemp("openapi-demo")) as service:
-        yield service
+@pytest.fixture
+def fast_demo_service(shared_services: SharedServices) -> RunningService:
+    return shared_services.one({"QA_DEMO_CHUNK_DELAY_MS": "0", "QA_DEMO_PAUSE_SECONDS": "0.05"})
 
 
 def _schema(service: RunningService) -> dict[str, Any]:
@@ -166,6 +179,7 @@ def _fuzz(service: RunningService, workdir: Path, examples: int) -> FuzzRun:
         timeout=240,
         stdin=subprocess.DEVNULL,
         cwd=workdir,
+        env=tool_env(),
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -184,7 +198,9 @@ def _fuzz(service: RunningService, workdir: Path, examples: int) -> FuzzRun:
     return FuzzRun(json.loads(report_path.read_text(encoding="utf-8")), statuses)
 
 
-@pytest.mark.parametrize("provider", ["openai", "demo"])
+@pytest.mark.parametrize(
+    "provider", [pytest.param(p, marks=FUZZ_MARKS) for p in ("openai", "demo")]
+)
 def test_real_responses_match_the_schema(
     request: pytest.FixtureRequest, provider: str, tmp_path: Path
 ) -> None:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.providers import OPENAI_KEY, provider_settings
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, SharedServices
 from tests.support.upstream_stub import UpstreamStub
 
 TTL = 2.0
@@ -18,15 +16,14 @@ TTL = 2.0
 
 @pytest.fixture(params=["openai", "groq"])
 def probing_service(
-    request: pytest.FixtureRequest, stub: UpstreamStub, tmp_path: Path
-) -> Iterator[RunningService]:
+    request: pytest.FixtureRequest, stub: UpstreamStub, shared_services: SharedServices
+) -> RunningService:
     settings = {
         **provider_settings(request.param, stub),
         "QA_READYZ_PROBE": "true",
         "QA_READYZ_PROBE_TTL_SECONDS": str(TTL),
     }
-    with run_service(settings, tmp_path) as service:
-        yield service
+    return shared_services.one(settings)
 
 
 def _wait_for_status(

@@ -6,11 +6,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_server import run_redis
 from tests.support.service import run_service
 from tests.support.sse import read_stream
 from tests.support.upstream_stub import Reply, UpstreamStub
+
+pytestmark = [pytest.mark.replicas, pytest.mark.slow]
 
 # More than redis-py's default connection pool (100).
 STREAMS = 130

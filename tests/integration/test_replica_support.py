@@ -15,8 +15,10 @@ import pytest
 
 from tests.support.nginx import Nginx, run_nginx
 from tests.support.redis_server import RedisServer, run_redis
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, run_services
 from tests.support.sse import read_stream
+
+pytestmark = pytest.mark.replicas
 
 # Slow enough that an answer is still being written when its first event arrives.
 DEMO = {"QA_PROVIDER": "demo", "QA_DEMO_CHUNK_DELAY_MS": "10"}
@@ -25,8 +27,8 @@ DEMO = {"QA_PROVIDER": "demo", "QA_DEMO_CHUNK_DELAY_MS": "10"}
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RunningService]]:
     workdir = tmp_path_factory.mktemp("replicas")
-    with run_service(DEMO, workdir) as first, run_service(DEMO, workdir) as second:
-        yield [first, second]
+    with run_services([DEMO, DEMO], workdir) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,11 +20,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.conftest import RefusedStart
 from tests.support.metrics import read_metrics, total
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_server import RedisServer, run_redis
-from tests.support.resume import AnswerIdWatch, Read, read, seqs
-from tests.support.service import RunningService, free_port, run_service, service_env
+from tests.support.resume import AnswerIdWatch, EventWatch, Read, read, seqs
+from tests.support.service import RunningService, free_port, run_services
 from tests.support.upstream_stub import Reply, UpstreamStub
 
 GRACE = 1.5
@@ -56,14 +55,15 @@ def _settings(stub: UpstreamStub, redis: RedisServer | None, **extra: str) -> di
 def _replicas(backend: str, stub: UpstreamStub, workdir: Path, **extra: str) -> Iterator[Replicas]:
     with ExitStack() as stack:
         redis = stack.enter_context(run_redis(workdir)) if backend == "redis" else None
-        a = stack.enter_context(run_service(_settings(stub, redis, **extra), workdir))
-        b = a
-        if redis is not None:
-            b = stack.enter_context(run_service(_settings(stub, redis, **extra), workdir))
-        yield Replicas(a, b, redis)
+        settings = _settings(stub, redis, **extra)
+        count = 1 if redis is None else 2
+        a, *others = stack.enter_context(run_services([settings] * count, workdir))
+        yield Replicas(a, others[0] if others else a, redis)
 
 
-@pytest.fixture(scope="module", params=["redis", "memory"])
+@pytest.fixture(
+    scope="module", params=[pytest.param("redis", marks=pytest.mark.replicas), "memory"]
+)
 def replicas(
     request: pytest.FixtureRequest, stub: UpstreamStub, workdir: Path
 ) -> Iterator[Replicas]:
@@ -255,6 +255,7 @@ def fragile_replicas(stub: UpstreamStub, workdir: Path) -> Iterator[Replicas]:
         yield pair
 
 
+@pytest.mark.replicas
 def test_a_killed_producer_leaves_readers_elsewhere_a_producer_lost_error(
     fragile_replicas: Replicas, stub: UpstreamStub
 ) -> None:
@@ -263,8 +264,11 @@ def test_a_killed_producer_leaves_readers_elsewhere_a_producer_lost_error(
     first = read(fragile_replicas.a.url, params={"query": key}, texts=3)
     with ThreadPoolExecutor(1) as pool:
         path = f"/answers/{first.answer_id}/events"
-        reading = pool.submit(read, fragile_replicas.b.url, path, last_event_id=first.last_id)
-        time.sleep(0.3)  # the reader on B is following live
+        following = EventWatch()
+        reading = pool.submit(
+            read, fragile_replicas.b.url, path, last_event_id=first.last_id, on_event=following
+        )
+        following.wait()  # the reader on B is following live
 
         os.kill(fragile_replicas.a.process.pid, signal.SIGKILL)
         killed_at = time.monotonic()
@@ -278,6 +282,7 @@ def test_a_killed_producer_leaves_readers_elsewhere_a_producer_lost_error(
     assert total(read_metrics(fragile_replicas.b.url), "qa_producers_lost_total") == 1
 
 
+@pytest.mark.replicas
 def test_a_redis_restart_mid_answer_ends_every_reader_with_an_error_not_a_hang(
     fragile_replicas: Replicas, stub: UpstreamStub
 ) -> None:
@@ -288,8 +293,9 @@ def test_a_redis_restart_mid_answer_ends_every_reader_with_an_error_not_a_hang(
     with ThreadPoolExecutor(2) as pool:
         on_a = pool.submit(read, fragile_replicas.a.url, params={"query": key}, on_event=watch)
         path = f"/answers/{watch.wait()}/events"
-        on_b = pool.submit(read, fragile_replicas.b.url, path)
-        time.sleep(0.5)
+        following = EventWatch()
+        on_b = pool.submit(read, fragile_replicas.b.url, path, on_event=following)
+        following.wait()  # both readers are following live
 
         fragile_replicas.redis.restart()  # empty: nothing was persisted
         restarted_at = time.monotonic()
@@ -305,6 +311,7 @@ def test_a_redis_restart_mid_answer_ends_every_reader_with_an_error_not_a_hang(
     assert not closed.completed
 
 
+@pytest.mark.replicas
 def test_dropped_redis_connections_are_bridged_and_the_answer_ends_exactly(
     fragile_replicas: Replicas, stub: UpstreamStub
 ) -> None:
@@ -315,8 +322,10 @@ def test_dropped_redis_connections_are_bridged_and_the_answer_ends_exactly(
     watch = AnswerIdWatch()
     with ThreadPoolExecutor(2) as pool:
         on_a = pool.submit(read, fragile_replicas.a.url, params={"query": key}, on_event=watch)
-        on_b = pool.submit(read, fragile_replicas.b.url, f"/answers/{watch.wait()}/events")
-        time.sleep(0.5)
+        following = EventWatch()
+        path = f"/answers/{watch.wait()}/events"
+        on_b = pool.submit(read, fragile_replicas.b.url, path, on_event=following)
+        following.wait()  # both readers are following live
 
         # What a proxy's idle timeout or a failover does to every client.
         with fragile_replicas.redis.client() as admin:
@@ -330,6 +339,7 @@ def test_dropped_redis_connections_are_bridged_and_the_answer_ends_exactly(
     assert len(stub.exchanges_for(key)) == 1
 
 
+@pytest.mark.replicas
 def test_a_new_answer_while_redis_is_down_is_refused_before_the_stream(
     fragile_replicas: Replicas, stub: UpstreamStub
 ) -> None:
@@ -346,33 +356,19 @@ def test_a_new_answer_while_redis_is_down_is_refused_before_the_stream(
 
 
 def test_an_unreachable_redis_at_start_up_stops_the_service_with_one_line(
-    stub: UpstreamStub, workdir: Path
+    refused_start: RefusedStart, stub: UpstreamStub, workdir: Path
 ) -> None:
     port = free_port()  # nothing listens there
     password = "s3cret-redis-passw0rd"
-    env = service_env(
-        {
-            **provider_settings("openai", stub),
-            "QA_REDIS_URL": f"redis://:{password}@127.0.0.1:{port}/0",
-            "QA_PORT": str(free_port()),
-        }
-    )
+    settings = {
+        **provider_settings("openai", stub),
+        "QA_REDIS_URL": f"redis://:{password}@127.0.0.1:{port}/0",
+    }
 
-    done = subprocess.run(
-        [sys.executable, "-m", "qa_service", "serve"],
-        env=env,
-        cwd=workdir,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    line = refused_start(settings, workdir)
 
-    output = (done.stdout + done.stderr).decode()
-    assert done.returncode == 2
-    lines = [line for line in output.splitlines() if "QA_REDIS_URL" in line]
-    assert lines == [
+    assert line == (
         f"qa-service: configuration error: QA_REDIS_URL: cannot reach Redis at "
         f"redis://127.0.0.1:{port}/0 (ConnectionError)"
-    ]
-    assert password not in output
-    assert "Traceback" not in output
+    )
+    assert password not in line

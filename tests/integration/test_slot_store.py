@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from qa_service.stores.redis_client import open_redis_client
 from qa_service.stores.redis_slots import RedisSlotStore
 from tests.support.redis_server import run_redis
+
+pytestmark = pytest.mark.replicas
 
 LEASE = 1.5
 # Renewed this often, the kept slot has a second and more to spare when a

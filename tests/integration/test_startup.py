@@ -1,4 +1,8 @@
-"""Start-up: a wrong configuration stops with one line naming the setting; health endpoints."""
+"""Start-up: a wrong configuration stops with one line naming the setting; health endpoints.
+
+The refusals run `serve` in this process (the refused_start fixture); one of
+each kind also runs as a real process, for its exit status and its stderr.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.conftest import RefusedStart
 from tests.support.service import RunningService, run_service, service_env
 
 
 def _serve_fails(settings: dict[str, str], workdir: Path) -> str:
+    """`python -m qa_service serve`, refused: its one line on stderr."""
     result = subprocess.run(
         [sys.executable, "-m", "qa_service", "serve", "--port", "0"],
         env=service_env(settings),
@@ -52,9 +58,9 @@ def _serve_fails(settings: dict[str, str], workdir: Path) -> str:
     ],
 )
 def test_wrong_configuration_stops_start_up_with_one_line(
-    tmp_path: Path, settings: dict[str, str], names: str
+    refused_start: RefusedStart, tmp_path: Path, settings: dict[str, str], names: str
 ) -> None:
-    line = _serve_fails(settings, tmp_path)
+    line = refused_start(settings, tmp_path)
     assert line.startswith("qa-service: configuration error: ")
     assert names in line
 
@@ -72,33 +78,53 @@ def test_wrong_configuration_stops_start_up_with_one_line(
     ],
 )
 def test_a_broken_prompt_file_stops_start_up_naming_the_file(
-    tmp_path: Path, content: str, fault: str
+    refused_start: RefusedStart, tmp_path: Path, content: str, fault: str
 ) -> None:
-    prompts = tmp_path / "prompts"
-    prompts.mkdir()
-    (prompts / "explain.toml").write_text('system = "s"\nuser = "{concept}"\n')
-    (prompts / "broken.toml").write_text(content)
-
-    line = _serve_fails({"QA_PROMPTS_DIR": str(prompts)}, tmp_path)
+    line = refused_start({"QA_PROMPTS_DIR": str(_prompts_with(tmp_path, content))}, tmp_path)
 
     assert "broken.toml" in line
     assert fault in line
 
 
+def _prompts_with(workdir: Path, broken: str) -> Path:
+    prompts = workdir / "prompts"
+    prompts.mkdir()
+    (prompts / "explain.toml").write_text('system = "s"\nuser = "{concept}"\n')
+    (prompts / "broken.toml").write_text(broken)
+    return prompts
+
+
+def test_a_real_process_refused_at_start_up_exits_2_with_one_line_on_stderr(
+    tmp_path: Path,
+) -> None:
+    """The in-process refusals above, once of each kind (settings, prompts) for real."""
+    settings_line = _serve_fails({"QA_PROVIDER": "anthropic"}, tmp_path)
+    prompts = _prompts_with(tmp_path, 'system = "s"\n')
+    prompt_line = _serve_fails({"QA_PROMPTS_DIR": str(prompts)}, tmp_path)
+
+    assert settings_line.startswith("qa-service: configuration error: QA_PROVIDER")
+    assert prompt_line.startswith("qa-service: configuration error: ")
+    assert "broken.toml" in prompt_line
+
+
 @pytest.mark.parametrize("setting", ["QA_PORT", "QA_PROVIDER", "QA_TEMPERATURE"])
-def test_a_rejected_value_is_never_echoed_in_the_error_line(tmp_path: Path, setting: str) -> None:
+def test_a_rejected_value_is_never_echoed_in_the_error_line(
+    refused_start: RefusedStart, tmp_path: Path, setting: str
+) -> None:
     # A key pasted into the wrong variable must not be printed back.
     secret = "sk-test-do-not-print-me-0123456789"
-    line = _serve_fails({setting: secret, "OPENAI_API_KEY": secret}, tmp_path)
+    line = refused_start({setting: secret, "OPENAI_API_KEY": secret}, tmp_path)
     assert line.startswith(f"qa-service: configuration error: {setting}:")
     assert secret not in line
     assert secret[:8] not in line
 
 
-def test_a_base_url_is_never_echoed_in_the_error_line(tmp_path: Path) -> None:
+def test_a_base_url_is_never_echoed_in_the_error_line(
+    refused_start: RefusedStart, tmp_path: Path
+) -> None:
     # A base URL can carry credentials: the line names the setting, not the value.
     secret = "sk-test-do-not-print-me-0123456789"
-    line = _serve_fails({"OPENAI_BASE_URL": f"htp://user:{secret}@host/v1"}, tmp_path)
+    line = refused_start({"OPENAI_BASE_URL": f"htp://user:{secret}@host/v1"}, tmp_path)
     assert line.startswith("qa-service: configuration error: OPENAI_BASE_URL: must be an http")
     assert secret[:8] not in line
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.support.providers import GROQ_KEY, OPENAI_KEY, marker, provider_settings
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, SharedServices, run_service
 from tests.support.sse import read_stream
 from tests.support.upstream_stub import Reply, UpstreamStub
 
@@ -26,10 +26,10 @@ MAX_TOKENS = 50
 MAX_RETRY_WAIT = 3.0
 
 
-@pytest.fixture(scope="module", params=["openai", "groq"])
+@pytest.fixture(params=["openai", "groq"])
 def bounded(
-    request: pytest.FixtureRequest, stub: UpstreamStub, workdir: Path
-) -> Iterator[RunningService]:
+    request: pytest.FixtureRequest, stub: UpstreamStub, shared_services: SharedServices
+) -> RunningService:
     settings = {
         **provider_settings(request.param, stub),
         "QA_UPSTREAM_READ_TIMEOUT_SECONDS": str(READ_TIMEOUT),
@@ -38,8 +38,7 @@ def bounded(
         "QA_UPSTREAM_MAX_RETRIES": "2",
         "QA_UPSTREAM_MAX_RETRY_WAIT_SECONDS": str(MAX_RETRY_WAIT),
     }
-    with run_service(settings, workdir) as service:
-        yield service
+    return shared_services.one(settings)
 
 
 @pytest.mark.parametrize("stall_after", [0, 1])

@@ -1,4 +1,8 @@
-"""What browsers get: the page and client with strict security headers, and CORS by allow-list."""
+"""What browsers get: the page and client with strict security headers, and CORS by allow-list.
+
+Headers are checked on the app in this process (tests/support/in_process.py);
+the stream's own headers, on the real service.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,34 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
-from tests.support.providers import marker
-from tests.support.service import RunningService, run_service
+from tests.integration.conftest import RefusedStart
+from tests.support.in_process import app_client
+from tests.support.providers import marker, provider_settings
+from tests.support.service import RunningService
 from tests.support.upstream_stub import UpstreamStub
 
 FRONTEND = "https://frontend.example"
 
 
 @pytest.fixture(scope="module")
-def cors_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    settings = {"QA_CORS_ORIGINS": f"{FRONTEND}, http://localhost:5173", "QA_PROVIDER": "demo"}
-    with run_service(settings, tmp_path_factory.mktemp("cors")) as service:
-        yield service
+def app(stub: UpstreamStub) -> Iterator[TestClient]:
+    with app_client(provider_settings("openai", stub)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def cors_app() -> Iterator[TestClient]:
+    settings = {
+        "QA_CORS_ORIGINS": f"{FRONTEND}, http://localhost:5173",
+        "QA_PROVIDER": "demo",
+        # A quick demo answer: its headers are what counts here.
+        "QA_DEMO_CHUNK_DELAY_MS": "0",
+        "QA_DEMO_PAUSE_SECONDS": "0",
+    }
+    with app_client(settings) as client:
+        yield client
 
 
 @pytest.mark.parametrize(
@@ -41,9 +60,9 @@ def cors_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSe
     ],
 )
 def test_page_and_assets_are_served_with_strict_headers(
-    openai_service: RunningService, path: str, content_type: str
+    app: TestClient, path: str, content_type: str
 ) -> None:
-    response = httpx.get(f"{openai_service.url}{path}")
+    response = app.get(path)
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith(content_type)
@@ -56,8 +75,8 @@ def test_page_and_assets_are_served_with_strict_headers(
     assert response.headers["referrer-policy"] == "no-referrer"
 
 
-def test_page_has_no_inline_script_or_style(openai_service: RunningService) -> None:
-    html = httpx.get(f"{openai_service.url}/").text
+def test_page_has_no_inline_script_or_style(app: TestClient) -> None:
+    html = app.get("/").text
     assert "<script>" not in html
     assert 'type="module" src="/static/app.js"' in html
     assert "style=" not in html
@@ -75,14 +94,14 @@ def test_the_stream_is_sent_no_cache_and_nosniff(
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
-def test_no_cors_headers_unless_origins_are_configured(openai_service: RunningService) -> None:
-    response = httpx.get(f"{openai_service.url}/healthz", headers={"Origin": FRONTEND})
+def test_no_cors_headers_unless_origins_are_configured(app: TestClient) -> None:
+    response = app.get("/healthz", headers={"Origin": FRONTEND})
     assert "access-control-allow-origin" not in response.headers
 
 
-def test_an_allowed_origin_may_preflight_and_stream(cors_service: RunningService) -> None:
-    preflight = httpx.options(
-        f"{cors_service.url}/ai_write",
+def test_an_allowed_origin_may_preflight_and_stream(cors_app: TestClient) -> None:
+    preflight = cors_app.options(
+        "/ai_write",
         headers={
             "Origin": FRONTEND,
             "Access-Control-Request-Method": "POST",
@@ -94,13 +113,8 @@ def test_an_allowed_origin_may_preflight_and_stream(cors_service: RunningService
     assert "POST" in preflight.headers["access-control-allow-methods"]
     assert "access-control-allow-credentials" not in preflight.headers
 
-    with httpx.stream(
-        "POST",
-        f"{cors_service.url}/ai_write",
-        json={"query": "tides"},
-        headers={"Origin": FRONTEND},
-    ) as response:
-        response.read()
+    response = cors_app.post("/ai_write", json={"query": "tides"}, headers={"Origin": FRONTEND})
+    assert response.headers["content-type"].startswith("text/event-stream")
     assert response.headers["access-control-allow-origin"] == FRONTEND
     exposed = response.headers["access-control-expose-headers"].lower().split(",")
     assert {"x-request-id", "retry-after", "x-ratelimit-remaining-requests"} <= {
@@ -108,42 +122,38 @@ def test_an_allowed_origin_may_preflight_and_stream(cors_service: RunningService
     }
 
 
-def test_other_origins_are_not_allowed(cors_service: RunningService) -> None:
+def test_other_origins_are_not_allowed(cors_app: TestClient) -> None:
     evil = "https://evil.example"
-    preflight = httpx.options(
-        f"{cors_service.url}/ai_write",
+    preflight = cors_app.options(
+        "/ai_write",
         headers={"Origin": evil, "Access-Control-Request-Method": "POST"},
     )
     assert preflight.status_code == 400
     assert "access-control-allow-origin" not in preflight.headers
-    response = httpx.get(f"{cors_service.url}/readyz", headers={"Origin": evil})
+    response = cors_app.get("/readyz", headers={"Origin": evil})
     assert "access-control-allow-origin" not in response.headers
 
 
-def test_refusals_carry_cors_headers_so_frontends_can_read_them(
-    cors_service: RunningService,
-) -> None:
-    response = httpx.get(f"{cors_service.url}/ai_write", headers={"Origin": FRONTEND})
+def test_refusals_carry_cors_headers_so_frontends_can_read_them(cors_app: TestClient) -> None:
+    response = cors_app.get("/ai_write", headers={"Origin": FRONTEND})
     assert response.status_code == 422
     assert response.headers["access-control-allow-origin"] == FRONTEND
 
 
-def test_wildcard_with_credentials_stops_start_up(tmp_path: Path) -> None:
-    from tests.integration.test_startup import _serve_fails
-
-    line = _serve_fails({"QA_CORS_ORIGINS": "*", "QA_CORS_ALLOW_CREDENTIALS": "true"}, tmp_path)
+def test_wildcard_with_credentials_stops_start_up(
+    refused_start: RefusedStart, tmp_path: Path
+) -> None:
+    line = refused_start({"QA_CORS_ORIGINS": "*", "QA_CORS_ALLOW_CREDENTIALS": "true"}, tmp_path)
     assert "QA_CORS_ORIGINS" in line
     assert "QA_CORS_ALLOW_CREDENTIALS" in line
 
 
-def test_api_docs_are_served_by_the_service_and_redoc_leads_there(
-    openai_service: RunningService,
-) -> None:
-    html = httpx.get(f"{openai_service.url}/docs").text
+def test_api_docs_are_served_by_the_service_and_redoc_leads_there(app: TestClient) -> None:
+    html = app.get("/docs").text
     # Every script and stylesheet from the service itself: no CDN.
     assert "http" not in html.replace('href="/openapi.json"', "")
     assert '<script src="/docs/assets/swagger-ui-bundle.js"' in html
     assert "<script>" not in html
-    redoc = httpx.get(f"{openai_service.url}/redoc")
+    redoc = app.get("/redoc", follow_redirects=False)
     assert redoc.status_code == 308
     assert redoc.headers["location"] == "/docs"

@@ -12,11 +12,14 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.support.daemon import wait_until
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_server import run_redis
 from tests.support.resume import Read, read
 from tests.support.service import RunningService, run_service
 from tests.support.upstream_stub import Reply, UpstreamStub
+
+pytestmark = [pytest.mark.replicas, pytest.mark.slow]
 
 WORKERS = 2
 STREAMS = 12
@@ -114,7 +117,8 @@ def test_one_sigterm_drains_every_worker_and_exits_0(
     workers = _workers(two_workers)
     result: list[Read | BaseException] = []
     reader = _reading(two_workers.url, key, result)
-    time.sleep(0.3)  # the answer is under way
+    # The answer is under way: its first piece has gone out.
+    wait_until(lambda: stub.wait_for_request(key).pieces_written > 0, 10, "the first piece")
 
     two_workers.process.send_signal(signal.SIGTERM)
     code = two_workers.process.wait(timeout=GRACE + 10)

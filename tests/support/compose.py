@@ -16,7 +16,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,8 +23,9 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.daemon import wait_until
 from tests.support.podman import BASE_IMAGE, IMAGE, PODMAN, ULIMITS, podman
-from tests.support.service import REPO, free_port
+from tests.support.service import REPO, free_port, tool_env
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 
@@ -166,6 +166,7 @@ def _podman_compose(
         stdin=subprocess.DEVNULL,
         cwd=REPO,
         check=False,
+        env=tool_env(),
     )
 
 
@@ -191,23 +192,23 @@ def run_stack(workdir: Path, env: dict[str, str], timeout: float = 120) -> Itera
 
 def _wait_healthy(stack: Stack, timeout: float) -> None:
     """Each replica passes its image's HEALTHCHECK, and nginx answers /healthz."""
-    deadline = time.monotonic() + timeout
     replicas = stack.containers("qa-service")
     if len(replicas) != 2:
         raise RuntimeError(f"expected 2 replicas, found {replicas}:\n{stack.all_logs()}")
     pending = set(replicas)
-    while time.monotonic() < deadline:
+
+    def healthy() -> bool:
         for name in sorted(pending):
             if podman("healthcheck", "run", name, check=False).returncode == 0:
                 pending.discard(name)
-        if not pending:
-            try:
-                if httpx.get(f"{stack.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-        time.sleep(0.3)
-    raise RuntimeError(f"stack not healthy after {timeout}s:\n{stack.all_logs()}")
+        if pending:
+            return False
+        try:
+            return httpx.get(f"{stack.url}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(healthy, timeout, "the compose stack healthy", interval=0.3, describe=stack.all_logs)
 
 
 def _remove_leftovers(project: str) -> None:

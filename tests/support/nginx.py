@@ -20,6 +20,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.daemon import NotReadyError, wait_until
 from tests.support.service import REPO, free_port
 
 NGINX = "/usr/sbin/nginx"
@@ -156,8 +157,7 @@ class Nginx:
                 time.sleep(0.1)
 
     def _wait_accepting(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def accepting() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"nginx exited at start-up:\n{self.error_log()}")
@@ -165,13 +165,17 @@ class Nginx:
                 sock.settimeout(1)
                 try:
                     sock.connect(("127.0.0.1", self.port))
-                    return
                 except OSError:
-                    pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"nginx not accepting after {timeout}s:\n{self.error_log()}")
-            time.sleep(0.05)
+                    return False
+                return True
+
+        try:
+            wait_until(
+                accepting, timeout, f"nginx accepting on port {self.port}", describe=self.error_log
+            )
+        except NotReadyError:
+            self.stop()
+            raise
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import redis
 
+from tests.support.daemon import NotReadyError, wait_until
 from tests.support.service import free_port
 
 REDIS_SERVER = "redis-server"
@@ -142,8 +143,7 @@ class RedisServer:
             process.wait(5)
 
     def _wait_for_ping(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def answers() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited at start-up:\n{self.logs()}")
@@ -151,14 +151,15 @@ class RedisServer:
                 with redis.Redis(
                     host="127.0.0.1", port=self.port, socket_timeout=1, socket_connect_timeout=1
                 ) as client:
-                    if client.ping():
-                        return
+                    return bool(client.ping())
             except redis.exceptions.RedisError:
-                pass
-            if time.monotonic() > deadline:
-                self._signal(signal.SIGKILL, 5.0)
-                raise RuntimeError(f"redis-server not answering PING after {timeout}s")
-            time.sleep(0.05)
+                return False
+
+        try:
+            wait_until(answers, timeout, f"redis-server on port {self.port} answering PING")
+        except NotReadyError:
+            self._signal(signal.SIGKILL, 5.0)
+            raise
 
 
 def require_redis_server() -> None:

@@ -106,3 +106,22 @@ class AnswerIdWatch:
     def wait(self, timeout: float = 10.0) -> str:
         assert self._meta.wait(timeout), "no meta event in time"
         return self._answer_id
+
+
+class EventWatch:
+    """Pass as `on_event` to a read in another thread; `wait(n)` returns once
+    that read has had `n` events (it is following the answer live)."""
+
+    def __init__(self) -> None:
+        self._seen = 0
+        self._changed = threading.Condition()
+
+    def __call__(self, payload: dict[str, Any]) -> None:
+        with self._changed:
+            self._seen += 1
+            self._changed.notify_all()
+
+    def wait(self, count: int = 1, timeout: float = 10.0) -> None:
+        with self._changed:
+            reached = self._changed.wait_for(lambda: self._seen >= count, timeout)
+        assert reached, f"{self._seen} events in {timeout} s, expected {count}"

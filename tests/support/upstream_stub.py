@@ -106,6 +106,15 @@ class UpstreamStub:
                 if marker in json.dumps(e.body["messages"]) and path in (None, e.path)
             ]
 
+    def exchanges_with_key(self, api_key: str, path: str | None = None) -> list[Exchange]:
+        """The requests that carried `api_key` as their bearer token (to `path`)."""
+        with self._lock:
+            return [
+                e
+                for e in self.exchanges
+                if e.headers.get("authorization") == f"Bearer {api_key}" and path in (None, e.path)
+            ]
+
     def wait_for_request(self, marker: str, timeout: float = 5.0) -> Exchange:
         """The first request with `marker`, once it has arrived."""
         return self._wait(marker, lambda e: True, "no upstream request arrived", timeout)
