@@ -18,6 +18,7 @@ from tests.support.sse import DeadlinedResponse
 @dataclass
 class Read:
     status: int
+    headers: httpx.Headers = field(default_factory=httpx.Headers)
     events: list[dict[str, Any]] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
     body: bytes = b""
@@ -69,7 +70,7 @@ def read(
         connect_sse(client, "GET", f"{base_url}{path}", params=params, headers=headers) as src,
     ):
         response = src.response
-        result = Read(response.status_code)
+        result = Read(response.status_code, response.headers)
         if response.status_code != 200:
             result.body = response.read()
             return result

@@ -24,6 +24,7 @@ from qa_service.core.errors import PRODUCER_LOST, SHUTTING_DOWN, QAServiceError
 from qa_service.core.events import AnswerEvent, AnswerMeta, Failed, Meta, Text, is_terminal
 from qa_service.generation.demo import SCENARIO_CONFIG_KEY, build_demo_model
 from qa_service.generation.prompts import load_prompts
+from qa_service.generation.report import GenerationReport
 from qa_service.generation.writer import AIWriter
 from qa_service.stores.memory_answers import MemoryAnswerStore
 from qa_service.wire import native
@@ -305,6 +306,38 @@ async def test_a_producer_whose_lease_lapses_is_declared_lost_once() -> None:
     assert first[-1].error.code == "producer_lost"
     assert first[-1].seq == 2
     assert len(lost) == 1  # one reader's append won; the other read it
+
+
+class _LateHeartbeats(MemoryAnswerStore):
+    """Its producers' heartbeats never land in time, so every lease lapses while
+    its answer runs: a busy process whose event loop runs the heartbeat late."""
+
+    async def renew_lease(self, answer_id: str, seconds: float) -> None:
+        return None
+
+
+class _PausingWriter:
+    """A piece, then silence longer than a reader's poll and the lease, then the end."""
+
+    async def stream(
+        self, question: str, *, report: GenerationReport, **kwargs: Any
+    ) -> AsyncIterator[str]:
+        yield "before "
+        await asyncio.sleep(1.0)
+        yield "after"
+        report.finish_reason = "stop"
+
+
+async def test_a_reader_in_the_producing_process_never_declares_its_running_producer_lost() -> None:
+    timing = RunTiming(close_seconds=1.0, lease_seconds=0.2, grace_seconds=0.0)
+    registry = AnswerRegistry(_LateHeartbeats(300), cast(AIWriter, _PausingWriter()), timing)
+    run = await registry.start(REQUEST, META)
+
+    async with asyncio.timeout(5):
+        events = [event async for event in answer_events(registry, run.id, -1)]
+
+    assert [type(e).__name__ for e in events] == ["Meta", "Text", "Text", "Done"]
+    assert run.outcome == "complete"
 
 
 class _Counting:

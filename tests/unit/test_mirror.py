@@ -49,3 +49,17 @@ async def test_a_gap_or_a_forget_sends_readers_to_redis() -> None:
     mirror.stored("b", META)
     mirror.forget("b")
     assert await mirror.read("b", -1, 0) is None
+
+
+async def test_an_answer_created_here_is_read_from_memory_before_its_first_event() -> None:
+    mirror = LocalMirror()
+    mirror.expect("a")
+    waiting = asyncio.create_task(mirror.read("a", -1, 5))
+    await asyncio.sleep(0)
+    assert not waiting.done()  # waiting on memory, not sent to Redis (None)
+
+    mirror.stored("a", META)
+
+    async with asyncio.timeout(1):
+        assert await waiting == [META]
+    assert await mirror.read("b", -1, 0) is None  # not created here

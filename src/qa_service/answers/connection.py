@@ -59,7 +59,13 @@ async def answer_events(
     ended = False
     try:
         stream = follow(
-            registry.store, answer_id, after, timing, stop, registry.report_producer_lost
+            registry.store,
+            answer_id,
+            after,
+            timing,
+            stop,
+            registry.report_producer_lost,
+            generating_here=lambda: registry.generating(answer_id),
         )
         async with aclosing(stream):
             async for event in stream:

@@ -5,7 +5,9 @@ reconnect to any replica continues where the client's Last-Event-ID says.
 While it reads it keeps its presence fresh (the producer's resume grace period
 counts from when the last reader left), and when the log stops growing it
 checks the producer's lease: a producer that died (SIGKILL, a lost host) is
-declared lost in the log itself, so every reader ends the same way.
+declared lost in the log itself, so every reader ends the same way. A
+producer in the reader's own process is known alive without its lease: on a
+busy machine its heartbeat can come late and the lease lapse while it runs.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ async def follow(
     timing: FollowTiming,
     stop: asyncio.Event | None = None,
     on_producer_lost: Callable[[], None] | None = None,
+    generating_here: Callable[[], bool] | None = None,
 ) -> AsyncGenerator[AnswerEvent]:
     """Every event with seq > `after`, until the answer's last one.
 
@@ -48,7 +51,8 @@ async def follow(
     when `stop` is set, or the store cannot be read or has lost events.
     While it runs, even while its consumer is slow to take the next event,
     the reader's presence is kept fresh, so the grace period never runs out
-    under a reader that is still attached.
+    under a reader that is still attached. `generating_here()` says whether
+    this process is generating the answer right now.
     """
     presence = None
     if timing.presence_seconds > 0:
@@ -63,7 +67,7 @@ async def follow(
             try:
                 batch = await store.read(answer_id, after, timing.poll_seconds)
                 if not batch:
-                    end = await _end_without_events(store, answer_id, after)
+                    end = await _end_without_events(store, answer_id, after, generating_here)
                     if end is _LOG_OVER:
                         return
                     if isinstance(end, Failed):
@@ -102,10 +106,17 @@ async def _keep_present(store: AnswerStore, answer_id: str, seconds: float) -> N
 _LOG_OVER = object()
 
 
-async def _end_without_events(store: AnswerStore, answer_id: str, after: int) -> object:
+async def _end_without_events(
+    store: AnswerStore,
+    answer_id: str,
+    after: int,
+    generating_here: Callable[[], bool] | None,
+) -> object:
     """The log has not grown. None: keep waiting. _LOG_OVER: it ended and the
     reader had its last event. A Failed: its producer is gone, and this reader
     ended the log with producer_lost."""
+    if generating_here is not None and generating_here():
+        return None  # alive, whatever its lease says: it runs in this process
     if await store.producer_alive(answer_id):
         return None
     info = await store.describe(answer_id)

@@ -33,8 +33,17 @@ class LogInfo:
 
 
 class AnswerStore(Protocol):
-    async def create(self, answer_id: str, fingerprint: str) -> None:
-        """Start an empty log for a new answer, bound to its request's fingerprint."""
+    async def create(
+        self,
+        answer_id: str,
+        fingerprint: str,
+        lease_seconds: float = 0.0,
+        reader_seconds: float = 0.0,
+    ) -> None:
+        """Start an empty log for a new answer, bound to its request's fingerprint;
+        in the same step, when given, its producer's lease for `lease_seconds` and
+        a reader's presence for `reader_seconds` (a new answer's first reader may
+        attach only once its response stops being held)."""
 
     async def describe(self, answer_id: str) -> LogInfo | None:
         """None when the answer is unknown here, or has expired."""

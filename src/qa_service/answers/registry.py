@@ -57,6 +57,11 @@ class AnswerRegistry:
     def local(self, answer_id: str) -> AnswerRun | None:
         return self._runs.get(answer_id)
 
+    def generating(self, answer_id: str) -> bool:
+        """This process is generating the answer now (its producer is alive)."""
+        run = self._runs.get(answer_id)
+        return run is not None and not run.ended
+
     async def start(
         self, request: AnswerRequest, meta: AnswerMeta, reader_within: float = 0.0
     ) -> AnswerRun:
@@ -67,11 +72,17 @@ class AnswerRegistry:
         """
         answer_id = new_answer_id()
         meta = dataclasses.replace(meta, answer_id=answer_id)
-        await self.store.create(answer_id, request.fingerprint())
-        # Before the task runs: a reader must never see an answer with no lease.
-        await self.store.renew_lease(answer_id, self.timing.lease_seconds)
-        if self.timing.grace_seconds > 0:
-            await self.store.touch_reader(answer_id, self.timing.grace_seconds + reader_within)
+        grace = self.timing.grace_seconds
+        # One step (one Redis round trip), before the task runs: a reader must
+        # never see an answer with no lease. A burst of starts on a busy process
+        # made three steps, each waiting its turn in the event loop, miss the
+        # store's deadline (503 store_unavailable with Redis answering in ms).
+        await self.store.create(
+            answer_id,
+            request.fingerprint(),
+            lease_seconds=self.timing.lease_seconds,
+            reader_seconds=grace + reader_within if grace > 0 else 0.0,
+        )
         run = AnswerRun(meta, request, self._writer, self.store, self.timing, self._observers)
         self._runs[answer_id] = run
         run.start().add_done_callback(lambda _: self._runs.pop(answer_id, None))

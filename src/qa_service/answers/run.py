@@ -217,6 +217,12 @@ class AnswerRun:
         interval = timing.lease_seconds / 3
         if timing.grace_seconds > 0:
             interval = min(interval, timing.grace_seconds / 2)
+        # At a fixed rate: a beat starts `interval` after the last one started,
+        # however long that one's round trips took. A sleep after them made the
+        # lease's renewals `interval` plus two round trips apart, and on a busy
+        # process the lease lapsed under a producer that was renewing it.
+        loop = asyncio.get_running_loop()
+        beat = loop.time()
         while True:
             try:
                 await self._store.renew_lease(self.id, timing.lease_seconds)
@@ -226,7 +232,8 @@ class AnswerRun:
                     return
             except Exception as exc:  # noqa: BLE001 - a dead heartbeat would look like a dead producer
                 log.warning("heartbeat failed %s", type(exc).__name__)
-            await asyncio.sleep(interval)
+            beat = max(beat + interval, loop.time())
+            await asyncio.sleep(beat - loop.time())
 
     async def _end_stopped(self) -> None:
         public, outcome = self._stop or (CANCELLED, "client_disconnected")

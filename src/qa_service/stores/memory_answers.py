@@ -33,9 +33,20 @@ class MemoryAnswerStore:
         self._expiries: deque[tuple[float, str]] = deque()
         self._cancels: asyncio.Queue[str] = asyncio.Queue()
 
-    async def create(self, answer_id: str, fingerprint: str) -> None:
+    async def create(
+        self,
+        answer_id: str,
+        fingerprint: str,
+        lease_seconds: float = 0.0,
+        reader_seconds: float = 0.0,
+    ) -> None:
         self._sweep()
-        self._logs[answer_id] = _Log(fingerprint=fingerprint)
+        now = time.monotonic()
+        self._logs[answer_id] = _Log(
+            fingerprint=fingerprint,
+            lease_until=now + lease_seconds if lease_seconds > 0 else 0.0,
+            reader_until=now + reader_seconds if reader_seconds > 0 else 0.0,
+        )
 
     async def describe(self, answer_id: str) -> LogInfo | None:
         self._sweep()

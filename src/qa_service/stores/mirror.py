@@ -4,7 +4,9 @@ Most readers are attached to the replica that generates their answer. Serving
 them from the producer's own memory saves an XREAD round trip and a JSON
 decode per piece, and Redis load with them; a reader elsewhere, or a resume
 after the answer ended, still reads Redis. The mirror is exact because it
-holds only what Redis accepted, in order, from seq 0. It is forgotten when
+holds only what Redis accepted, in order, from seq 0; it starts empty when
+this process creates the answer, so a reader that attaches before the first
+event waits here too, not on Redis. It is forgotten when
 the answer's last event is stored, or as soon as an append fails or is
 refused (another writer ended the log), so a reader then falls back to
 Redis and sees what Redis has.
@@ -20,10 +22,14 @@ class LocalMirror:
     def __init__(self) -> None:
         self._answers: dict[str, GrowingLog] = {}
 
+    def expect(self, answer_id: str) -> None:
+        """This process created the answer, and will write its log from seq 0."""
+        self._answers[answer_id] = GrowingLog()
+
     def stored(self, answer_id: str, event: AnswerEvent) -> None:
         """Redis accepted `event` from this process."""
         written = self._answers.get(answer_id)
-        if event.seq == 0:
+        if event.seq == 0 and (written is None or written.events):
             written = self._answers[answer_id] = GrowingLog()
         if written is None or event.seq != len(written.events):
             self.forget(answer_id)

@@ -75,13 +75,26 @@ class RedisAnswerStore:
         self._append = client.register_script(_APPEND)
         self._mirror = LocalMirror()
 
-    async def create(self, answer_id: str, fingerprint: str) -> None:
-        answer, *_ = _keys(answer_id)
+    async def create(
+        self,
+        answer_id: str,
+        fingerprint: str,
+        lease_seconds: float = 0.0,
+        reader_seconds: float = 0.0,
+    ) -> None:
+        answer, _, lease, readers = _keys(answer_id)
         # One transaction: a hash with no expiry would outlive a crash between the two.
         async with mapped_errors(), self._client.pipeline(transaction=True) as pipe:
             pipe.hset(answer, "fingerprint", fingerprint)
             pipe.expire(answer, self._ttl)
+            if lease_seconds > 0:
+                pipe.set(lease, 1, px=int(lease_seconds * 1000))
+            if reader_seconds > 0:
+                pipe.set(readers, 1, px=int(reader_seconds * 1000))
             await pipe.execute()
+        # Its readers in this process wait on this process's memory from now,
+        # not on an XREAD each until the producer's first event is stored.
+        self._mirror.expect(answer_id)
 
     async def describe(self, answer_id: str) -> LogInfo | None:
         answer, events, _, _ = _keys(answer_id)
