@@ -337,7 +337,7 @@ async def test_a_reader_in_the_producing_process_never_declares_its_running_prod
         events = [event async for event in answer_events(registry, run.id, -1)]
 
     assert [type(e).__name__ for e in events] == ["Meta", "Text", "Text", "Done"]
-    assert run.outcome == "complete"
+    assert run.stats.outcome == "complete"
 
 
 class _Counting:
