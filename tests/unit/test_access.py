@@ -10,7 +10,7 @@ import pytest
 from fastapi import Request
 from starlette.testclient import TestClient
 
-from qa_service.access.keys import bearer_token, load_key_ring, parse_key_file
+from qa_service.access.keys import KeyRing, bearer_token, load_key_ring, parse_key_file
 from qa_service.access.tickets import Redeemed, StreamTickets, TicketRefusal
 from qa_service.answers.model import AnswerRequest
 from qa_service.api.deps import CLIENT_KEY_ID
@@ -174,9 +174,27 @@ class Clock:
 
 async def test_a_ticket_is_redeemed_once_for_its_client() -> None:
     tickets = StreamTickets(MemoryValues(), 60)
-    ticket = await tickets.issue("key:team-a", REQUEST)
-    assert await tickets.redeem(ticket, REQUEST) == Redeemed("key:team-a")
-    assert await tickets.redeem(ticket, REQUEST) is TicketRefusal.UNKNOWN
+    ring = KeyRing({sha(KEY): "key:team-a"})
+    ticket = await tickets.issue(sha(KEY), REQUEST)
+    assert await tickets.redeem(ticket, REQUEST, ring) == Redeemed("key:team-a")
+    assert await tickets.redeem(ticket, REQUEST, ring) is TicketRefusal.UNKNOWN
+
+
+async def test_a_ticket_is_refused_once_its_key_is_no_longer_listed() -> None:
+    tickets = StreamTickets(MemoryValues(), 60)
+    ticket = await tickets.issue(sha(KEY), REQUEST)
+    without_it = KeyRing({sha(OTHER): "key:team-b"})
+    assert await tickets.redeem(ticket, REQUEST, without_it) is TicketRefusal.KEY_REMOVED
+    # Spent all the same: listing the key again does not bring the ticket back.
+    again = KeyRing({sha(KEY): "key:team-a"})
+    assert await tickets.redeem(ticket, REQUEST, again) is TicketRefusal.UNKNOWN
+
+
+async def test_a_ticket_counts_against_its_keys_client_as_listed_when_used() -> None:
+    tickets = StreamTickets(MemoryValues(), 60)
+    ticket = await tickets.issue(sha(KEY), REQUEST)
+    relabelled = KeyRing({sha(KEY): "key:team-c"})
+    assert await tickets.redeem(ticket, REQUEST, relabelled) == Redeemed("key:team-c")
 
 
 @pytest.mark.parametrize(
@@ -190,8 +208,8 @@ async def test_a_ticket_is_redeemed_once_for_its_client() -> None:
 async def test_a_ticket_for_another_request_is_refused_and_spent(other: AnswerRequest) -> None:
     tickets = StreamTickets(MemoryValues(), 60)
     ticket = await tickets.issue("", REQUEST)
-    assert await tickets.redeem(ticket, other) is TicketRefusal.MISMATCH
-    assert await tickets.redeem(ticket, REQUEST) is TicketRefusal.UNKNOWN
+    assert await tickets.redeem(ticket, other, None) is TicketRefusal.MISMATCH
+    assert await tickets.redeem(ticket, REQUEST, None) is TicketRefusal.UNKNOWN
 
 
 async def test_a_ticket_expires_after_its_ttl() -> None:
@@ -200,9 +218,9 @@ async def test_a_ticket_expires_after_its_ttl() -> None:
     in_time = await tickets.issue("", REQUEST)
     late = await tickets.issue("", REQUEST)
     clock.now += 59.9
-    assert await tickets.redeem(in_time, REQUEST) == Redeemed("")
+    assert await tickets.redeem(in_time, REQUEST, None) == Redeemed("")
     clock.now += 0.1
-    assert await tickets.redeem(late, REQUEST) is TicketRefusal.UNKNOWN
+    assert await tickets.redeem(late, REQUEST, None) is TicketRefusal.UNKNOWN
 
 
 async def test_expired_tickets_are_swept_so_memory_stays_bounded() -> None:
@@ -218,7 +236,7 @@ async def test_expired_tickets_are_swept_so_memory_stays_bounded() -> None:
 
 async def test_the_store_holds_digests_not_tickets() -> None:
     store = MemoryValues()
-    ticket = await StreamTickets(store, 60).issue("key:x", REQUEST)
+    ticket = await StreamTickets(store, 60).issue(sha(KEY), REQUEST)
     assert await store.take(ticket) is None
     assert await store.take(sha(ticket)) is not None
 
@@ -229,7 +247,9 @@ async def test_a_ticket_of_the_wrong_shape_is_refused_without_a_lookup(ticket: s
         async def take(self, digest: str) -> str | None:
             raise AssertionError("looked up")
 
-    assert await StreamTickets(NoLookups(), 60).redeem(ticket, REQUEST) is TicketRefusal.UNKNOWN
+    assert (
+        await StreamTickets(NoLookups(), 60).redeem(ticket, REQUEST, None) is TicketRefusal.UNKNOWN
+    )
 
 
 def test_the_key_check_names_the_client_for_the_checks_after_it() -> None:

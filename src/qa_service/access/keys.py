@@ -66,7 +66,12 @@ class KeyRing:
 
     def identify(self, key: str) -> str | None:
         """The client id of `key`, or None for a key this service does not know."""
-        return self._clients.get(key_digest(key))
+        return self.client_of(key_digest(key))
+
+    def client_of(self, digest: str) -> str | None:
+        """The client id of the key with this digest, or None when no key listed has it
+        (never listed, or removed since: a ticket it bought is then refused)."""
+        return self._clients.get(digest)
 
 
 def parse_key_file(lines: Iterable[str]) -> dict[str, str | None]:
