@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 # Ids from proxies (nginx's $request_id, uuids) are kept; anything else is
 # replaced, so a log line's request_id is always a plain token.
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -127,7 +127,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         CorrelationIdMiddleware,
         header_name="X-Request-ID",
-        validator=lambda value: bool(_REQUEST_ID.match(value)),
+        validator=lambda value: bool(_REQUEST_ID.fullmatch(value)),
     )
     install_error_handlers(app)
     app.include_router(native.router)

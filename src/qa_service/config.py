@@ -27,7 +27,7 @@ DEFAULT_MODELS: dict[ProviderName, str] = {
 
 
 # A Bearer token's characters (RFC 6750's b64token), so any key can be sent as one.
-API_KEY_CHARS = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
+API_KEY_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")
 MIN_API_KEY_CHARS = 16
 _REQUIRED_KEY = {"openai": "OPENAI_API_KEY", "groq": "GROQ_API_KEY"}
 
@@ -202,7 +202,7 @@ class Settings(BaseSettings):
         for key in value:
             if len(key.get_secret_value()) < MIN_API_KEY_CHARS:
                 raise ValueError(f"each key must be at least {MIN_API_KEY_CHARS} characters")
-            if not API_KEY_CHARS.match(key.get_secret_value()):
+            if not API_KEY_CHARS.fullmatch(key.get_secret_value()):
                 raise ValueError("keys may hold only A-Z a-z 0-9 and - . _ ~ + / =")
         return value
 

@@ -211,6 +211,21 @@ def test_an_unknown_prompt_is_named_only_when_it_is_a_name(app: TestClient) -> N
     assert "explain" in message
 
 
+def test_a_name_or_id_with_a_trailing_newline_is_not_taken_for_one(app: TestClient) -> None:
+    """Python's `$` matches before a final newline: every id and name pattern
+    matches the whole string instead (fullmatch)."""
+    started = app.get("/ai_write", params={"query": "x", "prompt": "explain\n"})
+    assert started.status_code == 422
+    assert "explain\\n" not in started.json()["error"]["message"]  # not echoed as a name
+    answer_id = "A" * 22
+    for response in (
+        app.get(f"/answers/{answer_id}%0A/events"),
+        app.post(f"/answers/{answer_id}%0A/cancel"),
+    ):
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "answer_not_found"
+
+
 @pytest.mark.parametrize(
     "content_type",
     [

@@ -135,6 +135,8 @@ def test_a_weak_or_unsendable_key_stops_start_up_without_echoing_it(
         ("Bearer ", None),
         (f"Bearer {KEY} extra", None),
         (KEY, None),
+        # Python's `$` matches before a final newline; these patterns match whole strings.
+        (f"Bearer {KEY}\n", None),
     ],
 )
 def test_bearer_tokens_are_read_from_the_authorization_header(
@@ -151,6 +153,14 @@ def test_hash_key_prints_the_files_line_for_a_key_on_stdin(
     out = capsys.readouterr().out
     assert out == f"sha256:{sha(KEY)} team-a\n"
     assert parse_key_file(out.splitlines()) == {sha(KEY): "team-a"}
+
+
+def test_hash_key_refuses_a_label_with_a_trailing_newline(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(KEY + "\n"))
+    assert main(["hash-key", "--label", "team-a\n"]) == 2
+    assert capsys.readouterr().out == ""
 
 
 def test_hash_key_refuses_a_short_key(
@@ -241,7 +251,7 @@ async def test_the_store_holds_digests_not_tickets() -> None:
     assert await store.take(sha(ticket)) is not None
 
 
-@pytest.mark.parametrize("ticket", ["", "x" * 42, "x" * 44, "x" * 42 + "!"])
+@pytest.mark.parametrize("ticket", ["", "x" * 42, "x" * 44, "x" * 42 + "!", "x" * 43 + "\n"])
 async def test_a_ticket_of_the_wrong_shape_is_refused_without_a_lookup(ticket: str) -> None:
     class NoLookups(MemoryValues):
         async def take(self, digest: str) -> str | None:

@@ -68,7 +68,7 @@ async def test_complete_answer_is_meta_texts_then_done_with_answer_scoped_ids() 
     assert kinds[-1] == "done"
     assert set(kinds[1:-1]) == {"text"}
     answer_id = events[0][1]["meta"]["answer_id"]
-    assert ANSWER_ID.match(answer_id)
+    assert ANSWER_ID.fullmatch(answer_id)
     assert events[0][1]["meta"]["request_id"] == "rid"  # the correlation id stays apart
     assert [event_id for event_id, _ in events] == [f"{answer_id}:{n}" for n in range(len(events))]
     done = events[-1][1]["done"]

@@ -28,7 +28,7 @@ from qa_service.access.keys import KeyRing
 from qa_service.answers.model import AnswerRequest
 
 # secrets.token_urlsafe(32): 43 characters of base64url, 256 bits.
-TICKET = re.compile(r"^[A-Za-z0-9_-]{43}$")
+TICKET = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 class TicketStore(Protocol):
@@ -78,7 +78,7 @@ class StreamTickets:
     ) -> Redeemed | TicketRefusal:
         """Spend `ticket`; accepted only if it was issued for this very request, and
         (when `keys` are on) with a key they still list."""
-        if not TICKET.match(ticket):
+        if not TICKET.fullmatch(ticket):
             return TicketRefusal.UNKNOWN
         grant = await self._store.take(_digest(ticket))
         if grant is None:

@@ -16,8 +16,9 @@ from qa_service.core.events import AnswerMeta, AnswerSummary
 from qa_service.generation.history import Turn
 from qa_service.generation.report import GenerationReport
 
-# 16 random bytes, base64url without padding: 22 characters, 128 bits.
-ANSWER_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+# 16 random bytes, base64url without padding: 22 characters, 128 bits. Like
+# every id and name pattern here, used with fullmatch: `$` would let "id\n" by.
+ANSWER_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
 def new_answer_id() -> str:
