@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     # How long a stream ticket (POST /stream-tickets) may wait to be redeemed.
     ticket_ttl_seconds: int = Field(default=60, ge=1, le=3600)
 
+    # --- Guards (issue 20): whom limits count, and which Host names are ours.
+    # Without keys, an IPv6 client is the block of this many bits its address
+    # is in (access/clients.py): a /56 is what one site is commonly given.
+    ipv6_client_prefix: int = Field(default=56, ge=32, le=128)
+
     # The providers' standard variables, read without our prefix so that existing
     # deployments and OpenAI-compatible servers (vLLM, llama.cpp, Ollama) just work.
     openai_api_key: SecretStr | None = Field(
