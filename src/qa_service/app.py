@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from asgi_correlation_id import CorrelationIdMiddleware
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from qa_service import __version__
 from qa_service.access.admission import open_admission
@@ -20,6 +20,7 @@ from qa_service.answers.registry import AnswerRegistry
 from qa_service.answers.run import RunTiming
 from qa_service.api.deps import ProviderCapabilities, Service
 from qa_service.api.error_handlers import install_error_handlers
+from qa_service.api.hosts import refuse_other_hosts
 from qa_service.api.openapi import install_openapi
 from qa_service.api.openapi.facts import StartUpFacts
 from qa_service.api.routes import ai_sdk, native, openai, ops, tickets
@@ -113,14 +114,22 @@ def create_app(settings: Settings) -> FastAPI:
                     "prompts": sorted(prompts),
                     "answer_store": "redis" if settings.redis_url else "memory",
                     "api_keys": len(keys) if keys is not None else "off",
+                    "allowed_hosts": ["localhost", "IP addresses", *settings.allowed_hosts],
                 },
             )
             yield
 
     # FastAPI's /docs and /redoc load their scripts from a CDN, which the CSP
     # blocks and an offline machine cannot reach: web.py serves /docs instead.
+    # Every route's first dependency: a Host that is not ours (DNS rebinding) is
+    # refused before anything else, in the route's dialect (api/hosts.py).
     app = FastAPI(
-        title="qa-service", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+        title="qa-service",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        dependencies=[Depends(refuse_other_hosts(settings.allowed_hosts))],
     )
     app.state.service = None
     app.state.telemetry = telemetry

@@ -29,6 +29,9 @@ DEFAULT_MODELS: dict[ProviderName, str] = {
 # A Bearer token's characters (RFC 6750's b64token), so any key can be sent as one.
 API_KEY_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")
 MIN_API_KEY_CHARS = 16
+# An RFC 1123 host name, lower case: letters, digits and hyphens in dot-separated labels.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _REQUIRED_KEY = {"openai": "OPENAI_API_KEY", "groq": "GROQ_API_KEY"}
 
 
@@ -134,6 +137,24 @@ class Settings(BaseSettings):
     # Without keys, an IPv6 client is the block of this many bits its address
     # is in (access/clients.py): a /56 is what one site is commonly given.
     ipv6_client_prefix: int = Field(default=56, ge=32, le=128)
+    # Host names the service answers for besides localhost and IP addresses,
+    # which it always does (api/hosts.py): `name`, `*.domain`, or `*` for any.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [host.strip().lower().rstrip(".") for host in value.split(",") if host.strip()]
+        return value
+
+    @field_validator("allowed_hosts", mode="after")
+    @classmethod
+    def _host_patterns(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if host != "*" and not HOST_NAME.fullmatch(host.removeprefix("*.")):
+                raise ValueError("each entry is a host name (no scheme or port), *.domain, or *")
+        return value
 
     # The providers' standard variables, read without our prefix so that existing
     # deployments and OpenAI-compatible servers (vLLM, llama.cpp, Ollama) just work.

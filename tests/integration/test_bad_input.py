@@ -124,7 +124,7 @@ def test_a_body_declared_over_the_cap_is_refused_before_any_of_it_is_sent(
     port = int(openai_service.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
         client.sendall(
-            b"POST /ai_write HTTP/1.1\r\nHost: qa\r\nContent-Type: application/json\r\n"
+            b"POST /ai_write HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             + f"Content-Length: {BODY_CAP + 1}\r\n\r\n".encode()
         )
         response = http.client.HTTPResponse(client)
@@ -271,7 +271,7 @@ def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_cap(
     sent = 0
     with socket.create_connection(("127.0.0.1", port)) as client:
         client.sendall(
-            b"POST /ai_write HTTP/1.1\r\nHost: qa\r\nContent-Type: application/json\r\n"
+            b"POST /ai_write HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
         deadline = time.monotonic() + 10

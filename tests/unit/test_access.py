@@ -19,6 +19,7 @@ from qa_service.app import create_app
 from qa_service.cli import main
 from qa_service.config import ConfigError, Settings, load_settings
 from qa_service.stores.memory_values import MemoryValues
+from tests.support.in_process import LOOPBACK
 
 KEY = "k-" + "a1" * 12
 OTHER = "k-" + "b2" * 12
@@ -272,7 +273,7 @@ def test_the_key_check_names_the_client_for_the_checks_after_it() -> None:
         return {}
 
     app.add_api_route("/ai_write_probe", whoami, methods=["POST"], dependencies=STARTS_ANSWERS)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOOPBACK) as client:
         assert client.post("/ai_write_probe", headers={"Authorization": f"Bearer {KEY}"}).is_success
         assert client.post("/ai_write_probe").status_code == 401
         assert client.post("/ai_write_probe", headers={"Last-Event-ID": "x:1"}).is_success
