@@ -171,3 +171,27 @@ def test_a_resume_grace_shorter_than_a_presence_refresh_is_refused(grace: str) -
 def test_a_resume_grace_of_zero_or_a_second_and_more_is_taken(grace: str) -> None:
     settings = Settings(_env_file=None, resume_grace_seconds=grace)  # type: ignore[call-arg]
     assert settings.resume_grace_seconds == float(grace)
+
+
+def test_allowed_hosts_are_split_and_normalised() -> None:
+    settings = _settings(allowed_hosts=" QA.example.com. , *.apps.example.net,* ")
+    assert settings.allowed_hosts == ["qa.example.com", "*.apps.example.net", "*"]
+    assert _settings().allowed_hosts == []
+
+
+@pytest.mark.parametrize(
+    "hosts", ["https://qa.example.com", "qa.example.com:8443", "qa.*.com", "qa_example.com", "-a.b"]
+)
+def test_allowed_hosts_that_are_not_names_are_refused(hosts: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        _settings(allowed_hosts=hosts)
+    line = describe_validation_error(caught.value)
+    assert line.startswith("QA_ALLOWED_HOSTS: ")
+    assert hosts not in line
+
+
+@pytest.mark.parametrize("prefix", [31, 129])
+def test_an_ipv6_client_prefix_out_of_range_is_refused(prefix: int) -> None:
+    with pytest.raises(ValidationError) as caught:
+        _settings(ipv6_client_prefix=prefix)
+    assert describe_validation_error(caught.value).startswith("QA_IPV6_CLIENT_PREFIX: ")

@@ -31,17 +31,21 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from fastapi import Request
 
+from qa_service.config import HOST_NAME
 from qa_service.core import errors
 
 # A Host header: a name or IPv4 address, or an IPv6 one in brackets; then a port.
-_HOST = re.compile(r"(?P<name>\[[0-9a-f:.]+\]|[^:\[\]]+)(:[0-9]{1,5})?")
+_HOST = re.compile(r"(?P<name>\[[0-9a-f:.]+\]|[^:\[\]]+?)\.?(:[0-9]{1,5})?")
 
 
 def host_name(host_header: str) -> str | None:
     """The name or address a `Host` header names, lower case, without its port or a
     final dot; None when it is not a host at all."""
     match = _HOST.fullmatch(host_header.strip().lower())
-    return match["name"].rstrip(".") if match else None
+    if match is None:
+        return None
+    name = match["name"]
+    return name if name.startswith("[") or HOST_NAME.fullmatch(name) else None
 
 
 def is_address(name: str) -> bool:
