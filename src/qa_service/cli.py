@@ -130,12 +130,12 @@ def hash_key_command(label: str | None) -> int:
     from qa_service.access.keys import LABEL, hashed_key_line
     from qa_service.config import API_KEY_CHARS, MIN_API_KEY_CHARS
 
-    if label is not None and not LABEL.match(label):
+    if label is not None and not LABEL.fullmatch(label):
         print("qa-service: --label takes 1 to 64 of A-Z a-z 0-9 . _ -", file=sys.stderr)
         return 2
     key = getpass("API key: ") if sys.stdin.isatty() else sys.stdin.readline()
     key = key.strip()
-    if len(key) < MIN_API_KEY_CHARS or not API_KEY_CHARS.match(key):
+    if len(key) < MIN_API_KEY_CHARS or not API_KEY_CHARS.fullmatch(key):
         print(
             f"qa-service: a key is at least {MIN_API_KEY_CHARS} of A-Z a-z 0-9 - . _ ~ + / =; "
             'make one with: python3 -c "import secrets; print(secrets.token_urlsafe(32))"',

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from limits.aio.storage import MemoryStorage
 from starlette.requests import Request
@@ -123,23 +125,40 @@ def test_a_blank_limit_is_no_limit() -> None:
     assert Settings(rate_limit=" ", client_token_budget="").rate_limit is None
 
 
+def request_from(host: str, **settings: object) -> Request:
+    """A request from `host` to an app whose service has these settings."""
+    service = SimpleNamespace(settings=Settings(_env_file=None, **settings))  # type: ignore[call-arg]
+    app = SimpleNamespace(state=SimpleNamespace(service=service))
+    scope = {"type": "http", "client": (host, 1234), "headers": [], "state": {}, "app": app}
+    return Request(scope)
+
+
 @pytest.mark.parametrize(
     ("host", "client"),
     [
         ("203.0.113.7", "ip:203.0.113.7"),
-        ("2001:db8:1:2:aaaa::1", "ip:2001:db8:1:2::/64"),
-        ("2001:db8:1:2:bbbb::9", "ip:2001:db8:1:2::/64"),  # same /64: same client
+        ("2001:db8:1:200:aaaa::1", "ip:2001:db8:1:200::/56"),
+        ("2001:db8:1:2ff:bbbb::9", "ip:2001:db8:1:200::/56"),  # another /64 of that /56
+        ("2001:db8:1:300::1", "ip:2001:db8:1:300::/56"),
         ("::ffff:203.0.113.7", "ip:203.0.113.7"),
         ("testclient", "ip:testclient"),
     ],
 )
-def test_a_client_is_its_address_and_an_ipv6_host_its_64(host: str, client: str) -> None:
-    request = Request({"type": "http", "client": (host, 1234), "headers": [], "state": {}})
+def test_a_client_is_its_address_and_an_ipv6_host_its_56(host: str, client: str) -> None:
+    assert client_of(request_from(host)) == client
+
+
+@pytest.mark.parametrize(
+    ("prefix", "client"),
+    [(48, "ip:2001:db8:1::/48"), (64, "ip:2001:db8:1:2ff::/64"), (128, "ip:2001:db8:1:2ff::9/128")],
+)
+def test_the_ipv6_block_a_client_counts_as_is_a_setting(prefix: int, client: str) -> None:
+    request = request_from("2001:db8:1:2ff::9", ipv6_client_prefix=prefix)
     assert client_of(request) == client
 
 
 def test_with_a_key_the_client_is_the_key() -> None:
-    request = Request({"type": "http", "client": ("203.0.113.7", 1), "headers": [], "state": {}})
+    request = request_from("203.0.113.7")
     setattr(request.state, CLIENT_KEY_ID, "key:ops")
     assert client_of(request) == "key:ops"
 

@@ -184,6 +184,14 @@ UNSUPPORTED_MEDIA_TYPE = _catalogued(
     False,
     415,
 )
+# 421 Misdirected Request (RFC 9110, 15.5.20): the request names a host this
+# server does not answer for. 400 would say the request is malformed; it is not.
+HOST_NOT_ALLOWED = _catalogued(
+    "host_not_allowed",
+    "This service does not answer for that host name; its operator may add it to QA_ALLOWED_HOSTS.",
+    False,
+    421,
+)
 CROSS_SITE_REFUSED = _catalogued(
     "cross_site_refused",
     "Pages on other sites may not ask this service; add their origin to QA_CORS_ORIGINS.",

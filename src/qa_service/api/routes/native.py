@@ -115,7 +115,7 @@ async def answer_events_route(
 ) -> Response:
     """An answer's events after `after` (or after the `Last-Event-ID` header's
     event; from its start without either): how a `fetch` client resumes."""
-    if not ANSWER_ID.match(answer_id):
+    if not ANSWER_ID.fullmatch(answer_id):
         # The answer first, then which of its events: a 404 says more than a 400.
         _refuse_resume(service, errors.ANSWER_NOT_FOUND)
     resume = last_event_id(service, request)
@@ -140,7 +140,7 @@ async def answer_events_route(
 async def cancel_answer(service: ServiceDep, answer_id: str) -> dict[str, str]:
     """Stop an answer on whichever replica generates it. No body needed, so a
     closing page can send it with `navigator.sendBeacon`."""
-    if not ANSWER_ID.match(answer_id):
+    if not ANSWER_ID.fullmatch(answer_id):
         raise errors.QAServiceError(errors.ANSWER_NOT_FOUND)
     result = await service.registry.cancel(answer_id)
     if result is CancelResult.CANCELLED:
@@ -154,7 +154,7 @@ def last_event_id(service: Service, request: Request) -> tuple[str, int] | None:
         return None
     value = request.headers["last-event-id"]
     parsed = native.parse_event_id(value)
-    if parsed is None or not ANSWER_ID.match(parsed[0]):
+    if parsed is None or not ANSWER_ID.fullmatch(parsed[0]):
         _refuse_resume(service, errors.INVALID_LAST_EVENT_ID)
     return parsed
 
