@@ -188,7 +188,7 @@ async def chat_resume(service: ServiceDep, request: Request, chat_id: str) -> Re
         return Response(status_code=204)
     service.telemetry.resumed(info.last_seq + 1)
     shutdown = anyio.Event()
-    events = service.connection_events(answer_id, -1, shutdown)
+    events = service.connection_events(answer_id, -1, shutdown, client_of(request))
     return _ui_message_stream(service, events, shutdown)
 
 
