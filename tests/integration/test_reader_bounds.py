@@ -15,12 +15,15 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.daemon import wait_until
 from tests.support.providers import marker, provider_settings
 from tests.support.resume import AnswerIdWatch, read
 from tests.support.service import run_service
 from tests.support.upstream_stub import Reply, UpstreamStub
+
+pytestmark = pytest.mark.slow
 
 
 def test_readers_past_the_bounds_get_429_too_many_readers_until_one_leaves(

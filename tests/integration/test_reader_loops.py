@@ -13,6 +13,7 @@ have gone.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from qa_service.answers.readers import LocalReaders
+from qa_service.stores.redis_answers import RedisAnswerStore
+from qa_service.stores.redis_client import open_redis_client
 from tests.support.daemon import wait_until
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_server import run_redis
@@ -106,3 +110,43 @@ def test_hundreds_of_reader_hangups_at_random_moments_leave_no_presence_behind(
 
     statuses = {status for statuses in hangups for status in statuses}
     assert statuses == {200}
+
+
+async def test_hundreds_of_readers_cancelled_at_random_moments_leave_no_loop_task(
+    tmp_path: Path,
+) -> None:
+    """The same in one process, counting tasks: 300 readers, each the only one of
+    its answer, cancelled while their loops wait on Redis or between commands."""
+    rounds, answers = 15, 20
+    moments = random.Random(20)
+    loop_names = {"reader-presence", "follow-answer"}
+    with run_redis(tmp_path) as redis:
+        async with (
+            open_redis_client(redis.url, 64) as client,
+            open_redis_client(redis.url, 64, wait_for_connection=True) as reads,
+        ):
+            store = RedisAnswerStore(client, 60, 1000, reads)
+            readers = LocalReaders(store, presence_seconds=1.0)
+            answer_ids = [f"loops{n}" for n in range(answers)]
+            for answer_id in answer_ids:
+                await store.create(answer_id, "fingerprint")
+
+            async def reader(answer_id: str) -> None:
+                place = readers.admit(answer_id, "a client")
+                try:
+                    while True:  # a log that never grows: XREAD BLOCK, again and again
+                        await store.read(answer_id, -1, 0.2)
+                finally:
+                    await place.leave()
+
+            for _ in range(rounds):
+                tasks = [asyncio.create_task(reader(a)) for a in answer_ids]
+                await asyncio.sleep(moments.uniform(0, 0.3))
+                for task in tasks:
+                    await asyncio.sleep(moments.uniform(0, 0.02))
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+            running = [t.get_name() for t in asyncio.all_tasks() if t.get_name() in loop_names]
+            assert readers.answers == 0
+            assert running == []

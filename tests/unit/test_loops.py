@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import suppress
 
 from qa_service.core.loops import Loop, pause
 
@@ -10,10 +11,9 @@ from qa_service.core.loops import Loop, pause
 async def test_a_loop_that_swallows_every_cancel_still_stops() -> None:
     async def body(stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
+            # Swallowed, as asyncio.wait_for can on 3.11 (CPython gh-86296).
+            with suppress(asyncio.CancelledError):
                 await asyncio.sleep(0.01)
-            except asyncio.CancelledError:
-                pass  # what asyncio.wait_for can do on 3.11 (CPython gh-86296)
 
     loop = Loop(body, "swallows")
     await asyncio.sleep(0.05)
@@ -24,10 +24,8 @@ async def test_a_loop_that_swallows_every_cancel_still_stops() -> None:
 async def test_a_loop_asked_to_stop_without_waiting_ends_at_its_next_step() -> None:
     async def body(stop: asyncio.Event) -> None:
         while not await pause(stop, 0.01):
-            try:
+            with suppress(asyncio.CancelledError):
                 await asyncio.sleep(0.01)
-            except asyncio.CancelledError:
-                pass
 
     loop = Loop(body, "asked")
     loop.ask_to_stop()
