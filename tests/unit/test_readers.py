@@ -47,6 +47,14 @@ async def test_a_clients_resumes_past_its_bound_are_refused_whatever_the_answer(
     await readers.close()
 
 
+async def test_a_reader_that_leaves_after_the_readers_closed_is_let_go() -> None:
+    readers = _readers(per_answer=1, per_client=1)
+    place = readers.admit("a", "client")
+    await readers.close()  # the app's end, with a connection still attached
+    await place.leave()
+    assert readers.answers == 0
+
+
 async def test_a_stream_whose_body_never_started_gives_its_place_back() -> None:
     timing = RunTiming(close_seconds=1.0, lease_seconds=3.0, grace_seconds=5.0)
     registry = AnswerRegistry(MemoryAnswerStore(300), cast(AIWriter, None), timing)

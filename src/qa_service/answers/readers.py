@@ -95,11 +95,13 @@ class LocalReaders:
 
     def _leave(self, answer_id: str, client: str | None) -> list[Loop]:
         """Counts the reader out; the loops to stop when it was the answer's last."""
-        if client is not None:
+        if client is not None and client in self._clients:
             self._clients[client] -= 1
             if self._clients[client] <= 0:
                 del self._clients[client]
-        followed = self._answers[answer_id]
+        followed = self._answers.get(answer_id)
+        if followed is None:
+            return []  # closed (the app's end) while this reader was attached
         followed.readers -= 1
         if followed.readers > 0:
             return []
