@@ -36,6 +36,8 @@ class FollowedLog(GrowingLog):
     failed: bool = False
 
     async def after(self, seq: int, wait_seconds: float) -> list[AnswerEvent]:
+        if self.failed and len(self.events) <= seq + 1:
+            raise StoreUnavailableError  # nothing more will come: no need to wait
         events = await GrowingLog.after(self, seq, wait_seconds)
         if self.failed and not events:
             raise StoreUnavailableError
