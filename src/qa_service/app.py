@@ -16,6 +16,7 @@ from qa_service.access.admission import open_admission
 from qa_service.access.keys import load_key_ring
 from qa_service.access.tickets import StreamTickets
 from qa_service.answers.chats import ChatAnswers
+from qa_service.answers.readers import ReaderLimits
 from qa_service.answers.registry import AnswerRegistry
 from qa_service.answers.run import RunTiming
 from qa_service.api.deps import ProviderCapabilities, Service
@@ -71,8 +72,17 @@ def create_app(settings: Settings) -> FastAPI:
                 grace_seconds=settings.resume_grace_seconds,
             )
             registry = AnswerRegistry(
-                store, AIWriter(model, prompts, limits), timing, observers=[telemetry]
+                store,
+                AIWriter(model, prompts, limits),
+                timing,
+                observers=[telemetry],
+                reader_limits=ReaderLimits(
+                    per_answer=settings.max_readers_per_answer,
+                    per_client=settings.client_max_readers,
+                ),
             )
+            # Runs after the answers end: their readers' loops stop last.
+            stack.push_async_callback(registry.readers.close)
             # Last in, first out: the answers end, then give back their places.
             stack.push_async_callback(admission.drain)
             stack.push_async_callback(registry.abort_all, SHUTTING_DOWN)

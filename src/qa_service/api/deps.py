@@ -54,9 +54,13 @@ class Service:
     probe: ProviderProbe | None = None
 
     def connection_events(
-        self, answer_id: str, after: int, shutdown: anyio.Event
+        self, answer_id: str, after: int, shutdown: anyio.Event, resumed_by: str | None = None
     ) -> AsyncGenerator[AnswerEvent]:
-        """The answer's events after `after` for one connection, as the settings ask."""
+        """The answer's events after `after` for one connection, as the settings ask.
+
+        `resumed_by` (a client, client_of): a resume, refused past the readers'
+        bounds (429 too_many_readers) before its response.
+        """
         return connection_events(
             self.registry,
             answer_id,
@@ -64,6 +68,7 @@ class Service:
             shutdown,
             drain_seconds=self.settings.shutdown_grace_seconds,
             coalesce_seconds=self.settings.coalesce_ms / 1000,
+            client=resumed_by,
         )
 
 

@@ -236,6 +236,14 @@ TOO_MANY_STREAMS = _catalogued(
     True,
     429,
 )
+# Readers of one answer, or one client's resumes, on one instance (answers/readers.py).
+TOO_MANY_READERS = _catalogued(
+    "too_many_readers",
+    "This answer, or this client, has as many readers here as it may; wait for one to leave.",
+    True,
+    429,
+    1,
+)
 BUDGET_EXHAUSTED = _catalogued(
     "budget_exhausted", "This client has used its token budget for the period.", True, 429
 )

@@ -186,9 +186,13 @@ async def chat_resume(service: ServiceDep, request: Request, chat_id: str) -> Re
     info = await service.registry.store.describe(answer_id)
     if info is None or info.final_seq is not None:
         return Response(status_code=204)
-    service.telemetry.resumed(info.last_seq + 1)
     shutdown = anyio.Event()
-    events = service.connection_events(answer_id, -1, shutdown)
+    try:
+        events = service.connection_events(answer_id, -1, shutdown, client_of(request))
+    except errors.QAServiceError as exc:
+        service.telemetry.resume_refused(exc.public.code)
+        raise
+    service.telemetry.resumed(info.last_seq + 1)
     return _ui_message_stream(service, events, shutdown)
 
 

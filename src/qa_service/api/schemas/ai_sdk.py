@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from qa_service.api.schemas.models import REF, Responses
-from qa_service.api.schemas.native import stream_responses
+from qa_service.api.schemas.native import TOO_MANY_READERS_RESPONSE, stream_responses
 
 CHUNK_EXAMPLE = (
     'data: {"type":"start","messageId":"Qm9yZWFsaXMtbWFnbmEtMQ"}\n\n'
@@ -132,5 +132,9 @@ CHAT_RESPONSES = _kept(
 )
 CHAT_RESUME_RESPONSES = _kept(
     ("401", "403", "500", "503"),
-    {"200": _STREAM, "204": {"description": "No answer of this chat is in progress."}},
+    {
+        "200": _STREAM,
+        "204": {"description": "No answer of this chat is in progress."},
+        "429": TOO_MANY_READERS_RESPONSE,
+    },
 )
