@@ -36,9 +36,7 @@ async def test_close_ends_the_reading_task_even_when_its_source_swallows_cancels
         await waiting.wait()  # the cancel lands inside the source's wait
 
     ahead.close()
-    async with asyncio.timeout(5):
-        while not ahead._task.done():
-            await asyncio.sleep(0.01)
+    await asyncio.wait({ahead._task}, timeout=5)
 
     assert len(swallowed) == 3
     assert ahead._task.cancelled()
