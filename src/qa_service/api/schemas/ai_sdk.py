@@ -29,7 +29,9 @@ no `id` and no event name: a JSON chunk, `start` (messageId: the answer id),
 docs/PROTOCOL.md has the whole contract."""
 
 
-def components(prompt: dict[str, Any], max_chat_id_chars: int) -> dict[str, Any]:
+def components(
+    prompt: dict[str, Any], min_chat_id_chars: int, max_chat_id_chars: int
+) -> dict[str, Any]:
     """The request body and the stream's event, as components. The body's schema
     is what is parsed; the rules across messages are in its description (a body
     that breaks them is refused with 422)."""
@@ -63,9 +65,11 @@ def components(prompt: dict[str, Any], max_chat_id_chars: int) -> dict[str, Any]
         "properties": {
             "id": {
                 "type": "string",
-                "minLength": 1,
+                "minLength": min_chat_id_chars,
                 "maxLength": max_chat_id_chars,
-                "description": "The chat id: a resume names it.",
+                "description": "The chat id: a resume names it. At least "
+                f"{min_chat_id_chars} characters, and random (useChat's own are): "
+                "with the browser's `qa_chat` cookie, it is what finds the chat's answer.",
             },
             "messages": {"type": "array", "items": message, "minItems": 1},
             "trigger": {"type": ["string", "null"], "description": "Not used."},
@@ -88,8 +92,9 @@ CHAT_ID_PARAMETER = {
     "in": "path",
     "required": True,
     "schema": {"type": "string"},
-    "description": "The `id` of the chat, as POST /api/chat was sent it. Only the client "
-    "that started the answer (its API key, else its address) finds it.",
+    "description": "The `id` of the chat, as POST /api/chat was sent it. Only the browser "
+    "that started the answer finds it: it brings back the `qa_chat` cookie the POST set, "
+    "and the same API key (else the same address).",
 }
 
 
