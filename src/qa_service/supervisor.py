@@ -158,8 +158,11 @@ def _check_nothing_listens(host: str, port: int) -> None:
     in TIME_WAIT by an earlier run do not count) fails while any socket listens
     on the port: one of another group, of a single-worker `serve`, of anything.
     It never listens itself, so it never takes a connection."""
-    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
+    family = _family(host)
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # as socket.create_server binds the listeners
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         probe.bind((host, port))
 
 

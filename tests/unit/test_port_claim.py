@@ -75,3 +75,10 @@ def test_the_port_is_free_again_once_the_claim_ends(port: int) -> None:
         pass
     with claim_port("127.0.0.1", port, 2) as listeners:
         assert len(listeners) == 2
+
+
+def test_an_ipv6_port_is_claimed_and_refused_alike(port: int) -> None:
+    with claim_port("::1", port, 2) as listeners:
+        assert all(sock.family == socket.AF_INET6 for sock in listeners)
+        with pytest.raises(PortClaimError, match=IN_USE), claim_port("::1", port, 2):
+            pass
