@@ -132,10 +132,28 @@ CHAT_RESPONSES = _kept(
             "`query_too_long`, `history_too_long`, `unknown_prompt`, `invalid_request` "
             "(the body, a system message, a part that is not text, no user message last).",
         },
-        "200": _STREAM,
+        "200": {
+            **_STREAM,
+            "headers": {
+                **_STREAM["headers"],
+                "set-cookie": {
+                    "schema": {"type": "string"},
+                    "description": "`qa_chat=<token>; Path=/api/chat; HttpOnly; "
+                    "SameSite=Strict; Max-Age=<QA_RESUME_TTL_SECONDS>` (and `Secure` over "
+                    "https): the browser's token, which a resume of this chat must bring back.",
+                },
+            },
+        },
     },
 )
 CHAT_RESUME_RESPONSES = _kept(
     ("401", "403", "500", "503"),
-    {"200": _STREAM, "204": {"description": "No answer of this chat is in progress."}},
+    {
+        "200": _STREAM,
+        "204": {
+            "description": "No answer of this chat is in progress for this browser (none, "
+            "it ended, or the request did not bring the `qa_chat` cookie of the browser "
+            "that posted the chat)."
+        },
+    },
 )
