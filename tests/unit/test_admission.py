@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
+from typing import cast
 
+import anyio
 import pytest
 from limits.aio.storage import MemoryStorage
 from starlette.requests import Request
@@ -12,6 +15,7 @@ from qa_service.access.admission import Admission
 from qa_service.access.capacity import StreamCapacity
 from qa_service.access.quotas import ClientQuotas, format_duration
 from qa_service.access.slots import SlotKeeper
+from qa_service.answers.run import AnswerRun
 from qa_service.api.deps import CLIENT_KEY_ID, client_of
 from qa_service.config import Settings
 from qa_service.core.errors import QAServiceError
@@ -96,6 +100,46 @@ async def test_a_client_at_its_streams_is_refused_until_one_ends() -> None:
     await admission.give_back(first)
     assert admission.slots.held == 1
     await admission.admit("a")
+
+
+class SlowChargeQuotas(ClientQuotas):
+    """Counters whose token charge takes a while, as a Redis round trip does."""
+
+    def __init__(self, budget: str) -> None:
+        super().__init__(MemoryStorage(), None, budget)
+        self.charging = asyncio.Event()
+        self.charge_may_land = asyncio.Event()
+
+    async def charge_tokens(self, client: str, tokens: int) -> None:
+        if tokens > 0:  # nothing to charge is no round trip
+            self.charging.set()
+            await self.charge_may_land.wait()
+        await super().charge_tokens(client, tokens)
+
+
+async def test_an_answers_tokens_are_charged_before_its_slot_is_given_back() -> None:
+    """Else a client waiting at QA_CLIENT_MAX_STREAMS starts its next answer in
+    the round trip between the two, with the budget not yet showing the last."""
+    quotas = SlowChargeQuotas("100/day")
+    admission = Admission(StreamCapacity(10), quotas, SlotKeeper(MemorySlotStore(), 30), 1)
+    admitted = await admission.admit("a")
+    ended = asyncio.get_running_loop().create_future()
+    run = SimpleNamespace(start=lambda: ended, stats=SimpleNamespace(billed_tokens=150))
+    admission.release_when_ended(admitted, cast(AnswerRun, run))
+
+    ended.set_result(None)  # the answer ends, 150 tokens over a budget of 100
+    with anyio.fail_after(5):
+        await quotas.charging.wait()
+    with anyio.fail_after(5), pytest.raises(QAServiceError) as while_charging:
+        await admission.admit("a")
+    quotas.charge_may_land.set()
+    await admission.drain()
+    with pytest.raises(QAServiceError) as after:
+        await admission.admit("a")
+
+    assert while_charging.value.public.code == "too_many_streams"
+    assert after.value.public.code == "budget_exhausted"
+    assert (admission.slots.held, admission.capacity.in_use) == (0, 0)
 
 
 async def test_a_budget_takes_a_charge_past_its_limit_and_then_refuses() -> None:
