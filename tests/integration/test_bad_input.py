@@ -350,6 +350,8 @@ def test_a_well_formed_request_id_from_a_proxy_is_kept(openai_service: RunningSe
         {"sec-fetch-site": "cross-site", "origin": "https://elsewhere.example"},
         {"sec-fetch-site": "same-site", "origin": "https://sub.elsewhere.example"},
         {"origin": "https://elsewhere.example"},  # a browser without Fetch Metadata
+        # An <img> in Safari 15, which sends neither Fetch Metadata nor Origin.
+        {"user-agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 15_8 like Mac OS X) Safari/604.1"},
     ],
 )
 def test_a_page_of_another_site_cannot_start_an_answer(
@@ -366,7 +368,8 @@ def test_a_page_of_another_site_cannot_start_an_answer(
 @pytest.mark.parametrize(
     "headers",
     [
-        {},  # curl, an SDK
+        {},  # an SDK
+        {"user-agent": "curl/8.5.0"},
         {"sec-fetch-site": "same-origin"},  # our own page
         {"sec-fetch-site": "none"},  # the address bar
     ],

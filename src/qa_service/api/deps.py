@@ -103,7 +103,14 @@ def client_of(request: Request) -> str:
 async def refuse_pages_of_other_sites(request: Request, service: ServiceDep) -> None:
     """Only our own page and QA_CORS_ORIGINS' pages may start a paid answer (origins.py)."""
     own_origin = f"{request.url.scheme}://{request.headers.get('host', '')}"
-    if not page_may_start_answers(request.headers, own_origin, service.settings.cors_origins):
+    bare_get = (
+        request.method == "GET"
+        and "authorization" not in request.headers
+        and "ticket" not in request.query_params
+        and "last-event-id" not in request.headers
+    )
+    allowed = service.settings.cors_origins
+    if not page_may_start_answers(request.headers, own_origin, allowed, bare_get=bare_get):
         raise errors.QAServiceError(errors.CROSS_SITE_REFUSED)
 
 
