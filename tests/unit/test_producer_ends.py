@@ -38,7 +38,7 @@ def _registry(store: MemoryAnswerStore, lease: float = 3.0) -> AnswerRegistry:
 
 
 class _SwallowingHeartbeats(MemoryAnswerStore):
-    """Each renewal takes a round trip, and a cancel that lands in it is
+    """Each renewal takes a round trip, and the first cancel that lands in one is
     swallowed, as asyncio.wait_for can on Python 3.11 (redis-py sends every
     command through it)."""
 
@@ -55,6 +55,8 @@ class _SwallowingHeartbeats(MemoryAnswerStore):
         try:
             await asyncio.sleep(0.02)
         except asyncio.CancelledError:
+            if self.swallowed:
+                raise  # the race is rare: once, so that a test's end can stop it
             self.swallowed += 1
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
         await super().renew_lease(answer_id, seconds)
@@ -73,7 +75,7 @@ async def test_a_heartbeat_whose_cancel_is_swallowed_still_stops() -> None:
     renewals = store.renewals
     await asyncio.sleep(0.2)  # twenty beats, had it gone on
 
-    assert store.swallowed >= 1  # the case under test did happen
+    assert store.swallowed == 1  # the case under test did happen
     assert store.renewals == renewals
     assert not await store.producer_alive(run.id)
 
