@@ -10,7 +10,9 @@ and cancels go out on the `qa:cancel` channel.
 Explicit stream ids make an append a compare-and-set (XADD refuses an id at or
 below the stream's top) and let a reader continue after any seq with one XREAD.
 Every key expires QA_RESUME_TTL_SECONDS after the producer's last heartbeat,
-or after the answer's last event, so nothing outlives a dead replica for long.
+or after the answer's last event, so nothing outlives a dead replica for long;
+and each has a TTL from the moment it exists (the hash from `create`, the
+stream from its first event), whatever ends the answer, and whenever.
 Redis errors (and commands past their deadline) become StoreUnavailableError
 in redis_client.py, and nowhere else.
 """
