@@ -5,8 +5,9 @@ in Redis (issue 20, items 1 and 5), as the review measured it.
         [--lease 3.0] [--src DIR]
 
 Processes on 127.0.0.1: the upstream stub (in this process), a redis-server,
-and one replica with QA_REDIS_URL and no resume grace (a hang-up ends the
-answer at once), its producer lease `--lease` seconds.
+and two replicas with QA_REDIS_URL and no resume grace (a hang-up ends the
+answer at once), their producer lease `--lease` seconds; 1 and 2 run on the
+first.
 
 1. `--hangups` answers, 24 at a time, each hung up on after a random number
    of text events (0-12). Once every lease has gone, or 15 s have passed:
@@ -15,6 +16,10 @@ answer at once), its producer lease `--lease` seconds.
 2. `--cancels` fast answers, 6 at a time, each cancelled (POST
    /answers/{id}/cancel) at a random moment within 0.3 s of its first text:
    how their readers saw them end (`cancelled`, or `producer_lost`).
+3. One answer whose last event comes 0.3 s into a Redis stall of `--stall`
+   seconds (SIGSTOP, SIGCONT), read on its replica, with
+   QA_RESUME_TTL_SECONDS=30: how and when (after the stall) its reader
+   ended, and how a reader on a second replica saw it after the stall.
 
 `--src DIR` runs the service from another source tree (an exported older
 `src/`, say `git archive main src | tar -x -C /tmp/main`), for a figure
@@ -33,10 +38,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.support.producer_ends import FAST, cancel_answers, hang_up_on_answers, leftovers
+from tests.support.producer_ends import (
+    FAST,
+    cancel_answers,
+    hang_up_on_answers,
+    leftovers,
+    stall_at_the_end,
+)
 from tests.support.providers import provider_settings
 from tests.support.redis_server import run_redis
-from tests.support.service import run_service
+from tests.support.service import run_services
 from tests.support.upstream_stub import UpstreamStub
 
 from benchmarks.measure import write_results
@@ -44,7 +55,9 @@ from benchmarks.measure import write_results
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def measure(hangups: int, cancels: int, lease: float, src: Path | None) -> dict[str, Any]:
+def measure(
+    hangups: int, cancels: int, lease: float, stall: float, src: Path | None
+) -> dict[str, Any]:
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         stub = UpstreamStub()
@@ -57,14 +70,16 @@ def measure(hangups: int, cancels: int, lease: float, src: Path | None) -> dict[
             "QA_RESUME_GRACE_SECONDS": "0",
             "QA_PRODUCER_LEASE_SECONDS": str(lease),
             "QA_MAX_TOKENS": str(len(FAST)),
+            "QA_RESUME_TTL_SECONDS": "30",
         }
         if src is not None:
             settings["PYTHONPATH"] = str(src)
-        service = stack.enter_context(run_service(settings, workdir))
+        service, other = stack.enter_context(run_services([settings] * 2, workdir))
 
         hang_up_on_answers([service.url], stub, hangups)
         left = leftovers(redis, hangups)
         ends = Counter(cancel_answers([service.url], stub, cancels))
+        stalled = stall_at_the_end(service.url, other.url, redis, stub, stall, timeout=60)
     return {
         "python": sys.version.split()[0],
         "src": str(src) if src is not None else "this tree",
@@ -74,6 +89,10 @@ def measure(hangups: int, cancels: int, lease: float, src: Path | None) -> dict[
         "keys_without_ttl": len(left.without_ttl),
         "cancels": cancels,
         "cancel_ends": dict(ends),
+        "stall_seconds": stall,
+        "stalled_end_here": stalled.here.last,
+        "stalled_end_here_after_stall_seconds": round(stalled.here_after_stall, 2),
+        "stalled_end_elsewhere": stalled.elsewhere.last,
     }
 
 
@@ -82,10 +101,11 @@ def main() -> None:
     parser.add_argument("--hangups", type=int, default=300)
     parser.add_argument("--cancels", type=int, default=60)
     parser.add_argument("--lease", type=float, default=3.0)
+    parser.add_argument("--stall", type=float, default=2.8)
     parser.add_argument("--src", type=Path, default=None, help="run the service from this src/")
     args = parser.parse_args()
     started_at = datetime.now(UTC)
-    report = measure(args.hangups, args.cancels, args.lease, args.src)
+    report = measure(args.hangups, args.cancels, args.lease, args.stall, args.src)
     report["started_at"] = started_at.isoformat()
     write_results(RESULTS, "producer_ends", started_at, report)
     for name, value in report.items():

@@ -9,11 +9,7 @@ benchmarks/producer_ends.py gives the same figures for one replica.
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,18 +18,17 @@ import pytest
 
 from tests.support.producer_ends import (
     FAST,
+    PIECES,
     Leftovers,
-    TextWatch,
-    both,
     cancel_answers,
     hang_up_on_answers,
     leftovers,
+    stall_at_the_end,
 )
-from tests.support.providers import marker, provider_settings
+from tests.support.providers import provider_settings
 from tests.support.redis_server import RedisServer, run_redis
-from tests.support.resume import AnswerIdWatch, read
 from tests.support.service import RunningService, run_services
-from tests.support.upstream_stub import Reply, UpstreamStub
+from tests.support.upstream_stub import UpstreamStub
 
 pytestmark = [pytest.mark.replicas, pytest.mark.slow]
 
@@ -107,30 +102,10 @@ def test_a_redis_stall_at_the_last_event_leaves_local_readers_the_end(
 ) -> None:
     """Redis stops (SIGSTOP) for 2.8 s just as the answer's last event is being
     stored; it stores it once it runs again. The reader on the producing
-    replica gets that end, as a reader on the other replica does."""
-    key = marker()
-    pieces = ["a ", "b ", "c "]
-    # The end comes 0.3 s after the last text: into the stall.
-    stub.reply(key, Reply(pieces=pieces, finish_delay=0.3))
-    watch, texts = AnswerIdWatch(), TextWatch()
-    with ThreadPoolExecutor(1) as pool:
-        reading = pool.submit(
-            read,
-            producers.steady.url,
-            params={"query": key},
-            on_event=both(watch, texts),
-            timeout=30,  # far below the TTL (300 s), where a lost end showed
-        )
-        answer_id = watch.wait()
-        texts.wait("".join(pieces))
-        os.kill(producers.redis.pid, signal.SIGSTOP)
-        try:
-            time.sleep(2.8)  # the stall the review measured
-        finally:
-            os.kill(producers.redis.pid, signal.SIGCONT)
-        here = reading.result(timeout=40)
-    elsewhere = read(producers.quick.url, f"/answers/{answer_id}/events")
+    replica gets that end, as a reader on the other replica does. Read for up
+    to 30 s: far below the TTL (300 s), where a lost end showed."""
+    ended = stall_at_the_end(producers.steady.url, producers.quick.url, producers.redis, stub)
 
-    assert "done" in elsewhere.last
-    assert here.last == elsewhere.last
-    assert here.text == elsewhere.text == "".join(pieces)
+    assert "done" in ended.elsewhere.last
+    assert ended.here.last == ended.elsewhere.last
+    assert ended.here.text == ended.elsewhere.text == "".join(PIECES)

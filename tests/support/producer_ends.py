@@ -3,7 +3,9 @@ scenarios of tests/integration/test_producer_ends.py and benchmarks/producer_end
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +19,7 @@ import httpx
 from tests.support.daemon import NotReadyError, wait_until
 from tests.support.providers import marker
 from tests.support.redis_server import RedisServer
-from tests.support.resume import AnswerIdWatch, EventWatch, read
+from tests.support.resume import AnswerIdWatch, EventWatch, Read, read
 from tests.support.upstream_stub import Reply, UpstreamStub
 
 LONG = [f"w{n} " for n in range(3000)]  # 30 s at 10 ms a piece: ended by its client
@@ -74,6 +76,53 @@ def cancel_answers(urls: Sequence[str], stub: UpstreamStub, count: int) -> list[
 
     with ThreadPoolExecutor(6) as pool:
         return list(pool.map(cancel_one, range(count)))
+
+
+@dataclass
+class StalledEnd:
+    """How an answer whose last event met a Redis stall ended for its readers."""
+
+    answer_id: str
+    # The reader on the producing replica, and when its last event came,
+    # counted from the stall's end.
+    here: Read
+    here_after_stall: float
+    # A reader on another replica, from the stall's end.
+    elsewhere: Read
+
+
+PIECES = ["a ", "b ", "c "]
+
+
+def stall_at_the_end(
+    here: str,
+    elsewhere: str,
+    redis: RedisServer,
+    stub: UpstreamStub,
+    stall: float = 2.8,
+    timeout: float = 30.0,
+) -> StalledEnd:
+    """An answer on `here` whose last event comes 0.3 s into a Redis stall of
+    `stall` seconds (SIGSTOP, then SIGCONT), read on `here` from its start
+    (for up to `timeout` s), and on `elsewhere` by its id once the stall is over."""
+    key = marker()
+    stub.reply(key, Reply(pieces=PIECES, finish_delay=0.3))
+    watch, texts = AnswerIdWatch(), TextWatch()
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(
+            read, here, params={"query": key}, on_event=both(watch, texts), timeout=timeout
+        )
+        answer_id = watch.wait()
+        texts.wait("".join(PIECES))
+        os.kill(redis.pid, signal.SIGSTOP)
+        try:
+            time.sleep(stall)
+        finally:
+            os.kill(redis.pid, signal.SIGCONT)
+            resumed_at = time.monotonic()
+        got_elsewhere = read(elsewhere, f"/answers/{answer_id}/events")
+        got_here = reading.result(timeout=timeout + 10)
+    return StalledEnd(answer_id, got_here, got_here.arrived[-1] - resumed_at, got_elsewhere)
 
 
 def leftovers(redis: RedisServer, answers: int, timeout: float = 15.0) -> Leftovers:

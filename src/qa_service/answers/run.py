@@ -219,8 +219,10 @@ class AnswerRun:
             self.stats.outcome = "complete"
             await self._append_final(Done(self._next_seq, self.stats.summary(report)))
         finally:
-            # Stopped already on every path that ends the lease; this one is for the rest.
-            await heartbeat.stop(self._timing.close_seconds)
+            # Every path above stopped it, and waited, before the lease went
+            # (_end_lease); a backstop with no await, so a second cancel can
+            # never cut the bookkeeping below short.
+            heartbeat.ask_to_stop()
             # Also when the end could not be logged: a held response stops waiting.
             self._first_output.set()
             self.stats.output_tokens = (report.usage or {}).get("output_tokens")
