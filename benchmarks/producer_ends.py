@@ -9,8 +9,9 @@ and two replicas with QA_REDIS_URL and no resume grace (a hang-up ends the
 answer at once), their producer lease `--lease` seconds; 1 and 2 run on the
 first.
 
-1. `--hangups` answers, 24 at a time, each hung up on after a random number
-   of text events (0-12). Once every lease has gone, or 15 s have passed:
+1. `--hangups` answers, 24 at a time: a third hung up on within 10 ms of
+   the response's headers, the rest after a random number of text events
+   (0-12). Once every lease has gone, or 15 s have passed:
    how many leases are left (a heartbeat still running renews its lease for
    ever) and how many keys have no TTL (never expire).
 2. `--cancels` fast answers, 6 at a time, each cancelled (POST

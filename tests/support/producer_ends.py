@@ -39,14 +39,24 @@ class Leftovers:
 
 
 def hang_up_on_answers(urls: Sequence[str], stub: UpstreamStub, count: int) -> None:
-    """`count` answers, spread over `urls`, each hung up on after a random number
-    of text events (0-12), 24 at a time."""
+    """`count` answers, spread over `urls`, 24 at a time: a third hung up on
+    within 10 ms of the response's headers (while the answer's first events
+    are being stored), the rest after a random number of text events (0-12)."""
     rng = random.Random()
 
     def hang_up(n: int) -> None:
         key = marker()
         stub.reply(key, Reply(pieces=LONG, piece_delay=0.01))
-        got = read(urls[n % len(urls)], params={"query": key}, texts=rng.randrange(13))
+        url = urls[n % len(urls)]
+        if n % 3 == 0:
+            with (
+                httpx.Client(timeout=10) as client,
+                client.stream("GET", f"{url}/ai_write", params={"query": key}) as response,
+            ):
+                assert response.status_code == 200
+                time.sleep(rng.random() * 0.01)
+            return
+        got = read(url, params={"query": key}, texts=rng.randrange(13))
         assert got.status == 200, got.body
 
     with ThreadPoolExecutor(24) as pool:
