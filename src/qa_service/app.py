@@ -9,17 +9,19 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from asgi_correlation_id import CorrelationIdMiddleware
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from qa_service import __version__
 from qa_service.access.admission import open_admission
 from qa_service.access.keys import load_key_ring
 from qa_service.access.tickets import StreamTickets
 from qa_service.answers.chats import ChatAnswers
+from qa_service.answers.readers import ReaderLimits
 from qa_service.answers.registry import AnswerRegistry
 from qa_service.answers.run import RunTiming
 from qa_service.api.deps import ProviderCapabilities, Service
 from qa_service.api.error_handlers import install_error_handlers
+from qa_service.api.hosts import refuse_other_hosts
 from qa_service.api.openapi import install_openapi
 from qa_service.api.openapi.facts import StartUpFacts
 from qa_service.api.routes import ai_sdk, native, openai, ops, tickets
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 
 # Ids from proxies (nginx's $request_id, uuids) are kept; anything else is
 # replaced, so a log line's request_id is always a plain token.
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -70,8 +72,17 @@ def create_app(settings: Settings) -> FastAPI:
                 grace_seconds=settings.resume_grace_seconds,
             )
             registry = AnswerRegistry(
-                store, AIWriter(model, prompts, limits), timing, observers=[telemetry]
+                store,
+                AIWriter(model, prompts, limits),
+                timing,
+                observers=[telemetry],
+                reader_limits=ReaderLimits(
+                    per_answer=settings.max_readers_per_answer,
+                    per_client=settings.client_max_readers,
+                ),
             )
+            # Runs after the answers end: their readers' loops stop last.
+            stack.push_async_callback(registry.readers.close)
             # Last in, first out: the answers end, then give back their places.
             stack.push_async_callback(admission.drain)
             stack.push_async_callback(registry.abort_all, SHUTTING_DOWN)
@@ -113,21 +124,29 @@ def create_app(settings: Settings) -> FastAPI:
                     "prompts": sorted(prompts),
                     "answer_store": "redis" if settings.redis_url else "memory",
                     "api_keys": len(keys) if keys is not None else "off",
+                    "allowed_hosts": ["localhost", "IP addresses", *settings.allowed_hosts],
                 },
             )
             yield
 
     # FastAPI's /docs and /redoc load their scripts from a CDN, which the CSP
     # blocks and an offline machine cannot reach: web.py serves /docs instead.
+    # Every route's first dependency: a Host that is not ours (DNS rebinding) is
+    # refused before anything else, in the route's dialect (api/hosts.py).
     app = FastAPI(
-        title="qa-service", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+        title="qa-service",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        dependencies=[Depends(refuse_other_hosts(settings.allowed_hosts))],
     )
     app.state.service = None
     app.state.telemetry = telemetry
     app.add_middleware(
         CorrelationIdMiddleware,
         header_name="X-Request-ID",
-        validator=lambda value: bool(_REQUEST_ID.match(value)),
+        validator=lambda value: bool(_REQUEST_ID.fullmatch(value)),
     )
     install_error_handlers(app)
     app.include_router(native.router)

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from qa_service.config import Settings
 
+# The exit code when the port cannot be had: uvicorn's own when its bind fails.
+STARTUP_FAILED = 3
+
 # Everything else is imported by the command that needs it: `qa-service ask`
 # must start without loading LangChain (issue 10: `ask --help` took 5 s).
 
@@ -22,8 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the service under uvicorn")
     serve.add_argument("--host", help="bind address (default: QA_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: QA_PORT or 8000)")
-    # One worker of several (QA_WORKERS), started by the supervisor.
-    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    # One worker of several (QA_WORKERS), started by the supervisor with its socket.
+    serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
 
     ask = commands.add_parser(
         "ask",
@@ -54,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return serve_command(args.host, args.port, worker=args.worker)
+        return serve_command(args.host, args.port, listen_fd=args.listen_fd)
     if args.command == "hash-key":
         return hash_key_command(args.label)
     if args.url is not None and (args.host is not None or args.port is not None):
@@ -69,8 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
 
-def serve_command(host: str | None, port: int | None, *, worker: bool = False) -> int:
+def serve_command(host: str | None, port: int | None, *, listen_fd: int | None = None) -> int:
     # Imported here so `qa-service ask` starts without loading LangChain.
+    import socket
+
     import uvicorn
 
     from qa_service.app import create_app
@@ -83,15 +88,15 @@ def serve_command(host: str | None, port: int | None, *, worker: bool = False) -
         log_open_file_limit,
         raise_open_file_limit,
     )
-    from qa_service.supervisor import supervise, worker_socket
+    from qa_service.supervisor import PortClaimError, supervise
 
     try:
         # The flags win over QA_HOST / QA_PORT, and the app's ready log says where.
         settings = load_settings().with_address(host, port)
         configure_logging(settings.log_level, settings.secret_values(), settings.log_format)
-        if settings.workers > 1 and not worker:
+        if settings.workers > 1 and listen_fd is None:
             if settings.port == 0:
-                # Each worker binds the port itself: port 0 would give each its own.
+                # Each worker's socket is bound to the port: port 0 would give each its own.
                 raise ConfigError("QA_WORKERS needs a fixed QA_PORT (or --port), not 0")
             check_answer_store(settings)
             return supervise(settings.workers, settings.host, settings.port)
@@ -100,6 +105,9 @@ def serve_command(host: str | None, port: int | None, *, worker: bool = False) -
     except (ConfigError, PromptError) as exc:
         print(f"qa-service: configuration error: {exc}", file=sys.stderr)
         return 2
+    except PortClaimError as exc:
+        print(f"qa-service: {exc}", file=sys.stderr)
+        return STARTUP_FAILED
     log_open_file_limit(*raise_open_file_limit())
     config = uvicorn.Config(
         app,
@@ -118,8 +126,8 @@ def serve_command(host: str | None, port: int | None, *, worker: bool = False) -
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
-    # A worker binds the shared port itself (supervisor.py says why).
-    sockets = [worker_socket(config.host, config.port)] if worker else None
+    # A worker listens on the socket its supervisor opened (supervisor.py says why).
+    sockets = None if listen_fd is None else [socket.socket(fileno=listen_fd)]
     DrainingServer(config).run(sockets=sockets)
     return 0
 
@@ -130,12 +138,12 @@ def hash_key_command(label: str | None) -> int:
     from qa_service.access.keys import LABEL, hashed_key_line
     from qa_service.config import API_KEY_CHARS, MIN_API_KEY_CHARS
 
-    if label is not None and not LABEL.match(label):
+    if label is not None and not LABEL.fullmatch(label):
         print("qa-service: --label takes 1 to 64 of A-Z a-z 0-9 . _ -", file=sys.stderr)
         return 2
     key = getpass("API key: ") if sys.stdin.isatty() else sys.stdin.readline()
     key = key.strip()
-    if len(key) < MIN_API_KEY_CHARS or not API_KEY_CHARS.match(key):
+    if len(key) < MIN_API_KEY_CHARS or not API_KEY_CHARS.fullmatch(key):
         print(
             f"qa-service: a key is at least {MIN_API_KEY_CHARS} of A-Z a-z 0-9 - . _ ~ + / =; "
             'make one with: python3 -c "import secrets; print(secrets.token_urlsafe(32))"',

@@ -27,8 +27,11 @@ DEFAULT_MODELS: dict[ProviderName, str] = {
 
 
 # A Bearer token's characters (RFC 6750's b64token), so any key can be sent as one.
-API_KEY_CHARS = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
+API_KEY_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")
 MIN_API_KEY_CHARS = 16
+# An RFC 1123 host name, lower case: letters, digits and hyphens in dot-separated labels.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _REQUIRED_KEY = {"openai": "OPENAI_API_KEY", "groq": "GROQ_API_KEY"}
 
 
@@ -118,6 +121,11 @@ class Settings(BaseSettings):
     # ("200000/day"). Unset: no limit. Shared by replicas through QA_REDIS_URL.
     rate_limit: str | None = None
     client_max_streams: int | None = Field(default=None, ge=1)
+    # Readers on this instance at once (a resume needs no key, so these bound
+    # what anyone can hold open): of one answer, and of one client's resumes.
+    # Past either, 429 too_many_readers. Unset: no bound.
+    max_readers_per_answer: int | None = Field(default=32, ge=1)
+    client_max_readers: int | None = Field(default=128, ge=1)
     client_token_budget: str | None = None
     # Hold the response this long for the first text, so that a provider
     # failure before it is a real HTTP status; 0 streams at once.
@@ -129,6 +137,29 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
     # How long a stream ticket (POST /stream-tickets) may wait to be redeemed.
     ticket_ttl_seconds: int = Field(default=60, ge=1, le=3600)
+
+    # --- Guards (issue 20): whom limits count, and which Host names are ours.
+    # Without keys, an IPv6 client is the block of this many bits its address
+    # is in (access/clients.py): a /56 is what one site is commonly given.
+    ipv6_client_prefix: int = Field(default=56, ge=32, le=128)
+    # Host names the service answers for besides localhost and IP addresses,
+    # which it always does (api/hosts.py): `name`, `*.domain`, or `*` for any.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [host.strip().lower().rstrip(".") for host in value.split(",") if host.strip()]
+        return value
+
+    @field_validator("allowed_hosts", mode="after")
+    @classmethod
+    def _host_patterns(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if host != "*" and not HOST_NAME.fullmatch(host.removeprefix("*.")):
+                raise ValueError("each entry is a host name (no scheme or port), *.domain, or *")
+        return value
 
     # The providers' standard variables, read without our prefix so that existing
     # deployments and OpenAI-compatible servers (vLLM, llama.cpp, Ollama) just work.
@@ -202,7 +233,7 @@ class Settings(BaseSettings):
         for key in value:
             if len(key.get_secret_value()) < MIN_API_KEY_CHARS:
                 raise ValueError(f"each key must be at least {MIN_API_KEY_CHARS} characters")
-            if not API_KEY_CHARS.match(key.get_secret_value()):
+            if not API_KEY_CHARS.fullmatch(key.get_secret_value()):
                 raise ValueError("keys may hold only A-Z a-z 0-9 and - . _ ~ + / =")
         return value
 

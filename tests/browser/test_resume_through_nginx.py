@@ -20,6 +20,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
+from qa_service.answers.model import answer_ref
 from tests.browser.conftest import open_page
 from tests.support.metrics import delta, read_metrics
 from tests.support.nginx import Nginx, run_nginx
@@ -102,7 +103,8 @@ def _producer(replicas: tuple[RunningService, ...], answer_id: str, timeout: flo
             n
             for n, replica in enumerate(replicas)
             for record in replica.log_records()
-            if record.get("message") == "answer" and record.get("answer_id") == answer_id
+            if record.get("message") == "answer"
+            and record.get("answer_ref") == answer_ref(answer_id)
         ]
         if found:
             assert len(found) == 1, found

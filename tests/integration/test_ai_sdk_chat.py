@@ -1,16 +1,19 @@
 """POST /api/chat and GET /api/chat/{id}/stream (the Vercel AI SDK dialect) over real
 HTTP: what is refused before any upstream call, keys, limits, hang-ups, and the
-chat index that a resume reads, scoped to the client, in memory and in Redis.
+chat index that a resume reads, scoped to the client and to the browser (its
+cookie), in memory and in Redis.
 tests/integration/test_ai_sdk_client.py drives the same routes with the SDK itself.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,13 +25,15 @@ from httpx_sse import EventSource, connect_sse
 from tests.support.metrics import delta, read_metrics
 from tests.support.providers import CANCEL_ON_HANGUP, marker, provider_settings
 from tests.support.redis_server import run_redis
-from tests.support.service import RunningService, run_service, run_services
+from tests.support.service import RunningService, SharedServices, run_service, run_services
 from tests.support.sse import DeadlinedResponse
 from tests.support.upstream_stub import Reply, UpstreamStub
 
 KEY_A = "qa-chat-a-k1QdTq0r7bYt2wXv5nZs8uLp"
 KEY_B = "qa-chat-b-f3GhJ6kM9pR2tV5xY8zA1cE4"
 SLOW_PIECES = [f"w{n} " for n in range(30)]  # 1.5 s at 50 ms a piece
+# As long as useChat's own (16 characters, the shortest taken).
+CHAT_ID = "chat-0123456789ab"
 
 
 @dataclass
@@ -73,6 +78,18 @@ def chat_body(question: str, chat_id: str = "", **extra: Any) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def browser_client(browser: httpx.Cookies | None, timeout: float) -> Iterator[httpx.Client]:
+    """A client with `browser`'s cookies (a new browser, with none, if not given),
+    which keeps what the service sets in them, as a browser does."""
+    jar = httpx.Cookies() if browser is None else browser
+    with httpx.Client(timeout=timeout, cookies=jar) as client:
+        try:
+            yield client
+        finally:
+            jar.update(client.cookies)
+
+
 def read_chat(
     base_url: str,
     body: dict[str, Any] | None = None,
@@ -80,8 +97,11 @@ def read_chat(
     chat_id: str = "",
     headers: dict[str, str] | None = None,
     timeout: float = 20.0,
+    browser: httpx.Cookies | None = None,
 ) -> Chat:
-    """POST /api/chat with `body`, or without one GET the resume of `chat_id`; all of it."""
+    """POST /api/chat with `body`, or without one GET the resume of `chat_id`; all of it.
+
+    `browser`: the cookies sent, and kept (a browser of its own if not given)."""
     deadline = time.monotonic() + timeout
     method, url = (
         ("POST", "/api/chat")
@@ -89,7 +109,7 @@ def read_chat(
         else ("GET", f"/api/chat/{quote(chat_id, safe='')}/stream")
     )
     with (
-        httpx.Client(timeout=timeout) as client,
+        browser_client(browser, timeout) as client,
         connect_sse(client, method, base_url + url, json=body, headers=headers or {}) as src,
     ):
         response = src.response
@@ -109,11 +129,15 @@ def read_chat(
 
 
 def hang_up_at(
-    base_url: str, body: dict[str, Any], chunk_type: str, headers: dict[str, str] | None = None
+    base_url: str,
+    body: dict[str, Any],
+    chunk_type: str,
+    headers: dict[str, str] | None = None,
+    browser: httpx.Cookies | None = None,
 ) -> dict[str, Any]:
     """POST /api/chat, read up to its first chunk of `chunk_type`, and hang up; that chunk."""
     with (
-        httpx.Client(timeout=10) as client,
+        browser_client(browser, 10) as client,
         connect_sse(
             client, "POST", f"{base_url}/api/chat", json=body, headers=headers or {}
         ) as src,
@@ -136,19 +160,20 @@ def _refusal_cases(key: str) -> dict[str, tuple[dict[str, Any], str]]:
     """Bodies that cannot be an answer, each holding `key` so the stub would see it."""
     user = text_message("user", key)
     return {
-        "no-messages": ({"id": "c", "messages": [], "note": key}, "invalid_request"),
+        "no-messages": ({"id": CHAT_ID, "messages": [], "note": key}, "invalid_request"),
         "no-id": ({"messages": [user]}, "invalid_request"),
+        "guessable-id": (chat_body(key, chat_id="chat-1"), "invalid_request"),
         "assistant-last": (
-            {"id": "c", "messages": [user, text_message("assistant", "a")]},
+            {"id": CHAT_ID, "messages": [user, text_message("assistant", "a")]},
             "invalid_request",
         ),
         "system-message": (
-            {"id": "c", "messages": [text_message("system", "Be a pirate."), user]},
+            {"id": CHAT_ID, "messages": [text_message("system", "Be a pirate."), user]},
             "invalid_request",
         ),
         "file-part": (
             {
-                "id": "c",
+                "id": CHAT_ID,
                 "messages": [
                     {
                         "role": "user",
@@ -163,7 +188,7 @@ def _refusal_cases(key: str) -> dict[str, tuple[dict[str, Any], str]]:
         ),
         "tool-part": (
             {
-                "id": "c",
+                "id": CHAT_ID,
                 "messages": [
                     {"role": "assistant", "parts": [{"type": "tool-search", "toolCallId": "t"}]},
                     user,
@@ -172,12 +197,12 @@ def _refusal_cases(key: str) -> dict[str, tuple[dict[str, Any], str]]:
             "invalid_request",
         ),
         "text-part-without-text": (
-            {"id": "c", "messages": [user, {"role": "user", "parts": [{"type": "text"}]}]},
+            {"id": CHAT_ID, "messages": [user, {"role": "user", "parts": [{"type": "text"}]}]},
             "invalid_request",
         ),
         "blank-question": (
             {
-                "id": "c",
+                "id": CHAT_ID,
                 "messages": [user, text_message("assistant", "a"), text_message("user", " \n")],
             },
             "query_required",
@@ -185,7 +210,7 @@ def _refusal_cases(key: str) -> dict[str, tuple[dict[str, Any], str]]:
         "question-too-long": (chat_body(key + "x" * 4000), "query_too_long"),
         "unknown-prompt": (chat_body(key, prompt="nope"), "unknown_prompt"),
         "history-too-long": (
-            {"id": "c", "messages": [text_message("user", "h")] * 51 + [user]},
+            {"id": CHAT_ID, "messages": [text_message("user", "h")] * 51 + [user]},
             "history_too_long",
         ),
     }
@@ -218,7 +243,7 @@ def test_a_body_that_cannot_be_an_answer_is_refused_before_any_upstream_call(
 
 
 def test_a_system_message_is_refused_saying_why(openai_service: RunningService) -> None:
-    body = {"id": "c", "messages": [text_message("system", "x"), text_message("user", "q")]}
+    body = {"id": CHAT_ID, "messages": [text_message("system", "x"), text_message("user", "q")]}
 
     response = httpx.post(f"{openai_service.url}/api/chat", json=body)
 
@@ -280,7 +305,7 @@ def test_the_conversation_reaches_the_provider_as_ai_write_sends_it(
         {"role": "assistant", "content": "Sweet."},
     ]
     body = {
-        "id": "c1",
+        "id": CHAT_ID,
         "messages": messages,
         "trigger": "submit-message",
         "prompt": "eli5",
@@ -424,20 +449,26 @@ def test_without_a_key_nothing_starts_and_nothing_resumes(
     assert stub.exchanges_for(question) == []
 
 
-def test_a_chat_resumes_from_its_start_for_its_client_only_then_204(
+def test_a_chat_resumes_from_its_start_for_its_browser_only_then_204(
     keyed_pair: Pair, stub: UpstreamStub
 ) -> None:
     question = marker()
     stub.reply(question, Reply(pieces=SLOW_PIECES, piece_delay=0.05))
-    chat_id = "the same id/for both clients"  # any characters, a slash too
+    chat_id = "the same id/for every client"  # any characters, a slash too
+    browser = httpx.Cookies()
 
     # Some text arrived, and the page reloads.
-    hang_up_at(keyed_pair.a.url, chat_body(question, chat_id), "text-delta", bearer(KEY_A))
+    hang_up_at(keyed_pair.a.url, chat_body(question, chat_id), "text-delta", bearer(KEY_A), browser)
     other_client = read_chat(keyed_pair.b.url, chat_id=chat_id, headers=bearer(KEY_B))
-    resumed = read_chat(keyed_pair.b.url, chat_id=chat_id, headers=bearer(KEY_A))
-    after_the_end = read_chat(keyed_pair.b.url, chat_id=chat_id, headers=bearer(KEY_A))
+    # Another user of the same app's key, who learnt the chat id: another browser.
+    other_user = read_chat(keyed_pair.b.url, chat_id=chat_id, headers=bearer(KEY_A))
+    resumed = read_chat(keyed_pair.b.url, chat_id=chat_id, headers=bearer(KEY_A), browser=browser)
+    after_the_end = read_chat(
+        keyed_pair.b.url, chat_id=chat_id, headers=bearer(KEY_A), browser=browser
+    )
 
     assert other_client.status == 204
+    assert other_user.status == 204
     assert resumed.status == 200
     assert resumed.headers["x-vercel-ai-ui-message-stream"] == "v1"
     assert resumed.types[:2] == ["start", "start-step"]
@@ -447,6 +478,52 @@ def test_a_chat_resumes_from_its_start_for_its_client_only_then_204(
     assert len(stub.exchanges_for(question)) == 1
 
 
+def test_without_keys_a_chat_resumes_for_its_browser_not_for_others_at_its_address(
+    shared_services: SharedServices, stub: UpstreamStub
+) -> None:
+    """Keys off, a client is an address: every browser behind one NAT shares it."""
+    service = shared_services.one(
+        {**provider_settings("openai", stub), "QA_RESUME_GRACE_SECONDS": "3"}
+    )
+    question = marker()
+    stub.reply(question, Reply(pieces=SLOW_PIECES, piece_delay=0.05))
+    chat_id = f"chat-{marker()}"
+    browser = httpx.Cookies()
+
+    hang_up_at(service.url, chat_body(question, chat_id), "text-delta", browser=browser)
+    other_browser = read_chat(service.url, chat_id=chat_id)
+    resumed = read_chat(service.url, chat_id=chat_id, browser=browser)
+
+    assert other_browser.status == 204
+    assert resumed.status == 200
+    assert resumed.text == "".join(SLOW_PIECES)
+
+
+def test_the_resume_cookie_is_the_browsers_alone_and_kept_across_its_chats(
+    openai_service: RunningService, stub: UpstreamStub
+) -> None:
+    with httpx.Client(base_url=openai_service.url) as browser:
+        first = browser.post("/api/chat", json=chat_body(marker()))
+        again = browser.post("/api/chat", json=chat_body(marker()))
+    # Over https at a proxy QA_FORWARDED_ALLOW_IPS trusts (127.0.0.1, by default).
+    https = httpx.post(
+        f"{openai_service.url}/api/chat",
+        json=chat_body(marker()),
+        headers={"X-Forwarded-Proto": "https"},
+    )
+
+    cookie = SimpleCookie(first.headers["set-cookie"])["qa_chat"]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32}", cookie.value)
+    assert cookie["httponly"] is True
+    assert cookie["samesite"] == "strict"
+    assert cookie["path"] == "/api/chat"
+    assert int(cookie["max-age"]) > 0
+    assert not cookie["secure"]
+    # One token a browser: a second chat refreshes it, never piles another on.
+    assert SimpleCookie(again.headers["set-cookie"])["qa_chat"].value == cookie.value
+    assert SimpleCookie(https.headers["set-cookie"])["qa_chat"]["secure"] is True
+
+
 def test_a_later_answer_of_the_chat_replaces_the_earlier_one(
     keyed_pair: Pair, stub: UpstreamStub
 ) -> None:
@@ -454,9 +531,15 @@ def test_a_later_answer_of_the_chat_replaces_the_earlier_one(
     stub.reply(second, Reply(pieces=SLOW_PIECES, piece_delay=0.05))
     chat_id = f"chat-{marker()}"
 
-    done = read_chat(keyed_pair.a.url, chat_body(first, chat_id), headers=bearer(KEY_A))
-    start = hang_up_at(keyed_pair.a.url, chat_body(second, chat_id), "start", bearer(KEY_A))
-    resumed = read_chat(keyed_pair.b.url, chat_id=chat_id, headers=bearer(KEY_A))
+    browser = httpx.Cookies()
+
+    done = read_chat(
+        keyed_pair.a.url, chat_body(first, chat_id), headers=bearer(KEY_A), browser=browser
+    )
+    start = hang_up_at(
+        keyed_pair.a.url, chat_body(second, chat_id), "start", bearer(KEY_A), browser
+    )
+    resumed = read_chat(keyed_pair.b.url, chat_id=chat_id, headers=bearer(KEY_A), browser=browser)
 
     assert done.status == 200
     assert resumed.chunks[0] == start

@@ -81,6 +81,6 @@ def test_the_ai_sdk_clients_read_answers_errors_and_resumes(
     output = result.stdout + result.stderr
     print(output)
     assert result.returncode == 0, output
-    # Seven tests for each of the four clients ran, and passed.
-    assert "\n# pass 28\n" in output, output
+    # Eight tests for each of the four clients ran, and passed.
+    assert "\n# pass 32\n" in output, output
     assert "\n# fail 0\n" in output, output

@@ -420,3 +420,48 @@ def test_a_ticket_from_one_replica_is_redeemed_on_another_and_only_once(
                 )
             assert statuses == [200, 401]
             assert len(stub.exchanges_for(question)) == 1
+
+
+@pytest.mark.replicas
+def test_a_ticket_is_refused_where_the_key_that_bought_it_is_no_longer_listed(
+    stub: UpstreamStub, tmp_path: Path
+) -> None:
+    """A rolling update that removes a key: the replica started from the new keys
+    file refuses the tickets the old one sold for that key, with the one 401."""
+    with run_redis(tmp_path) as redis_server:
+        old = keyed_settings(stub, tmp_path, QA_REDIS_URL=redis_server.url)
+        removed = tmp_path / "api-keys-after.txt"
+        removed.write_text(f"sha256:{hashlib.sha256(WRONG_KEY.encode()).hexdigest()} team-b\n")
+        new = {**old, "QA_API_KEYS_FILE": str(removed)}
+        with run_services([old, new], tmp_path) as (before_removal, after_removal):
+            questions = [scripted(stub) for _ in range(5)]
+            tickets = [issue_ticket(before_removal, {"query": q}, FILE_KEY) for q in questions]
+            metrics_before = read_metrics(after_removal.url)
+            refusals = [
+                httpx.get(
+                    f"{after_removal.url}/ai_write",
+                    params={"query": question, "ticket": ticket},
+                    timeout=10,
+                )
+                for question, ticket in zip(questions, tickets, strict=True)
+            ]
+            assert [r.status_code for r in refusals] == [401] * 5
+            for response in refusals:
+                assert_unauthorized(response)
+            assert all(stub.exchanges_for(question) == [] for question in questions)
+            metrics_after = read_metrics(after_removal.url)
+            assert (
+                delta(
+                    metrics_before,
+                    metrics_after,
+                    "qa_auth_refusals_total",
+                    reason="ticket_key_removed",
+                )
+                == 5
+            )
+
+            # A key both replicas list keeps its tickets.
+            question = scripted(stub)
+            ticket = issue_ticket(before_removal, {"query": question}, VARIABLE_KEY)
+            stream = read_stream(after_removal.url, params={"query": question, "ticket": ticket})
+            assert stream.text == "".join(PIECES)

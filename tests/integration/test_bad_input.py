@@ -124,7 +124,7 @@ def test_a_body_declared_over_the_cap_is_refused_before_any_of_it_is_sent(
     port = int(openai_service.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
         client.sendall(
-            b"POST /ai_write HTTP/1.1\r\nHost: qa\r\nContent-Type: application/json\r\n"
+            b"POST /ai_write HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             + f"Content-Length: {BODY_CAP + 1}\r\n\r\n".encode()
         )
         response = http.client.HTTPResponse(client)
@@ -211,6 +211,21 @@ def test_an_unknown_prompt_is_named_only_when_it_is_a_name(app: TestClient) -> N
     assert "explain" in message
 
 
+def test_a_name_or_id_with_a_trailing_newline_is_not_taken_for_one(app: TestClient) -> None:
+    """Python's `$` matches before a final newline: every id and name pattern
+    matches the whole string instead (fullmatch)."""
+    started = app.get("/ai_write", params={"query": "x", "prompt": "explain\n"})
+    assert started.status_code == 422
+    assert "explain\\n" not in started.json()["error"]["message"]  # not echoed as a name
+    answer_id = "A" * 22
+    for response in (
+        app.get(f"/answers/{answer_id}%0A/events"),
+        app.post(f"/answers/{answer_id}%0A/cancel"),
+    ):
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "answer_not_found"
+
+
 @pytest.mark.parametrize(
     "content_type",
     [
@@ -256,7 +271,7 @@ def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_cap(
     sent = 0
     with socket.create_connection(("127.0.0.1", port)) as client:
         client.sendall(
-            b"POST /ai_write HTTP/1.1\r\nHost: qa\r\nContent-Type: application/json\r\n"
+            b"POST /ai_write HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
         deadline = time.monotonic() + 10

@@ -54,7 +54,7 @@ def test_a_client_that_stops_reading_is_disconnected_after_the_send_timeout(
     with socket.socket() as client:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
         client.connect(("127.0.0.1", _port(strict)))
-        client.sendall(f"GET /ai_write?query={key} HTTP/1.1\r\nHost: qa\r\n\r\n".encode())
+        client.sendall(f"GET /ai_write?query={key} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         server_port, client_port = _port(strict), client.getsockname()[1]
 
         # The server's send queue grows while buffers fill, then stands still:
@@ -120,7 +120,7 @@ def test_headers_sent_too_slowly_are_cut_off_at_the_header_timeout(
 ) -> None:
     with socket.create_connection(("127.0.0.1", _port(strict))) as client:
         opened_at = time.monotonic()
-        client.sendall(b"GET /healthz HTTP/1.1\r\nHost: qa\r\n")
+        client.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         closed = False
         while time.monotonic() - opened_at < HEADER_TIMEOUT + 3.0 and not closed:
             try:
@@ -146,7 +146,7 @@ def test_a_request_pipelined_behind_a_streaming_answer_does_not_cut_it(
     stub.reply(key, Reply(pieces=pieces, piece_delay=0.05))  # 3 s, past HEADER_TIMEOUT
     with socket.create_connection(("127.0.0.1", _port(strict))) as client:
         client.sendall(
-            f"GET /ai_write?query={key} HTTP/1.1\r\nHost: qa\r\n\r\n".encode()
+            f"GET /ai_write?query={key} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
             + b"GET /healthz HTTP/1.1\r\n"  # the next request, its headers unfinished
         )
         client.settimeout(HEADER_TIMEOUT + 3.0)

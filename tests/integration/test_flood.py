@@ -176,7 +176,9 @@ async def timed_get(service: RunningService, target: str, timed: Timed) -> Answe
     started = time.perf_counter()
     reader, writer = await asyncio.open_connection("127.0.0.1", service_port(service))
     try:
-        writer.write(f"GET {target} HTTP/1.1\r\nHost: qa\r\nConnection: close\r\n\r\n".encode())
+        writer.write(
+            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+        )
         head = await reader.readuntil(b"\r\n\r\n")
         status_line, *lines = head.decode("latin-1").split("\r\n")
         headers = {

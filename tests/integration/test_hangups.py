@@ -72,7 +72,7 @@ def _read_slowly_then_leave(
     with socket.socket() as client:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
         client.connect(("127.0.0.1", port))
-        client.sendall(f"GET /ai_write?query={key} HTTP/1.1\r\nHost: qa\r\n\r\n".encode())
+        client.sendall(f"GET /ai_write?query={key} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         client.settimeout(1.0)
         received = b""
         until = time.monotonic() + reading

@@ -227,3 +227,29 @@ def test_with_keys_on_each_key_is_its_own_client(stub: UpstreamStub, tmp_path: P
     # Same address, different keys: the limit follows the key.
     assert first_key == [200, 200, 429]
     assert second_key == [200, 200]
+
+
+def test_an_ipv6_site_is_one_client_across_its_64s(stub: UpstreamStub, tmp_path: Path) -> None:
+    """A /56 (one site's usual delegation) holds 256 /64s: counted per /64, one
+    subscriber started an answer from each. Through a trusted proxy (loopback,
+    QA_FORWARDED_ALLOW_IPS' default), 32 requests from 32 /64s of one /56."""
+    with limited_service(stub, tmp_path, QA_RATE_LIMIT="2/minute") as service:
+        statuses = [
+            httpx.get(
+                f"{service.url}/ai_write",
+                params={"query": marker()},
+                headers={"X-Forwarded-For": f"2001:db8:7:{block:x}::1"},
+                timeout=10,
+            ).status_code
+            for block in range(0x4500, 0x4520)
+        ]
+        # Another /56 is another client.
+        elsewhere = httpx.get(
+            f"{service.url}/ai_write",
+            params={"query": marker()},
+            headers={"X-Forwarded-For": "2001:db8:7:4600::1"},
+            timeout=10,
+        )
+    assert statuses.count(200) == 2, statuses
+    assert statuses.count(429) == 30
+    assert elsewhere.status_code == 200

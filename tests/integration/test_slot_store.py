@@ -21,7 +21,7 @@ RENEW_EVERY = 0.25
 
 
 async def _lease_life(url: str) -> tuple[bool, bool, bool, bool]:
-    async with open_redis_client(url, max_streams=10) as client:
+    async with open_redis_client(url, max_connections=36) as client:
         store = RedisSlotStore(client)
         assert await store.take("c", "kept", 2, LEASE)
         assert await store.take("c", "lapsing", 2, LEASE)

@@ -1,14 +1,18 @@
 """QA_WORKERS=2 over a real Redis: two worker processes on one port answer exactly,
-and one SIGTERM drains both and ends the service with exit 0."""
+one SIGTERM drains both and ends the service with exit 0, and no second
+deployment can join their port."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -16,7 +20,7 @@ from tests.support.daemon import wait_until
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_server import run_redis
 from tests.support.resume import Read, read
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, run_service, service_env
 from tests.support.upstream_stub import Reply, UpstreamStub
 
 pytestmark = [pytest.mark.replicas, pytest.mark.slow]
@@ -26,24 +30,32 @@ STREAMS = 12
 GRACE = 3
 
 
+# A second `serve` imports LangChain before it can fail; on a busy machine, seconds.
+SECOND_SERVE_SECONDS = 60
+
+
 @pytest.fixture
-def two_workers(stub: UpstreamStub, tmp_path: Path) -> Iterator[RunningService]:
+def group_settings(stub: UpstreamStub, tmp_path: Path) -> Iterator[dict[str, str]]:
     with run_redis(tmp_path) as redis:
-        settings = {
+        yield {
             **provider_settings("openai", stub),
             "QA_WORKERS": str(WORKERS),
             "QA_REDIS_URL": redis.url,
             "QA_SHUTDOWN_GRACE_SECONDS": str(GRACE),
         }
-        with run_service(settings, tmp_path) as service:
-            # Ready means one worker answered; the other may still be starting,
-            # and until it listens the kernel sends every connection to the first.
-            port = int(service.url.rsplit(":", 1)[1])
-            deadline = time.monotonic() + 30
-            while not (len(_workers(service)) == WORKERS and all(_listening_each(service, port))):
-                assert time.monotonic() < deadline, _listening_each(service, port)
-                time.sleep(0.05)
-            yield service
+
+
+@pytest.fixture
+def two_workers(group_settings: dict[str, str], tmp_path: Path) -> Iterator[RunningService]:
+    with run_service(group_settings, tmp_path) as service:
+        # Ready means one worker answered; the other may still be starting
+        # (its socket's connections wait in its backlog until it serves).
+        port = int(service.url.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 30
+        while not (len(_workers(service)) == WORKERS and all(_listening_each(service, port))):
+            assert time.monotonic() < deadline, _listening_each(service, port)
+            time.sleep(0.05)
+        yield service
 
 
 def _workers(service: RunningService) -> list[psutil.Process]:
@@ -144,3 +156,48 @@ def test_workers_do_not_outlive_a_killed_supervisor(two_workers: RunningService)
 
     _gone, alive = psutil.wait_procs(workers, timeout=GRACE + 10)
     assert not alive
+
+
+def _second_serve(settings: dict[str, str], port: int, workdir: Path) -> tuple[int, str]:
+    """Run another `serve` on `port` until it exits: its exit code and output."""
+    second = subprocess.Popen(
+        [sys.executable, "-m", "qa_service", "serve"],
+        env=service_env({**settings, "QA_PORT": str(port)}),
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        out, _ = second.communicate(timeout=SECOND_SERVE_SECONDS)
+    except subprocess.TimeoutExpired:
+        second.terminate()
+        out, _ = second.communicate(timeout=30)
+        pytest.fail(f"the second serve is still serving:\n{out.decode(errors='replace')}")
+    return second.returncode, out.decode(errors="replace")
+
+
+@pytest.mark.parametrize("second_workers", [WORKERS, 1])
+def test_a_second_serve_on_the_port_exits_saying_address_in_use(
+    two_workers: RunningService,
+    group_settings: dict[str, str],
+    tmp_path: Path,
+    second_workers: int,
+) -> None:
+    """Another deployment (its own keys, limits, provider) on the same port must
+    fail to start, not take a share of this one's connections through
+    SO_REUSEPORT: with QA_WORKERS > 1 it used to (17 of 40 requests)."""
+    port = int(two_workers.url.rsplit(":", 1)[1])
+    settings = {**group_settings, "QA_WORKERS": str(second_workers)}
+
+    code, out = _second_serve(settings, port, tmp_path)
+
+    assert code == 3, out  # uvicorn's own code for a bind that failed
+    assert "address already in use" in out, out
+    assert "Traceback" not in out, out
+    if second_workers > 1:  # the supervisor says it in one line, and nothing else
+        assert (
+            out.strip() == f"qa-service: cannot listen on 127.0.0.1:{port}: address already in use"
+        )
+    # The first group goes on serving on every worker.
+    assert _listening_each(two_workers, port) == [1] * WORKERS
+    assert all(httpx.get(f"{two_workers.url}/readyz").is_success for _ in range(10))

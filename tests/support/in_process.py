@@ -21,6 +21,10 @@ from qa_service.app import create_app
 from qa_service.config import load_settings
 from tests.support.service import service_env
 
+# Where an in-process app is taken to listen: a loopback Host, which the
+# DNS-rebinding guard accepts (TestClient's default, "testserver", is a name).
+LOOPBACK = "http://127.0.0.1:8000"
+
 
 @contextmanager
 def app_client(settings: Mapping[str, str]) -> Iterator[TestClient]:
@@ -37,5 +41,5 @@ def app_client(settings: Mapping[str, str]) -> Iterator[TestClient]:
         loaded = load_settings()
     # The base URL is where the service would listen: the page's same-origin
     # checks compare against it.
-    with TestClient(create_app(loaded), base_url="http://127.0.0.1:8000") as client:
+    with TestClient(create_app(loaded), base_url=LOOPBACK) as client:
         yield client

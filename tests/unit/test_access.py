@@ -10,7 +10,7 @@ import pytest
 from fastapi import Request
 from starlette.testclient import TestClient
 
-from qa_service.access.keys import bearer_token, load_key_ring, parse_key_file
+from qa_service.access.keys import KeyRing, bearer_token, load_key_ring, parse_key_file
 from qa_service.access.tickets import Redeemed, StreamTickets, TicketRefusal
 from qa_service.answers.model import AnswerRequest
 from qa_service.api.deps import CLIENT_KEY_ID
@@ -19,6 +19,7 @@ from qa_service.app import create_app
 from qa_service.cli import main
 from qa_service.config import ConfigError, Settings, load_settings
 from qa_service.stores.memory_values import MemoryValues
+from tests.support.in_process import LOOPBACK
 
 KEY = "k-" + "a1" * 12
 OTHER = "k-" + "b2" * 12
@@ -135,6 +136,8 @@ def test_a_weak_or_unsendable_key_stops_start_up_without_echoing_it(
         ("Bearer ", None),
         (f"Bearer {KEY} extra", None),
         (KEY, None),
+        # Python's `$` matches before a final newline; these patterns match whole strings.
+        (f"Bearer {KEY}\n", None),
     ],
 )
 def test_bearer_tokens_are_read_from_the_authorization_header(
@@ -151,6 +154,14 @@ def test_hash_key_prints_the_files_line_for_a_key_on_stdin(
     out = capsys.readouterr().out
     assert out == f"sha256:{sha(KEY)} team-a\n"
     assert parse_key_file(out.splitlines()) == {sha(KEY): "team-a"}
+
+
+def test_hash_key_refuses_a_label_with_a_trailing_newline(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(KEY + "\n"))
+    assert main(["hash-key", "--label", "team-a\n"]) == 2
+    assert capsys.readouterr().out == ""
 
 
 def test_hash_key_refuses_a_short_key(
@@ -174,9 +185,27 @@ class Clock:
 
 async def test_a_ticket_is_redeemed_once_for_its_client() -> None:
     tickets = StreamTickets(MemoryValues(), 60)
-    ticket = await tickets.issue("key:team-a", REQUEST)
-    assert await tickets.redeem(ticket, REQUEST) == Redeemed("key:team-a")
-    assert await tickets.redeem(ticket, REQUEST) is TicketRefusal.UNKNOWN
+    ring = KeyRing({sha(KEY): "key:team-a"})
+    ticket = await tickets.issue(sha(KEY), REQUEST)
+    assert await tickets.redeem(ticket, REQUEST, ring) == Redeemed("key:team-a")
+    assert await tickets.redeem(ticket, REQUEST, ring) is TicketRefusal.UNKNOWN
+
+
+async def test_a_ticket_is_refused_once_its_key_is_no_longer_listed() -> None:
+    tickets = StreamTickets(MemoryValues(), 60)
+    ticket = await tickets.issue(sha(KEY), REQUEST)
+    without_it = KeyRing({sha(OTHER): "key:team-b"})
+    assert await tickets.redeem(ticket, REQUEST, without_it) is TicketRefusal.KEY_REMOVED
+    # Spent all the same: listing the key again does not bring the ticket back.
+    again = KeyRing({sha(KEY): "key:team-a"})
+    assert await tickets.redeem(ticket, REQUEST, again) is TicketRefusal.UNKNOWN
+
+
+async def test_a_ticket_counts_against_its_keys_client_as_listed_when_used() -> None:
+    tickets = StreamTickets(MemoryValues(), 60)
+    ticket = await tickets.issue(sha(KEY), REQUEST)
+    relabelled = KeyRing({sha(KEY): "key:team-c"})
+    assert await tickets.redeem(ticket, REQUEST, relabelled) == Redeemed("key:team-c")
 
 
 @pytest.mark.parametrize(
@@ -190,8 +219,8 @@ async def test_a_ticket_is_redeemed_once_for_its_client() -> None:
 async def test_a_ticket_for_another_request_is_refused_and_spent(other: AnswerRequest) -> None:
     tickets = StreamTickets(MemoryValues(), 60)
     ticket = await tickets.issue("", REQUEST)
-    assert await tickets.redeem(ticket, other) is TicketRefusal.MISMATCH
-    assert await tickets.redeem(ticket, REQUEST) is TicketRefusal.UNKNOWN
+    assert await tickets.redeem(ticket, other, None) is TicketRefusal.MISMATCH
+    assert await tickets.redeem(ticket, REQUEST, None) is TicketRefusal.UNKNOWN
 
 
 async def test_a_ticket_expires_after_its_ttl() -> None:
@@ -200,9 +229,9 @@ async def test_a_ticket_expires_after_its_ttl() -> None:
     in_time = await tickets.issue("", REQUEST)
     late = await tickets.issue("", REQUEST)
     clock.now += 59.9
-    assert await tickets.redeem(in_time, REQUEST) == Redeemed("")
+    assert await tickets.redeem(in_time, REQUEST, None) == Redeemed("")
     clock.now += 0.1
-    assert await tickets.redeem(late, REQUEST) is TicketRefusal.UNKNOWN
+    assert await tickets.redeem(late, REQUEST, None) is TicketRefusal.UNKNOWN
 
 
 async def test_expired_tickets_are_swept_so_memory_stays_bounded() -> None:
@@ -218,18 +247,20 @@ async def test_expired_tickets_are_swept_so_memory_stays_bounded() -> None:
 
 async def test_the_store_holds_digests_not_tickets() -> None:
     store = MemoryValues()
-    ticket = await StreamTickets(store, 60).issue("key:x", REQUEST)
+    ticket = await StreamTickets(store, 60).issue(sha(KEY), REQUEST)
     assert await store.take(ticket) is None
     assert await store.take(sha(ticket)) is not None
 
 
-@pytest.mark.parametrize("ticket", ["", "x" * 42, "x" * 44, "x" * 42 + "!"])
+@pytest.mark.parametrize("ticket", ["", "x" * 42, "x" * 44, "x" * 42 + "!", "x" * 43 + "\n"])
 async def test_a_ticket_of_the_wrong_shape_is_refused_without_a_lookup(ticket: str) -> None:
     class NoLookups(MemoryValues):
         async def take(self, digest: str) -> str | None:
             raise AssertionError("looked up")
 
-    assert await StreamTickets(NoLookups(), 60).redeem(ticket, REQUEST) is TicketRefusal.UNKNOWN
+    assert (
+        await StreamTickets(NoLookups(), 60).redeem(ticket, REQUEST, None) is TicketRefusal.UNKNOWN
+    )
 
 
 def test_the_key_check_names_the_client_for_the_checks_after_it() -> None:
@@ -242,7 +273,7 @@ def test_the_key_check_names_the_client_for_the_checks_after_it() -> None:
         return {}
 
     app.add_api_route("/ai_write_probe", whoami, methods=["POST"], dependencies=STARTS_ANSWERS)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOOPBACK) as client:
         assert client.post("/ai_write_probe", headers={"Authorization": f"Bearer {KEY}"}).is_success
         assert client.post("/ai_write_probe").status_code == 401
         assert client.post("/ai_write_probe", headers={"Last-Event-ID": "x:1"}).is_success

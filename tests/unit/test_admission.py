@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+from typing import cast
+
+import anyio
 import pytest
 from limits.aio.storage import MemoryStorage
 from starlette.requests import Request
@@ -10,6 +15,7 @@ from qa_service.access.admission import Admission
 from qa_service.access.capacity import StreamCapacity
 from qa_service.access.quotas import ClientQuotas, format_duration
 from qa_service.access.slots import SlotKeeper
+from qa_service.answers.run import AnswerRun
 from qa_service.api.deps import CLIENT_KEY_ID, client_of
 from qa_service.config import Settings
 from qa_service.core.errors import QAServiceError
@@ -96,6 +102,46 @@ async def test_a_client_at_its_streams_is_refused_until_one_ends() -> None:
     await admission.admit("a")
 
 
+class SlowChargeQuotas(ClientQuotas):
+    """Counters whose token charge takes a while, as a Redis round trip does."""
+
+    def __init__(self, budget: str) -> None:
+        super().__init__(MemoryStorage(), None, budget)
+        self.charging = asyncio.Event()
+        self.charge_may_land = asyncio.Event()
+
+    async def charge_tokens(self, client: str, tokens: int) -> None:
+        if tokens > 0:  # nothing to charge is no round trip
+            self.charging.set()
+            await self.charge_may_land.wait()
+        await super().charge_tokens(client, tokens)
+
+
+async def test_an_answers_tokens_are_charged_before_its_slot_is_given_back() -> None:
+    """Else a client waiting at QA_CLIENT_MAX_STREAMS starts its next answer in
+    the round trip between the two, with the budget not yet showing the last."""
+    quotas = SlowChargeQuotas("100/day")
+    admission = Admission(StreamCapacity(10), quotas, SlotKeeper(MemorySlotStore(), 30), 1)
+    admitted = await admission.admit("a")
+    ended = asyncio.get_running_loop().create_future()
+    run = SimpleNamespace(start=lambda: ended, stats=SimpleNamespace(billed_tokens=150))
+    admission.release_when_ended(admitted, cast(AnswerRun, run))
+
+    ended.set_result(None)  # the answer ends, 150 tokens over a budget of 100
+    with anyio.fail_after(5):
+        await quotas.charging.wait()
+    with anyio.fail_after(5), pytest.raises(QAServiceError) as while_charging:
+        await admission.admit("a")
+    quotas.charge_may_land.set()
+    await admission.drain()
+    with pytest.raises(QAServiceError) as after:
+        await admission.admit("a")
+
+    assert while_charging.value.public.code == "too_many_streams"
+    assert after.value.public.code == "budget_exhausted"
+    assert (admission.slots.held, admission.capacity.in_use) == (0, 0)
+
+
 async def test_a_budget_takes_a_charge_past_its_limit_and_then_refuses() -> None:
     quotas = ClientQuotas(MemoryStorage(), None, "100/day")
     await quotas.charge_tokens("a", 60)
@@ -123,23 +169,40 @@ def test_a_blank_limit_is_no_limit() -> None:
     assert Settings(rate_limit=" ", client_token_budget="").rate_limit is None
 
 
+def request_from(host: str, **settings: object) -> Request:
+    """A request from `host` to an app whose service has these settings."""
+    service = SimpleNamespace(settings=Settings(_env_file=None, **settings))  # type: ignore[call-arg]
+    app = SimpleNamespace(state=SimpleNamespace(service=service))
+    scope = {"type": "http", "client": (host, 1234), "headers": [], "state": {}, "app": app}
+    return Request(scope)
+
+
 @pytest.mark.parametrize(
     ("host", "client"),
     [
         ("203.0.113.7", "ip:203.0.113.7"),
-        ("2001:db8:1:2:aaaa::1", "ip:2001:db8:1:2::/64"),
-        ("2001:db8:1:2:bbbb::9", "ip:2001:db8:1:2::/64"),  # same /64: same client
+        ("2001:db8:1:200:aaaa::1", "ip:2001:db8:1:200::/56"),
+        ("2001:db8:1:2ff:bbbb::9", "ip:2001:db8:1:200::/56"),  # another /64 of that /56
+        ("2001:db8:1:300::1", "ip:2001:db8:1:300::/56"),
         ("::ffff:203.0.113.7", "ip:203.0.113.7"),
         ("testclient", "ip:testclient"),
     ],
 )
-def test_a_client_is_its_address_and_an_ipv6_host_its_64(host: str, client: str) -> None:
-    request = Request({"type": "http", "client": (host, 1234), "headers": [], "state": {}})
+def test_a_client_is_its_address_and_an_ipv6_host_its_56(host: str, client: str) -> None:
+    assert client_of(request_from(host)) == client
+
+
+@pytest.mark.parametrize(
+    ("prefix", "client"),
+    [(48, "ip:2001:db8:1::/48"), (64, "ip:2001:db8:1:2ff::/64"), (128, "ip:2001:db8:1:2ff::9/128")],
+)
+def test_the_ipv6_block_a_client_counts_as_is_a_setting(prefix: int, client: str) -> None:
+    request = request_from("2001:db8:1:2ff::9", ipv6_client_prefix=prefix)
     assert client_of(request) == client
 
 
 def test_with_a_key_the_client_is_the_key() -> None:
-    request = Request({"type": "http", "client": ("203.0.113.7", 1), "headers": [], "state": {}})
+    request = request_from("203.0.113.7")
     setattr(request.state, CLIENT_KEY_ID, "key:ops")
     assert client_of(request) == "key:ops"
 

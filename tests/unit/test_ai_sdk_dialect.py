@@ -8,14 +8,16 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from qa_service.answers.chats import ChatAnswers
-from qa_service.api.routes.ai_sdk import ChatBody, ask_of
+from qa_service.api.routes.ai_sdk import MIN_CHAT_ID_CHARS, ChatBody, ask_of
 from qa_service.core.errors import UPSTREAM_INTERRUPTED, QAServiceError
 from qa_service.core.events import AnswerEvent, AnswerMeta, AnswerSummary, Done, Failed, Meta, Text
 from qa_service.stores.memory_values import MemoryValues
 from qa_service.wire import ai_sdk
 
+CHAT_ID = "chat-0123456789abcdef"
 META = Meta(0, AnswerMeta("r", "openai", "m", "explain", answer_id="A" * 22))
 
 
@@ -91,7 +93,7 @@ def test_finish_reasons_are_the_ones_every_sdk_major_accepts(ours: str | None, t
 
 
 def _body(*messages: dict[str, Any], **extra: Any) -> ChatBody:
-    return ChatBody.model_validate({"id": "c", "messages": list(messages), **extra})
+    return ChatBody.model_validate({"id": CHAT_ID, "messages": list(messages), **extra})
 
 
 def _text(role: str, *texts: str) -> dict[str, Any]:
@@ -136,14 +138,21 @@ def test_what_cannot_be_answered_is_refused(messages: list[dict[str, Any]]) -> N
     assert refused.value.public.code == "invalid_request"
 
 
-async def test_a_chat_is_found_only_by_the_client_that_started_it() -> None:
+async def test_a_chat_is_found_only_by_the_client_and_browser_that_started_it() -> None:
     chats = ChatAnswers(MemoryValues(), 60)
-    await chats.remember("key:a", "chat", "answer-1")
-    await chats.remember("key:a", "chat", "answer-2")
+    await chats.remember("key:a", "browser-1", "chat", "answer-1")
+    await chats.remember("key:a", "browser-1", "chat", "answer-2")
 
-    assert await chats.latest("key:a", "chat") == "answer-2"
-    assert await chats.latest("key:b", "chat") is None
-    assert await chats.latest("key:a", "other") is None
+    assert await chats.latest("key:a", "browser-1", "chat") == "answer-2"
+    assert await chats.latest("key:b", "browser-1", "chat") is None
+    assert await chats.latest("key:a", "browser-2", "chat") is None
+    assert await chats.latest("key:a", "browser-1", "other") is None
+
+
+@pytest.mark.parametrize("chat_id", ["", "c", "x" * (MIN_CHAT_ID_CHARS - 1)])
+def test_a_chat_id_too_short_to_be_unguessable_is_refused(chat_id: str) -> None:
+    with pytest.raises(ValidationError):
+        ChatBody.model_validate({"id": chat_id, "messages": [_text("user", "q")]})
 
 
 async def test_a_value_put_again_lives_its_full_ttl_and_expired_ones_are_swept() -> None:

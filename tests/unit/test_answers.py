@@ -17,7 +17,13 @@ from langchain_core.outputs import ChatGenerationChunk
 
 from qa_service.answers.connection import answer_events
 from qa_service.answers.follow import FollowTiming, follow
-from qa_service.answers.model import ANSWER_ID, AnswerObserver, AnswerRecord, AnswerRequest
+from qa_service.answers.model import (
+    ANSWER_ID,
+    AnswerObserver,
+    AnswerRecord,
+    AnswerRequest,
+    answer_ref,
+)
 from qa_service.answers.registry import AnswerRegistry, CancelResult
 from qa_service.answers.run import AnswerRun, RunTiming
 from qa_service.core.errors import PRODUCER_LOST, SHUTTING_DOWN, QAServiceError
@@ -68,7 +74,7 @@ async def test_complete_answer_is_meta_texts_then_done_with_answer_scoped_ids() 
     assert kinds[-1] == "done"
     assert set(kinds[1:-1]) == {"text"}
     answer_id = events[0][1]["meta"]["answer_id"]
-    assert ANSWER_ID.match(answer_id)
+    assert ANSWER_ID.fullmatch(answer_id)
     assert events[0][1]["meta"]["request_id"] == "rid"  # the correlation id stays apart
     assert [event_id for event_id, _ in events] == [f"{answer_id}:{n}" for n in range(len(events))]
     done = events[-1][1]["done"]
@@ -370,7 +376,7 @@ async def test_an_answers_record_counts_what_its_events_carried() -> None:
     done = events[-1][1]["done"]
 
     [record] = observer.records
-    assert record.answer_id == events[0][1]["meta"]["answer_id"]
+    assert record.answer_ref == answer_ref(events[0][1]["meta"]["answer_id"])
     assert (record.outcome, record.error_code, record.finish_reason) == ("complete", None, "stop")
     assert (record.pieces, record.chars) == (len(texts), len("".join(texts)))
     assert record.ttft_ms == done["ttft_ms"]

@@ -11,13 +11,16 @@ from fastapi.testclient import TestClient
 
 from qa_service.app import create_app
 from qa_service.config import Settings
+from tests.support.in_process import LOOPBACK
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 
 
 def test_before_start_up_readyz_and_answers_are_503_not_ready() -> None:
     settings = Settings(_env_file=None, provider="demo", prompts_dir=PROMPTS)  # type: ignore[call-arg]
-    client = TestClient(create_app(settings))  # not entered: the lifespan has not run
+    client = TestClient(
+        create_app(settings), base_url=LOOPBACK
+    )  # not entered: the lifespan has not run
 
     for response in (client.get("/readyz"), client.get("/ai_write", params={"query": "x"})):
         assert response.status_code == 503
@@ -41,7 +44,7 @@ def test_a_bug_is_a_json_500_that_tells_the_client_nothing_of_it(
     def broken() -> None:
         raise RuntimeError("detail-that-must-not-leave")
 
-    client = TestClient(app, raise_server_exceptions=False)
+    client = TestClient(app, raise_server_exceptions=False, base_url=LOOPBACK)
     with caplog.at_level(logging.ERROR, logger="qa_service"):
         response = client.get("/broken")
 
@@ -64,7 +67,7 @@ def test_an_app_started_in_process_leaves_the_processs_garbage_collector_alone()
     settings = Settings(_env_file=None, provider="demo", prompts_dir=PROMPTS)  # type: ignore[call-arg]
     thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
 
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=LOOPBACK) as client:
         assert client.get("/readyz").status_code == 200
 
     assert (gc.get_threshold(), gc.get_freeze_count()) == (thresholds, frozen)

@@ -19,6 +19,13 @@ def _settings(**values: object) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
+def _refusal(**values: object) -> str:
+    """The one line a start-up with these (bad) settings stops with."""
+    with pytest.raises(ValidationError) as caught:
+        _settings(**values)
+    return describe_validation_error(caught.value)
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("OPENAI_API_KEY", "GROQ_API_KEY", "OPENAI_BASE_URL", "GROQ_BASE_URL"):
@@ -143,9 +150,7 @@ def test_base_urls_that_are_http_urls_are_kept(url: str) -> None:
     "url", ["notaurl", "localhost:8080", "ftp://h/v1", "http:///v1", "http://h:x"]
 )
 def test_base_urls_that_are_not_http_urls_are_refused(url: str) -> None:
-    with pytest.raises(ValidationError) as caught:
-        _settings(openai_base_url=url)
-    line = describe_validation_error(caught.value)
+    line = _refusal(openai_base_url=url)
     assert line.startswith("OPENAI_BASE_URL: ")
     assert url not in line
 
@@ -171,3 +176,23 @@ def test_a_resume_grace_shorter_than_a_presence_refresh_is_refused(grace: str) -
 def test_a_resume_grace_of_zero_or_a_second_and_more_is_taken(grace: str) -> None:
     settings = Settings(_env_file=None, resume_grace_seconds=grace)  # type: ignore[call-arg]
     assert settings.resume_grace_seconds == float(grace)
+
+
+def test_allowed_hosts_are_split_and_normalised() -> None:
+    settings = _settings(allowed_hosts=" QA.example.com. , *.apps.example.net,* ")
+    assert settings.allowed_hosts == ["qa.example.com", "*.apps.example.net", "*"]
+    assert _settings().allowed_hosts == []
+
+
+@pytest.mark.parametrize(
+    "hosts", ["https://qa.example.com", "qa.example.com:8443", "qa.*.com", "qa_example.com", "-a.b"]
+)
+def test_allowed_hosts_that_are_not_names_are_refused(hosts: str) -> None:
+    line = _refusal(allowed_hosts=hosts)
+    assert line.startswith("QA_ALLOWED_HOSTS: ")
+    assert hosts not in line
+
+
+@pytest.mark.parametrize("prefix", [31, 129])
+def test_an_ipv6_client_prefix_out_of_range_is_refused(prefix: int) -> None:
+    assert _refusal(ipv6_client_prefix=prefix).startswith("QA_IPV6_CLIENT_PREFIX: ")

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from qa_service.app import create_app
 from qa_service.config import Settings
+from tests.support.in_process import LOOPBACK
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 OPENAI_KEYS = {"message", "type", "param", "code"}
@@ -23,7 +24,7 @@ NATIVE_KEYS = {"code", "message", "retryable"}
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
     settings = Settings(_env_file=None, provider="demo", prompts_dir=PROMPTS)  # type: ignore[call-arg]
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=LOOPBACK) as client:
         yield client
 
 

@@ -6,11 +6,11 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
-from qa_service.answers.model import AnswerRecord
+from qa_service.answers.model import AnswerRecord, answer_ref
 from qa_service.observability.logs import configure_logging
 from qa_service.observability.telemetry import Telemetry
 
@@ -47,7 +47,7 @@ def test_lines_are_json_with_extra_fields_and_no_secret(
 # of the record, under the record's own names.
 ANSWER_LINE: dict[str, Any] = {
     "request_id": "rid",
-    "answer_id": "a" * 22,
+    "answer_ref": "0123456789ab",
     "provider": "openai",
     "model": "gpt-x",
     "answered_provider": "groq",
@@ -136,6 +136,22 @@ def test_a_recognisable_run_of_a_secret_is_scrubbed_too(
 
     (line,) = _lines(capsys.readouterr().err)
     assert line["message"] == expected
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_an_answer_id_in_a_logged_path_becomes_its_reference(
+    capsys: pytest.CaptureFixture[str], restore_logging: None, log_format: Literal["json", "text"]
+) -> None:
+    """An id reads and cancels its answer with no key: a path that carries one is
+    logged with the id's reference in its place."""
+    answer_id = "Zx9_-" + "q" * 17
+    configure_logging("info", [], log_format)
+    logging.getLogger("qa_service.api").error("path=/answers/%s/events", answer_id)
+    logging.getLogger("uvicorn.access").info('"POST /answers/%s/cancel HTTP/1.1" 200', answer_id)
+
+    err = capsys.readouterr().err
+    assert answer_id not in err
+    assert err.count(f"/answers/ref:{answer_ref(answer_id)}/") == 2
 
 
 def test_libraries_stay_at_warning_when_the_service_logs_at_debug(

@@ -11,6 +11,7 @@ from qa_service.api import asks
 from qa_service.api.routes import native
 from qa_service.app import create_app
 from qa_service.config import Settings
+from tests.support.in_process import LOOPBACK
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 KEY = "k" * 32
@@ -27,7 +28,7 @@ def test_a_ticketed_get_is_checked_once_and_answered(monkeypatch: pytest.MonkeyP
         checks += 1
         return asks.checked_request(*args)  # type: ignore[arg-type]
 
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=LOOPBACK) as client:
         issued = client.post(
             "/stream-tickets",
             json={"query": "photosynthesis"},

@@ -119,14 +119,22 @@ class Admission:
 
     async def _give_back(self, admitted: Admitted, tokens: int) -> None:
         # Shielded: this runs when a request's task may itself be cancelled.
+        # The charge lands before any place is given back: a client waiting
+        # for its slot (or for the process's capacity) would otherwise start
+        # its next answer in the round trip between the two, its budget not
+        # yet showing this answer's tokens (issue 20).
         with anyio.CancelScope(shield=True):
-            self.capacity.give_back()
             try:
-                if admitted.slot is not None:
-                    await self.slots.give_back(admitted.client, admitted.slot)
                 await self.quotas.charge_tokens(admitted.client, tokens)
             except errors.StoreUnavailableError:
                 log.warning("could not charge an answer's tokens to its client")
+            try:
+                if admitted.slot is not None:
+                    await self.slots.give_back(admitted.client, admitted.slot)
+            except errors.StoreUnavailableError:
+                log.warning("could not give back a client's slot; its lease will lapse")
+            finally:
+                self.capacity.give_back()
 
     async def drain(self) -> None:
         """At shutdown: wait (bounded) until every ended answer has given its places back."""

@@ -28,9 +28,9 @@ from pathlib import Path
 from qa_service.config import ConfigError, Settings
 
 HASH_PREFIX = "sha256:"
-LABEL = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_LINE = re.compile(r"^sha256:(?P<digest>[0-9a-f]{64})(?:\s+(?P<label>\S+))?$")
-_BEARER = re.compile(r"^Bearer +(?P<token>\S+) *$", re.IGNORECASE)
+LABEL = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_LINE = re.compile(r"sha256:(?P<digest>[0-9a-f]{64})(?:\s+(?P<label>\S+))?")
+_BEARER = re.compile(r"Bearer +(?P<token>\S+) *", re.IGNORECASE)
 
 
 def key_digest(key: str) -> str:
@@ -51,7 +51,7 @@ def client_id(digest: str, label: str | None = None) -> str:
 
 def bearer_token(authorization: str) -> str | None:
     """The token of an `Authorization: Bearer <token>` header value, else None."""
-    match = _BEARER.match(authorization)
+    match = _BEARER.fullmatch(authorization)
     return match["token"] if match else None
 
 
@@ -66,7 +66,12 @@ class KeyRing:
 
     def identify(self, key: str) -> str | None:
         """The client id of `key`, or None for a key this service does not know."""
-        return self._clients.get(key_digest(key))
+        return self.client_of(key_digest(key))
+
+    def client_of(self, digest: str) -> str | None:
+        """The client id of the key with this digest, or None when no key listed has it
+        (never listed, or removed since: a ticket it bought is then refused)."""
+        return self._clients.get(digest)
 
 
 def parse_key_file(lines: Iterable[str]) -> dict[str, str | None]:
@@ -80,13 +85,13 @@ def parse_key_file(lines: Iterable[str]) -> dict[str, str | None]:
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        match = _LINE.match(line)
+        match = _LINE.fullmatch(line)
         if match is None:
             raise ValueError(
                 f"line {number}: expected sha256:<64 lowercase hex digits> and an optional "
                 "label; make one with `qa-service hash-key`"
             )
-        if match["label"] is not None and not LABEL.match(match["label"]):
+        if match["label"] is not None and not LABEL.fullmatch(match["label"]):
             raise ValueError(f"line {number}: a label takes 1 to 64 of A-Z a-z 0-9 . _ -")
         if match["digest"] in keys:
             raise ValueError(f"line {number}: the same key is listed twice")

@@ -3,7 +3,10 @@
 `EventSource` cannot send an Authorization header, so a client with a key asks
 for a ticket (POST /stream-tickets) and puts it in the URL: `?ticket=...`.
 A ticket is bound to one request (its AnswerRequest fingerprint) and to the
-client id of the key that asked for it. It is spent by the first attempt to
+digest of the key that asked for it: it is good only while that key is (a key
+removed from the keys file takes its unspent tickets with it, on every replica
+that no longer lists it), and it counts against that key's client as the
+keys file names it when the ticket is used. It is spent by the first attempt to
 use it, whatever the outcome, so a URL that leaks (a proxy's log, a browser's
 history) is worthless by then; and it expires after QA_TICKET_TTL_SECONDS.
 
@@ -21,10 +24,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from qa_service.access.keys import KeyRing
 from qa_service.answers.model import AnswerRequest
 
 # secrets.token_urlsafe(32): 43 characters of base64url, 256 bits.
-TICKET = re.compile(r"^[A-Za-z0-9_-]{43}$")
+TICKET = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 class TicketStore(Protocol):
@@ -44,11 +48,13 @@ class TicketRefusal(Enum):
 
     UNKNOWN = "bad_ticket"  # never issued, spent, expired, or not ticket-shaped
     MISMATCH = "ticket_mismatch"  # issued for another request
+    KEY_REMOVED = "ticket_key_removed"  # bought with a key the service no longer lists
 
 
 @dataclass(frozen=True, slots=True)
 class Redeemed:
-    """A ticket accepted for its request; `client_id` is "" when it was issued without a key."""
+    """A ticket accepted for its request; `client_id` is "" when it was issued
+    without a key, or keys are off now."""
 
     client_id: str
 
@@ -60,16 +66,19 @@ class StreamTickets:
         self._store = store
         self.ttl_seconds = ttl_seconds
 
-    async def issue(self, client_id: str, request: AnswerRequest) -> str:
-        """A new ticket for `request`, on behalf of `client_id` ("" without keys)."""
+    async def issue(self, key_digest: str, request: AnswerRequest) -> str:
+        """A new ticket for `request`, bought with the key of `key_digest` ("" without keys)."""
         ticket = secrets.token_urlsafe(32)
-        grant = json.dumps({"client": client_id, "request": request.fingerprint()})
+        grant = json.dumps({"key": key_digest, "request": request.fingerprint()})
         await self._store.put(_digest(ticket), grant, self.ttl_seconds)
         return ticket
 
-    async def redeem(self, ticket: str, request: AnswerRequest) -> Redeemed | TicketRefusal:
-        """Spend `ticket`; accepted only if it was issued for this very request."""
-        if not TICKET.match(ticket):
+    async def redeem(
+        self, ticket: str, request: AnswerRequest, keys: KeyRing | None
+    ) -> Redeemed | TicketRefusal:
+        """Spend `ticket`; accepted only if it was issued for this very request, and
+        (when `keys` are on) with a key they still list."""
+        if not TICKET.fullmatch(ticket):
             return TicketRefusal.UNKNOWN
         grant = await self._store.take(_digest(ticket))
         if grant is None:
@@ -77,7 +86,12 @@ class StreamTickets:
         fields = json.loads(grant)
         if fields["request"] != request.fingerprint():
             return TicketRefusal.MISMATCH
-        return Redeemed(str(fields["client"]))
+        if keys is None:
+            return Redeemed("")  # keys off: anyone may start an answer, and counts as an address
+        # .get: a grant written before grants named their key (a rolling upgrade)
+        # cannot show that its key is still listed.
+        client = keys.client_of(str(fields.get("key", "")))
+        return Redeemed(client) if client is not None else TicketRefusal.KEY_REMOVED
 
 
 def _digest(ticket: str) -> str:

@@ -1,10 +1,12 @@
-"""Which answer each client's chat is streaming: what the AI SDK dialect resumes by chat id.
+"""Which answer each browser's chat is streaming: what the AI SDK dialect resumes by chat id.
 
 `useChat` reconnects with `GET /api/chat/{chat id}/stream`, naming the chat,
-not the answer. The chat id is the client's choice, so it is no secret: the
+not the answer. The chat id is the app's choice, so it is no secret: the
 index is scoped to the client (the API key's client with keys on, else its
-address, api/deps.py client_of), and one client never reaches another's
-answers through it. Only a digest of (client, chat id) is stored.
+address, api/deps.py client_of) and, within it, to the browser that posted
+the chat (its cookie's token, api/chat_browsers.py). One client never
+reaches another's answers through it, nor one user of a key (or of an
+address) another's. Only a digest of (client, browser, chat id) is stored.
 """
 
 from __future__ import annotations
@@ -31,14 +33,14 @@ class ChatAnswers:
         self._store = store
         self._ttl = ttl_seconds
 
-    async def remember(self, client: str, chat_id: str, answer_id: str) -> None:
-        await self._store.put(_key(client, chat_id), answer_id, self._ttl)
+    async def remember(self, client: str, browser: str, chat_id: str, answer_id: str) -> None:
+        await self._store.put(_key(client, browser, chat_id), answer_id, self._ttl)
 
-    async def latest(self, client: str, chat_id: str) -> str | None:
-        return await self._store.get(_key(client, chat_id))
+    async def latest(self, client: str, browser: str, chat_id: str) -> str | None:
+        return await self._store.get(_key(client, browser, chat_id))
 
 
-def _key(client: str, chat_id: str) -> str:
-    # JSON keeps the two apart whatever characters either holds.
-    pair = json.dumps([client, chat_id], ensure_ascii=True)
-    return hashlib.sha256(pair.encode("ascii")).hexdigest()
+def _key(client: str, browser: str, chat_id: str) -> str:
+    # JSON keeps the three apart whatever characters each holds.
+    names = json.dumps([client, browser, chat_id], ensure_ascii=True)
+    return hashlib.sha256(names.encode("ascii")).hexdigest()

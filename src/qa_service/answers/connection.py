@@ -4,6 +4,7 @@ asks, and decide what a hang-up or a shutdown means for it."""
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncGenerator
 from contextlib import aclosing, suppress
 
@@ -11,6 +12,7 @@ import anyio
 
 from qa_service.answers.coalescing import merge_texts
 from qa_service.answers.follow import FollowTiming, follow
+from qa_service.answers.readers import ReaderPlace
 from qa_service.answers.registry import AnswerRegistry
 from qa_service.core.errors import CANCELLED, SHUTTING_DOWN, QAServiceError
 from qa_service.core.events import AnswerEvent, is_terminal
@@ -24,11 +26,20 @@ def connection_events(
     *,
     drain_seconds: float,
     coalesce_seconds: float,
+    client: str | None = None,
 ) -> AsyncGenerator[AnswerEvent]:
     """The answer's events after `after` for one connection, in any dialect: drained
     at shutdown (QA_SHUTDOWN_GRACE_SECONDS), runs of text merged within
-    `coalesce_seconds` (QA_COALESCE_MS; 0 sends each as it comes)."""
-    events = answer_events(registry, answer_id, after, shutdown, drain_seconds)
+    `coalesce_seconds` (QA_COALESCE_MS; 0 sends each as it comes).
+
+    The connection takes its reader's place now: a resume by `client` past the
+    readers' bounds is refused here, before its response (TooManyReadersError).
+    """
+    place = registry.readers.admit(answer_id, client)
+    events = answer_events(registry, answer_id, after, shutdown, drain_seconds, place)
+    # A response that never starts its body never runs the generator's
+    # `finally`: the place is given back when the generator is dropped.
+    weakref.finalize(events, place.drop).atexit = False
     return merge_texts(events, coalesce_seconds) if coalesce_seconds > 0 else events
 
 
@@ -38,6 +49,7 @@ async def answer_events(
     after: int,
     shutdown: anyio.Event | None = None,
     drain_seconds: float = 0.0,
+    place: ReaderPlace | None = None,
 ) -> AsyncGenerator[AnswerEvent]:
     """The answer's events after `after`, for one connection.
 
@@ -48,14 +60,18 @@ async def answer_events(
 
     A hang-up with no resume grace (QA_RESUME_GRACE_SECONDS=0) cancels the
     answer at once; with grace, the answer's own heartbeat decides.
+    `place` (LocalReaders.admit) is left when the connection ends; without
+    one, the connection takes its own.
     """
+    if place is None:
+        place = registry.readers.admit(answer_id)
     stop = asyncio.Event()
     watcher = None
     if shutdown is not None:
         watcher = asyncio.get_running_loop().create_task(
             _end_at_shutdown(registry, answer_id, shutdown, drain_seconds, stop)
         )
-    timing = FollowTiming(presence_seconds=registry.timing.grace_seconds)
+    timing = FollowTiming()
     ended = False
     try:
         stream = follow(
@@ -74,6 +90,7 @@ async def answer_events(
     finally:
         if watcher is not None:
             watcher.cancel()
+        await place.leave()
         if not ended and registry.timing.grace_seconds == 0:
             await _cancel_on_hangup(registry, answer_id)
 

@@ -2,10 +2,11 @@
 
 A reader needs no producer in its own process: it reads the store's log, so a
 reconnect to any replica continues where the client's Last-Event-ID says.
-While it reads it keeps its presence fresh (the producer's resume grace period
-counts from when the last reader left), and when the log stops growing it
-checks the producer's lease: a producer that died (SIGKILL, a lost host) is
-declared lost in the log itself, so every reader ends the same way. A
+Its presence in the store, and the one read of the answer shared by every
+reader in its process, are kept by its place (answers/readers.py), which its
+caller holds. When the log stops growing it checks the producer's lease: a
+producer that died (SIGKILL, a lost host) is declared lost in the log itself,
+so every reader ends the same way. A
 producer in the reader's own process is known alive without its lease: on a
 busy machine its heartbeat can come late and the lease lapse while it runs.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Callable
-from contextlib import suppress
 from dataclasses import dataclass
 
 from qa_service.answers.ports import AnswerStore
@@ -32,8 +32,6 @@ class FollowTiming:
     # A read waits this long for new events before it checks the producer's
     # lease and the stop signal; it bounds how late a shutdown notice comes.
     poll_seconds: float = 0.5
-    # How long one touch of the reader's presence lasts (the resume grace).
-    presence_seconds: float = 0.0
 
 
 async def follow(
@@ -49,58 +47,37 @@ async def follow(
 
     Ends early, with a `Failed` at seq NOT_LOGGED (for this connection only),
     when `stop` is set, or the store cannot be read or has lost events.
-    While it runs, even while its consumer is slow to take the next event,
-    the reader's presence is kept fresh, so the grace period never runs out
-    under a reader that is still attached. `generating_here()` says whether
-    this process is generating the answer right now.
+    `generating_here()` says whether this process is generating the answer
+    right now.
     """
-    presence = None
-    if timing.presence_seconds > 0:
-        presence = asyncio.get_running_loop().create_task(
-            _keep_present(store, answer_id, timing.presence_seconds)
-        )
-    try:
-        while True:
-            if stop is not None and stop.is_set():
-                yield Failed(NOT_LOGGED, SHUTTING_DOWN)
-                return
-            try:
-                batch = await store.read(answer_id, after, timing.poll_seconds)
-                if not batch:
-                    end = await _end_without_events(store, answer_id, after, generating_here)
-                    if end is _LOG_OVER:
-                        return
-                    if isinstance(end, Failed):
-                        if on_producer_lost is not None:
-                            on_producer_lost()
-                        yield end
-                        return
-                    continue
-            except StoreUnavailableError:
-                yield Failed(NOT_LOGGED, STORE_UNAVAILABLE)
-                return
-            if batch[0].seq != after + 1:
-                # The store trimmed events this reader never had: never skip text.
-                yield Failed(NOT_LOGGED, STORE_UNAVAILABLE)
-                return
-            for event in batch:
-                yield event
-                after = event.seq
-                if is_terminal(event):
-                    return
-    finally:
-        if presence is not None:
-            presence.cancel()
-
-
-async def _keep_present(store: AnswerStore, answer_id: str, seconds: float) -> None:
-    # A quarter of the grace, at most 1 s: presence never lapses while the
-    # reader is attached, and it costs Redis little.
-    refresh = min(1.0, seconds / 4)
     while True:
-        with suppress(StoreUnavailableError):  # the reads report an unusable store
-            await store.touch_reader(answer_id, seconds)
-        await asyncio.sleep(refresh)
+        if stop is not None and stop.is_set():
+            yield Failed(NOT_LOGGED, SHUTTING_DOWN)
+            return
+        try:
+            batch = await store.read(answer_id, after, timing.poll_seconds)
+            if not batch:
+                end = await _end_without_events(store, answer_id, after, generating_here)
+                if end is _LOG_OVER:
+                    return
+                if isinstance(end, Failed):
+                    if on_producer_lost is not None:
+                        on_producer_lost()
+                    yield end
+                    return
+                continue
+        except StoreUnavailableError:
+            yield Failed(NOT_LOGGED, STORE_UNAVAILABLE)
+            return
+        if batch[0].seq != after + 1:
+            # The store trimmed events this reader never had: never skip text.
+            yield Failed(NOT_LOGGED, STORE_UNAVAILABLE)
+            return
+        for event in batch:
+            yield event
+            after = event.seq
+            if is_terminal(event):
+                return
 
 
 _LOG_OVER = object()

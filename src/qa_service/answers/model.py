@@ -16,8 +16,22 @@ from qa_service.core.events import AnswerMeta, AnswerSummary
 from qa_service.generation.history import Turn
 from qa_service.generation.report import GenerationReport
 
-# 16 random bytes, base64url without padding: 22 characters, 128 bits.
-ANSWER_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+# 16 random bytes, base64url without padding: 22 characters, 128 bits. Like
+# every id and name pattern here, used with fullmatch: `$` would let "id\n" by.
+ANSWER_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+
+
+def answer_ref(answer_id: str) -> str:
+    """What logs name an answer by: 12 hex digits of its id's sha256, which read
+    and cancel nothing (docs/operations.md, "Logs").
+
+    An id is a capability (it reads and cancels its answer with no key), so no
+    log line holds one. A plain hash is enough: the id is 128 random bits, so
+    its hash can be neither reversed nor guessed. A keyed one would add nothing
+    but a secret that every replica (and nginx) would have to share, and would
+    stop an operator handed an id from finding its lines.
+    """
+    return hashlib.sha256(answer_id.encode("utf-8")).hexdigest()[:12]
 
 
 def new_answer_id() -> str:
@@ -55,7 +69,7 @@ class AnswerRecord:
     log line as it is (observability/telemetry.py): never the question or the text."""
 
     request_id: str
-    answer_id: str
+    answer_ref: str  # never the id itself: answer_ref() says why
     provider: str  # as configured, like the answer's meta
     model: str
     # Who wrote the text (None if no model did): the fallback when `fallback`.
@@ -136,7 +150,7 @@ class RunStats:
         usage = report.usage or {}
         return AnswerRecord(
             request_id=meta.request_id,
-            answer_id=meta.answer_id,
+            answer_ref=answer_ref(meta.answer_id),
             provider=meta.provider,
             model=meta.model,
             answered_provider=report.provider,

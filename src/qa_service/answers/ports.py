@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from qa_service.core.events import AnswerEvent
+from qa_service.core.loops import Loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,11 @@ class AnswerStore(Protocol):
     async def read(self, answer_id: str, after: int, wait_seconds: float) -> list[AnswerEvent]:
         """The events with seq > `after`, in order; waits up to `wait_seconds`
         for the first of them, and gives [] if none came."""
+
+    def start_following(self, answer_id: str) -> Loop | None:
+        """Read `answer_id` once for every reader in this process, from now until
+        the caller stops the loop (when its last local reader leaves); `read`
+        then serves them all from that. None: reads cost nothing to share."""
 
     async def renew_lease(self, answer_id: str, seconds: float) -> None:
         """The producer is alive for `seconds` more."""

@@ -16,6 +16,7 @@ from enum import Enum
 
 from qa_service.answers.model import AnswerObserver, AnswerRequest, new_answer_id
 from qa_service.answers.ports import AnswerStore
+from qa_service.answers.readers import NO_READER_LIMITS, LocalReaders, ReaderLimits
 from qa_service.answers.run import AnswerRun, RunTiming
 from qa_service.core import errors
 from qa_service.core.errors import CANCELLED, PublicError, QAServiceError
@@ -47,9 +48,12 @@ class AnswerRegistry:
         writer: AIWriter,
         timing: RunTiming,
         observers: Sequence[AnswerObserver] = (),
+        reader_limits: ReaderLimits = NO_READER_LIMITS,
     ) -> None:
         self.store = store
         self.timing = timing
+        # Every connection that reads an answer here, whichever replica writes it.
+        self.readers = LocalReaders(store, timing.grace_seconds, reader_limits)
         self._writer = writer
         self._observers = observers
         self._runs: dict[str, AnswerRun] = {}

@@ -119,9 +119,9 @@ def checked_query(query: str | None, limit: int) -> str:
 def _checked_prompt(name: str | None, service: Service) -> str:
     if name is None:
         return service.settings.default_prompt
-    if not PROMPT_NAME.match(name) or name not in service.prompts:
+    if not PROMPT_NAME.fullmatch(name) or name not in service.prompts:
         raise errors.unknown_prompt(
-            name if PROMPT_NAME.match(name) else None, sorted(service.prompts)
+            name if PROMPT_NAME.fullmatch(name) else None, sorted(service.prompts)
         )
     return name
 

@@ -21,13 +21,15 @@ from typing import NoReturn
 
 from fastapi import Request
 
-from qa_service.access.keys import bearer_token
+from qa_service.access.keys import bearer_token, key_digest
 from qa_service.access.tickets import TicketRefusal
 from qa_service.answers.model import AnswerRequest
 from qa_service.api.asks import ask_from_query_string, checked_request, resumes
 from qa_service.api.deps import CLIENT_KEY_ID, Service, ServiceDep
 from qa_service.core import errors
 
+# Where the key check leaves the presented key's digest, for a ticket it buys.
+KEY_DIGEST = "key_digest"
 # Where a ticketed GET leaves the request its ticket was checked against, so
 # that the route checks the query string once, not twice.
 TICKETED_REQUEST = "ticketed_request"
@@ -61,10 +63,12 @@ async def require_key_or_ticket(request: Request, service: ServiceDep) -> None:
 def _admit_key(request: Request, service: Service) -> None:
     assert service.keys is not None
     token = bearer_token(request.headers.get("authorization", ""))
-    client = service.keys.identify(token) if token is not None else None
+    digest = key_digest(token) if token is not None else ""
+    client = service.keys.client_of(digest)
     if client is None:
         _refuse(service, "wrong_key")  # or an Authorization header of another scheme
     setattr(request.state, CLIENT_KEY_ID, client)
+    setattr(request.state, KEY_DIGEST, digest)
 
 
 async def _admit_ticket(request: Request, service: Service, ticket: str) -> None:
@@ -74,12 +78,17 @@ async def _admit_ticket(request: Request, service: Service, ticket: str) -> None
         # Tickets are issued only for requests that pass these checks, so this
         # one cannot match any: the same 401 as a bad ticket, and nothing spent.
         _refuse(service, TicketRefusal.UNKNOWN.value)
-    redeemed = await service.tickets.redeem(ticket, answer_request)
+    redeemed = await service.tickets.redeem(ticket, answer_request, service.keys)
     if isinstance(redeemed, TicketRefusal):
         _refuse(service, redeemed.value)
     if redeemed.client_id:
         setattr(request.state, CLIENT_KEY_ID, redeemed.client_id)
     setattr(request.state, TICKETED_REQUEST, answer_request)
+
+
+def key_digest_of(request: Request) -> str:
+    """The digest of the key the request was admitted with; "" without one."""
+    return str(getattr(request.state, KEY_DIGEST, ""))
 
 
 def ticketed_request(request: Request) -> AnswerRequest | None:

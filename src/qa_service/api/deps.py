@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Annotated
@@ -11,6 +10,7 @@ import anyio
 from fastapi import Depends, Request
 
 from qa_service.access.admission import Admission
+from qa_service.access.clients import address_client
 from qa_service.access.keys import KeyRing
 from qa_service.access.tickets import StreamTickets
 from qa_service.answers.chats import ChatAnswers
@@ -54,9 +54,13 @@ class Service:
     probe: ProviderProbe | None = None
 
     def connection_events(
-        self, answer_id: str, after: int, shutdown: anyio.Event
+        self, answer_id: str, after: int, shutdown: anyio.Event, resumed_by: str | None = None
     ) -> AsyncGenerator[AnswerEvent]:
-        """The answer's events after `after` for one connection, as the settings ask."""
+        """The answer's events after `after` for one connection, as the settings ask.
+
+        `resumed_by` (a client, client_of): a resume, refused past the readers'
+        bounds (429 too_many_readers) before its response.
+        """
         return connection_events(
             self.registry,
             answer_id,
@@ -64,6 +68,7 @@ class Service:
             shutdown,
             drain_seconds=self.settings.shutdown_grace_seconds,
             coalesce_seconds=self.settings.coalesce_ms / 1000,
+            client=resumed_by,
         )
 
 
@@ -84,22 +89,15 @@ CLIENT_KEY_ID = "client_key_id"
 
 def client_of(request: Request) -> str:
     """Whom per-client limits count: the API key when keys are on, else the
-    address (the client's, through QA_FORWARDED_ALLOW_IPS' proxies only)."""
+    address (the client's, through QA_FORWARDED_ALLOW_IPS' proxies only; an
+    IPv6 one by its QA_IPV6_CLIENT_PREFIX block: access/clients.py)."""
     key_id: str | None = getattr(request.state, CLIENT_KEY_ID, None)
     if key_id is not None:
         return key_id
     host = request.client.host if request.client else "unknown"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return f"ip:{host}"
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return f"ip:{address.ipv4_mapped}"
-        # One IPv6 host holds a whole /64: per address, it could rotate
-        # through fresh limits at will.
-        return f"ip:{ipaddress.ip_network(f'{host}/64', strict=False)}"
-    return f"ip:{address}"
+    # Every route that counts clients depends on ServiceDep, so the service is up.
+    service: Service = request.app.state.service
+    return address_client(host, service.settings.ipv6_client_prefix)
 
 
 async def refuse_pages_of_other_sites(request: Request, service: ServiceDep) -> None:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 # A name a client chose (an unknown field or parameter) is echoed only when it
 # cannot carry anything but a name: short, and from a plain alphabet.
-_ECHOABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+_ECHOABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 _FORM_BODY = re.compile(rb"^[A-Za-z0-9_.%+-]+=")
 # A query must hold a character that is not whitespace. The class is the union
 # of what Python (str.isspace) and JavaScript (\s) call whitespace, so the same
@@ -27,7 +27,7 @@ NOT_BLANK = re.compile(NOT_BLANK_PATTERN)
 def named(name: object, fallback: str) -> str:
     """`name` if it is safe to echo, else `fallback`."""
     text = str(name)
-    return text if _ECHOABLE_NAME.match(text) else fallback
+    return text if _ECHOABLE_NAME.fullmatch(text) else fallback
 
 
 def describe_body_error(exc: ValidationError, body: bytes) -> str:

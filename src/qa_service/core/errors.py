@@ -184,6 +184,14 @@ UNSUPPORTED_MEDIA_TYPE = _catalogued(
     False,
     415,
 )
+# 421 Misdirected Request (RFC 9110, 15.5.20): the request names a host this
+# server does not answer for. 400 would say the request is malformed; it is not.
+HOST_NOT_ALLOWED = _catalogued(
+    "host_not_allowed",
+    "This service does not answer for that host name; its operator may add it to QA_ALLOWED_HOSTS.",
+    False,
+    421,
+)
 CROSS_SITE_REFUSED = _catalogued(
     "cross_site_refused",
     "Pages on other sites may not ask this service; add their origin to QA_CORS_ORIGINS.",
@@ -227,6 +235,14 @@ TOO_MANY_STREAMS = _catalogued(
     "This client has as many answers in progress as it may; wait for one to end.",
     True,
     429,
+)
+# Readers of one answer, or one client's resumes, on one instance (answers/readers.py).
+TOO_MANY_READERS = _catalogued(
+    "too_many_readers",
+    "This answer, or this client, has as many readers here as it may; wait for one to leave.",
+    True,
+    429,
+    1,
 )
 BUDGET_EXHAUSTED = _catalogued(
     "budget_exhausted", "This client has used its token budget for the period.", True, 429

@@ -18,6 +18,8 @@ T = TypeVar("T")
 
 # The longest the reading task keeps the event loop in one go.
 TURN_SECONDS = 0.002
+# How often `close` repeats its cancel while the reading task has not ended.
+RECANCEL_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,5 +74,14 @@ class ReadAhead(Generic[T]):
         at once so that the answer's own closing of its upstream responses
         (generation/upstream.py) comes without delay. Waiting here made a
         hang-up's upstream close 1.5 s late under load (test_hangups.py).
+        But made sure of: on Python 3.11 a source awaiting redis-py (whose
+        commands go through asyncio.wait_for) can swallow the cancel
+        (CPython gh-86296), and the task would read on for the answer's
+        whole life; so the cancel is repeated until the task has ended.
         """
-        self._task.cancel()
+        self._cancel_until_done()
+
+    def _cancel_until_done(self) -> None:
+        if not self._task.done():
+            self._task.cancel()
+            asyncio.get_running_loop().call_later(RECANCEL_SECONDS, self._cancel_until_done)

@@ -13,7 +13,7 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from qa_service.generation.history import HISTORY_VARIABLE
 
 QUERY_VARIABLE = "concept"
-PROMPT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+PROMPT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 class PromptError(Exception):
@@ -45,7 +45,7 @@ def load_prompt(path: Path) -> Prompt:
     history holds.
     """
     name = path.stem
-    if not PROMPT_NAME.match(name):
+    if not PROMPT_NAME.fullmatch(name):
         raise PromptError(f"{path}: name must match {PROMPT_NAME.pattern}")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -1,8 +1,10 @@
-"""Log set-up: JSON lines (or text) on stderr, request ids attached, secrets scrubbed."""
+"""Log set-up: JSON lines (or text) on stderr, request ids attached, secrets and answer ids
+scrubbed."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 from collections.abc import Iterable
@@ -12,10 +14,15 @@ from asgi_correlation_id import correlation_id
 from pythonjsonlogger.json import JsonFormatter
 from sse_starlette.sse import SendTimeoutError
 
+from qa_service.answers.model import answer_ref
+
 REDACTED = "[REDACTED]"
 JSON_FIELDS = ("asctime", "levelname", "name", "message")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
+
+# An answer's id in a path (/answers/{id}/events, /answers/{id}/cancel).
+_ANSWER_PATH = re.compile(r"/answers/([A-Za-z0-9_-]{22})(?![A-Za-z0-9_-])")
 
 # A run this long from a secret is enough to recognise it: a masked key
 # ("sk-proj-****wxyz") or a truncated one in an SDK message gives away no less.
@@ -51,10 +58,19 @@ class _Redacting(logging.Formatter):
         return "(stack withheld)"
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = _refer_to_answers(super().format(record))
         for secret in self._short:
             line = line.replace(secret, REDACTED)
         return _scrub_runs(line, self._runs) if self._runs else line
+
+
+def _refer_to_answers(line: str) -> str:
+    """Each answer id in a path as its reference (answers/model.py answer_ref says
+    why): the net under the rule that no line names an id, for the lines that log
+    a path (an unhandled error's; uvicorn's access log, were it turned on)."""
+    if "/answers/" not in line:
+        return line
+    return _ANSWER_PATH.sub(lambda m: f"/answers/ref:{answer_ref(m[1])}", line)
 
 
 def _scrub_runs(line: str, runs: frozenset[str]) -> str:

@@ -100,7 +100,8 @@ class Telemetry:
         self.auth_refusals = counter(
             "qa_auth_refusals",
             "Requests refused 401 unauthorized: no_credentials, wrong_key, bad_ticket "
-            "(unknown, spent or expired), ticket_mismatch (issued for another request)",
+            "(unknown, spent or expired), ticket_mismatch (issued for another request), "
+            "ticket_key_removed (bought with a key no longer listed)",
             "reason",
         )
         self.fallbacks = counter(

@@ -2,7 +2,8 @@
 stream tickets (access/) live: in this process, or in Redis with QA_REDIS_URL.
 
 With Redis, one client (one connection pool, one PING at start-up) serves
-them all.
+them all, except the answers' readers: they have a pool of their own, so
+however many come, producers and limits always find a connection (issue 20).
 """
 
 from __future__ import annotations
@@ -60,9 +61,24 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
     from qa_service.stores.redis_values import CHATS_PREFIX, TICKETS_PREFIX, RedisValues
 
     url = settings.redis_url.get_secret_value()
-    async with open_redis_client(url, settings.max_streams) as client:
+    # The producers': each answer generating here appends and renews its
+    # lease; beside them the limits, slots and tickets. redis-py's default
+    # pool of 100 ended streams past about 90 with store_unavailable
+    # (MaxConnectionsError; benchmarks/workers.py at 200 streams).
+    writes = 2 * settings.max_streams + 16
+    # The readers': one XREAD BLOCK per answer followed here
+    # (stores/followed.py), and their short checks, which wait for a
+    # connection rather than fail when a burst of readers takes them all.
+    reads = 2 * settings.max_streams + 16
+    async with (
+        open_redis_client(url, writes) as client,
+        open_redis_client(url, reads, wait_for_connection=True) as reads_client,
+    ):
+        answers = RedisAnswerStore(
+            client, settings.resume_ttl_seconds, max_logged_events(settings), reads_client
+        )
         yield Stores(
-            RedisAnswerStore(client, settings.resume_ttl_seconds, max_logged_events(settings)),
+            answers,
             redis_limit_counters(client, url),
             RedisSlotStore(client),
             RedisValues(client, TICKETS_PREFIX),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from qa_service.answers.ports import LogInfo
 from qa_service.core.events import AnswerEvent, is_terminal
+from qa_service.core.loops import Loop
 from qa_service.stores.growing import GrowingLog
 
 
@@ -73,6 +74,9 @@ class MemoryAnswerStore:
         if log is None:
             return []
         return await log.after(after, wait_seconds)
+
+    def start_following(self, answer_id: str) -> Loop | None:
+        return None  # its readers wait on the log itself
 
     async def renew_lease(self, answer_id: str, seconds: float) -> None:
         if (log := self._logs.get(answer_id)) is not None:

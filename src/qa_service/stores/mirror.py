@@ -46,6 +46,10 @@ class LocalMirror:
         if written is not None:
             written.wake()  # its readers go to Redis from now on
 
+    def holds(self, answer_id: str) -> bool:
+        """This process writes the answer, and its readers read it here."""
+        return answer_id in self._answers
+
     async def read(
         self, answer_id: str, after: int, wait_seconds: float
     ) -> list[AnswerEvent] | None:

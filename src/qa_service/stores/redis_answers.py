@@ -15,6 +15,11 @@ and each has a TTL from the moment it exists (the hash from `create`, the
 stream from its first event), whatever ends the answer, and whenever.
 Redis errors (and commands past their deadline) become StoreUnavailableError
 in redis_client.py, and nowhere else.
+
+Readers' commands (one XREAD BLOCK per followed answer, stores/followed.py;
+presence, lease checks) go through `reads`, a client with a pool of its own:
+however many readers come, the producers' appends and leases on `client`
+always find a connection.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import redis.exceptions
 from qa_service.answers.ports import LogInfo
 from qa_service.core.errors import StoreUnavailableError
 from qa_service.core.events import AnswerEvent, from_dict, is_terminal, to_dict
+from qa_service.core.loops import Loop
+from qa_service.stores.followed import FollowedAnswers
 from qa_service.stores.mirror import LocalMirror
 from qa_service.stores.redis_client import mapped_errors, value_text
 
@@ -76,12 +83,21 @@ def _entry_id(seq: int) -> str:
 
 
 class RedisAnswerStore:
-    def __init__(self, client: aioredis.Redis, ttl_seconds: int, max_events: int) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        ttl_seconds: int,
+        max_events: int,
+        reads: aioredis.Redis | None = None,
+    ) -> None:
+        """`client` for the producers' writes; `reads` (default: `client`) for readers."""
         self._client = client
+        self._reads = reads or client
         self._ttl = ttl_seconds
         self._max_events = max_events
         self._append = client.register_script(_APPEND)
         self._mirror = LocalMirror()
+        self._followed = FollowedAnswers(self._read_stream, self._mirror.holds)
 
     async def create(
         self,
@@ -106,7 +122,7 @@ class RedisAnswerStore:
 
     async def describe(self, answer_id: str) -> LogInfo | None:
         answer, events, _, _ = _keys(answer_id)
-        async with mapped_errors(), self._client.pipeline(transaction=False) as pipe:
+        async with mapped_errors(), self._reads.pipeline(transaction=False) as pipe:
             pipe.hmget(answer, ["fingerprint", "final_seq"])
             pipe.xrevrange(events, count=1)
             (fingerprint, final_seq), newest = await pipe.execute()
@@ -144,14 +160,25 @@ class RedisAnswerStore:
             raise StoreUnavailableError
         return bool(result == 1)
 
+    def start_following(self, answer_id: str) -> Loop:
+        return self._followed.start(answer_id)
+
     async def read(self, answer_id: str, after: int, wait_seconds: float) -> list[AnswerEvent]:
         mirrored = await self._mirror.read(answer_id, after, wait_seconds)
         if mirrored is not None:
             return mirrored
+        followed = await self._followed.read(answer_id, after, wait_seconds)
+        if followed is not None:
+            return followed
+        return await self._read_stream(answer_id, after, wait_seconds)
+
+    async def _read_stream(
+        self, answer_id: str, after: int, wait_seconds: float
+    ) -> list[AnswerEvent]:
         _, events, _, _ = _keys(answer_id)
         block = max(1, int(wait_seconds * 1000)) if wait_seconds > 0 else None
         async with mapped_errors(wait_seconds):
-            reply = await self._client.xread({events: _entry_id(after)}, count=1000, block=block)
+            reply = await self._reads.xread({events: _entry_id(after)}, count=1000, block=block)
         if not reply:
             return []
         entries = _entries(reply)
@@ -173,12 +200,12 @@ class RedisAnswerStore:
     async def producer_alive(self, answer_id: str) -> bool:
         _, _, lease, _ = _keys(answer_id)
         async with mapped_errors():
-            return bool(await self._client.exists(lease))
+            return bool(await self._reads.exists(lease))
 
     async def touch_reader(self, answer_id: str, seconds: float) -> None:
         _, _, _, readers = _keys(answer_id)
         async with mapped_errors():
-            await self._client.set(readers, 1, px=int(seconds * 1000))
+            await self._reads.set(readers, 1, px=int(seconds * 1000))
 
     async def reader_present(self, answer_id: str) -> bool:
         _, _, _, readers = _keys(answer_id)

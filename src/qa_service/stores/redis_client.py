@@ -61,15 +61,20 @@ def unreachable(url: str, timeout: float = 3.0) -> str | None:
 
 
 @asynccontextmanager
-async def open_redis_client(url: str, max_streams: int) -> AsyncIterator[aioredis.Redis]:
-    """A client on `url`, checked with PING; raises StoreUnavailableError if unreachable."""
-    client = aioredis.Redis.from_url(
+async def open_redis_client(
+    url: str, max_connections: int, *, wait_for_connection: bool = False
+) -> AsyncIterator[aioredis.Redis]:
+    """A client on `url`, checked with PING; raises StoreUnavailableError if unreachable.
+
+    Its pool holds `max_connections`. Past them a command fails at once
+    (MaxConnectionsError, so store_unavailable), or, with
+    `wait_for_connection`, waits for one within the command's deadline.
+    """
+    pool_class = aioredis.BlockingConnectionPool if wait_for_connection else aioredis.ConnectionPool
+    waiting = {"timeout": COMMAND_DEADLINE_SECONDS} if wait_for_connection else {}
+    pool = pool_class.from_url(
         url,
-        # Every open stream's reader holds a connection through each XREAD
-        # BLOCK, beside its producer's appends: redis-py's default pool of 100
-        # ended streams past about 90 with store_unavailable
-        # (MaxConnectionsError; benchmarks/workers.py at 200 streams).
-        max_connections=2 * max_streams + 16,
+        max_connections=max_connections,
         # Bridges a dropped connection, a restart or a failover of a second or
         # so (0.1 + 0.2 + 0.4 + 0.5 s of backoff); longer is an outage. The
         # asyncio Retry: the sync one never sees an async command fail.
@@ -80,7 +85,9 @@ async def open_redis_client(url: str, max_streams: int) -> AsyncIterator[aioredi
         # only a Redis that stopped answering times out; mapped_errors bounds the total.
         socket_timeout=2.0,
         health_check_interval=15,
+        **waiting,
     )
+    client = aioredis.Redis.from_pool(pool)
     try:
         async with mapped_errors():
             await client.ping()

@@ -31,9 +31,38 @@ function userMessage(text) {
   return { id: `u${++chats}`, role: "user", parts: [{ type: "text", text }] };
 }
 
+// A browser's cookie jar, as much of one as the service needs: the `qa_chat`
+// cookie a POST sets, sent back on every later request (node's fetch keeps
+// none). A resume is found only with the cookie of the browser that posted
+// the chat. Both replicas are on 127.0.0.1, and a cookie ignores the port.
+function browser() {
+  const cookies = new Map();
+  return async (url, init = {}) => {
+    const headers = new Headers(init.headers);
+    if (cookies.size) {
+      headers.set("cookie", [...cookies].map(([name, value]) => `${name}=${value}`).join("; "));
+    }
+    const response = await fetch(url, { ...init, headers });
+    for (const line of response.headers.getSetCookie()) {
+      const [pair] = line.split(";");
+      const at = pair.indexOf("=");
+      cookies.set(pair.slice(0, at).trim(), pair.slice(at + 1).trim());
+    }
+    return response;
+  };
+}
+
+// One browser for all of each test's requests, as on one page.
+const BROWSER = browser();
+
 // Answers start on one replica; resumes go to the other (they share Redis).
-function transportOf(sdk, base = plan.url) {
-  return new sdk.DefaultChatTransport({ api: `${base}/api/chat` });
+function transportOf(sdk, base = plan.url, fetch = BROWSER) {
+  return new sdk.DefaultChatTransport({ api: `${base}/api/chat`, fetch });
+}
+
+// A chat id as useChat makes one (the service refuses ids under 16 characters).
+function chatIdOf(sdk, label) {
+  return `${label}-${sdk.generateId()}`;
 }
 
 async function send(sdk, chatId, question, abortSignal) {
@@ -77,7 +106,7 @@ function textOf(message) {
 
 for (const [name, sdk] of Object.entries(SDKS)) {
   test(`${name}: the message text is exact, with its id and finish reason`, TEST, async () => {
-    const { message, finishReason } = await readAll(sdk, await send(sdk, `exact-${name}`, plan.exact.question));
+    const { message, finishReason } = await readAll(sdk, await send(sdk, chatIdOf(sdk, "exact"), plan.exact.question));
 
     assert.equal(textOf(message), plan.exact.text);
     assert.equal(message.role, "assistant");
@@ -86,21 +115,21 @@ for (const [name, sdk] of Object.entries(SDKS)) {
   });
 
   test(`${name}: keep-alives while the model is silent do not disturb the stream`, TEST, async () => {
-    const { message, finishReason } = await readAll(sdk, await send(sdk, `silent-${name}`, plan.silent.question));
+    const { message, finishReason } = await readAll(sdk, await send(sdk, chatIdOf(sdk, "silent"), plan.silent.question));
 
     assert.equal(textOf(message), plan.silent.text);
     assert.equal(finishReason, "stop");
   });
 
   test(`${name}: a provider's finish reason arrives in the SDK's words`, TEST, async () => {
-    const { message, finishReason } = await readAll(sdk, await send(sdk, `length-${name}`, plan.length.question));
+    const { message, finishReason } = await readAll(sdk, await send(sdk, chatIdOf(sdk, "length"), plan.length.question));
 
     assert.equal(textOf(message), plan.length.text);
     assert.equal(finishReason, "length");
   });
 
   test(`${name}: an upstream failure mid-stream arrives as an error with our code`, TEST, async () => {
-    const chunks = await send(sdk, `failing-${name}`, plan.failing.question);
+    const chunks = await send(sdk, chatIdOf(sdk, "failing"), plan.failing.question);
 
     await assert.rejects(readAll(sdk, chunks), (error) => {
       assert.equal(error.message, "upstream_interrupted: The model provider's stream was cut off.");
@@ -109,14 +138,14 @@ for (const [name, sdk] of Object.entries(SDKS)) {
   });
 
   test(`${name}: a refusal before the stream is an error of sendMessages`, TEST, async () => {
-    await assert.rejects(send(sdk, `blank-${name}`, plan.blank.question), (error) => {
+    await assert.rejects(send(sdk, chatIdOf(sdk, "blank"), plan.blank.question), (error) => {
       assert.match(error.message, /"code":"query_required"/);
       return true;
     });
   });
 
   test(`${name}: resume replays the whole message once, then there is nothing to resume`, TEST, async () => {
-    const chatId = `slow-${name}`;
+    const chatId = chatIdOf(sdk, "slow");
     const hangUp = new AbortController();
     // The SDK's parsed chunks, read until some text arrived: the page reloads here.
     // (Not readUIMessageStream: ai 5.0.92's throws when left early.)
@@ -139,7 +168,21 @@ for (const [name, sdk] of Object.entries(SDKS)) {
     assert.equal(await transportOf(sdk, plan.resumeUrl).reconnectToStream({ chatId }), null);
   });
 
+  test(`${name}: another browser, with the chat's id, has nothing to resume`, TEST, async () => {
+    const chatId = chatIdOf(sdk, "other");
+    const hangUp = new AbortController();
+    const first = (await send(sdk, chatId, plan.slow.question, hangUp.signal)).getReader();
+    for (let chunk = await first.read(); chunk.value.type !== "text-delta"; chunk = await first.read()) {}
+
+    const elsewhere = transportOf(sdk, plan.resumeUrl, browser());
+    const resumed = await elsewhere.reconnectToStream({ chatId });
+    hangUp.abort();
+    await first.cancel().catch(() => {});
+
+    assert.equal(resumed, null);
+  });
+
   test(`${name}: a chat with no answer has nothing to resume`, TEST, async () => {
-    assert.equal(await transportOf(sdk, plan.resumeUrl).reconnectToStream({ chatId: `never-${name}` }), null);
+    assert.equal(await transportOf(sdk, plan.resumeUrl).reconnectToStream({ chatId: chatIdOf(sdk, "never") }), null);
   });
 }

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
 from qa_service.api.asks import AskBody, HistoryMessage, checked_request, read_json_body
+from qa_service.api.chat_browsers import browser_of, give_browser_token, new_browser_token
 from qa_service.api.deps import Service, ServiceDep, client_of
 from qa_service.api.dialects import NativeAnswerRoute, NativeRoute
 from qa_service.api.guards import STARTS_DIALECT_ANSWERS
@@ -43,6 +44,11 @@ from qa_service.wire import ai_sdk, sse
 
 # The longest chat id taken. useChat's own are 16 characters, a UUID is 36.
 MAX_CHAT_ID_CHARS = 256
+# The shortest: useChat's own (the SDK's generateId: 16 of 62 characters,
+# about 95 bits). A chat id is half of what finds a chat's answer (the
+# browser's cookie is the other, api/chat_browsers.py), so a guessable one
+# ("1", "chat") is refused rather than made safe by the cookie alone.
+MIN_CHAT_ID_CHARS = 16
 # What a UI message carries besides its text: ids, roles, part types, states.
 UI_MESSAGE_OVERHEAD_BYTES = 512
 # Parts with nothing for the model: the SDK's own convertToModelMessages drops
@@ -72,7 +78,7 @@ class ChatBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    id: str = Field(min_length=1, max_length=MAX_CHAT_ID_CHARS)
+    id: str = Field(min_length=MIN_CHAT_ID_CHARS, max_length=MAX_CHAT_ID_CHARS)
     messages: list[UIMessage] = Field(min_length=1)
     # submit-message or regenerate-message: both answer the last user message.
     trigger: str | None = None
@@ -128,7 +134,9 @@ def _text_of(message: UIMessage, index: int) -> str:
 
 def components(facts: StartUpFacts) -> dict[str, Any]:
     """The request body (its `prompt` names a loaded prompt) and the stream's event."""
-    return schemas.components(or_null(facts.ask_fields()["prompt"]), MAX_CHAT_ID_CHARS)
+    return schemas.components(
+        or_null(facts.ask_fields()["prompt"]), MIN_CHAT_ID_CHARS, MAX_CHAT_ID_CHARS
+    )
 
 
 # The AI SDK reads our error shape; a refused chat is a refused answer.
@@ -150,8 +158,9 @@ async def chat(service: ServiceDep, request: Request) -> Response:
     body = await read_chat_body(service, request)
     answer_request = checked_request(service, ask_of(body))
     opened = await open_answer(service, answer_request, request)
+    browser = browser_of(request) or new_browser_token()
     try:
-        await service.chats.remember(client_of(request), body.id, opened.answer_id)
+        await service.chats.remember(client_of(request), browser, body.id, opened.answer_id)
     except BaseException:
         # The store failed (or the client left): the answer will never be sent,
         # so it must not run on, unread and paid for.
@@ -160,6 +169,7 @@ async def chat(service: ServiceDep, request: Request) -> Response:
         raise
     response = _ui_message_stream(service, opened.events, opened.shutdown)
     response.headers.update(opened.headers)
+    give_browser_token(request, response, browser, service.settings.resume_ttl_seconds)
     return response
 
 
@@ -178,17 +188,25 @@ async def chat_resume(service: ServiceDep, request: Request, chat_id: str) -> Re
 
     From the start because the SDK cannot continue a message it has half of
     (vercel/ai#13160): it replaces the message with what this sends. Only the
-    client that started the chat's answer finds it (answers/chats.py).
+    browser that started the chat's answer finds it, with its client's key
+    (api/chat_browsers.py, answers/chats.py).
     """
-    answer_id = await service.chats.latest(client_of(request), chat_id)
+    browser = browser_of(request)
+    if browser is None:
+        return Response(status_code=204)
+    answer_id = await service.chats.latest(client_of(request), browser, chat_id)
     if answer_id is None:
         return Response(status_code=204)
     info = await service.registry.store.describe(answer_id)
     if info is None or info.final_seq is not None:
         return Response(status_code=204)
-    service.telemetry.resumed(info.last_seq + 1)
     shutdown = anyio.Event()
-    events = service.connection_events(answer_id, -1, shutdown)
+    try:
+        events = service.connection_events(answer_id, -1, shutdown, client_of(request))
+    except errors.QAServiceError as exc:
+        service.telemetry.resume_refused(exc.public.code)
+        raise
+    service.telemetry.resumed(info.last_seq + 1)
     return _ui_message_stream(service, events, shutdown)
 
 

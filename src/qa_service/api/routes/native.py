@@ -20,7 +20,7 @@ from qa_service.api.asks import (
     resumes,
 )
 from qa_service.api.auth import ticketed_request
-from qa_service.api.deps import Service, ServiceDep
+from qa_service.api.deps import Service, ServiceDep, client_of
 from qa_service.api.dialects import NativeAnswerRoute, NativeRoute
 from qa_service.api.guards import STARTS_ANSWERS
 from qa_service.api.openapi.facts import start_up_parameters
@@ -88,7 +88,7 @@ async def start_answer(
     """Resume the answer Last-Event-ID names, or open a new stream."""
     resume = last_event_id(service, request)
     if resume is not None:
-        return await continue_answer(service, *resume, answer_request)
+        return await continue_answer(service, *resume, answer_request, client_of(request))
     if request.method == "HEAD":
         # Checked like GET, then only the stream's headers: never a paid answer.
         return sse.event_stream_response(sse.no_events(), service.settings, anyio.Event())
@@ -115,7 +115,7 @@ async def answer_events_route(
 ) -> Response:
     """An answer's events after `after` (or after the `Last-Event-ID` header's
     event; from its start without either): how a `fetch` client resumes."""
-    if not ANSWER_ID.match(answer_id):
+    if not ANSWER_ID.fullmatch(answer_id):
         # The answer first, then which of its events: a 404 says more than a 400.
         _refuse_resume(service, errors.ANSWER_NOT_FOUND)
     resume = last_event_id(service, request)
@@ -127,7 +127,7 @@ async def answer_events_route(
         after = -1
     if not -1 <= after <= MAX_SEQ:
         raise errors.invalid_request(f"after: must be -1 to {MAX_SEQ}")
-    return await continue_answer(service, answer_id, after, None)
+    return await continue_answer(service, answer_id, after, None, client_of(request))
 
 
 @resume_routes.post(
@@ -140,7 +140,7 @@ async def answer_events_route(
 async def cancel_answer(service: ServiceDep, answer_id: str) -> dict[str, str]:
     """Stop an answer on whichever replica generates it. No body needed, so a
     closing page can send it with `navigator.sendBeacon`."""
-    if not ANSWER_ID.match(answer_id):
+    if not ANSWER_ID.fullmatch(answer_id):
         raise errors.QAServiceError(errors.ANSWER_NOT_FOUND)
     result = await service.registry.cancel(answer_id)
     if result is CancelResult.CANCELLED:
@@ -154,7 +154,7 @@ def last_event_id(service: Service, request: Request) -> tuple[str, int] | None:
         return None
     value = request.headers["last-event-id"]
     parsed = native.parse_event_id(value)
-    if parsed is None or not ANSWER_ID.match(parsed[0]):
+    if parsed is None or not ANSWER_ID.fullmatch(parsed[0]):
         _refuse_resume(service, errors.INVALID_LAST_EVENT_ID)
     return parsed
 
@@ -165,25 +165,26 @@ def _refuse_resume(service: Service, public: errors.PublicError) -> NoReturn:
 
 
 async def continue_answer(
-    service: Service, answer_id: str, after: int, request: AnswerRequest | None
+    service: Service, answer_id: str, after: int, request: AnswerRequest | None, client: str
 ) -> Response:
     """Resume: 204 when everything was delivered; else replay, then follow live.
 
     `answer_id` is well-formed (the callers check it). Refused (JSON 4xx) for
-    an unknown or expired answer, and, when `request` is given, for an answer
-    to another request.
+    an unknown or expired answer, when `request` is given, for an answer to
+    another request, and past the readers' bounds for the answer or `client`.
     """
+    shutdown = anyio.Event()
     try:
         point = await service.registry.resume_point(answer_id, after, request)
+        if point.delivered_all:
+            # A browser's EventSource stops reconnecting on a 204.
+            service.telemetry.resumed(point.replayed)
+            return Response(status_code=204)
+        events = service.connection_events(answer_id, after, shutdown, resumed_by=client)
     except errors.QAServiceError as exc:
         service.telemetry.resume_refused(exc.public.code)
         raise
     service.telemetry.resumed(point.replayed)
-    if point.delivered_all:
-        # A browser's EventSource stops reconnecting on a 204.
-        return Response(status_code=204)
-    shutdown = anyio.Event()
-    events = service.connection_events(answer_id, after, shutdown)
     return sse.event_stream_response(
         native.render_stream(events, answer_id), service.settings, shutdown
     )

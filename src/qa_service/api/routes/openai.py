@@ -182,7 +182,7 @@ def _checked_chat(service: Service, body: ChatCompletionRequest) -> AnswerReques
 
 def _checked_model(service: Service, model: str) -> None:
     if model not in service.prompts:
-        raise errors.model_not_found(model if PROMPT_NAME.match(model) else None)
+        raise errors.model_not_found(model if PROMPT_NAME.fullmatch(model) else None)
 
 
 def _turn(message: ChatMessage) -> Turn:

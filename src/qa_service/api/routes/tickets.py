@@ -7,7 +7,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from qa_service.api.asks import checked_request, read_ask_body
-from qa_service.api.deps import CLIENT_KEY_ID, ServiceDep
+from qa_service.api.auth import key_digest_of
+from qa_service.api.deps import ServiceDep
 from qa_service.api.dialects import NativeRoute
 from qa_service.api.guards import ISSUES_TICKETS
 from qa_service.api.schemas import native as schemas
@@ -27,8 +28,7 @@ async def issue_stream_ticket(service: ServiceDep, request: Request) -> JSONResp
     """A ticket for the request in the body (the body of POST /ai_write), to be
     sent as `GET /ai_write?<the same fields>&ticket=<ticket>`."""
     answer_request = checked_request(service, await read_ask_body(service, request))
-    client = getattr(request.state, CLIENT_KEY_ID, "")
-    ticket = await service.tickets.issue(client, answer_request)
+    ticket = await service.tickets.issue(key_digest_of(request), answer_request)
     return JSONResponse(
         {"ticket": ticket, "expires_in": service.tickets.ttl_seconds},
         # A credential: no cache may keep it (RFC 6749 asks the same of tokens).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from qa_service.api.schemas.models import REF, Responses
-from qa_service.api.schemas.native import stream_responses
+from qa_service.api.schemas.native import TOO_MANY_READERS_RESPONSE, stream_responses
 
 CHUNK_EXAMPLE = (
     'data: {"type":"start","messageId":"Qm9yZWFsaXMtbWFnbmEtMQ"}\n\n'
@@ -29,7 +29,9 @@ no `id` and no event name: a JSON chunk, `start` (messageId: the answer id),
 docs/PROTOCOL.md has the whole contract."""
 
 
-def components(prompt: dict[str, Any], max_chat_id_chars: int) -> dict[str, Any]:
+def components(
+    prompt: dict[str, Any], min_chat_id_chars: int, max_chat_id_chars: int
+) -> dict[str, Any]:
     """The request body and the stream's event, as components. The body's schema
     is what is parsed; the rules across messages are in its description (a body
     that breaks them is refused with 422)."""
@@ -63,9 +65,11 @@ def components(prompt: dict[str, Any], max_chat_id_chars: int) -> dict[str, Any]
         "properties": {
             "id": {
                 "type": "string",
-                "minLength": 1,
+                "minLength": min_chat_id_chars,
                 "maxLength": max_chat_id_chars,
-                "description": "The chat id: a resume names it.",
+                "description": "The chat id: a resume names it. At least "
+                f"{min_chat_id_chars} characters, and random (useChat's own are): "
+                "with the browser's `qa_chat` cookie, it is what finds the chat's answer.",
             },
             "messages": {"type": "array", "items": message, "minItems": 1},
             "trigger": {"type": ["string", "null"], "description": "Not used."},
@@ -88,8 +92,9 @@ CHAT_ID_PARAMETER = {
     "in": "path",
     "required": True,
     "schema": {"type": "string"},
-    "description": "The `id` of the chat, as POST /api/chat was sent it. Only the client "
-    "that started the answer (its API key, else its address) finds it.",
+    "description": "The `id` of the chat, as POST /api/chat was sent it. Only the browser "
+    "that started the answer finds it: it brings back the `qa_chat` cookie the POST set, "
+    "and the same API key (else the same address).",
 }
 
 
@@ -127,10 +132,29 @@ CHAT_RESPONSES = _kept(
             "`query_too_long`, `history_too_long`, `unknown_prompt`, `invalid_request` "
             "(the body, a system message, a part that is not text, no user message last).",
         },
-        "200": _STREAM,
+        "200": {
+            **_STREAM,
+            "headers": {
+                **_STREAM["headers"],
+                "set-cookie": {
+                    "schema": {"type": "string"},
+                    "description": "`qa_chat=<token>; Path=/api/chat; HttpOnly; "
+                    "SameSite=Strict; Max-Age=<QA_RESUME_TTL_SECONDS>` (and `Secure` over "
+                    "https): the browser's token, which a resume of this chat must bring back.",
+                },
+            },
+        },
     },
 )
 CHAT_RESUME_RESPONSES = _kept(
     ("401", "403", "500", "503"),
-    {"200": _STREAM, "204": {"description": "No answer of this chat is in progress."}},
+    {
+        "200": _STREAM,
+        "204": {
+            "description": "No answer of this chat is in progress for this browser (none, "
+            "it ended, or the request did not bring the `qa_chat` cookie of the browser "
+            "that posted the chat)."
+        },
+        "429": TOO_MANY_READERS_RESPONSE,
+    },
 )

@@ -112,7 +112,8 @@ def stream_responses(method: str) -> Responses:
         "500": error("`internal_error`: a bug; the detail is in the service's log."),
         "429": error(
             "`rate_limited`, `budget_exhausted`, `too_many_streams` (this client's limits, "
-            "with Retry-After and x-ratelimit-* headers); or `upstream_rate_limited`: the "
+            "with Retry-After and x-ratelimit-* headers); `too_many_readers` (a Last-Event-ID "
+            "resume past the readers' bounds); or `upstream_rate_limited`: the "
             "provider said 429 before the first text."
         ),
         "502": error(
@@ -200,10 +201,15 @@ TICKET_PARAMETER = {
     "description": "A ticket from POST /stream-tickets for this same request: how a client "
     "that cannot send Authorization (EventSource) starts an answer when API keys are on.",
 }
+TOO_MANY_READERS_RESPONSE = error(
+    "`too_many_readers` (Retry-After): the answer has QA_MAX_READERS_PER_ANSWER readers "
+    "on this instance, or this client QA_CLIENT_MAX_READERS resumes."
+)
 _RESUME_REFUSALS: Responses = {
     "204": {"description": "Resumed after the answer's last event: nothing is left to send."},
     "400": error("`invalid_last_event_id`: Last-Event-ID is not `<answer id>:<seq>`."),
     "404": error("`answer_not_found`: no such answer, or it has expired."),
+    "429": TOO_MANY_READERS_RESPONSE,
 }
 CANCEL_RESPONSES: Responses = {
     "200": json_body("CancelResult", "Cancelled, or it had already finished."),
