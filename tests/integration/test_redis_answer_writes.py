@@ -22,7 +22,7 @@ TTL = 300
 
 
 async def _stream_ttl_after_first_event(url: str) -> int:
-    async with open_redis_client(url, max_streams=4) as client:
+    async with open_redis_client(url, max_connections=8) as client:
         store = RedisAnswerStore(client, TTL, max_events=1000)
         await store.create("a", "fp", lease_seconds=3.0)
         assert await store.append("a", META)
@@ -39,7 +39,7 @@ def test_an_answers_stream_expires_from_its_first_event(tmp_path: Path) -> None:
 
 
 async def _read_after_a_cut_short_last_append(redis_server: RedisServer) -> list[object]:
-    async with open_redis_client(redis_server.url, max_streams=4) as client:
+    async with open_redis_client(redis_server.url, max_connections=8) as client:
         store = RedisAnswerStore(client, TTL, max_events=1000)
         await store.create("a", "fp")
         assert await store.append("a", META)
