@@ -39,6 +39,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     first_delay: float = 0.0
     piece_delay: float = 0.0
+    # After the last piece, wait this long before the finish_reason chunk.
+    finish_delay: float = 0.0
     # Write every HTTP body chunk in slices of this many bytes, each its own
     # TCP write, so multi-byte characters arrive split.
     write_slice_bytes: int | None = None
@@ -342,6 +344,12 @@ class UpstreamStub:
                     and await _hung_up_within(hangup, reply.piece_delay)
                 ):
                     return
+            if (
+                event.finishes
+                and reply.finish_delay
+                and await _hung_up_within(hangup, reply.finish_delay)
+            ):
+                return
             if hangup.done():
                 return
             await _write_chunk(writer, event.data, reply.write_slice_bytes)
@@ -353,6 +361,7 @@ class UpstreamStub:
 class _Event:
     data: bytes
     piece_index: int | None
+    finishes: bool = False
 
 
 def _chunks(model: str, reply: Reply, *, groq: bool, include_usage: bool) -> Iterator[_Event]:
@@ -373,7 +382,7 @@ def _chunks(model: str, reply: Reply, *, groq: bool, include_usage: bool) -> Ite
         final_extra: dict[str, Any] = {}
         if groq and reply.usage is not None:
             final_extra["x_groq"] = {"id": "req_stub", "usage": reply.usage}
-        yield _Event(event([choice({}, reply.finish_reason)], **final_extra), None)
+        yield _Event(event([choice({}, reply.finish_reason)], **final_extra), None, finishes=True)
     if include_usage and not groq and reply.usage is not None:
         yield _Event(event([], usage=reply.usage), None)
     if reply.send_done:

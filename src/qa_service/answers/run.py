@@ -21,11 +21,22 @@ answer's upstream responses itself if the task has not ended in time.
 While it runs, a heartbeat renews the producer's lease (readers on other
 replicas learn from its expiry that this process died) and, with a resume
 grace period, stops the answer once no reader has been attached for that long.
+It is stopped the same way (core/loops.py), and before the lease is released:
+on 3.11 a single cancel() left 8-16 of 300 heartbeats renewing their lease
+for ever, each holding a Redis connection (issue 20).
+
+The last event goes at the log's next free seq, whatever a cancel cut short:
+an append it interrupted may or may not be in the log, so after a refusal, or
+an append whose outcome is unknown, the log's top says where the end goes
+(or that the log has one already). Before, such an end was refused (its seq
+taken), and readers were told the producer was lost (issue 20: 3-8 of 60
+explicit cancels).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 from contextlib import aclosing, suppress
@@ -43,12 +54,17 @@ from qa_service.core.errors import (
     UpstreamIncompleteError,
 )
 from qa_service.core.events import AnswerEvent, AnswerMeta, Done, Failed, Meta, Text
+from qa_service.core.loops import Loop, pause
 from qa_service.generation.failures import classify_failure, upstream_status
 from qa_service.generation.report import GenerationReport
 from qa_service.generation.upstream import AnswerUpstream
 from qa_service.generation.writer import AIWriter
 
 log = logging.getLogger(__name__)
+
+# Appends of the last event, each after reading where the log's top is: one
+# more than a cancel can leave in doubt, and a bound when the store misbehaves.
+_LAST_EVENT_TRIES = 3
 
 
 class LogEndedElsewhereError(Exception):
@@ -92,6 +108,7 @@ class AnswerRun:
         self._upstream = AnswerUpstream(timing.close_seconds)
         self._next_seq = 0
         self._task: asyncio.Task[None] | None = None
+        self._heartbeat: Loop | None = None
         self._stop: tuple[PublicError, str] | None = None
         self._closer: asyncio.Task[None] | None = None
         # Stores the last event; a task of its own, so no cancel can cut it short.
@@ -158,7 +175,7 @@ class AnswerRun:
             observer.answer_started(self.meta)
         log.debug("generating", extra={"prompt": self.meta.prompt})
         report = GenerationReport()
-        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat())
+        heartbeat = self._heartbeat = Loop(self._beat, name=f"heartbeat-{self.id}")
         try:
             await self._append(Meta(self._next_seq, self.meta))
             async with self._upstream.recording():
@@ -184,14 +201,12 @@ class AnswerRun:
         except StoreUnavailableError as exc:
             # Nothing more can be logged; readers learn it from the store themselves.
             self.stats.note_error(exc.public, type(exc).__name__)
-            with anyio.move_on_after(self._timing.close_seconds, shield=True):
-                await self._release_lease()
+            await self._end_lease()
         except LogEndedElsewhereError:
             # A reader declared this producer lost (its lease lapsed while it
             # was slow): the log has its end, and nothing more is worth paying for.
             self.stats.note_error(PRODUCER_LOST, "LogEndedElsewhereError")
-            with anyio.move_on_after(self._timing.close_seconds, shield=True):
-                await self._release_lease()
+            await self._end_lease()
         # Exception, never BaseException: cancellation must pass through untouched.
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error event
             if self._stop is not None:
@@ -204,7 +219,10 @@ class AnswerRun:
             self.stats.outcome = "complete"
             await self._append_final(Done(self._next_seq, self.stats.summary(report)))
         finally:
-            heartbeat.cancel()
+            # Every path above stopped it, and waited, before the lease went
+            # (_end_lease); a backstop with no await, so a second cancel can
+            # never cut the bookkeeping below short.
+            heartbeat.ask_to_stop()
             # Also when the end could not be logged: a held response stops waiting.
             self._first_output.set()
             self.stats.output_tokens = (report.usage or {}).get("output_tokens")
@@ -212,7 +230,7 @@ class AnswerRun:
             for observer in self._observers:
                 observer.answer_finished(record)
 
-    async def _heartbeat(self) -> None:
+    async def _beat(self, stop: asyncio.Event) -> None:
         timing = self._timing
         interval = timing.lease_seconds / 3
         if timing.grace_seconds > 0:
@@ -223,7 +241,7 @@ class AnswerRun:
         # process the lease lapsed under a producer that was renewing it.
         loop = asyncio.get_running_loop()
         beat = loop.time()
-        while True:
+        while not stop.is_set():
             try:
                 await self._store.renew_lease(self.id, timing.lease_seconds)
                 if timing.grace_seconds > 0 and not await self._store.reader_present(self.id):
@@ -233,7 +251,8 @@ class AnswerRun:
             except Exception as exc:  # noqa: BLE001 - a dead heartbeat would look like a dead producer
                 log.warning("heartbeat failed %s", type(exc).__name__)
             beat = max(beat + interval, loop.time())
-            await asyncio.sleep(beat - loop.time())
+            if await pause(stop, beat - loop.time()):
+                return
 
     async def _end_stopped(self) -> None:
         public, outcome = self._stop or (CANCELLED, "client_disconnected")
@@ -266,18 +285,39 @@ class AnswerRun:
             self._first_output.set()
 
     async def _log_final(self, event: AnswerEvent) -> None:
-        # Bounded: a store that hangs must not keep the answer's task alive.
+        # Never cut short by a timeout of ours: an append cut short has an
+        # outcome nobody knows (a 2.8 s Redis stall stored the end after it
+        # timed out here, and this process's readers waited for it until the
+        # TTL). The store bounds every call itself (QA_REDIS_URL: 3 s).
         try:
-            async with asyncio.timeout(self._timing.close_seconds * 2):
-                if not await self._store.append(self.id, event):
-                    log.info("the answer's log had already been ended elsewhere")
-        except (StoreUnavailableError, TimeoutError):
+            await self._append_last(event)
+        except StoreUnavailableError:
             log.warning("the answer's last event could not be stored")
-        with suppress(TimeoutError):
-            async with asyncio.timeout(self._timing.close_seconds):
-                await self._release_lease()
+        await self._end_lease()
 
-    async def _release_lease(self) -> None:
+    async def _append_last(self, event: AnswerEvent) -> None:
+        """`event` at the log's next free seq, unless the log has ended already."""
+        for _ in range(_LAST_EVENT_TRIES):
+            try:
+                if await self._store.append(self.id, event):
+                    return
+            except StoreUnavailableError:
+                pass  # maybe stored, maybe not: the log says
+            info = await self._store.describe(self.id)
+            if info is None or info.final_seq is not None:
+                if info is None or info.final_seq != event.seq:
+                    log.info("the answer's log had already been ended elsewhere")
+                return
+            # A text the cancel cut short was stored after all: the end goes after it.
+            event = dataclasses.replace(event, seq=info.last_seq + 1)
+        raise StoreUnavailableError
+
+    async def _end_lease(self) -> None:
+        """Stop the heartbeat, then release the lease: a renewal still in flight
+        would otherwise bring the lease back after its release."""
+        if self._heartbeat is not None:
+            await self._heartbeat.stop(self._timing.close_seconds)
         # Readers waiting on a log that cannot grow learn it from the lease at once.
-        with suppress(StoreUnavailableError):
-            await self._store.release_lease(self.id)
+        with anyio.move_on_after(self._timing.close_seconds, shield=True):
+            with suppress(StoreUnavailableError):
+                await self._store.release_lease(self.id)

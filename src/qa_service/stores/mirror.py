@@ -7,9 +7,10 @@ after the answer ended, still reads Redis. The mirror is exact because it
 holds only what Redis accepted, in order, from seq 0; it starts empty when
 this process creates the answer, so a reader that attaches before the first
 event waits here too, not on Redis. It is forgotten when
-the answer's last event is stored, or as soon as an append fails or is
-refused (another writer ended the log), so a reader then falls back to
-Redis and sees what Redis has.
+the answer's last event is stored, or as soon as an append fails, is
+refused (another writer ended the log) or is cut short (a deadline or a
+cancel: Redis may store it later), so a reader then falls back to Redis and
+sees what Redis has.
 """
 
 from __future__ import annotations

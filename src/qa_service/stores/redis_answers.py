@@ -10,7 +10,9 @@ and cancels go out on the `qa:cancel` channel.
 Explicit stream ids make an append a compare-and-set (XADD refuses an id at or
 below the stream's top) and let a reader continue after any seq with one XREAD.
 Every key expires QA_RESUME_TTL_SECONDS after the producer's last heartbeat,
-or after the answer's last event, so nothing outlives a dead replica for long.
+or after the answer's last event, so nothing outlives a dead replica for long;
+and each has a TTL from the moment it exists (the hash from `create`, the
+stream from its first event), whatever ends the answer, and whenever.
 Redis errors (and commands past their deadline) become StoreUnavailableError
 in redis_client.py, and nowhere else.
 
@@ -48,6 +50,11 @@ CANCEL_CHANNEL = "qa:cancel"
 # final_seq is set); -1 the answer's hash is gone (a Redis restart without
 # persistence, or an eviction): the log cannot go on. Any other XADD error
 # (out of memory, a read-only replica) is raised, never mistaken for "taken".
+# The stream expires from its first event on, as the hash does from `create`:
+# the heartbeat's EXPIRE misses a stream it runs before, and an answer that
+# ended before its next beat, with no last event stored, left its stream for
+# ever (issue 20: 16 of 300 hang-ups with QA_RESUME_GRACE_SECONDS=0). PTTL,
+# not EXPIRE's NX flag: that needs Redis 7.
 _APPEND = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
 if redis.call('HEXISTS', KEYS[2], 'final_seq') == 1 then return 0 end
@@ -56,6 +63,7 @@ if type(added) == 'table' and added.err then
   if string.find(added.err, 'equal or smaller', 1, true) then return 0 end
   return redis.error_reply(added.err)
 end
+if redis.call('PTTL', KEYS[1]) == -1 then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
 if ARGV[4] == '1' then
   redis.call('HSET', KEYS[2], 'final_seq', string.match(ARGV[1], '%d+$') - 1)
   redis.call('EXPIRE', KEYS[1], ARGV[5])
@@ -135,18 +143,21 @@ class RedisAnswerStore:
             int(is_terminal(event)),
             self._ttl,
         ]
+        result = None
         try:
             async with mapped_errors():
                 result = await self._append(keys=[events, answer], args=args)
-        except StoreUnavailableError:
-            self._mirror.forget(answer_id)
-            raise
-        if result != 1:
-            self._mirror.forget(answer_id)
+        finally:
+            if result == 1:
+                self._mirror.stored(answer_id, event)
+            else:
+                # Refused, or cut short by an error, a deadline or a cancel, with
+                # an outcome unknown here: this process's readers read Redis from
+                # now on, and get what it holds. A mirror kept after a cancel cut
+                # the last append short held readers until the TTL (issue 20).
+                self._mirror.forget(answer_id)
         if result == -1:
             raise StoreUnavailableError
-        if result == 1:
-            self._mirror.stored(answer_id, event)
         return bool(result == 1)
 
     def start_following(self, answer_id: str) -> Loop:
