@@ -18,8 +18,6 @@ T = TypeVar("T")
 
 # The longest the reading task keeps the event loop in one go.
 TURN_SECONDS = 0.002
-# How often `close` repeats its cancel while the reading task has not ended.
-RECANCEL_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +36,7 @@ class ReadAhead(Generic[T]):
 
     def __init__(self, source: AsyncGenerator[T]) -> None:
         self.queue: asyncio.Queue[T | Ended] = asyncio.Queue()
+        self._closed = False
         self._task = asyncio.get_running_loop().create_task(self._read(source))
 
     async def _read(self, source: AsyncGenerator[T]) -> None:
@@ -46,6 +45,8 @@ class ReadAhead(Generic[T]):
             async with aclosing(source):
                 turn = loop.time()
                 async for item in source:
+                    if self._closed:
+                        break  # close's cancel was swallowed: see close
                     self.queue.put_nowait(item)
                     if loop.time() - turn > TURN_SECONDS:
                         # Everything one network read brought is parsed without
@@ -74,14 +75,11 @@ class ReadAhead(Generic[T]):
         at once so that the answer's own closing of its upstream responses
         (generation/upstream.py) comes without delay. Waiting here made a
         hang-up's upstream close 1.5 s late under load (test_hangups.py).
-        But made sure of: on Python 3.11 a source awaiting redis-py (whose
-        commands go through asyncio.wait_for) can swallow the cancel
-        (CPython gh-86296), and the task would read on for the answer's
-        whole life; so the cancel is repeated until the task has ended.
+        A source that awaits asyncio.wait_for (redis-py sends every command
+        through it: a follow() under coalescing) can swallow the cancel on
+        Python 3.11 (CPython gh-86296) and go on. It then stops at its next
+        item, by the flag, and closes its source undisturbed; a repeated
+        cancel could land in the source's own cleanup instead.
         """
-        self._cancel_until_done()
-
-    def _cancel_until_done(self) -> None:
-        if not self._task.done():
-            self._task.cancel()
-            asyncio.get_running_loop().call_later(RECANCEL_SECONDS, self._cancel_until_done)
+        self._closed = True
+        self._task.cancel()
