@@ -142,6 +142,26 @@ async def test_an_answers_tokens_are_charged_before_its_slot_is_given_back() -> 
     assert (admission.slots.held, admission.capacity.in_use) == (0, 0)
 
 
+class FailingChargeQuotas(ClientQuotas):
+    def __init__(self, limit: str) -> None:
+        super().__init__(MemoryStorage(), None, limit)
+
+    async def charge_tokens(self, client: str, tokens: int) -> None:
+        raise RuntimeError("a charge that fails in a way nobody foresaw")
+
+
+async def test_a_charge_that_fails_unforeseen_still_gives_the_slot_and_capacity_back() -> None:
+    admission = Admission(
+        StreamCapacity(10), FailingChargeQuotas("100/day"), SlotKeeper(MemorySlotStore(), 30), 1
+    )
+    admitted = await admission.admit("a")
+
+    with pytest.raises(RuntimeError):
+        await admission._give_back(admitted, 150)
+
+    assert (admission.slots.held, admission.capacity.in_use) == (0, 0)
+
+
 async def test_a_budget_takes_a_charge_past_its_limit_and_then_refuses() -> None:
     quotas = ClientQuotas(MemoryStorage(), None, "100/day")
     await quotas.charge_tokens("a", 60)

@@ -123,18 +123,30 @@ class Admission:
         # for its slot (or for the process's capacity) would otherwise start
         # its next answer in the round trip between the two, its budget not
         # yet showing this answer's tokens (issue 20).
+        # Each place goes back even when the step before it failed, however:
+        # a place not given back is held for the process's life.
         with anyio.CancelScope(shield=True):
             try:
-                await self.quotas.charge_tokens(admitted.client, tokens)
-            except errors.StoreUnavailableError:
-                log.warning("could not charge an answer's tokens to its client")
-            try:
-                if admitted.slot is not None:
-                    await self.slots.give_back(admitted.client, admitted.slot)
-            except errors.StoreUnavailableError:
-                log.warning("could not give back a client's slot; its lease will lapse")
+                await self._charge(admitted.client, tokens)
             finally:
-                self.capacity.give_back()
+                try:
+                    await self._give_back_slot(admitted)
+                finally:
+                    self.capacity.give_back()
+
+    async def _charge(self, client: str, tokens: int) -> None:
+        try:
+            await self.quotas.charge_tokens(client, tokens)
+        except errors.StoreUnavailableError:
+            log.warning("could not charge an answer's tokens to its client")
+
+    async def _give_back_slot(self, admitted: Admitted) -> None:
+        if admitted.slot is None:
+            return
+        try:
+            await self.slots.give_back(admitted.client, admitted.slot)
+        except errors.StoreUnavailableError:
+            log.warning("could not give back a client's slot; its lease will lapse")
 
     async def drain(self) -> None:
         """At shutdown: wait (bounded) until every ended answer has given its places back."""
