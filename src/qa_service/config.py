@@ -29,8 +29,10 @@ DEFAULT_MODELS: dict[ProviderName, str] = {
 # A Bearer token's characters (RFC 6750's b64token), so any key can be sent as one.
 API_KEY_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")
 MIN_API_KEY_CHARS = 16
-# An RFC 1123 host name, lower case: letters, digits and hyphens in dot-separated labels.
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+# A host name, lower case: letters, digits and hyphens in dot-separated labels
+# (RFC 1123), and underscores, which RFC 1123 leaves out but Docker's and
+# compose's DNS serve (a service named `qa_service` is reached as qa_service:8000).
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _REQUIRED_KEY = {"openai": "OPENAI_API_KEY", "groq": "GROQ_API_KEY"}
 

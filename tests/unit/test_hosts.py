@@ -6,7 +6,7 @@ import pytest
 
 from qa_service.api.hosts import host_allowed
 
-NAMED = ["qa.example.com", "*.apps.example.net"]
+NAMED = ["qa.example.com", "*.apps.example.net", "qa_service"]
 
 
 @pytest.mark.parametrize(
@@ -27,6 +27,9 @@ NAMED = ["qa.example.com", "*.apps.example.net"]
         ("apps.example.net", False),
         ("qa.example.com.evil.example", False),
         ("evilqa.example.com", False),
+        # A compose service's name, underscore and all.
+        ("qa_service:8000", True),
+        ("other_service:8000", False),
         # Not a host at all.
         ("", False),
         ("::1", False),  # an IPv6 address must be bracketed in Host
