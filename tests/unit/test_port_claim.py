@@ -62,7 +62,7 @@ def test_a_port_another_process_listens_on_cannot_be_claimed(port: int, reuse_po
         pass
 
 
-def test_a_claimed_port_cannot_be_joined_by_an_older_group_checking_nothing(port: int) -> None:
+def test_a_group_that_checks_nothing_can_still_join_a_claimed_port(port: int) -> None:
     """The limit of a claim: a process that binds with SO_REUSEPORT and checks
     nothing still joins (the kernel allows it to any process of the same user).
     Only a `serve` that claims is kept out."""
