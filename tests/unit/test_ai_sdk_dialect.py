@@ -110,7 +110,8 @@ def test_the_last_user_message_is_the_question_and_the_rest_the_history() -> Non
             },
             _text("user", "part one", "part two"),
             prompt="eli5",
-        )
+        ),
+        max_history_messages=50,
     )
 
     assert ask.query == "part one\npart two"
@@ -134,8 +135,18 @@ def test_the_last_user_message_is_the_question_and_the_rest_the_history() -> Non
 )
 def test_what_cannot_be_answered_is_refused(messages: list[dict[str, Any]]) -> None:
     with pytest.raises(QAServiceError) as refused:
-        ask_of(_body(*messages))
+        ask_of(_body(*messages), max_history_messages=50)
     assert refused.value.public.code == "invalid_request"
+
+
+def test_empty_earlier_messages_count_against_the_history_limit() -> None:
+    empty = {"role": "assistant", "parts": []}
+    ask = ask_of(_body(*[empty] * 3, _text("user", "q")), max_history_messages=3)
+    assert ask.history == []
+
+    with pytest.raises(QAServiceError) as refused:
+        ask_of(_body(*[empty] * 4, _text("user", "q")), max_history_messages=3)
+    assert refused.value.public.code == "history_too_long"
 
 
 async def test_a_chat_is_found_only_by_the_client_and_browser_that_started_it() -> None:

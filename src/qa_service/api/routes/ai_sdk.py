@@ -92,16 +92,20 @@ async def read_chat_body(service: Service, request: Request) -> ChatBody:
     return await read_json_body(service, request, ChatBody, extra_bytes=overhead)
 
 
-def ask_of(chat: ChatBody) -> AskBody:
+def ask_of(chat: ChatBody, max_history_messages: int) -> AskBody:
     """The question (the last message, the user's) and the history before it.
 
     Left to api/asks.py checked_request: blank or too long a question, too long
     a history, an unknown prompt. Earlier messages without text (an answer that
-    failed before its first word) are left out of the history.
+    failed before its first word) are left out of the history, but count
+    against QA_MAX_HISTORY_MESSAGES: else 14,000 empty ones were taken, each
+    parsed and checked, for one answer.
     """
     *earlier, last = chat.messages
     if last.role != "user":
         raise errors.invalid_request("messages: the last message must be the user's question")
+    if len(earlier) > max_history_messages:
+        raise errors.history_too_long(f"more than {max_history_messages} messages")
     history = []
     for index, message in enumerate(earlier):
         text = _text_of(message, index)
@@ -156,7 +160,7 @@ resume_routes = APIRouter(route_class=NativeRoute, tags=["ai-sdk"])
 async def chat(service: ServiceDep, request: Request) -> Response:
     """Answer the chat's last user message, the earlier ones as history, as a UI message stream."""
     body = await read_chat_body(service, request)
-    answer_request = checked_request(service, ask_of(body))
+    answer_request = checked_request(service, ask_of(body, service.settings.max_history_messages))
     opened = await open_answer(service, answer_request, request)
     browser = browser_of(request) or new_browser_token()
     try:
