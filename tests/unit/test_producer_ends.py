@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
-from qa_service.answers.model import AnswerRequest
+from qa_service.answers.model import AnswerRequest, answer_ref
 from qa_service.answers.registry import AnswerRegistry
 from qa_service.answers.run import RunTiming
 from qa_service.core.events import AnswerEvent, AnswerMeta, Failed, Text
@@ -112,3 +112,21 @@ async def test_a_cancel_during_an_append_ends_the_log_after_what_it_stored() -> 
     assert log[-1].error.code == "cancelled"  # never producer_lost, for want of an end
     assert run.stats.outcome == "cancelled"
     assert not await store.producer_alive(run.id)
+
+
+async def test_no_task_of_an_answer_is_named_by_its_id() -> None:
+    # core/loops.py logs a loop's task name, and asyncio's own "Task was
+    # destroyed" and "exception was never retrieved" lines print it: an id
+    # there reads and cancels its answer (docs/operations.md, "Logs").
+    store = _SwallowingHeartbeats()
+    registry = _registry(store, lease=0.03)
+    run = await registry.start(REQUEST, META)
+    async with asyncio.timeout(5):
+        await store.beating.wait()
+    run.cancel_soon()
+
+    names = [task.get_name() for task in asyncio.all_tasks()]
+
+    assert any(answer_ref(run.id) in name for name in names)  # the answer's tasks are there
+    assert not [name for name in names if run.id in name]
+    await registry.cancel(run.id)

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from qa_service.answers.model import AnswerObserver, AnswerRequest, RunStats
+from qa_service.answers.model import AnswerObserver, AnswerRequest, RunStats, answer_ref
 from qa_service.answers.ports import AnswerStore
 from qa_service.core.errors import (
     CANCELLED,
@@ -133,7 +133,7 @@ class AnswerRun:
         """Start generating; idempotent. Must run inside the event loop."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
-                self._generate(), name=f"answer-{self.id}"
+                self._generate(), name=f"answer-{answer_ref(self.id)}"
             )
         return self._task
 
@@ -175,7 +175,7 @@ class AnswerRun:
             observer.answer_started(self.meta)
         log.debug("generating", extra={"prompt": self.meta.prompt})
         report = GenerationReport()
-        heartbeat = self._heartbeat = Loop(self._beat, name=f"heartbeat-{self.id}")
+        heartbeat = self._heartbeat = Loop(self._beat, name=f"heartbeat-{answer_ref(self.id)}")
         try:
             await self._append(Meta(self._next_seq, self.meta))
             async with self._upstream.recording():
