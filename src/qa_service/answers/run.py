@@ -25,18 +25,12 @@ It is stopped the same way (core/loops.py), and before the lease is released:
 on 3.11 a single cancel() left 8-16 of 300 heartbeats renewing their lease
 for ever, each holding a Redis connection (issue 20).
 
-The last event goes at the log's next free seq, whatever a cancel cut short:
-an append it interrupted may or may not be in the log, so after a refusal, or
-an append whose outcome is unknown, the log's top says where the end goes
-(or that the log has one already). Before, such an end was refused (its seq
-taken), and readers were told the producer was lost (issue 20: 3-8 of 60
-explicit cancels).
+How the last event and the lease's release go: answers/ending.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Sequence
 from contextlib import aclosing, suppress
@@ -44,6 +38,7 @@ from dataclasses import dataclass
 
 import anyio
 
+from qa_service.answers.ending import end_lease, log_final
 from qa_service.answers.model import AnswerObserver, AnswerRequest, RunStats, answer_ref
 from qa_service.answers.ports import AnswerStore
 from qa_service.core.errors import (
@@ -61,10 +56,6 @@ from qa_service.generation.upstream import AnswerUpstream
 from qa_service.generation.writer import AIWriter
 
 log = logging.getLogger(__name__)
-
-# Appends of the last event, each after reading where the log's top is: one
-# more than a cancel can leave in doubt, and a bound when the store misbehaves.
-_LAST_EVENT_TRIES = 3
 
 
 class LogEndedElsewhereError(Exception):
@@ -285,39 +276,7 @@ class AnswerRun:
             self._first_output.set()
 
     async def _log_final(self, event: AnswerEvent) -> None:
-        # Never cut short by a timeout of ours: an append cut short has an
-        # outcome nobody knows (a 2.8 s Redis stall stored the end after it
-        # timed out here, and this process's readers waited for it until the
-        # TTL). The store bounds every call itself (QA_REDIS_URL: 3 s).
-        try:
-            await self._append_last(event)
-        except StoreUnavailableError:
-            log.warning("the answer's last event could not be stored")
-        await self._end_lease()
-
-    async def _append_last(self, event: AnswerEvent) -> None:
-        """`event` at the log's next free seq, unless the log has ended already."""
-        for _ in range(_LAST_EVENT_TRIES):
-            try:
-                if await self._store.append(self.id, event):
-                    return
-            except StoreUnavailableError:
-                pass  # maybe stored, maybe not: the log says
-            info = await self._store.describe(self.id)
-            if info is None or info.final_seq is not None:
-                if info is None or info.final_seq != event.seq:
-                    log.info("the answer's log had already been ended elsewhere")
-                return
-            # A text the cancel cut short was stored after all: the end goes after it.
-            event = dataclasses.replace(event, seq=info.last_seq + 1)
-        raise StoreUnavailableError
+        await log_final(self._store, self.id, event, self._heartbeat, self._timing.close_seconds)
 
     async def _end_lease(self) -> None:
-        """Stop the heartbeat, then release the lease: a renewal still in flight
-        would otherwise bring the lease back after its release."""
-        if self._heartbeat is not None:
-            await self._heartbeat.stop(self._timing.close_seconds)
-        # Readers waiting on a log that cannot grow learn it from the lease at once.
-        with anyio.move_on_after(self._timing.close_seconds, shield=True):
-            with suppress(StoreUnavailableError):
-                await self._store.release_lease(self.id)
+        await end_lease(self._store, self.id, self._heartbeat, self._timing.close_seconds)
