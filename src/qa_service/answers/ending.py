@@ -10,6 +10,7 @@ explicit cancels).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from contextlib import suppress
@@ -35,26 +36,40 @@ async def log_final(
     heartbeat: Loop | None,
     close_seconds: float,
 ) -> None:
-    """The last event, then the lease goes."""
-    # Never cut short by a timeout of ours: an append cut short has an
+    """The last event, then the lease goes.
+
+    The appends have `2 * close_seconds` (what a cancel waits for them): no
+    store call starts after that. Unbounded, three tries of an append and a
+    read (3 s each) outlived shutdown's wait and ran on a closed Redis client.
+    """
+    # No call is cut short by a timeout of ours: an append cut short has an
     # outcome nobody knows (a 2.8 s Redis stall stored the end after it
     # timed out here, and this process's readers waited for it until the
     # TTL). The store bounds every call itself (QA_REDIS_URL: 3 s).
     try:
-        await append_last(store, answer_id, event)
+        await append_last(store, answer_id, event, close_seconds * 2)
     except StoreUnavailableError:
         log.warning("the answer's last event could not be stored")
     await end_lease(store, answer_id, heartbeat, close_seconds)
 
 
-async def append_last(store: AnswerStore, answer_id: str, event: AnswerEvent) -> None:
-    """`event` at the log's next free seq, unless the log has ended already."""
-    for _ in range(_LAST_EVENT_TRIES):
+async def append_last(
+    store: AnswerStore, answer_id: str, event: AnswerEvent, seconds: float
+) -> None:
+    """`event` at the log's next free seq, unless the log has ended already;
+    no store call starts once `seconds` have passed."""
+    clock = asyncio.get_running_loop()
+    deadline = clock.time() + seconds
+    for attempt in range(_LAST_EVENT_TRIES):
+        if attempt and clock.time() >= deadline:
+            break
         try:
             if await store.append(answer_id, event):
                 return
         except StoreUnavailableError:
             pass  # maybe stored, maybe not: the log says
+        if clock.time() >= deadline:
+            break
         info = await store.describe(answer_id)
         if info is None or info.final_seq is not None:
             if info is None or info.final_seq != event.seq:

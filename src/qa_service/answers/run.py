@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
@@ -84,6 +85,7 @@ class AnswerRun:
         store: AnswerStore,
         timing: RunTiming,
         observers: Sequence[AnswerObserver] = (),
+        on_ending: Callable[[asyncio.Task[None]], None] | None = None,
     ) -> None:
         self.meta = meta
         self.id = meta.answer_id
@@ -102,8 +104,11 @@ class AnswerRun:
         self._heartbeat: Loop | None = None
         self._stop: tuple[PublicError, str] | None = None
         self._closer: asyncio.Task[None] | None = None
-        # Stores the last event; a task of its own, so no cancel can cut it short.
+        # Stores the last event and releases the lease; a task of its own, so
+        # no cancel can cut it short. It may outlive `_task`: `on_ending` is
+        # given it, so that shutdown waits for it before the stores close.
         self._final: asyncio.Task[None] | None = None
+        self._on_ending = on_ending
 
     @property
     def ended(self) -> bool:
@@ -148,9 +153,7 @@ class AnswerRun:
             await self._upstream.close()
         elif self._final is None:
             # Cancelled before its first step: _generate never ran to end the log.
-            self._final = asyncio.get_running_loop().create_task(
-                self._store_final(Failed(self._next_seq, public))
-            )
+            self._start_ending(self._store_final(Failed(self._next_seq, public)))
         if self._final is not None:
             with anyio.move_on_after(self._timing.close_seconds * 2, shield=True):
                 await asyncio.wait({self._final})
@@ -192,12 +195,12 @@ class AnswerRun:
         except StoreUnavailableError as exc:
             # Nothing more can be logged; readers learn it from the store themselves.
             self.stats.note_error(exc.public, type(exc).__name__)
-            await self._end_lease()
+            await self._end_in_own_task(self._end_lease())
         except LogEndedElsewhereError:
             # A reader declared this producer lost (its lease lapsed while it
             # was slow): the log has its end, and nothing more is worth paying for.
             self.stats.note_error(PRODUCER_LOST, "LogEndedElsewhereError")
-            await self._end_lease()
+            await self._end_in_own_task(self._end_lease())
         # Exception, never BaseException: cancellation must pass through untouched.
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error event
             if self._stop is not None:
@@ -261,11 +264,25 @@ class AnswerRun:
         self._first_output.set()
 
     async def _append_final(self, event: AnswerEvent) -> None:
-        """The last event, then the lease goes, in a task a cancel cannot reach:
-        anyio's shield does not stop asyncio's own task.cancel()."""
+        """The last event, then the lease goes."""
+        await self._end_in_own_task(self._store_final(event))
+
+    async def _end_in_own_task(self, ending: Coroutine[Any, Any, None]) -> None:
+        """Run the answer's `ending` in a task a cancel cannot reach: anyio's
+        shield does not stop asyncio's own task.cancel(), and a cancel cutting
+        the heartbeat's stop short left the lease unreleased."""
         if self._final is None:
-            self._final = asyncio.get_running_loop().create_task(self._store_final(event))
-        await asyncio.shield(self._final)
+            final = self._start_ending(ending)
+        else:
+            final = self._final
+            ending.close()
+        await asyncio.shield(final)
+
+    def _start_ending(self, ending: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        final = self._final = asyncio.get_running_loop().create_task(ending)
+        if self._on_ending is not None:
+            self._on_ending(final)
+        return final
 
     async def _store_final(self, event: AnswerEvent) -> None:
         try:
