@@ -13,7 +13,9 @@ import pytest
 from qa_service.core.events import AnswerMeta, AnswerSummary, Done, Meta, Text
 from qa_service.stores.redis_answers import RedisAnswerStore
 from qa_service.stores.redis_client import open_redis_client
+from tests.support.daemon import wait_until
 from tests.support.redis_server import RedisServer, run_redis
+from tests.support.sockets import unread_bytes
 
 pytestmark = pytest.mark.replicas
 
@@ -49,7 +51,10 @@ async def _read_after_a_cut_short_last_append(redis_server: RedisServer) -> list
             appending = asyncio.create_task(
                 store.append("a", Done(2, AnswerSummary("stop", None, None, 1, 1.0)))
             )
-            await asyncio.sleep(0.3)  # the command is on its way
+            # The command is on its way: it has reached the stopped Redis's socket.
+            await asyncio.to_thread(
+                wait_until, lambda: unread_bytes(redis_server.port), 10, "the append at Redis"
+            )
             appending.cancel()  # a caller's deadline, or a cancel
             await asyncio.wait({appending})
         finally:

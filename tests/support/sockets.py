@@ -24,3 +24,14 @@ def tcp_socket(local_port: int, remote_port: int) -> TcpSocket | None:
         ):
             return TcpSocket(state=fields[3], send_queue=int(fields[4].split(":")[0], 16))
     return None
+
+
+def unread_bytes(local_port: int) -> int:
+    """Bytes that have reached the established IPv4 sockets on `local_port` and
+    that their owner has not read yet (a stopped server's pending commands)."""
+    unread = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == local_port and fields[3] == ESTABLISHED:
+            unread += int(fields[4].split(":")[1], 16)
+    return unread

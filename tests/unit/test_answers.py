@@ -215,6 +215,37 @@ async def test_without_grace_leaving_the_stream_stops_generation_at_once(
     assert log[-1].error.code == "cancelled"
 
 
+class _SlowToLeave:
+    """A reader's place whose leaving waits on loops (up to seconds on a busy
+    process); notes whether the answer was still generating when it began."""
+
+    def __init__(self, registry: AnswerRegistry, answer_id: str) -> None:
+        self._registry = registry
+        self._answer_id = answer_id
+        self.generating_at_leave: bool | None = None
+
+    async def leave(self) -> None:
+        self.generating_at_leave = self._registry.generating(self._answer_id)
+
+    def drop(self) -> None:
+        pass
+
+
+async def test_without_grace_a_hangup_cancels_the_answer_before_leaving_its_place() -> None:
+    registry = _registry(_EndlessModel(messages=iter(())), grace=0)
+    run = await registry.start(REQUEST, META)
+    place = _SlowToLeave(registry, run.id)
+    stream = answer_events(registry, run.id, -1, place=cast(Any, place))
+    await _read_some(stream, 3)
+
+    await stream.aclose()
+
+    # The provider's request closes within a second of a hang-up (README), so
+    # the cancel may not wait behind the reader loops that leaving stops.
+    assert place.generating_at_leave is False
+    assert run.ended
+
+
 async def test_with_grace_a_hangup_keeps_generating_and_a_resume_continues_exactly(
     underway: StartUnderway,
 ) -> None:

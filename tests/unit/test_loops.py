@@ -21,6 +21,34 @@ async def test_a_loop_that_swallows_every_cancel_still_stops() -> None:
     assert loop.task.done()
 
 
+async def test_a_cancel_swallowed_while_the_loop_is_blocked_is_given_again() -> None:
+    swallowed = 0
+    blocked = asyncio.Event()
+
+    async def body(stop: asyncio.Event) -> None:
+        nonlocal swallowed
+        while not stop.is_set():
+            # One step: two commands that never end by themselves and do not
+            # watch `stop`; the first cancel is swallowed (gh-86296), so only
+            # a second one ends the step.
+            for _ in range(2):
+                blocked.set()
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    if swallowed:
+                        raise
+                    swallowed += 1
+                    asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    loop = Loop(body, "blocked")
+    async with asyncio.timeout(5):
+        await blocked.wait()
+    assert await loop.stop(5.0)
+    assert swallowed == 1  # the case under test did happen
+    assert loop.task.done()
+
+
 async def test_a_loop_asked_to_stop_without_waiting_ends_at_its_next_step() -> None:
     async def body(stop: asyncio.Event) -> None:
         while not await pause(stop, 0.01):

@@ -90,9 +90,12 @@ async def answer_events(
     finally:
         if watcher is not None:
             watcher.cancel()
-        await place.leave()
+        # The answer first: leaving waits (bounded) for this answer's reader
+        # loops here to end, and with no grace the provider's request must
+        # close within a second of the hang-up (README), not after them.
         if not ended and registry.timing.grace_seconds == 0:
             await _cancel_on_hangup(registry, answer_id)
+        await place.leave()
 
 
 async def _cancel_on_hangup(registry: AnswerRegistry, answer_id: str) -> None:

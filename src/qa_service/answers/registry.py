@@ -57,6 +57,9 @@ class AnswerRegistry:
         self._writer = writer
         self._observers = observers
         self._runs: dict[str, AnswerRun] = {}
+        # Each answer's ending (its last event, its lease's release): it can
+        # outlive the answer's task, and must end before the stores close.
+        self._endings: set[asyncio.Task[None]] = set()
 
     def local(self, answer_id: str) -> AnswerRun | None:
         return self._runs.get(answer_id)
@@ -87,7 +90,15 @@ class AnswerRegistry:
             lease_seconds=self.timing.lease_seconds,
             reader_seconds=grace + reader_within if grace > 0 else 0.0,
         )
-        run = AnswerRun(meta, request, self._writer, self.store, self.timing, self._observers)
+        run = AnswerRun(
+            meta,
+            request,
+            self._writer,
+            self.store,
+            self.timing,
+            self._observers,
+            on_ending=self._track_ending,
+        )
         self._runs[answer_id] = run
         run.start().add_done_callback(lambda _: self._runs.pop(answer_id, None))
         return run
@@ -140,3 +151,23 @@ class AnswerRegistry:
         if runs:
             log.info("ending %d answers at shutdown", len(runs))
         await asyncio.gather(*(run.cancel(public, "error") for run in runs))
+        await self._wait_for_endings()
+
+    def _track_ending(self, ending: asyncio.Task[None]) -> None:
+        self._endings.add(ending)
+        ending.add_done_callback(self._endings.discard)
+
+    async def _wait_for_endings(self) -> None:
+        """Before the stores close: an ending still storing its last event
+        (its appends stop at a deadline, but one under way is not cut short)
+        gets its time, and is cancelled past it, so none runs against a closed
+        client or is destroyed pending."""
+        endings = set(self._endings)
+        if not endings:
+            return
+        _, late = await asyncio.wait(endings, timeout=self.timing.close_seconds * 2)
+        if late:
+            log.warning("cancelling %d answer endings at shutdown", len(late))
+            for ending in late:
+                ending.cancel()
+            await asyncio.wait(late, timeout=self.timing.close_seconds)

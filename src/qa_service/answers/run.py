@@ -25,26 +25,22 @@ It is stopped the same way (core/loops.py), and before the lease is released:
 on 3.11 a single cancel() left 8-16 of 300 heartbeats renewing their lease
 for ever, each holding a Redis connection (issue 20).
 
-The last event goes at the log's next free seq, whatever a cancel cut short:
-an append it interrupted may or may not be in the log, so after a refusal, or
-an append whose outcome is unknown, the log's top says where the end goes
-(or that the log has one already). Before, such an end was refused (its seq
-taken), and readers were told the producer was lost (issue 20: 3-8 of 60
-explicit cancels).
+How the last event and the lease's release go: answers/ending.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
-from qa_service.answers.model import AnswerObserver, AnswerRequest, RunStats
+from qa_service.answers.ending import end_lease, log_final
+from qa_service.answers.model import AnswerObserver, AnswerRequest, RunStats, answer_ref
 from qa_service.answers.ports import AnswerStore
 from qa_service.core.errors import (
     CANCELLED,
@@ -61,10 +57,6 @@ from qa_service.generation.upstream import AnswerUpstream
 from qa_service.generation.writer import AIWriter
 
 log = logging.getLogger(__name__)
-
-# Appends of the last event, each after reading where the log's top is: one
-# more than a cancel can leave in doubt, and a bound when the store misbehaves.
-_LAST_EVENT_TRIES = 3
 
 
 class LogEndedElsewhereError(Exception):
@@ -93,6 +85,7 @@ class AnswerRun:
         store: AnswerStore,
         timing: RunTiming,
         observers: Sequence[AnswerObserver] = (),
+        on_ending: Callable[[asyncio.Task[None]], None] | None = None,
     ) -> None:
         self.meta = meta
         self.id = meta.answer_id
@@ -111,8 +104,11 @@ class AnswerRun:
         self._heartbeat: Loop | None = None
         self._stop: tuple[PublicError, str] | None = None
         self._closer: asyncio.Task[None] | None = None
-        # Stores the last event; a task of its own, so no cancel can cut it short.
+        # Stores the last event and releases the lease; a task of its own, so
+        # no cancel can cut it short. It may outlive `_task`: `on_ending` is
+        # given it, so that shutdown waits for it before the stores close.
         self._final: asyncio.Task[None] | None = None
+        self._on_ending = on_ending
 
     @property
     def ended(self) -> bool:
@@ -133,7 +129,7 @@ class AnswerRun:
         """Start generating; idempotent. Must run inside the event loop."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
-                self._generate(), name=f"answer-{self.id}"
+                self._generate(), name=f"answer-{answer_ref(self.id)}"
             )
         return self._task
 
@@ -157,9 +153,7 @@ class AnswerRun:
             await self._upstream.close()
         elif self._final is None:
             # Cancelled before its first step: _generate never ran to end the log.
-            self._final = asyncio.get_running_loop().create_task(
-                self._store_final(Failed(self._next_seq, public))
-            )
+            self._start_ending(self._store_final(Failed(self._next_seq, public)))
         if self._final is not None:
             with anyio.move_on_after(self._timing.close_seconds * 2, shield=True):
                 await asyncio.wait({self._final})
@@ -175,7 +169,7 @@ class AnswerRun:
             observer.answer_started(self.meta)
         log.debug("generating", extra={"prompt": self.meta.prompt})
         report = GenerationReport()
-        heartbeat = self._heartbeat = Loop(self._beat, name=f"heartbeat-{self.id}")
+        heartbeat = self._heartbeat = Loop(self._beat, name=f"heartbeat-{answer_ref(self.id)}")
         try:
             await self._append(Meta(self._next_seq, self.meta))
             async with self._upstream.recording():
@@ -201,12 +195,12 @@ class AnswerRun:
         except StoreUnavailableError as exc:
             # Nothing more can be logged; readers learn it from the store themselves.
             self.stats.note_error(exc.public, type(exc).__name__)
-            await self._end_lease()
+            await self._end_in_own_task(self._end_lease())
         except LogEndedElsewhereError:
             # A reader declared this producer lost (its lease lapsed while it
             # was slow): the log has its end, and nothing more is worth paying for.
             self.stats.note_error(PRODUCER_LOST, "LogEndedElsewhereError")
-            await self._end_lease()
+            await self._end_in_own_task(self._end_lease())
         # Exception, never BaseException: cancellation must pass through untouched.
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error event
             if self._stop is not None:
@@ -270,11 +264,25 @@ class AnswerRun:
         self._first_output.set()
 
     async def _append_final(self, event: AnswerEvent) -> None:
-        """The last event, then the lease goes, in a task a cancel cannot reach:
-        anyio's shield does not stop asyncio's own task.cancel()."""
+        """The last event, then the lease goes."""
+        await self._end_in_own_task(self._store_final(event))
+
+    async def _end_in_own_task(self, ending: Coroutine[Any, Any, None]) -> None:
+        """Run the answer's `ending` in a task a cancel cannot reach: anyio's
+        shield does not stop asyncio's own task.cancel(), and a cancel cutting
+        the heartbeat's stop short left the lease unreleased."""
         if self._final is None:
-            self._final = asyncio.get_running_loop().create_task(self._store_final(event))
-        await asyncio.shield(self._final)
+            final = self._start_ending(ending)
+        else:
+            final = self._final
+            ending.close()
+        await asyncio.shield(final)
+
+    def _start_ending(self, ending: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        final = self._final = asyncio.get_running_loop().create_task(ending)
+        if self._on_ending is not None:
+            self._on_ending(final)
+        return final
 
     async def _store_final(self, event: AnswerEvent) -> None:
         try:
@@ -285,39 +293,7 @@ class AnswerRun:
             self._first_output.set()
 
     async def _log_final(self, event: AnswerEvent) -> None:
-        # Never cut short by a timeout of ours: an append cut short has an
-        # outcome nobody knows (a 2.8 s Redis stall stored the end after it
-        # timed out here, and this process's readers waited for it until the
-        # TTL). The store bounds every call itself (QA_REDIS_URL: 3 s).
-        try:
-            await self._append_last(event)
-        except StoreUnavailableError:
-            log.warning("the answer's last event could not be stored")
-        await self._end_lease()
-
-    async def _append_last(self, event: AnswerEvent) -> None:
-        """`event` at the log's next free seq, unless the log has ended already."""
-        for _ in range(_LAST_EVENT_TRIES):
-            try:
-                if await self._store.append(self.id, event):
-                    return
-            except StoreUnavailableError:
-                pass  # maybe stored, maybe not: the log says
-            info = await self._store.describe(self.id)
-            if info is None or info.final_seq is not None:
-                if info is None or info.final_seq != event.seq:
-                    log.info("the answer's log had already been ended elsewhere")
-                return
-            # A text the cancel cut short was stored after all: the end goes after it.
-            event = dataclasses.replace(event, seq=info.last_seq + 1)
-        raise StoreUnavailableError
+        await log_final(self._store, self.id, event, self._heartbeat, self._timing.close_seconds)
 
     async def _end_lease(self) -> None:
-        """Stop the heartbeat, then release the lease: a renewal still in flight
-        would otherwise bring the lease back after its release."""
-        if self._heartbeat is not None:
-            await self._heartbeat.stop(self._timing.close_seconds)
-        # Readers waiting on a log that cannot grow learn it from the lease at once.
-        with anyio.move_on_after(self._timing.close_seconds, shield=True):
-            with suppress(StoreUnavailableError):
-                await self._store.release_lease(self.id)
+        await end_lease(self._store, self.id, self._heartbeat, self._timing.close_seconds)

@@ -35,7 +35,13 @@ async def pause(stop: asyncio.Event, seconds: float) -> bool:
 
 
 class Loop:
-    """A task running `body(stop)`; `body` returns soon after `stop` is set."""
+    """A task running `body(stop)`; `body` returns soon after `stop` is set.
+
+    A body must not await in its cleanup (`finally`, `except CancelledError`,
+    `async with` exits): `stop` cancels it again every 100 ms until it has
+    ended, and a repeated cancel would cut such cleanup short. Cleanup that
+    must await belongs to the loop's owner, after `stop` returns.
+    """
 
     def __init__(self, body: Callable[[asyncio.Event], Coroutine[Any, Any, None]], name: str):
         self._stop = asyncio.Event()
