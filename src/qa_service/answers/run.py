@@ -303,7 +303,7 @@ class AnswerRun:
                     return
             except StoreUnavailableError:
                 pass  # maybe stored, maybe not: the log says
-            info = await self._store.describe(self.id)
+            info = await self._store.describe_for_producer(self.id)
             if info is None or info.final_seq is not None:
                 if info is None or info.final_seq != event.seq:
                     log.info("the answer's log had already been ended elsewhere")

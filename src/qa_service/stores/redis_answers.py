@@ -18,8 +18,9 @@ in redis_client.py, and nowhere else.
 
 Readers' commands (one XREAD BLOCK per followed answer, stores/followed.py;
 presence, lease checks) go through `reads`, a client with a pool of its own:
-however many readers come, the producers' appends and leases on `client`
-always find a connection.
+however many readers come, the producers' commands on `client` (appends,
+leases, `describe_for_producer`, and the presence of readers of an answer
+written here) always find a connection.
 """
 
 from __future__ import annotations
@@ -121,8 +122,16 @@ class RedisAnswerStore:
         self._mirror.expect(answer_id)
 
     async def describe(self, answer_id: str) -> LogInfo | None:
+        return await self._describe(self._reads, answer_id)
+
+    async def describe_for_producer(self, answer_id: str) -> LogInfo | None:
+        # On the producers' pool: with the readers' pool full, the producer's
+        # last event waited 3 s for a connection there, and was lost.
+        return await self._describe(self._client, answer_id)
+
+    async def _describe(self, client: aioredis.Redis, answer_id: str) -> LogInfo | None:
         answer, events, _, _ = _keys(answer_id)
-        async with mapped_errors(), self._reads.pipeline(transaction=False) as pipe:
+        async with mapped_errors(), client.pipeline(transaction=False) as pipe:
             pipe.hmget(answer, ["fingerprint", "final_seq"])
             pipe.xrevrange(events, count=1)
             (fingerprint, final_seq), newest = await pipe.execute()
@@ -204,8 +213,13 @@ class RedisAnswerStore:
 
     async def touch_reader(self, answer_id: str, seconds: float) -> None:
         _, _, _, readers = _keys(answer_id)
+        # An answer this process writes (its mirror holds it) is touched on the
+        # producers' pool: its presence decides whether it goes on, and touches
+        # failing on a full readers' pool for the whole grace cancelled it while
+        # its reader was attached. Readers of answers made elsewhere keep to theirs.
+        client = self._client if self._mirror.holds(answer_id) else self._reads
         async with mapped_errors():
-            await self._reads.set(readers, 1, px=int(seconds * 1000))
+            await client.set(readers, 1, px=int(seconds * 1000))
 
     async def reader_present(self, answer_id: str) -> bool:
         _, _, _, readers = _keys(answer_id)
