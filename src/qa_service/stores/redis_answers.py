@@ -34,6 +34,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from qa_service.answers.follow import FollowTiming
 from qa_service.answers.ports import LogInfo
 from qa_service.core.errors import StoreUnavailableError
 from qa_service.core.events import AnswerEvent, from_dict, is_terminal, to_dict
@@ -97,8 +98,10 @@ class RedisAnswerStore:
         self._ttl = ttl_seconds
         self._max_events = max_events
         self._append = client.register_script(_APPEND)
-        self._mirror = LocalMirror()
-        self._followed = FollowedAnswers(self._read_stream, self._mirror.holds)
+        self._followed = FollowedAnswers(self._read_stream, FollowTiming().poll_seconds)
+        # An answer written here is followed from memory: the mirror's events
+        # go to its feed when the mirror lets go, and no read of Redis copies them.
+        self._mirror = LocalMirror(self._followed.hand_over)
 
     async def create(
         self,
