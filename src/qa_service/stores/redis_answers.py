@@ -55,7 +55,8 @@ CANCEL_CHANNEL = "qa:cancel"
 # The stream expires from its first event on, as the hash does from `create`:
 # the heartbeat's EXPIRE misses a stream it runs before, and an answer that
 # ended before its next beat, with no last event stored, left its stream for
-# ever (issue 20: 16 of 300 hang-ups with QA_RESUME_GRACE_SECONDS=0). PTTL,
+# ever (issue 20: 16 of 300 hang-ups with QA_RESUME_GRACE_SECONDS=0). Only
+# the first event (entry 0-1) creates the stream, so only it checks; PTTL,
 # not EXPIRE's NX flag: that needs Redis 7.
 _APPEND = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
@@ -65,7 +66,9 @@ if type(added) == 'table' and added.err then
   if string.find(added.err, 'equal or smaller', 1, true) then return 0 end
   return redis.error_reply(added.err)
 end
-if redis.call('PTTL', KEYS[1]) == -1 then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
+if ARGV[1] == '0-1' and redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+end
 if ARGV[4] == '1' then
   redis.call('HSET', KEYS[2], 'final_seq', string.match(ARGV[1], '%d+$') - 1)
   redis.call('EXPIRE', KEYS[1], ARGV[5])
