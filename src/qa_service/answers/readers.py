@@ -18,6 +18,8 @@ from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass, field
 
+import anyio
+
 from qa_service.answers.ports import AnswerStore
 from qa_service.core.errors import TOO_MANY_READERS, QAServiceError, StoreUnavailableError
 from qa_service.core.loops import Loop, pause
@@ -134,7 +136,10 @@ async def stop_loops(loops: list[Loop]) -> None:
     (one by one, a shutdown with many answers took up to 5 s each)."""
     for loop in loops:
         loop.ask_to_stop()
-    await asyncio.gather(*(loop.stop(_STOP_SECONDS) for loop in loops))
+    # Shielded, as each Loop.stop is: callers run in a cancelled task's cleanup,
+    # and a cancel there must not leave the loops unawaited.
+    with anyio.CancelScope(shield=True):
+        await asyncio.gather(*(loop.stop(_STOP_SECONDS) for loop in loops))
 
 
 class ReaderPlace:
