@@ -125,9 +125,9 @@ class Settings(BaseSettings):
     client_max_streams: int | None = Field(default=None, ge=1)
     # Readers on this instance at once (a resume needs no key, so these bound
     # what anyone can hold open): of one answer, and of one client's resumes.
-    # Past either, 429 too_many_readers. Unset: no bound.
-    max_readers_per_answer: int | None = Field(default=32, ge=1)
-    client_max_readers: int | None = Field(default=128, ge=1)
+    # Past either, 429 too_many_readers. 0: no bound.
+    max_readers_per_answer: int = Field(default=32, ge=0)
+    client_max_readers: int = Field(default=128, ge=0)
     client_token_budget: str | None = None
     # Hold the response this long for the first text, so that a provider
     # failure before it is a real HTTP status; 0 streams at once.

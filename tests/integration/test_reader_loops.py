@@ -128,13 +128,16 @@ async def test_hundreds_of_readers_cancelled_at_random_moments_leave_no_loop_tas
             store = RedisAnswerStore(client, 60, 1000, reads)
             readers = LocalReaders(store, presence_seconds=1.0)
             answer_ids = [f"loops{n}" for n in range(answers)]
+            # Made by another replica's store: this one's mirror does not hold
+            # them, so their feeds read Redis, and are cancelled in its XREAD.
+            elsewhere = RedisAnswerStore(client, 60, 1000)
             for answer_id in answer_ids:
-                await store.create(answer_id, "fingerprint")
+                await elsewhere.create(answer_id, "fingerprint")
 
             async def reader(answer_id: str) -> None:
                 place = readers.admit(answer_id, "a client")
                 try:
-                    while True:  # a log that never grows: XREAD BLOCK, again and again
+                    while True:  # a log that never grows: the feed's XREAD BLOCK, again and again
                         await store.read(answer_id, -1, 0.2)
                 finally:
                     await place.leave()

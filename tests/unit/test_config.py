@@ -196,3 +196,9 @@ def test_allowed_hosts_that_are_not_names_are_refused(hosts: str) -> None:
 @pytest.mark.parametrize("prefix", [31, 129])
 def test_an_ipv6_client_prefix_out_of_range_is_refused(prefix: int) -> None:
     assert _refusal(ipv6_client_prefix=prefix).startswith("QA_IPV6_CLIENT_PREFIX: ")
+
+
+def test_reader_bounds_of_zero_are_taken_as_no_bound() -> None:
+    settings = _settings(max_readers_per_answer="0", client_max_readers="0")
+    assert (settings.max_readers_per_answer, settings.client_max_readers) == (0, 0)
+    assert _refusal(client_max_readers="").startswith("QA_CLIENT_MAX_READERS: ")

@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from qa_service.core.errors import StoreUnavailableError
-from qa_service.core.events import AnswerEvent, AnswerSummary, Done, Text
+from qa_service.core.events import AnswerEvent, AnswerMeta, AnswerSummary, Done, Meta, Text
 from qa_service.stores.followed import FollowedAnswers
+from qa_service.stores.mirror import LocalMirror
 
 
 class _Log:
@@ -20,8 +21,10 @@ class _Log:
         self.most_at_once = 0
         self.grew = asyncio.Event()
         self.broken = False
+        self.afters: list[int] = []  # where each read started
 
     async def read(self, answer_id: str, after: int, wait: float) -> list[AnswerEvent]:
+        self.afters.append(after)
         self.reading += 1
         self.most_at_once = max(self.most_at_once, self.reading)
         try:
@@ -53,7 +56,7 @@ async def _read_all(followed: FollowedAnswers, answer_id: str) -> list[AnswerEve
 
 async def test_many_readers_of_one_answer_share_one_read_of_the_store() -> None:
     store = _Log()
-    followed = FollowedAnswers(store.read, lambda _: False, poll_seconds=0.05)
+    followed = FollowedAnswers(store.read, poll_seconds=0.05)
     loop = followed.start("a")
     readers = [asyncio.create_task(_read_all(followed, "a")) for _ in range(50)]
     for n in range(5):
@@ -71,8 +74,54 @@ async def test_many_readers_of_one_answer_share_one_read_of_the_store() -> None:
 async def test_a_feed_that_cannot_read_the_store_ends_its_readers_with_store_unavailable() -> None:
     store = _Log()
     store.broken = True
-    followed = FollowedAnswers(store.read, lambda _: False, poll_seconds=0.05)
+    followed = FollowedAnswers(store.read, poll_seconds=0.05)
     loop = followed.start("a")
     with pytest.raises(StoreUnavailableError):
         await followed.read("a", -1, 1.0)
     assert await loop.stop(5.0)
+
+
+DONE = Done(3, AnswerSummary("stop", None, 1.0, 10, 2.0))
+META = Meta(0, AnswerMeta(request_id="r", provider="demo", model="m", prompt="explain"))
+
+
+async def test_an_answer_the_mirror_lets_go_of_is_served_from_memory_not_the_store() -> None:
+    store = _Log()
+    followed = FollowedAnswers(store.read, poll_seconds=0.05)
+    mirror = LocalMirror(followed.hand_over)
+    mirror.expect("a")
+    loop = followed.start("a")
+    written = [META, Text(1, "x"), Text(2, "y"), DONE]
+    for event in written:
+        mirror.stored("a", event)
+    assert await mirror.read("a", 0, 0) is None  # let go: its readers come here
+    assert await followed.read("a", 0, 0) == written[1:]  # at once, not after a copy
+    assert await followed.read("a", -1, 0) == written
+    assert await loop.stop(5.0)
+    assert store.afters == []
+
+
+async def test_a_mirror_cut_short_hands_over_and_the_feed_reads_on_from_its_last_event() -> None:
+    store = _Log()
+    followed = FollowedAnswers(store.read, poll_seconds=0.05)
+    mirror = LocalMirror(followed.hand_over)
+    mirror.expect("a")
+    loop = followed.start("a")
+    store.events = [META, Text(1, "x"), Text(2, "y"), DONE]  # what Redis holds
+    mirror.stored("a", META)
+    mirror.stored("a", Text(1, "x"))
+    mirror.forget("a")  # the next append was cut short: Redis took it, and the end
+    assert await _read_all(followed, "a") == store.events
+    assert await loop.stop(5.0)
+    assert set(store.afters) == {1}
+
+
+async def test_a_late_resume_starts_the_feed_where_it_is_and_an_older_one_reads_the_store() -> None:
+    store = _Log()
+    store.events = [META, Text(1, "x"), Text(2, "y"), DONE]
+    followed = FollowedAnswers(store.read, poll_seconds=0.05)
+    loop = followed.start("a")
+    assert await followed.read("a", 1, 5.0) == [Text(2, "y"), DONE]
+    assert await followed.read("a", -1, 0) is None  # older than the feed holds
+    assert await loop.stop(5.0)
+    assert store.afters == [1]  # not a copy from seq 0

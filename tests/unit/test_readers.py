@@ -18,7 +18,7 @@ from qa_service.generation.writer import AIWriter
 from qa_service.stores.memory_answers import MemoryAnswerStore
 
 
-def _readers(per_answer: int | None = None, per_client: int | None = None) -> LocalReaders:
+def _readers(per_answer: int = 0, per_client: int = 0) -> LocalReaders:
     return LocalReaders(MemoryAnswerStore(300), 5.0, ReaderLimits(per_answer, per_client))
 
 
@@ -52,7 +52,7 @@ async def test_a_reader_that_leaves_after_the_readers_closed_is_let_go() -> None
     place = readers.admit("a", "client")
     await readers.close()  # the app's end, with a connection still attached
     await place.leave()
-    assert readers.answers == 0
+    readers.admit("a", "client")  # its count was let go: it is let in again
 
 
 async def test_a_stream_whose_body_never_started_gives_its_place_back() -> None:
@@ -66,3 +66,12 @@ async def test_a_stream_whose_body_never_started_gives_its_place_back() -> None:
     gc.collect()
     await asyncio.sleep(0)
     assert registry.readers.answers == 0
+
+
+async def test_bounds_of_zero_bound_nothing() -> None:
+    """QA_MAX_READERS_PER_ANSWER=0 and QA_CLIENT_MAX_READERS=0 turn the bounds off."""
+    readers = _readers(per_answer=0, per_client=0)
+    for _ in range(100):
+        readers.admit("a", "client")
+    assert readers.answers == 1
+    await readers.close()

@@ -70,7 +70,7 @@ async def append_last(
             pass  # maybe stored, maybe not: the log says
         if clock.time() >= deadline:
             break
-        info = await store.describe(answer_id)
+        info = await store.describe_for_producer(answer_id)
         if info is None or info.final_seq is not None:
             if info is None or info.final_seq != event.seq:
                 log.info("the answer's log had already been ended elsewhere")

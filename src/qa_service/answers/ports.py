@@ -49,6 +49,10 @@ class AnswerStore(Protocol):
     async def describe(self, answer_id: str) -> LogInfo | None:
         """None when the answer is unknown here, or has expired."""
 
+    async def describe_for_producer(self, answer_id: str) -> LogInfo | None:
+        """`describe`, for the answer's producer: it never waits behind readers
+        (with Redis, it goes through the producers' connections)."""
+
     async def append(self, answer_id: str, event: AnswerEvent) -> bool:
         """Add `event` if its seq is the next one; False if that seq is taken
         or the log has already ended.

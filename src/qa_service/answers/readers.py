@@ -18,6 +18,8 @@ from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass, field
 
+import anyio
+
 from qa_service.answers.ports import AnswerStore
 from qa_service.core.errors import TOO_MANY_READERS, QAServiceError, StoreUnavailableError
 from qa_service.core.loops import Loop, pause
@@ -30,10 +32,12 @@ _STOP_SECONDS = 5.0
 
 @dataclass(frozen=True, slots=True)
 class ReaderLimits:
-    # Readers of one answer in this process at once (QA_MAX_READERS_PER_ANSWER).
-    per_answer: int | None = None
-    # Readers one client resumes in this process at once (QA_CLIENT_MAX_READERS).
-    per_client: int | None = None
+    # Readers of one answer in this process at once (QA_MAX_READERS_PER_ANSWER);
+    # 0: no bound.
+    per_answer: int = 0
+    # One client's resuming connections in this process at once, of any
+    # answers (QA_CLIENT_MAX_READERS); 0: no bound.
+    per_client: int = 0
 
 
 NO_READER_LIMITS = ReaderLimits()
@@ -70,9 +74,9 @@ class LocalReaders:
         followed = self._answers.get(answer_id)
         if client is not None:
             limits = self._limits
-            if limits.per_answer is not None and followed and followed.readers >= limits.per_answer:
+            if limits.per_answer and followed and followed.readers >= limits.per_answer:
                 raise TooManyReadersError
-            if limits.per_client is not None and self._clients[client] >= limits.per_client:
+            if limits.per_client and self._clients[client] >= limits.per_client:
                 raise TooManyReadersError
             self._clients[client] += 1
         if followed is None:
@@ -93,8 +97,9 @@ class LocalReaders:
             loops.append(Loop(lambda stop: self._keep_present(answer_id, stop), "reader-presence"))
         return loops
 
-    def _leave(self, answer_id: str, client: str | None) -> list[Loop]:
-        """Counts the reader out; the loops to stop when it was the answer's last."""
+    def count_out(self, answer_id: str, client: str | None) -> list[Loop]:
+        """Counts a reader out (its place calls this once); the loops to stop
+        when it was the answer's last."""
         if client is not None and client in self._clients:
             self._clients[client] -= 1
             if self._clients[client] <= 0:
@@ -123,10 +128,18 @@ class LocalReaders:
         loops = [loop for followed in self._answers.values() for loop in followed.loops]
         self._answers.clear()
         self._clients.clear()
-        for loop in loops:
-            loop.ask_to_stop()
-        for loop in loops:
-            await loop.stop(_STOP_SECONDS)
+        await stop_loops(loops)
+
+
+async def stop_loops(loops: list[Loop]) -> None:
+    """Ask every loop to stop at once, then wait for them all under one deadline
+    (one by one, a shutdown with many answers took up to 5 s each)."""
+    for loop in loops:
+        loop.ask_to_stop()
+    # Shielded, as each Loop.stop is: callers run in a cancelled task's cleanup,
+    # and a cancel there must not leave the loops unawaited.
+    with anyio.CancelScope(shield=True):
+        await asyncio.gather(*(loop.stop(_STOP_SECONDS) for loop in loops))
 
 
 class ReaderPlace:
@@ -142,7 +155,7 @@ class ReaderPlace:
         if self._left:
             return []
         self._left = True
-        return self._readers._leave(self._answer_id, self._client)
+        return self._readers.count_out(self._answer_id, self._client)
 
     def drop(self) -> None:
         """Leave without waiting (a finalizer): the loops end at their next step."""
@@ -152,8 +165,4 @@ class ReaderPlace:
     async def leave(self) -> None:
         """Leave, and when this was the answer's last reader here, stop its loops
         and wait until they have ended."""
-        loops = self._take_leave()
-        for loop in loops:
-            loop.ask_to_stop()
-        for loop in loops:
-            await loop.stop(_STOP_SECONDS)
+        await stop_loops(self._take_leave())

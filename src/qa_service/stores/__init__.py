@@ -41,6 +41,18 @@ def max_logged_events(settings: Settings) -> int:
     return (settings.max_tokens or 100_000) + 16
 
 
+def redis_pool_size(settings: Settings) -> int:
+    """Connections in each of the two Redis pools: two per answer this instance
+    may generate at once, and some for everything else. Writers: each answer
+    generating here appends and renews its lease, beside the limits, slots and
+    tickets; redis-py's default pool of 100 ended streams past about 90 with
+    store_unavailable (MaxConnectionsError; benchmarks/workers.py at 200
+    streams). Readers: one XREAD BLOCK per answer followed here from another
+    instance (stores/followed.py), and their short checks, which wait for a
+    connection rather than fail when a burst of readers takes them all."""
+    return 2 * settings.max_streams + 16
+
+
 @asynccontextmanager
 async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
     """In this process by default; in Redis, shared by replicas, with QA_REDIS_URL."""
@@ -61,18 +73,10 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
     from qa_service.stores.redis_values import CHATS_PREFIX, TICKETS_PREFIX, RedisValues
 
     url = settings.redis_url.get_secret_value()
-    # The producers': each answer generating here appends and renews its
-    # lease; beside them the limits, slots and tickets. redis-py's default
-    # pool of 100 ended streams past about 90 with store_unavailable
-    # (MaxConnectionsError; benchmarks/workers.py at 200 streams).
-    writes = 2 * settings.max_streams + 16
-    # The readers': one XREAD BLOCK per answer followed here
-    # (stores/followed.py), and their short checks, which wait for a
-    # connection rather than fail when a burst of readers takes them all.
-    reads = 2 * settings.max_streams + 16
+    pool_size = redis_pool_size(settings)
     async with (
-        open_redis_client(url, writes) as client,
-        open_redis_client(url, reads, wait_for_connection=True) as reads_client,
+        open_redis_client(url, pool_size) as client,
+        open_redis_client(url, pool_size, wait_for_connection=True) as reads_client,
     ):
         answers = RedisAnswerStore(
             client, settings.resume_ttl_seconds, max_logged_events(settings), reads_client

@@ -13,6 +13,13 @@ from qa_service.core.events import AnswerEvent
 class GrowingLog:
     events: list[AnswerEvent] = field(default_factory=list)
     _grew: asyncio.Event = field(default_factory=asyncio.Event)
+    # The seq of events[0]: a log copied from the middle of an answer starts past 0.
+    first_seq: int = 0
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of its newest event (first_seq - 1 while it has none)."""
+        return self.first_seq + len(self.events) - 1
 
     def add(self, event: AnswerEvent) -> None:
         self.events.append(event)
@@ -25,11 +32,11 @@ class GrowingLog:
 
     async def after(self, seq: int, wait_seconds: float) -> list[AnswerEvent]:
         """The events after `seq`; waits up to `wait_seconds` for one if there are none."""
-        if len(self.events) <= seq + 1 and wait_seconds > 0:
+        if self.last_seq <= seq and wait_seconds > 0:
             grew = self._grew
             try:
                 async with asyncio.timeout(wait_seconds):
                     await grew.wait()
             except TimeoutError:
                 return []
-        return self.events[seq + 1 :]
+        return self.events[max(0, seq + 1 - self.first_seq) :]

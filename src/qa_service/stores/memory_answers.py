@@ -58,6 +58,9 @@ class MemoryAnswerStore:
         final = last.seq if last is not None and is_terminal(last) else None
         return LogInfo(log.fingerprint, len(log.events) - 1, final)
 
+    async def describe_for_producer(self, answer_id: str) -> LogInfo | None:
+        return await self.describe(answer_id)  # no readers to wait behind here
+
     async def append(self, answer_id: str, event: AnswerEvent) -> bool:
         log = self._logs.get(answer_id)
         if log is None or event.seq != len(log.events):

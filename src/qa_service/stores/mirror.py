@@ -9,19 +9,28 @@ this process creates the answer, so a reader that attaches before the first
 event waits here too, not on Redis. It is forgotten when
 the answer's last event is stored, or as soon as an append fails, is
 refused (another writer ended the log) or is cut short (a deadline or a
-cancel: Redis may store it later), so a reader then falls back to Redis and
-sees what Redis has.
+cancel: Redis may store it later). Letting go, it hands what it held to the
+answer's feed (stores/followed.py), so a reader then reads that memory, and
+only what Redis has beyond it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from qa_service.core.events import AnswerEvent, is_terminal
 from qa_service.stores.growing import GrowingLog
 
+# Told an answer's id and every event the mirror held of it (from seq 0), as it lets go.
+LetGo = Callable[[str, list[AnswerEvent]], None]
+
 
 class LocalMirror:
-    def __init__(self) -> None:
+    def __init__(self, on_let_go: LetGo | None = None) -> None:
+        """`on_let_go`: called, before any reader can ask again, when the mirror
+        stops holding an answer (stores/followed.py takes its events over)."""
         self._answers: dict[str, GrowingLog] = {}
+        self._on_let_go = on_let_go
 
     def expect(self, answer_id: str) -> None:
         """This process created the answer, and will write its log from seq 0."""
@@ -38,13 +47,19 @@ class LocalMirror:
         written.add(event)
         if is_terminal(event):
             # Readers waiting now still get it (they hold `written`); later
-            # reads of an ended answer go to Redis.
+            # reads of an ended answer go to its feed, or to Redis.
             del self._answers[answer_id]
+            self._let_go(answer_id, written)
 
     def forget(self, answer_id: str) -> None:
         written = self._answers.pop(answer_id, None)
         if written is not None:
-            written.wake()  # its readers go to Redis from now on
+            written.wake()  # its readers go to its feed, or Redis, from now on
+            self._let_go(answer_id, written)
+
+    def _let_go(self, answer_id: str, written: GrowingLog) -> None:
+        if self._on_let_go is not None:
+            self._on_let_go(answer_id, written.events)
 
     def holds(self, answer_id: str) -> bool:
         """This process writes the answer, and its readers read it here."""

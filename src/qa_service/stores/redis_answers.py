@@ -18,8 +18,9 @@ in redis_client.py, and nowhere else.
 
 Readers' commands (one XREAD BLOCK per followed answer, stores/followed.py;
 presence, lease checks) go through `reads`, a client with a pool of its own:
-however many readers come, the producers' appends and leases on `client`
-always find a connection.
+however many readers come, the producers' commands on `client` (appends,
+leases, `describe_for_producer`, and the presence of readers of an answer
+written here) always find a connection.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from qa_service.answers.follow import FollowTiming
 from qa_service.answers.ports import LogInfo
 from qa_service.core.errors import StoreUnavailableError
 from qa_service.core.events import AnswerEvent, from_dict, is_terminal, to_dict
@@ -53,7 +55,8 @@ CANCEL_CHANNEL = "qa:cancel"
 # The stream expires from its first event on, as the hash does from `create`:
 # the heartbeat's EXPIRE misses a stream it runs before, and an answer that
 # ended before its next beat, with no last event stored, left its stream for
-# ever (issue 20: 16 of 300 hang-ups with QA_RESUME_GRACE_SECONDS=0). PTTL,
+# ever (issue 20: 16 of 300 hang-ups with QA_RESUME_GRACE_SECONDS=0). Only
+# the first event (entry 0-1) creates the stream, so only it checks; PTTL,
 # not EXPIRE's NX flag: that needs Redis 7.
 _APPEND = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
@@ -63,7 +66,9 @@ if type(added) == 'table' and added.err then
   if string.find(added.err, 'equal or smaller', 1, true) then return 0 end
   return redis.error_reply(added.err)
 end
-if redis.call('PTTL', KEYS[1]) == -1 then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
+if ARGV[1] == '0-1' and redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+end
 if ARGV[4] == '1' then
   redis.call('HSET', KEYS[2], 'final_seq', string.match(ARGV[1], '%d+$') - 1)
   redis.call('EXPIRE', KEYS[1], ARGV[5])
@@ -96,8 +101,10 @@ class RedisAnswerStore:
         self._ttl = ttl_seconds
         self._max_events = max_events
         self._append = client.register_script(_APPEND)
-        self._mirror = LocalMirror()
-        self._followed = FollowedAnswers(self._read_stream, self._mirror.holds)
+        self._followed = FollowedAnswers(self._read_stream, FollowTiming().poll_seconds)
+        # An answer written here is followed from memory: the mirror's events
+        # go to its feed when the mirror lets go, and no read of Redis copies them.
+        self._mirror = LocalMirror(self._followed.hand_over)
 
     async def create(
         self,
@@ -121,8 +128,16 @@ class RedisAnswerStore:
         self._mirror.expect(answer_id)
 
     async def describe(self, answer_id: str) -> LogInfo | None:
+        return await self._describe(self._reads, answer_id)
+
+    async def describe_for_producer(self, answer_id: str) -> LogInfo | None:
+        # On the producers' pool: with the readers' pool full, the producer's
+        # last event waited 3 s for a connection there, and was lost.
+        return await self._describe(self._client, answer_id)
+
+    async def _describe(self, client: aioredis.Redis, answer_id: str) -> LogInfo | None:
         answer, events, _, _ = _keys(answer_id)
-        async with mapped_errors(), self._reads.pipeline(transaction=False) as pipe:
+        async with mapped_errors(), client.pipeline(transaction=False) as pipe:
             pipe.hmget(answer, ["fingerprint", "final_seq"])
             pipe.xrevrange(events, count=1)
             (fingerprint, final_seq), newest = await pipe.execute()
@@ -204,8 +219,13 @@ class RedisAnswerStore:
 
     async def touch_reader(self, answer_id: str, seconds: float) -> None:
         _, _, _, readers = _keys(answer_id)
+        # An answer this process writes (its mirror holds it) is touched on the
+        # producers' pool: its presence decides whether it goes on, and touches
+        # failing on a full readers' pool for the whole grace cancelled it while
+        # its reader was attached. Readers of answers made elsewhere keep to theirs.
+        client = self._client if self._mirror.holds(answer_id) else self._reads
         async with mapped_errors():
-            await self._reads.set(readers, 1, px=int(seconds * 1000))
+            await client.set(readers, 1, px=int(seconds * 1000))
 
     async def reader_present(self, answer_id: str) -> bool:
         _, _, _, readers = _keys(answer_id)
