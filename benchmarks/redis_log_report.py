@@ -178,8 +178,11 @@ def report_text(report: dict[str, Any]) -> str:
             ),
         ),
         row(
-            "    of them in use (CLIENT LIST idle<=1s)",
-            lambda r: f"{r['c_fanout']['follower_busy_connections_live_max']}",
+            "    of them in use (idle<=1s): med/max",
+            lambda r: (
+                f"{r['c_fanout']['follower_busy_connections_live_median']}"
+                f" / {r['c_fanout']['follower_busy_connections_live_max']}"
+            ),
         ),
         row(
             "    A's Redis connections, live max",
