@@ -328,7 +328,9 @@ async def http_stream(
         status_and_headers = await reader.readuntil(b"\r\n\r\n")
         status_line, *header_lines = status_and_headers.decode("latin-1").split("\r\n")
         if status_line.split(" ")[1] != "200":
-            raise RuntimeError(f"HTTP {status_line}")
+            # The error's JSON body (its stable code) is what says why.
+            body = await reader.read(512)
+            raise RuntimeError(f"HTTP {status_line}: {body.decode(errors='replace')}")
         headers = {
             k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)
         }
@@ -350,7 +352,16 @@ async def http_stream(
             await writer.wait_closed()
 
 
-async def one_stream(target: Target, scenario: str, marker: str) -> Stream:
+async def one_stream(
+    target: Target,
+    scenario: str,
+    marker: str,
+    path: str | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> Stream:
+    """One stream read to its end. A service's stream asks `/ai_write` for `marker`,
+    or reads `path` (an answer's `/answers/{id}/events`); `on_event` sees each of
+    its events as it arrives."""
     stream = Stream(target.name, scenario)
     parser = SSEParser()
     texts: list[str] = []
@@ -366,6 +377,8 @@ async def one_stream(target: Target, scenario: str, marker: str) -> Stream:
                 piece = choices[0]["delta"].get("content") if choices else None
             else:
                 event = json.loads(data)
+                if on_event is not None:
+                    on_event(event)
                 piece = event.get("text")
                 if "done" in event:
                     stream.outcome = "done"
@@ -393,7 +406,8 @@ async def one_stream(target: Target, scenario: str, marker: str) -> Stream:
                 ).encode()
                 await http_stream(target.url, "POST", "/v1/chat/completions", body, on_data)
             else:
-                await http_stream(target.url, "GET", f"/ai_write?query={marker}", None, on_data)
+                path = path or f"/ai_write?query={marker}"
+                await http_stream(target.url, "GET", path, None, on_data)
         if stream.outcome == "none":
             stream.outcome = "eof"  # ended without its terminal event
     except TimeoutError:
@@ -413,6 +427,15 @@ class Ledger:
         self.checked = 0
         self.mismatches: list[dict[str, Any]] = []
         self.by_scenario: dict[str, dict[str, int]] = {}
+
+    def summary(self) -> dict[str, Any]:
+        """What a report says about exactness."""
+        return {
+            "streams_checked": self.checked,
+            "mismatches": sum(v["mismatches"] for v in self.by_scenario.values()),
+            "by_scenario": self.by_scenario,
+            "first_mismatches": self.mismatches,
+        }
 
     def check(self, streams: list[Stream], marker_key: str) -> None:
         for stream in streams:
@@ -939,12 +962,7 @@ def main(argv: list[str] | None = None) -> None:
         }
 
     report["pinning"] = vars(pinning)
-    report["exactness"] = {
-        "streams_checked": ledger.checked,
-        "mismatches": sum(v["mismatches"] for v in ledger.by_scenario.values()),
-        "by_scenario": ledger.by_scenario,
-        "first_mismatches": ledger.mismatches,
-    }
+    report["exactness"] = ledger.summary()
     report["machine"]["loadavg_end"] = list(os.getloadavg())
     report["warnings"] = warnings(report)
     report["wall_s"] = time.perf_counter() - started_wall

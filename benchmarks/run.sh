@@ -9,6 +9,11 @@ uv run --frozen python -m benchmarks.parser
 # Resumable answers: resume latency, Redis commands and bytes per answer, and
 # the service's CPU per 1,000 tokens, Redis store against in-process.
 uv run --frozen python -m benchmarks.resume
+# The Redis log's costs (issue 21): Redis commands per provider piece and bytes
+# per token, the service's CPU per 1,000 tokens on Redis against in-process,
+# Redis connections held by 200 readers of one answer on another replica, and
+# memory per open stream. `--src LABEL=DIR` (repeatable) compares source trees.
+uv run --frozen python -m benchmarks.redis_log
 # Admission and per-client limits: the service's CPU per request with every
 # limit on against none (memory and Redis counters, same run), Redis commands
 # per request, and a refused request's CPU against an admitted one's.
