@@ -106,6 +106,17 @@ def secret_env(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
+def _invalidity(item: dict[str, Any]) -> str | None:
+    """Where and why `item` is invalid for Kubernetes 1.34, strictly, in one line
+    (the error's own text dumps the whole schema)."""
+    try:
+        kubernetes_validate.validate(item, KUBERNETES, strict=True)
+    except kubernetes_validate.ValidationError as invalid:
+        where = "/".join(str(part) for part in invalid.path)
+        return f"{item['kind']} at /{where}: {invalid.message}"
+    return None
+
+
 def seconds(duration: str) -> float:
     """A Gateway API duration ("1h30m", "0s", "500ms") in seconds."""
     units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
@@ -131,7 +142,7 @@ def test_every_built_in_kind_is_valid_for_kubernetes_1_34_strictly(
     assert {"Deployment", "Service", "PodDisruptionBudget"} <= kinds(built_in)
     for item in built_in:
         # Strict: a field Kubernetes does not know (a typo) fails, as apply would.
-        kubernetes_validate.validate(item, KUBERNETES, strict=True)
+        assert _invalidity(item) is None
 
 
 def test_each_case_renders_what_it_asks_for(chart: helm.Chart) -> None:
