@@ -18,8 +18,8 @@ echo "== mypy --strict (incremental)"
 uv run --frozen mypy --incremental --cache-dir .mypy_cache
 echo "== import-linter: the layers import one way"
 uv run --frozen lint-imports
-echo "== pytest: unit"
-uv run --frozen pytest tests/unit -q \
+echo "== pytest: unit, and the Helm chart rendered in process (tests/deploy, about 2 s)"
+uv run --frozen pytest tests/unit tests/deploy -q \
     -m "not slow and not replicas and not container and not browser" "$@"
 echo "== node --test: the JS client (no npm packages needed)"
 node --test --test-reporter=dot tests/js/*.test.mjs

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite: ./scripts/test.sh
 # (The quick loop, with no set-up and no processes: ./scripts/check.sh.)
-# Lint, types, then unit, integration and container tests (the real service
-# under uvicorn, and the Docker image under podman, against a loopback stub of
-# the providers' HTTP APIs; the AI SDK's own client among them), the JS client's
+# Lint, types, then unit tests, the Helm chart's (rendered in process), and
+# integration and container tests (the real service under uvicorn, and the
+# Docker image under podman, against a loopback stub of the providers' HTTP
+# APIs; the AI SDK's own client among them), the JS client's
 # tests under node, and the browser tests in headless Chromium. Nothing leaves
 # 127.0.0.1 but the one `npm ci` of the JS tests' lockfile.
 set -euo pipefail
@@ -34,8 +35,8 @@ echo "== import-linter: the layers import one way"
 uv run --frozen lint-imports
 # Coverage counts the service's own processes too (pyproject: patch = subprocess).
 rm -rf .coverage-data && mkdir -p .coverage-data
-echo "== pytest: unit, integration, container"
-uv run --frozen coverage run -m pytest tests/unit tests/integration tests/container \
+echo "== pytest: unit, deploy (the Helm chart), integration, container"
+uv run --frozen coverage run -m pytest tests/unit tests/deploy tests/integration tests/container \
     --durations=25 "${PYTEST_ARGS[@]}"
 echo "== node --test: the JS client"
 node --test tests/js/

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.deploy.test_helm_chart import helm_chart, render
 from tests.integration.test_answers import HARD_PIECES
 from tests.support.metrics import delta, read_metrics, settled_metrics, total
 from tests.support.podman import Container, image_config, podman, run_container
@@ -52,6 +53,21 @@ def test_process_in_the_container_is_not_root(container: Container) -> None:
     assert container.exec("id", "-u").strip() != "0"
     # The server is PID 1 itself (exec-form CMD), so SIGTERM reaches it.
     assert "qa-service" in container.exec("cat", "/proc/1/cmdline")
+
+
+def test_the_helm_chart_s_pre_stop_hook_and_user_fit_the_image(container: Container) -> None:
+    # The chart holds a stopping pod with `exec: ["sleep", N]`, as its
+    # runAsUser: the image must have `sleep` (coreutils), and that uid must be
+    # the image's user. This container is hardened as the pod is (read-only
+    # root, no capabilities).
+    with helm_chart() as chart:
+        objects = render(chart, {"shutdown": {"preStopSeconds": 1}})
+    pod = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert container.exec("id", "-u").strip() == str(pod["securityContext"]["runAsUser"])
+    command = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert command == ["sleep", "1"]
+    result = podman("exec", container.name, *command, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_health_check_command_passes(container: Container) -> None:
