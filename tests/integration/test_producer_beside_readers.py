@@ -21,8 +21,8 @@ import pytest
 from qa_service.answers.readers import LocalReaders
 from qa_service.core.events import AnswerEvent, AnswerMeta, AnswerSummary, Done, Meta, Text
 from qa_service.stores.redis_answers import RedisAnswerStore
-from qa_service.stores.redis_log import RedisLogSettings
 from qa_service.stores.redis_client import COMMAND_DEADLINE_SECONDS, open_redis_client
+from qa_service.stores.redis_log import RedisLogSettings
 from tests.support.redis_server import RedisServer, run_redis
 
 pytestmark = pytest.mark.replicas

@@ -24,8 +24,8 @@ import pytest
 
 from qa_service.answers.readers import LocalReaders
 from qa_service.stores.redis_answers import RedisAnswerStore
-from qa_service.stores.redis_log import RedisLogSettings
 from qa_service.stores.redis_client import open_redis_client
+from qa_service.stores.redis_log import RedisLogSettings
 from tests.support.daemon import wait_until
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_server import run_redis

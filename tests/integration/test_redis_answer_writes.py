@@ -15,6 +15,7 @@ from qa_service.stores.redis_answers import RedisAnswerStore
 from qa_service.stores.redis_client import open_redis_client
 from qa_service.stores.redis_log import RedisLogSettings
 from qa_service.stores.write_behind import WriteTiming
+from tests.support.daemon import poll_until
 from tests.support.redis_server import RedisServer, run_redis
 
 pytestmark = pytest.mark.replicas
@@ -42,9 +43,7 @@ async def _stream_ttl_after_first_event(url: str) -> int:
         store = RedisAnswerStore(client, SETTINGS)
         await store.create("a", "fp", lease_seconds=3.0)
         assert await store.append("a", META)
-        async with asyncio.timeout(10):
-            while not await client.exists("qa:answer:{a}:events"):
-                await asyncio.sleep(0.01)
+        await poll_until(lambda: client.exists("qa:answer:{a}:events"), 10, "the first batch")
         ttl = int(await client.ttl("qa:answer:{a}:events"))
         await store.aclose()
         return ttl
@@ -107,9 +106,12 @@ async def _restart_mid_answer(redis_server: RedisServer) -> tuple[list[AnswerEve
         for event in answer[:20]:
             assert await store.append("a", event)
         reading = asyncio.create_task(_read_all(elsewhere, "a"))
-        async with asyncio.timeout(10):
-            while (info := await elsewhere.describe("a")) is None or info.last_seq < 19:
-                await asyncio.sleep(0.02)
+
+        async def holds_twenty() -> bool:
+            info = await elsewhere.describe("a")
+            return info is not None and info.last_seq >= 19
+
+        await poll_until(holds_twenty, 10, "Redis holding the first twenty events")
 
         await asyncio.to_thread(redis_server.restart)  # empty: nothing is persisted
         # The producer's heartbeat finds the answer's keys gone: all of it again.

@@ -283,19 +283,23 @@ def test_a_killed_producer_leaves_readers_elsewhere_a_producer_lost_error(
 
     assert rest.last["error"]["code"] == "producer_lost"
     assert rest.last["error"]["retryable"] is True
-    # The bound PROTOCOL.md gives: the lease (1 s here) plus a second.
-    assert rest.arrived[-1] - killed_at < 1 + 1.5
+    # The bound PROTOCOL.md gives: 1.5 leases (1 s here) plus a second.
+    assert rest.arrived[-1] - killed_at < 1.5 + 1.5
     assert seqs(first.ids + rest.ids) == list(range(len(first.ids) + len(rest.ids)))
     assert total(read_metrics(fragile_replicas.b.url), "qa_producers_lost_total") == 1
 
 
 @pytest.mark.replicas
-def test_a_redis_restart_mid_answer_ends_every_reader_with_an_error_not_a_hang(
+def test_a_redis_restart_mid_answer_loses_nothing_for_readers_here_and_elsewhere(
     fragile_replicas: Replicas, stub: UpstreamStub
 ) -> None:
+    """Redis restarts empty while A writes the answer: A holds it whole and
+    writes it all again; the reader on A never notices, the one on B waits and
+    reads on, exact, and the provider is asked once (PROTOCOL.md: Redis failover)."""
     assert fragile_replicas.redis is not None
     key = marker()
-    stub.reply(key, Reply(pieces=LONG, piece_delay=0.02))
+    pieces = LONG[:200]  # 4 s
+    stub.reply(key, Reply(pieces=pieces, piece_delay=0.02))
     watch = AnswerIdWatch()
     with ThreadPoolExecutor(2) as pool:
         on_a = pool.submit(read, fragile_replicas.a.url, params={"query": key}, on_event=watch)
@@ -305,17 +309,14 @@ def test_a_redis_restart_mid_answer_ends_every_reader_with_an_error_not_a_hang(
         following.wait()  # both readers are following live
 
         fragile_replicas.redis.restart()  # empty: nothing was persisted
-        restarted_at = time.monotonic()
-        reads = [on_a.result(timeout=15), on_b.result(timeout=15)]
+        reads = [on_a.result(timeout=30), on_b.result(timeout=30)]
 
     for got in reads:
-        # What PROTOCOL.md promises: a retryable error, within about 5 s.
-        assert got.last["error"]["code"] in ("store_unavailable", "producer_lost")
-        assert got.last["error"]["retryable"] is True
-        assert got.arrived[-1] - restarted_at < 6
-    # The producer stopped too: its upstream request is closed.
-    closed = stub.wait_closed(key, timeout=10)
-    assert not closed.completed
+        assert "done" in got.last, got.last
+        assert got.text == "".join(pieces)
+        assert seqs(got.ids) == list(range(len(got.ids)))
+    assert reads[0].ids == reads[1].ids
+    assert len(stub.exchanges_for(key)) == 1
 
 
 @pytest.mark.replicas

@@ -4,6 +4,8 @@ tests of the writer; it can fail, lose its newest batches, or forget it all."""
 
 from __future__ import annotations
 
+import asyncio
+
 from qa_service.core.errors import StoreUnavailableError
 from qa_service.core.events import AnswerEvent, is_terminal
 from qa_service.stores.write_behind import BatchOutcome, BatchReply
@@ -16,6 +18,7 @@ class BatchLog:
         self.batches: list[list[AnswerEvent]] = []  # every batch it stored
         self.unavailable = False
         self.calls = 0
+        self._grew = asyncio.Event()
 
     async def send(
         self, answer_id: str, fingerprint: str, events: list[AnswerEvent], rewrite: bool
@@ -29,9 +32,16 @@ class BatchLog:
             return BatchReply(BatchOutcome.ELSEWHERE, len(self.events))
         self.events.extend(events)
         self.batches.append(list(events))
+        self._grew.set()
         if rewrite:
             self.fingerprint = fingerprint
         return BatchReply(BatchOutcome.STORED, len(self.events))
+
+    async def holding(self, count: int) -> None:
+        """Wait until it holds `count` events (bounded by the caller's timeout)."""
+        while len(self.events) < count:
+            self._grew.clear()
+            await self._grew.wait()
 
     def lose_newest(self, count: int) -> None:
         """A failover whose new primary had not received the newest events."""

@@ -74,8 +74,7 @@ async def test_a_failover_that_lost_the_newest_batches_gets_them_again_with_no_g
     for event in answer[:5]:
         assert written.add("a", event)
     async with asyncio.timeout(5):
-        while len(store.events) < 5:
-            await asyncio.sleep(0.01)
+        await store.holding(5)
     store.lose_newest(3)  # the new primary never had them
 
     assert await _write(written, answer[5:])
@@ -91,14 +90,12 @@ async def test_a_store_that_restarted_empty_gets_the_whole_answer_and_its_finger
     for event in answer[:3]:
         assert written.add("a", event)
     async with asyncio.timeout(5):
-        while len(store.events) < 3:
-            await asyncio.sleep(0.01)
+        await store.holding(3)
     store.forget_everything()
     written.lost("a")  # what the heartbeat finds: the answer's keys are gone
 
     async with asyncio.timeout(5):
-        while len(store.events) < 3:
-            await asyncio.sleep(0.01)
+        await store.holding(3)
     assert store.fingerprint == "fp"
     assert await _write(written, answer[3:])
     assert store.events == answer
