@@ -135,7 +135,7 @@ class RedisAnswerStore:
         if not self._written.holds(answer_id):
             # A reader ending the log of a producer it found lost: at once, and
             # only where the log ends (a compare-and-set).
-            reply = await self._send_batch(answer_id, "", [event], False)
+            reply = await self._riding_out(lambda: self._send_batch(answer_id, "", [event], False))
             return reply.outcome is BatchOutcome.STORED
         if not self._written.add(answer_id, event):
             return False
@@ -223,14 +223,18 @@ class RedisAnswerStore:
     async def producer_alive(self, answer_id: str) -> bool:
         _, _, lease, _ = _keys(answer_id)
         lease_seconds = self._settings.lease_seconds
+
+        async def exists() -> bool:
+            async with self._calls():
+                return bool(await self._reads.exists(lease))
+
         for check in range(2):
             if check:
                 # Missing once proves little: a failover may have taken it, and
                 # the producer renews it a third of a lease later.
                 await asyncio.sleep(lease_seconds / 2)
-            async with self._calls():
-                if await self._reads.exists(lease):
-                    return True
+            if await self._riding_out(exists):
+                return True
         # Right after an outage it may not be renewed yet, though its producer lives.
         return not self._health.steady_for(lease_seconds)
 
