@@ -51,6 +51,7 @@ from qa_service.stores.redis_log import (
     log_top,
     read_from,
 )
+from qa_service.stores.shared_calls import SharedCalls
 from qa_service.stores.write_behind import BatchOutcome, BatchReply, WrittenAnswers
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ class RedisAnswerStore:
         # Readers attached in this process, until when: the producer here asks
         # no one else, and they need no key of their own in Redis.
         self._present_here: dict[str, float] = {}
+        # Readers of one answer here ask these at once: one Redis call for all.
+        self._descriptions: SharedCalls[LogInfo | None] = SharedCalls()
+        self._lease_checks: SharedCalls[bool] = SharedCalls()
 
     def _let_go(self, answer_id: str, events: list[AnswerEvent]) -> None:
         self._present_here.pop(answer_id, None)
@@ -113,7 +117,9 @@ class RedisAnswerStore:
         self._written.expect(answer_id, fingerprint)
 
     async def describe(self, answer_id: str) -> LogInfo | None:
-        return await self._riding_out(lambda: self._describe(self._reads, answer_id))
+        return await self._descriptions.call(
+            answer_id, lambda: self._riding_out(lambda: self._describe(self._reads, answer_id))
+        )
 
     async def describe_for_producer(self, answer_id: str) -> LogInfo | None:
         # On the producers' pool: with the readers' pool full, the producer's
@@ -221,6 +227,9 @@ class RedisAnswerStore:
             await self._client.delete(lease)
 
     async def producer_alive(self, answer_id: str) -> bool:
+        return await self._lease_checks.call(answer_id, lambda: self._producer_alive(answer_id))
+
+    async def _producer_alive(self, answer_id: str) -> bool:
         _, _, lease, _ = _keys(answer_id)
         lease_seconds = self._settings.lease_seconds
 
