@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     resume_grace_seconds: float = Field(default=5.0, ge=0, le=600)
     # A replica that stops renewing an answer's lease for this long is lost.
     producer_lease_seconds: float = Field(default=3.0, ge=0.5, le=60)
+    # With Redis: what a producer makes within this many milliseconds goes to
+    # Redis in one call (its last event at once). Readers on other replicas see
+    # text up to this much later; readers on the producing replica, at once.
+    redis_batch_ms: int = Field(default=50, ge=0, le=1000)
+    # With Redis: how long it may be unreachable (a failover, a restart) before
+    # answers give up on it; until then they ride it out, held in memory.
+    redis_outage_seconds: float = Field(default=30.0, ge=1, le=600)
     # Answers generating in this process at once; past it, 503 over_capacity.
     max_streams: int = Field(default=1000, ge=1, le=100_000)
     # Per client (its API key, else its address): answers started per period

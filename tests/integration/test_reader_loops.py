@@ -25,6 +25,7 @@ import pytest
 from qa_service.answers.readers import LocalReaders
 from qa_service.stores.redis_answers import RedisAnswerStore
 from qa_service.stores.redis_client import open_redis_client
+from qa_service.stores.redis_log import RedisLogSettings
 from tests.support.daemon import wait_until
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_server import run_redis
@@ -125,12 +126,12 @@ async def test_hundreds_of_readers_cancelled_at_random_moments_leave_no_loop_tas
             open_redis_client(redis.url, 64) as client,
             open_redis_client(redis.url, 64, wait_for_connection=True) as reads,
         ):
-            store = RedisAnswerStore(client, 60, 1000, reads)
+            store = RedisAnswerStore(client, RedisLogSettings(60, 1000), reads)
             readers = LocalReaders(store, presence_seconds=1.0)
             answer_ids = [f"loops{n}" for n in range(answers)]
-            # Made by another replica's store: this one's mirror does not hold
+            # Made by another replica's store: this one does not hold
             # them, so their feeds read Redis, and are cancelled in its XREAD.
-            elsewhere = RedisAnswerStore(client, 60, 1000)
+            elsewhere = RedisAnswerStore(client, RedisLogSettings(60, 1000))
             for answer_id in answer_ids:
                 await elsewhere.create(answer_id, "fingerprint")
 

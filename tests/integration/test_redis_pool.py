@@ -1,7 +1,7 @@
 """A replica follows more answers from Redis at once than redis-py's default pool holds.
 
 A reader on the replica that generates its answer reads that replica's memory
-(stores/mirror.py). A reader elsewhere, a client that resumed on another
+(stores/write_behind.py). A reader elsewhere, a client that resumed on another
 replica, holds a Redis connection through each XREAD BLOCK: past redis-py's
 default pool of 100, such streams ended with store_unavailable
 (MaxConnectionsError; benchmarks/workers.py at 200 streams).

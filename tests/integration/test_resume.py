@@ -30,6 +30,9 @@ from tests.support.upstream_stub import Reply, UpstreamStub
 
 GRACE = 1.5
 PIECES = [f"w{n} " for n in range(60)]  # 1.2 s at 20 ms a piece
+# How long Redis stays away in the failover tests: above PROTOCOL.md's promise
+# of 10 s would make the suite slower; this outlasts every retry of redis-py's own.
+OUTAGE_SECONDS = 5.0
 LONG = [f"long{n} " for n in range(2000)]  # 40 s at 20 ms a piece
 
 
@@ -140,9 +143,10 @@ def test_a_reader_on_the_producing_replica_is_served_from_its_memory_not_redis(
     traffic = replicas.redis.command_stats() - before
     assert whole.text == on_b.text == "".join(PIECES)
     assert on_b.ids == whole.ids
-    # Every event was written once; the reader on A needed no XREAD for them,
-    # the later reader on B (answer ended, no mirror anywhere) a few.
-    assert traffic.calls.get("evalsha", 0) >= len(whole.ids)
+    # Every event was written, in batches of what came within QA_REDIS_BATCH_MS
+    # (a piece every 10 ms: about five a batch); the reader on A needed no XREAD
+    # for them, the later reader on B (answer ended, held nowhere) a few.
+    assert 1 <= traffic.calls.get("evalsha", 0) < len(whole.ids) / 2, traffic.calls
     assert traffic.calls.get("xread", 0) <= 3
 
 
@@ -282,19 +286,23 @@ def test_a_killed_producer_leaves_readers_elsewhere_a_producer_lost_error(
 
     assert rest.last["error"]["code"] == "producer_lost"
     assert rest.last["error"]["retryable"] is True
-    # The bound PROTOCOL.md gives: the lease (1 s here) plus a second.
-    assert rest.arrived[-1] - killed_at < 1 + 1.5
+    # The bound PROTOCOL.md gives: 1.5 leases (1 s here) plus a second.
+    assert rest.arrived[-1] - killed_at < 1.5 + 1.5
     assert seqs(first.ids + rest.ids) == list(range(len(first.ids) + len(rest.ids)))
     assert total(read_metrics(fragile_replicas.b.url), "qa_producers_lost_total") == 1
 
 
 @pytest.mark.replicas
-def test_a_redis_restart_mid_answer_ends_every_reader_with_an_error_not_a_hang(
+def test_a_redis_restart_mid_answer_loses_nothing_for_readers_here_and_elsewhere(
     fragile_replicas: Replicas, stub: UpstreamStub
 ) -> None:
+    """Redis goes away, and comes back empty, while A writes the answer: A holds it whole and
+    writes it all again; the reader on A never notices, the one on B waits and
+    reads on, exact, and the provider is asked once (PROTOCOL.md: Redis failover)."""
     assert fragile_replicas.redis is not None
     key = marker()
-    stub.reply(key, Reply(pieces=LONG, piece_delay=0.02))
+    pieces = LONG[:200]  # 4 s
+    stub.reply(key, Reply(pieces=pieces, piece_delay=0.02))
     watch = AnswerIdWatch()
     with ThreadPoolExecutor(2) as pool:
         on_a = pool.submit(read, fragile_replicas.a.url, params={"query": key}, on_event=watch)
@@ -303,18 +311,19 @@ def test_a_redis_restart_mid_answer_ends_every_reader_with_an_error_not_a_hang(
         on_b = pool.submit(read, fragile_replicas.b.url, path, on_event=following)
         following.wait()  # both readers are following live
 
-        fragile_replicas.redis.restart()  # empty: nothing was persisted
-        restarted_at = time.monotonic()
-        reads = [on_a.result(timeout=15), on_b.result(timeout=15)]
+        # Gone for longer than the answer has left, and back empty (nothing was
+        # persisted): A's reader gets it all from memory, B's waits for Redis.
+        fragile_replicas.redis.stop()
+        time.sleep(OUTAGE_SECONDS)
+        fragile_replicas.redis.restart()
+        reads = [on_a.result(timeout=60), on_b.result(timeout=60)]
 
     for got in reads:
-        # What PROTOCOL.md promises: a retryable error, within about 5 s.
-        assert got.last["error"]["code"] in ("store_unavailable", "producer_lost")
-        assert got.last["error"]["retryable"] is True
-        assert got.arrived[-1] - restarted_at < 6
-    # The producer stopped too: its upstream request is closed.
-    closed = stub.wait_closed(key, timeout=10)
-    assert not closed.completed
+        assert "done" in got.last, got.last
+        assert got.text == "".join(pieces)
+        assert seqs(got.ids) == list(range(len(got.ids)))
+    assert reads[0].ids == reads[1].ids
+    assert len(stub.exchanges_for(key)) == 1
 
 
 @pytest.mark.replicas

@@ -7,8 +7,9 @@ to happen, poll a predicate until it holds; none sleeps a fixed time and hopes.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -42,3 +43,15 @@ def wait_until(
             detail = f":\n{describe()}" if describe is not None else ""
             raise NotReadyError(f"{what}: not within {timeout:g} s{detail}")
         time.sleep(interval)
+
+
+async def poll_until(
+    predicate: Callable[[], Awaitable[T]], seconds: float, what: str, *, interval: float = 0.02
+) -> T:
+    """`wait_until` for a coroutine's answer (a store or server read in an async test)."""
+    deadline = time.monotonic() + seconds
+    while not (result := await predicate()):
+        if time.monotonic() >= deadline:
+            raise NotReadyError(f"{what}: not within {seconds:g} s")
+        await asyncio.sleep(interval)
+    return result

@@ -9,7 +9,8 @@ import pytest
 from qa_service.core.errors import StoreUnavailableError
 from qa_service.core.events import AnswerEvent, AnswerMeta, AnswerSummary, Done, Meta, Text
 from qa_service.stores.followed import FollowedAnswers
-from qa_service.stores.mirror import LocalMirror
+from qa_service.stores.write_behind import WriteTiming, WrittenAnswers
+from tests.support.batch_log import BatchLog
 
 
 class _Log:
@@ -85,35 +86,22 @@ DONE = Done(3, AnswerSummary("stop", None, 1.0, 10, 2.0))
 META = Meta(0, AnswerMeta(request_id="r", provider="demo", model="m", prompt="explain"))
 
 
-async def test_an_answer_the_mirror_lets_go_of_is_served_from_memory_not_the_store() -> None:
+async def test_an_answer_let_go_by_its_writer_is_served_from_memory_not_the_store() -> None:
     store = _Log()
     followed = FollowedAnswers(store.read, poll_seconds=0.05)
-    mirror = LocalMirror(followed.hand_over)
-    mirror.expect("a")
+    written = WrittenAnswers(BatchLog().send, WriteTiming(batch_seconds=0.01), followed.hand_over)
+    written.expect("a", "fp")
     loop = followed.start("a")
-    written = [META, Text(1, "x"), Text(2, "y"), DONE]
-    for event in written:
-        mirror.stored("a", event)
-    assert await mirror.read("a", 0, 0) is None  # let go: its readers come here
-    assert await followed.read("a", 0, 0) == written[1:]  # at once, not after a copy
-    assert await followed.read("a", -1, 0) == written
+    answer = [META, Text(1, "x"), Text(2, "y"), DONE]
+    for event in answer:
+        assert written.add("a", event)
+    async with asyncio.timeout(5):
+        assert await written.settled("a")
+    assert await written.read("a", 0, 0) is None  # let go: its readers come here
+    assert await followed.read("a", 0, 0) == answer[1:]  # at once, not after a copy
+    assert await followed.read("a", -1, 0) == answer
     assert await loop.stop(5.0)
     assert store.afters == []
-
-
-async def test_a_mirror_cut_short_hands_over_and_the_feed_reads_on_from_its_last_event() -> None:
-    store = _Log()
-    followed = FollowedAnswers(store.read, poll_seconds=0.05)
-    mirror = LocalMirror(followed.hand_over)
-    mirror.expect("a")
-    loop = followed.start("a")
-    store.events = [META, Text(1, "x"), Text(2, "y"), DONE]  # what Redis holds
-    mirror.stored("a", META)
-    mirror.stored("a", Text(1, "x"))
-    mirror.forget("a")  # the next append was cut short: Redis took it, and the end
-    assert await _read_all(followed, "a") == store.events
-    assert await loop.stop(5.0)
-    assert set(store.afters) == {1}
 
 
 async def test_a_late_resume_starts_the_feed_where_it_is_and_an_older_one_reads_the_store() -> None:

@@ -101,9 +101,13 @@ async def _end_without_events(
         # Expired or wiped (a Redis restart without persistence).
         raise StoreUnavailableError(STORE_UNAVAILABLE)
     if info.final_seq is not None:
+        if after > info.final_seq:
+            # Ended before events this reader had from its producer's memory:
+            # a reader elsewhere declared that producer lost while it wrote.
+            return Failed(NOT_LOGGED, PRODUCER_LOST)
         # It ended meanwhile: the next read delivers the last event, unless
         # this reader has it already.
-        return _LOG_OVER if after >= info.final_seq else None
+        return _LOG_OVER if after == info.final_seq else None
     lost = Failed(after + 1, PRODUCER_LOST)
     # A compare-and-set: if the producer (or another reader) appended first,
     # the next read delivers what they wrote instead.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from qa_service.answers.model import AnswerObserver, AnswerRequest, new_answer_id
-from qa_service.answers.ports import AnswerStore
+from qa_service.answers.ports import AnswerStore, LogInfo
 from qa_service.answers.readers import NO_READER_LIMITS, LocalReaders, ReaderLimits
 from qa_service.answers.run import AnswerRun, RunTiming
 from qa_service.core import errors
@@ -24,6 +24,12 @@ from qa_service.core.events import AnswerMeta
 from qa_service.generation.writer import AIWriter
 
 log = logging.getLogger(__name__)
+
+# How long a resume waits for a shared store to hold the event it continues
+# after: a batch is written within QA_REDIS_BATCH_MS (1 s at most), so this is
+# that with room for a busy replica. Past it, the id is one this answer never sent.
+_CATCH_UP_SECONDS = 3.0
+_CATCH_UP_POLL_SECONDS = 0.05
 
 
 class CancelResult(Enum):
@@ -107,7 +113,7 @@ class AnswerRegistry:
         self, answer_id: str, after: int, request: AnswerRequest | None
     ) -> ResumePoint:
         """Where a reader continues; refuses an unknown answer, or another request's."""
-        info = await self.store.describe(answer_id)
+        info = await self._caught_up(answer_id, after)
         if info is None:
             raise QAServiceError(errors.ANSWER_NOT_FOUND)
         if request is not None and request.fingerprint() != info.fingerprint:
@@ -117,6 +123,20 @@ class AnswerRegistry:
             raise QAServiceError(errors.INVALID_LAST_EVENT_ID)
         delivered_all = info.final_seq is not None and after >= info.final_seq
         return ResumePoint(answer_id, after, max(0, info.last_seq - after), delivered_all)
+
+    async def _caught_up(self, answer_id: str, after: int) -> LogInfo | None:
+        """The answer's log, once it holds `after` (waiting a little for that):
+        a shared store gets the writer's events in batches, so a client that
+        read them from the writer's memory may resume elsewhere a batch ahead."""
+        clock = asyncio.get_running_loop()
+        deadline = clock.time() + _CATCH_UP_SECONDS
+        while True:
+            info = await self.store.describe(answer_id)
+            if info is None or info.final_seq is not None or info.last_seq >= after:
+                return info
+            if clock.time() >= deadline:
+                return info
+            await asyncio.sleep(_CATCH_UP_POLL_SECONDS)
 
     async def cancel(
         self, answer_id: str, public: PublicError = CANCELLED, outcome: str = "cancelled"

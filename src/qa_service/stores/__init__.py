@@ -22,6 +22,8 @@ from qa_service.config import Settings
 from qa_service.stores.memory_answers import MemoryAnswerStore
 from qa_service.stores.memory_slots import MemorySlotStore
 from qa_service.stores.memory_values import MemoryValues
+from qa_service.stores.redis_log import RedisLogSettings
+from qa_service.stores.write_behind import WriteTiming
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,19 @@ def redis_pool_size(settings: Settings) -> int:
     return 2 * settings.max_streams + 16
 
 
+def redis_log_settings(settings: Settings) -> RedisLogSettings:
+    return RedisLogSettings(
+        ttl_seconds=settings.resume_ttl_seconds,
+        max_entries=max_logged_events(settings),
+        lease_seconds=settings.producer_lease_seconds,
+        grace_seconds=settings.resume_grace_seconds,
+        writes=WriteTiming(
+            batch_seconds=settings.redis_batch_ms / 1000,
+            outage_seconds=settings.redis_outage_seconds,
+        ),
+    )
+
+
 @asynccontextmanager
 async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
     """In this process by default; in Redis, shared by replicas, with QA_REDIS_URL."""
@@ -78,13 +93,14 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
         open_redis_client(url, pool_size) as client,
         open_redis_client(url, pool_size, wait_for_connection=True) as reads_client,
     ):
-        answers = RedisAnswerStore(
-            client, settings.resume_ttl_seconds, max_logged_events(settings), reads_client
-        )
-        yield Stores(
-            answers,
-            redis_limit_counters(client, url),
-            RedisSlotStore(client),
-            RedisValues(client, TICKETS_PREFIX),
-            RedisValues(client, CHATS_PREFIX),
-        )
+        answers = RedisAnswerStore(client, redis_log_settings(settings), reads_client)
+        try:
+            yield Stores(
+                answers,
+                redis_limit_counters(client, url),
+                RedisSlotStore(client),
+                RedisValues(client, TICKETS_PREFIX),
+                RedisValues(client, CHATS_PREFIX),
+            )
+        finally:
+            await answers.aclose()

@@ -9,14 +9,13 @@ one feed, and every local reader waits on its FollowedLog; the feed stops when
 the last local reader leaves (answers/readers.py owns that count).
 
 The feed reads nothing until its log knows where it starts:
-- on the replica that writes the answer, its readers read the mirror
-  (stores/mirror.py), and when the mirror lets go (the last event stored, or an
-  append failed) it hands its events over, from seq 0, before any reader can
-  ask again: an ended answer is then served whole from memory with no read of
-  the store, and one cut short goes on from the last event the mirror held.
-  The feed used to wake every 0.5 s to check the mirror, then copy the whole
-  log from Redis once the mirror let go, while a reader that came a moment late
-  found it empty and waited for that copy;
+- on the replica that writes the answer, its readers read what it writes
+  (stores/write_behind.py), and when that lets go (the store holds the last
+  event) it hands its events over, from seq 0, before any reader can ask
+  again: an ended answer is then served whole from memory with no read of the
+  store. The feed used to wake every 0.5 s to check, then copy the whole log
+  from Redis once it was let go, while a reader that came a moment late found
+  it empty and waited for that copy;
 - elsewhere, the first reader places it at the seq it needs next, so a late
   resume no longer waits for a copy of the whole log from seq 0. A reader that
   needs events older than the log's start reads the store directly until it
@@ -79,7 +78,7 @@ class FollowedAnswers:
         return Loop(lambda stop: self._feed(answer_id, followed, stop), "follow-answer")
 
     def hand_over(self, answer_id: str, events: list[AnswerEvent]) -> None:
-        """The mirror lets go of `answer_id`, having held `events` from seq 0."""
+        """This process stops writing `answer_id`, having held `events` from seq 0."""
         followed = self._logs.get(answer_id)
         if followed is not None and not followed.placed.is_set():
             followed.place(0, events)

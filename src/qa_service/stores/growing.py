@@ -1,5 +1,5 @@
 """An answer's events in memory, with a wait for the next one: what the
-in-process store and the Redis store's mirror both hold."""
+in-process store and the Redis store's written answers both hold."""
 
 from __future__ import annotations
 

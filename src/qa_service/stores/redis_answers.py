@@ -1,35 +1,34 @@
 """The Redis answer store (QA_REDIS_URL): answers shared by every replica.
 
 One answer is a few keys, all with the answer id as their cluster hash tag:
-    qa:answer:{id}          hash: fingerprint, final_seq once ended
-    qa:answer:{id}:events   stream: entry id 0-<seq+1>, field `e` = the event as JSON
+    qa:answer:{id}          hash: the request's fingerprint
+    qa:answer:{id}:events   stream: one entry per batch of events (stores/redis_log.py)
     qa:answer:{id}:lease    the producer is alive (PX = QA_PRODUCER_LEASE_SECONDS)
-    qa:answer:{id}:readers  a reader is attached (PX = QA_RESUME_GRACE_SECONDS)
+    qa:answer:{id}:readers  a reader elsewhere is attached (PX = QA_RESUME_GRACE_SECONDS)
 and cancels go out on the `qa:cancel` channel.
 
-Explicit stream ids make an append a compare-and-set (XADD refuses an id at or
-below the stream's top) and let a reader continue after any seq with one XREAD.
-Every key expires QA_RESUME_TTL_SECONDS after the producer's last heartbeat,
-or after the answer's last event, so nothing outlives a dead replica for long;
-and each has a TTL from the moment it exists (the hash from `create`, the
-stream from its first event), whatever ends the answer, and whenever.
-Redis errors (and commands past their deadline) become StoreUnavailableError
-in redis_client.py, and nowhere else.
+The producer's events are held in this process and written behind, in batches,
+by stores/write_behind.py, which also writes them again after a failover or a
+restart lost them. Every key expires QA_RESUME_TTL_SECONDS after the producer's
+last heartbeat or the log's first batch, so nothing outlives a dead replica for long.
+Redis errors (and commands past their deadline) become StoreUnavailableError in
+redis_client.py; here, reads ride out an outage of up to QA_REDIS_OUTAGE_SECONDS
+(core/outages.py), and a lease or a reader's presence that is missing right
+after one is not believed until the store has worked for a lease again.
 
 Readers' commands (one XREAD BLOCK per followed answer, stores/followed.py;
 presence, lease checks) go through `reads`, a client with a pool of its own:
-however many readers come, the producers' commands on `client` (appends,
-leases, `describe_for_producer`, and the presence of readers of an answer
-written here) always find a connection.
+however many readers come, the producers' commands on `client` (batches,
+leases, `describe_for_producer`) always find a connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Any, cast
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -37,45 +36,29 @@ import redis.exceptions
 from qa_service.answers.follow import FollowTiming
 from qa_service.answers.ports import LogInfo
 from qa_service.core.errors import StoreUnavailableError
-from qa_service.core.events import AnswerEvent, from_dict, is_terminal, to_dict
+from qa_service.core.events import AnswerEvent, is_terminal
 from qa_service.core.loops import Loop
+from qa_service.core.outages import Outage, StoreHealth
 from qa_service.stores.followed import FollowedAnswers
-from qa_service.stores.mirror import LocalMirror
 from qa_service.stores.redis_client import mapped_errors, value_text
+from qa_service.stores.redis_log import (
+    BATCH_SCRIPT,
+    RedisLogSettings,
+    batch_reply,
+    decode,
+    encode,
+    entry_id,
+    log_top,
+    read_from,
+)
+from qa_service.stores.shared_calls import SharedCalls
+from qa_service.stores.write_behind import BatchOutcome, BatchReply, WrittenAnswers
 
 log = logging.getLogger(__name__)
 
 CANCEL_CHANNEL = "qa:cancel"
 
-# KEYS: stream, hash. ARGV: entry id, event JSON, MAXLEN, final (0/1), ttl.
-# Returns 1 appended; 0 that seq is taken, or the log has already ended (its
-# final_seq is set); -1 the answer's hash is gone (a Redis restart without
-# persistence, or an eviction): the log cannot go on. Any other XADD error
-# (out of memory, a read-only replica) is raised, never mistaken for "taken".
-# The stream expires from its first event on, as the hash does from `create`:
-# the heartbeat's EXPIRE misses a stream it runs before, and an answer that
-# ended before its next beat, with no last event stored, left its stream for
-# ever (issue 20: 16 of 300 hang-ups with QA_RESUME_GRACE_SECONDS=0). Only
-# the first event (entry 0-1) creates the stream, so only it checks; PTTL,
-# not EXPIRE's NX flag: that needs Redis 7.
-_APPEND = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
-if redis.call('HEXISTS', KEYS[2], 'final_seq') == 1 then return 0 end
-local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[1], 'e', ARGV[2])
-if type(added) == 'table' and added.err then
-  if string.find(added.err, 'equal or smaller', 1, true) then return 0 end
-  return redis.error_reply(added.err)
-end
-if ARGV[1] == '0-1' and redis.call('PTTL', KEYS[1]) == -1 then
-  redis.call('EXPIRE', KEYS[1], ARGV[5])
-end
-if ARGV[4] == '1' then
-  redis.call('HSET', KEYS[2], 'final_seq', string.match(ARGV[1], '%d+$') - 1)
-  redis.call('EXPIRE', KEYS[1], ARGV[5])
-  redis.call('EXPIRE', KEYS[2], ARGV[5])
-end
-return 1
-"""
+_T = TypeVar("_T")
 
 
 def _keys(answer_id: str) -> tuple[str, str, str, str]:
@@ -83,28 +66,36 @@ def _keys(answer_id: str) -> tuple[str, str, str, str]:
     return base, f"{base}:events", f"{base}:lease", f"{base}:readers"
 
 
-def _entry_id(seq: int) -> str:
-    return f"0-{seq + 1}"
-
-
 class RedisAnswerStore:
     def __init__(
         self,
         client: aioredis.Redis,
-        ttl_seconds: int,
-        max_events: int,
+        settings: RedisLogSettings,
         reads: aioredis.Redis | None = None,
     ) -> None:
         """`client` for the producers' writes; `reads` (default: `client`) for readers."""
         self._client = client
         self._reads = reads or client
-        self._ttl = ttl_seconds
-        self._max_events = max_events
-        self._append = client.register_script(_APPEND)
+        self._settings = settings
+        self._batch = client.register_script(BATCH_SCRIPT)
+        self._health = StoreHealth()
         self._followed = FollowedAnswers(self._read_stream, FollowTiming().poll_seconds)
-        # An answer written here is followed from memory: the mirror's events
-        # go to its feed when the mirror lets go, and no read of Redis copies them.
-        self._mirror = LocalMirror(self._followed.hand_over)
+        # The answers written here: read from memory by this process's readers,
+        # and handed to their feed when let go, so no read of Redis copies them.
+        self._written = WrittenAnswers(self._send_batch, settings.writes, self._let_go)
+        # Readers attached in this process, until when: the producer here asks
+        # no one else, and they need no key of their own in Redis.
+        self._present_here: dict[str, float] = {}
+        # Readers of one answer here ask these at once: one Redis call for all.
+        self._descriptions: SharedCalls[LogInfo | None] = SharedCalls()
+        self._lease_checks: SharedCalls[bool] = SharedCalls()
+
+    def _let_go(self, answer_id: str, events: list[AnswerEvent]) -> None:
+        self._present_here.pop(answer_id, None)
+        self._followed.hand_over(answer_id, events)
+
+    async def aclose(self) -> None:
+        await self._written.aclose()
 
     async def create(
         self,
@@ -113,22 +104,22 @@ class RedisAnswerStore:
         lease_seconds: float = 0.0,
         reader_seconds: float = 0.0,
     ) -> None:
-        answer, _, lease, readers = _keys(answer_id)
+        answer, _, lease, _ = _keys(answer_id)
         # One transaction: a hash with no expiry would outlive a crash between the two.
-        async with mapped_errors(), self._client.pipeline(transaction=True) as pipe:
+        async with self._calls(), self._client.pipeline(transaction=True) as pipe:
             pipe.hset(answer, "fingerprint", fingerprint)
-            pipe.expire(answer, self._ttl)
+            pipe.expire(answer, self._settings.ttl_seconds)
             if lease_seconds > 0:
                 pipe.set(lease, 1, px=int(lease_seconds * 1000))
-            if reader_seconds > 0:
-                pipe.set(readers, 1, px=int(reader_seconds * 1000))
             await pipe.execute()
-        # Its readers in this process wait on this process's memory from now,
-        # not on an XREAD each until the producer's first event is stored.
-        self._mirror.expect(answer_id)
+        if reader_seconds > 0:
+            self._present_here[answer_id] = self._now() + reader_seconds
+        self._written.expect(answer_id, fingerprint)
 
     async def describe(self, answer_id: str) -> LogInfo | None:
-        return await self._describe(self._reads, answer_id)
+        return await self._descriptions.call(
+            answer_id, lambda: self._riding_out(lambda: self._describe(self._reads, answer_id))
+        )
 
     async def describe_for_producer(self, answer_id: str) -> LogInfo | None:
         # On the producers' pool: with the readers' pool full, the producer's
@@ -137,51 +128,53 @@ class RedisAnswerStore:
 
     async def _describe(self, client: aioredis.Redis, answer_id: str) -> LogInfo | None:
         answer, events, _, _ = _keys(answer_id)
-        async with mapped_errors(), client.pipeline(transaction=False) as pipe:
-            pipe.hmget(answer, ["fingerprint", "final_seq"])
+        async with self._calls(), client.pipeline(transaction=False) as pipe:
+            pipe.hget(answer, "fingerprint")
             pipe.xrevrange(events, count=1)
-            (fingerprint, final_seq), newest = await pipe.execute()
+            fingerprint, newest = await pipe.execute()
         if fingerprint is None:
             return None
-        last_seq = int(value_text(newest[0][0]).split("-")[1]) - 1 if newest else -1
-        final = None if final_seq is None else int(final_seq)
-        return LogInfo(value_text(fingerprint), last_seq, final)
+        top = log_top(newest[0][0] if newest else None)
+        return LogInfo(value_text(fingerprint), top.last_seq, top.final_seq)
 
     async def append(self, answer_id: str, event: AnswerEvent) -> bool:
-        answer, events, _, _ = _keys(answer_id)
-        # ASCII-escaped: a lone surrogate in a model's text survives the trip.
-        data = json.dumps(to_dict(event), separators=(",", ":"))
+        if not self._written.holds(answer_id):
+            # A reader ending the log of a producer it found lost: at once, and
+            # only where the log ends (a compare-and-set).
+            reply = await self._riding_out(lambda: self._send_batch(answer_id, "", [event], False))
+            return reply.outcome is BatchOutcome.STORED
+        if not self._written.add(answer_id, event):
+            return False
+        if is_terminal(event):
+            # The end is not the end until the store holds it: the producer's
+            # lease goes after this, and readers elsewhere wait for it.
+            return await self._written.settled(answer_id)
+        return True
+
+    async def _send_batch(
+        self, answer_id: str, fingerprint: str, events: list[AnswerEvent], rewrite: bool
+    ) -> BatchReply:
+        answer, stream, _, _ = _keys(answer_id)
+        settings = self._settings
         args: list[str | int] = [
-            _entry_id(event.seq),
-            data,
-            self._max_events,
-            int(is_terminal(event)),
-            self._ttl,
+            events[0].seq,
+            entry_id(events),
+            encode(events),
+            settings.max_entries,
+            settings.ttl_seconds,
+            fingerprint,
+            int(rewrite),
         ]
-        result = None
-        try:
-            async with mapped_errors():
-                result = await self._append(keys=[events, answer], args=args)
-        finally:
-            if result == 1:
-                self._mirror.stored(answer_id, event)
-            else:
-                # Refused, or cut short by an error, a deadline or a cancel, with
-                # an outcome unknown here: this process's readers read Redis from
-                # now on, and get what it holds. A mirror kept after a cancel cut
-                # the last append short held readers until the TTL (issue 20).
-                self._mirror.forget(answer_id)
-        if result == -1:
-            raise StoreUnavailableError
-        return bool(result == 1)
+        async with self._calls():
+            return batch_reply(await self._batch(keys=[stream, answer], args=args))
 
     def start_following(self, answer_id: str) -> Loop:
         return self._followed.start(answer_id)
 
     async def read(self, answer_id: str, after: int, wait_seconds: float) -> list[AnswerEvent]:
-        mirrored = await self._mirror.read(answer_id, after, wait_seconds)
-        if mirrored is not None:
-            return mirrored
+        written = await self._written.read(answer_id, after, wait_seconds)
+        if written is not None:
+            return written
         followed = await self._followed.read(answer_id, after, wait_seconds)
         if followed is not None:
             return followed
@@ -190,50 +183,96 @@ class RedisAnswerStore:
     async def _read_stream(
         self, answer_id: str, after: int, wait_seconds: float
     ) -> list[AnswerEvent]:
-        _, events, _, _ = _keys(answer_id)
-        block = max(1, int(wait_seconds * 1000)) if wait_seconds > 0 else None
-        async with mapped_errors(wait_seconds):
-            reply = await self._reads.xread({events: _entry_id(after)}, count=1000, block=block)
-        if not reply:
-            return []
-        entries = _entries(reply)
-        return [from_dict(json.loads(fields[b"e"])) for _, fields in entries]
+        return await self._riding_out(lambda: self._read_once(answer_id, after, wait_seconds))
+
+    async def _read_once(
+        self, answer_id: str, after: int, wait_seconds: float
+    ) -> list[AnswerEvent]:
+        _, stream, _, _ = _keys(answer_id)
+        clock = asyncio.get_running_loop()
+        deadline = clock.time() + wait_seconds
+        start = read_from(after)
+        while True:
+            left = deadline - clock.time()
+            block = max(1, int(left * 1000)) if left > 0 else None
+            async with self._calls(max(left, 0.0)):
+                reply = await self._reads.xread({stream: start}, count=1000, block=block)
+            if not reply:
+                return []
+            entries = _entries(reply)
+            events = [
+                event for _, fields in entries for event in decode(fields) if event.seq > after
+            ]
+            if events or block is None:
+                return events
+            # Only the end's batch, all of it read already: wait past it (nothing comes).
+            start = value_text(entries[-1][0])
 
     async def renew_lease(self, answer_id: str, seconds: float) -> None:
-        answer, events, lease, _ = _keys(answer_id)
-        async with mapped_errors(), self._client.pipeline(transaction=False) as pipe:
+        answer, stream, lease, _ = _keys(answer_id)
+        ttl = self._settings.ttl_seconds
+        async with self._calls(), self._client.pipeline(transaction=False) as pipe:
             pipe.set(lease, 1, px=int(seconds * 1000))
-            pipe.expire(answer, self._ttl)
-            pipe.expire(events, self._ttl)
-            await pipe.execute()
+            pipe.expire(answer, ttl)
+            pipe.expire(stream, ttl)
+            _, kept, _ = await pipe.execute()
+        if not kept:
+            # The answer's keys are gone (a restart, a failover that lost them):
+            # written again from memory now, not at the producer's next piece.
+            self._written.lost(answer_id)
 
     async def release_lease(self, answer_id: str) -> None:
         _, _, lease, _ = _keys(answer_id)
-        async with mapped_errors():
+        async with self._calls():
             await self._client.delete(lease)
 
     async def producer_alive(self, answer_id: str) -> bool:
+        return await self._lease_checks.call(answer_id, lambda: self._producer_alive(answer_id))
+
+    async def _producer_alive(self, answer_id: str) -> bool:
         _, _, lease, _ = _keys(answer_id)
-        async with mapped_errors():
-            return bool(await self._reads.exists(lease))
+        lease_seconds = self._settings.lease_seconds
+
+        async def exists() -> bool:
+            async with self._calls():
+                return bool(await self._reads.exists(lease))
+
+        for check in range(2):
+            if check:
+                # Missing once proves little: a failover may have taken it, and
+                # the producer renews it a third of a lease later.
+                await asyncio.sleep(lease_seconds / 2)
+            if await self._riding_out(exists):
+                return True
+        # Right after an outage it may not be renewed yet, though its producer lives.
+        return not self._health.steady_for(lease_seconds)
 
     async def touch_reader(self, answer_id: str, seconds: float) -> None:
         _, _, _, readers = _keys(answer_id)
-        # An answer this process writes (its mirror holds it) is touched on the
-        # producers' pool: its presence decides whether it goes on, and touches
-        # failing on a full readers' pool for the whole grace cancelled it while
-        # its reader was attached. Readers of answers made elsewhere keep to theirs.
-        client = self._client if self._mirror.holds(answer_id) else self._reads
-        async with mapped_errors():
-            await client.set(readers, 1, px=int(seconds * 1000))
+        if self._written.holds(answer_id):
+            # Its producer is here, and asks only this process (no Redis call;
+            # a full readers' pool, or an outage, cannot cancel an answer whose
+            # reader is attached).
+            self._present_here[answer_id] = self._now() + seconds
+            return
+        async with self._calls():
+            await self._reads.set(readers, 1, px=int(seconds * 1000))
 
     async def reader_present(self, answer_id: str) -> bool:
+        until = self._present_here.get(answer_id)
+        if until is not None:
+            if until > self._now():
+                return True
+            del self._present_here[answer_id]
         _, _, _, readers = _keys(answer_id)
-        async with mapped_errors():
-            return bool(await self._client.exists(readers))
+        async with self._calls():
+            if await self._client.exists(readers):
+                return True
+        # A reader elsewhere touched it within the grace; an outage may have lost that.
+        return not self._health.steady_for(self._settings.grace_seconds)
 
     async def request_cancel(self, answer_id: str) -> None:
-        async with mapped_errors():
+        async with self._calls():
             await self._client.publish(CANCEL_CHANNEL, answer_id)
 
     async def cancel_requests(self) -> AsyncIterator[str]:
@@ -251,6 +290,30 @@ class RedisAnswerStore:
                 # Any Redis error: a listener that died would end cross-replica cancel.
                 log.warning("cancel subscription lost (%s); subscribing again", type(exc).__name__)
                 await asyncio.sleep(1.0)
+
+    @asynccontextmanager
+    async def _calls(self, blocks_for: float = 0.0) -> AsyncIterator[None]:
+        """Redis calls, their failures noted (see StoreHealth)."""
+        try:
+            async with mapped_errors(blocks_for):
+                yield
+        except StoreUnavailableError:
+            self._health.failed()
+            raise
+
+    async def _riding_out(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """`call`, again after each failure, until the outage outlasts its bound."""
+        outage = Outage(self._settings.writes.outage_seconds)
+        while True:
+            try:
+                return await call()
+            except StoreUnavailableError:
+                if not await outage.wait_before_retry():
+                    raise
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
 
 
 def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:

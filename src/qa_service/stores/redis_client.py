@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
@@ -31,6 +33,11 @@ def describe_url(url: str) -> str:
     if parts.scheme == "unix":
         return f"unix:{parts.path}"
     return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path or ''}"
+
+
+def connection_name() -> str:
+    """`qa-service:<host>:<pid>`: Redis's name for this process's connections."""
+    return f"qa-service:{socket.gethostname()}:{os.getpid()}"
 
 
 def value_text(value: bytes | str) -> str:
@@ -85,6 +92,8 @@ async def open_redis_client(
         # only a Redis that stopped answering times out; mapped_errors bounds the total.
         socket_timeout=2.0,
         health_check_interval=15,
+        # CLIENT LIST then says which replica (pod) and process holds each connection.
+        client_name=connection_name(),
         **waiting,
     )
     client = aioredis.Redis.from_pool(pool)
