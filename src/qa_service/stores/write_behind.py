@@ -15,10 +15,12 @@ restart, from the first event, with the answer's fingerprint). Readers
 elsewhere may wait meanwhile; they never see a gap or a repeat, because the
 store takes a batch only where its log ends (stores/redis_log.py).
 
-An answer is let go (handed to stores/followed.py, from seq 0) once the store
-holds its last event, or its log was ended elsewhere (a reader there declared
-this producer lost), or the outage lasted too long: then its readers here
-fail with store_unavailable, as the producer's next append does.
+An answer is let go once the store holds its last event: its events go to
+its feed (stores/followed.py), from seq 0, so its readers here read on from
+memory. It is also let go, with nothing handed over, when its log was ended
+elsewhere (a reader there declared this producer lost: its readers here read
+the store, and end as it says) or the outage outlasted its bound (its readers
+here, and the producer's next append, get store_unavailable).
 """
 
 from __future__ import annotations
@@ -214,5 +216,7 @@ class WrittenAnswers:
             return
         del self._answers[answer_id]
         written.wake()  # readers waiting here read the feed, or the store, from now on
-        if not written.failed:
+        # Only a log the store holds as written here is handed over: one ended
+        # elsewhere differs from it after the end the other writer put in.
+        if not written.failed and not written.ended_elsewhere:
             self._on_let_go(answer_id, written.events)
