@@ -31,9 +31,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-import redis.asyncio as aioredis
-import redis.exceptions
-
 from qa_service.answers.follow import FollowTiming
 from qa_service.answers.ports import LogInfo
 from qa_service.core.errors import StoreUnavailableError
@@ -41,7 +38,7 @@ from qa_service.core.events import AnswerEvent, from_dict, is_terminal, to_dict
 from qa_service.core.loops import Loop
 from qa_service.stores.followed import FollowedAnswers
 from qa_service.stores.mirror import LocalMirror
-from qa_service.stores.redis_client import mapped_errors, value_text
+from qa_service.stores.redis_client import REDIS_ERRORS, RedisClient, mapped_errors, value_text
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +87,10 @@ def _entry_id(seq: int) -> str:
 class RedisAnswerStore:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         ttl_seconds: int,
         max_events: int,
-        reads: aioredis.Redis | None = None,
+        reads: RedisClient | None = None,
     ) -> None:
         """`client` for the producers' writes; `reads` (default: `client`) for readers."""
         self._client = client
@@ -135,7 +132,7 @@ class RedisAnswerStore:
         # last event waited 3 s for a connection there, and was lost.
         return await self._describe(self._client, answer_id)
 
-    async def _describe(self, client: aioredis.Redis, answer_id: str) -> LogInfo | None:
+    async def _describe(self, client: RedisClient, answer_id: str) -> LogInfo | None:
         answer, events, _, _ = _keys(answer_id)
         async with mapped_errors(), client.pipeline(transaction=False) as pipe:
             pipe.hmget(answer, ["fingerprint", "final_seq"])
@@ -247,7 +244,7 @@ class RedisAnswerStore:
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             yield value_text(message["data"])
-            except redis.exceptions.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 # Any Redis error: a listener that died would end cross-replica cancel.
                 log.warning("cancel subscription lost (%s); subscribing again", type(exc).__name__)
                 await asyncio.sleep(1.0)
