@@ -339,7 +339,7 @@ class Settings(BaseSettings):
             # The Sentinel and cluster forms spell a password alone as `password@`.
             lone = parts.scheme.startswith("redis+") and parts.password is None
             password = parts.username if lone else parts.password
-            secrets += [unquote(password), password] if password else []
+            secrets += sorted({password, unquote(password)}) if password else []
         return secrets
 
     def check_runnable(self) -> None:

@@ -265,7 +265,7 @@ def run_redis_cluster(workdir: Path, timeout: float = 60.0) -> Iterator[RedisClu
             stdin=subprocess.DEVNULL,
         )
         for node in nodes:
-            wait_until(lambda node=node: _cluster_ok(node), timeout, f"node {node.port} joined")
+            wait_until(functools.partial(_cluster_ok, node), timeout, f"node {node.port} joined")
         for node in nodes:
             with node.client() as client:
                 role = client.info("replication")["role"]
