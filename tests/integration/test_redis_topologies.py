@@ -1,17 +1,18 @@
 """The service on each Redis that operators run (QA_REDIS_URL): TLS, Sentinel, a cluster.
 
-One pair of service processes per topology shares it; on each, an answer
-resumes by id on the other process, limits and client slots count across both,
-a stream ticket issued by one is spent on the other, and an AI SDK chat
-resumes on the other. The one-server case is every other replica test's.
-Each check also looks in Redis (on the cluster: in the node that owns the
-key's slot) for the key the service wrote, so a store that quietly fell back
-to memory would fail here.
+One pair of service processes per topology shares it. On each: an answer
+resumes by id on the other process; limits and client slots count across both;
+a stream ticket issued by one is spent on the other; an AI SDK chat resumes on
+the other; a cancel sent to one stops the answer on the other (pub/sub). The
+one-server case is every other replica test's. The answer and slot checks
+also look in Redis (on the cluster: in the node that owns the key's slot) for
+the key the service wrote.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from qa_service.access.keys import client_id, key_digest
 from tests.integration.test_ai_sdk_chat import bearer, chat_body, hang_up_at, read_chat
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_topologies import RedisTopology
-from tests.support.resume import read, seqs
+from tests.support.resume import AnswerIdWatch, read, seqs
 from tests.support.service import RunningService, run_services
 from tests.support.upstream_stub import Reply, UpstreamStub
 
@@ -176,3 +177,27 @@ def test_a_chat_resumes_on_the_other_process(deployment: Deployment, stub: Upstr
     assert resumed.text == "".join(PIECES)
     assert resumed.chunks[-1] == {"type": "finish", "finishReason": "stop"}
     assert len(stub.exchanges_for(question)) == 1
+
+
+def test_a_cancel_through_one_process_stops_the_answer_on_the_other(
+    deployment: Deployment, stub: UpstreamStub
+) -> None:
+    question = marker()
+    stub.reply(question, Reply(pieces=PIECES * 20, piece_delay=0.02))
+    watch = AnswerIdWatch()
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(
+            read, deployment.a.url, params={"query": question}, headers=bearer(KEY), on_event=watch
+        )
+        exchange = stub.wait_for_request(question)
+        answer_id = watch.wait()
+        cancelled = httpx.post(
+            f"{deployment.b.url}/answers/{answer_id}/cancel", headers=bearer(KEY), timeout=10
+        )
+        stub.wait_closed(question)
+        whole = reading.result(timeout=20)
+
+    assert cancelled.status_code == 200
+    assert cancelled.json() == {"answer_id": answer_id, "status": "cancelled"}
+    assert not exchange.completed
+    assert whole.last["error"]["code"] == "cancelled"

@@ -38,7 +38,13 @@ from qa_service.core.events import AnswerEvent, from_dict, is_terminal, to_dict
 from qa_service.core.loops import Loop
 from qa_service.stores.followed import FollowedAnswers
 from qa_service.stores.mirror import LocalMirror
-from qa_service.stores.redis_client import REDIS_ERRORS, RedisClient, mapped_errors, value_text
+from qa_service.stores.redis_client import (
+    REDIS_ERRORS,
+    RedisClient,
+    mapped_errors,
+    subscriber,
+    value_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -237,9 +243,10 @@ class RedisAnswerStore:
         """Subscribed for the app's life; a lost connection is re-subscribed.
         A cancel published while this replica was cut off from Redis is lost:
         its answer then ends by its grace period, as after a hang-up."""
+        attempt = 0
         while True:
             try:
-                async with self._client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                async with subscriber(self._client, attempt) as pubsub:
                     await pubsub.subscribe(CANCEL_CHANNEL)
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
@@ -247,6 +254,7 @@ class RedisAnswerStore:
             except REDIS_ERRORS as exc:
                 # Any Redis error: a listener that died would end cross-replica cancel.
                 log.warning("cancel subscription lost (%s); subscribing again", type(exc).__name__)
+                attempt += 1
                 await asyncio.sleep(1.0)
 
 

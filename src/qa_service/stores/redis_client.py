@@ -12,7 +12,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
@@ -56,6 +57,21 @@ async def mapped_errors(blocks_for: float = 0.0) -> AsyncIterator[None]:
     except (*REDIS_ERRORS, TimeoutError) as exc:
         log.warning("redis error %s", type(exc).__name__)
         raise StoreUnavailableError from None
+
+
+def subscriber(client: RedisClient, attempt: int) -> PubSub | ClusterPubSub:
+    """A pub/sub connection for the `attempt`-th subscription (from 0).
+
+    On a cluster, a classic PUBLISH reaches every node, so any node serves a
+    subscriber: each attempt takes the next node the client knows, so one
+    that died (or that the client's stale map still names) is left behind
+    rather than tried again and again until something else refreshes the map.
+    """
+    if isinstance(client, RedisCluster):
+        nodes = client.get_nodes()
+        node = nodes[attempt % len(nodes)] if nodes else None
+        return client.pubsub(node=node, ignore_subscribe_messages=True)
+    return client.pubsub(ignore_subscribe_messages=True)
 
 
 def unreachable(url: str, timeout: float = 3.0) -> str | None:
