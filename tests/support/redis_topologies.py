@@ -223,10 +223,21 @@ class RedisCluster:
 
         return wait_until(moved, timeout, f"slot {slot} served by a promoted replica")
 
+    def primaries(self) -> list[RedisServer]:
+        """The live nodes serving slots now (a failover changes which)."""
+        primaries = []
+        for node in self.alive():
+            with node.client(timeout=1.0) as client:
+                if client.info("replication")["role"] == "master":
+                    primaries.append(node)
+        return primaries
+
     def command_stats(self) -> RedisTraffic:
-        """INFO commandstats and bytes, summed over the live nodes (RedisServer.command_stats).
-        Cluster housekeeping the nodes send each other is on the cluster bus, not counted."""
-        return functools.reduce(operator.add, (n.command_stats() for n in self.alive()))
+        """INFO commandstats and bytes, summed over the primaries (RedisServer.command_stats):
+        what clients asked of the cluster. Replicas are left out, as they count
+        again every write they replay; nodes' housekeeping is on the cluster
+        bus, never counted. Take both readings with the same primaries."""
+        return functools.reduce(operator.add, (n.command_stats() for n in self.primaries()))
 
 
 def _cluster_ok(node: RedisServer) -> bool:
