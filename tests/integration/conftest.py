@@ -11,13 +11,12 @@ import pytest
 
 from qa_service import cli, server
 from qa_service.observability import logs
+from tests.support.redis_tls import TlsRedisServer, run_tls_redis
 from tests.support.redis_topologies import (
     RedisCluster,
     SentinelSet,
-    TlsRedisServer,
     run_redis_cluster,
     run_sentinel_set,
-    run_tls_redis,
 )
 from tests.support.service import RunningService, service_env
 
@@ -28,7 +27,7 @@ def service(request: pytest.FixtureRequest) -> RunningService:
     return request.getfixturevalue(f"{request.param}_service")  # type: ignore[no-any-return]
 
 
-# Redis as operators run it (tests/support/redis_topologies.py), one of each per
+# Redis as operators run it (tests/support/redis_topologies.py, redis_tls.py), one of each per
 # module that asks: each takes seconds to start. A test that kills a primary
 # starts its own with the run_* context managers, under its tmp_path.
 

@@ -47,6 +47,7 @@ async def test_the_cancel_subscription_moves_on_when_its_node_dies(tmp_path: Pat
                 node = await asyncio.to_thread(
                     wait_until, lambda: _subscribed_node(cluster), 10, "a cancel subscription"
                 )
+                assert node is not None
                 node.kill()
                 cluster.killed.append(node)
 

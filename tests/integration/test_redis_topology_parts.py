@@ -1,22 +1,19 @@
-"""The Redis topologies' test parts work (tests/support/redis_topologies.py): a
+"""The Redis topologies' test parts work (tests/support/redis_topologies.py, redis_tls.py): a
 Sentinel failover, a cluster primary replaced by its replica, commands counted on
 every node, and a TLS server that verifies as its CA says. Failover tests rely on them."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.support.redis_topologies import (
-    RedisCluster,
-    TlsRedisServer,
-    run_redis_cluster,
-    run_sentinel_set,
-)
+from tests.support.redis_tls import TlsRedisServer
+from tests.support.redis_topologies import RedisCluster, run_redis_cluster, run_sentinel_set
 
 pytestmark = pytest.mark.replicas
 
@@ -71,7 +68,11 @@ def test_cluster_command_stats_sum_every_node(redis_cluster: RedisCluster) -> No
 def test_the_tls_server_speaks_only_tls_verified_by_its_own_ca(tls_redis: TlsRedisServer) -> None:
     with tls_redis.client() as client:
         assert client.ping()
-    once = {"socket_timeout": 2, "socket_connect_timeout": 2, "retry": Retry(NoBackoff(), 0)}
+    once: dict[str, Any] = {
+        "socket_timeout": 2,
+        "socket_connect_timeout": 2,
+        "retry": Retry(NoBackoff(), 0),
+    }
     # Plain TCP on its port gets no answer it can read.
     with (
         redis.Redis(host="127.0.0.1", port=tls_redis.port, **once) as plain,

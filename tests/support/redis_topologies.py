@@ -1,4 +1,5 @@
-"""Redis as operators run it, for tests: a Sentinel set, a six-node cluster, and TLS.
+"""Redis as operators run it, for tests: a Sentinel set and a six-node cluster
+(and TLS, in redis_tls.py).
 
 All of them are Debian's redis-server on free ports of 127.0.0.1, each process
 in its own directory under the test's tmp_path, started by the test and
@@ -22,6 +23,7 @@ import redis
 
 from tests.support.daemon import wait_until
 from tests.support.redis_server import RedisServer, RedisTraffic, require_redis_server
+from tests.support.redis_tls import TlsRedisServer
 from tests.support.service import free_port
 
 SENTINEL_SERVICE = "qa-primary"
@@ -114,9 +116,11 @@ class SentinelSet:
             with new.client(timeout=1.0) as client:
                 return new if client.info("replication")["role"] == "master" else None
 
-        return wait_until(
+        new = wait_until(
             promoted, timeout, "a replica promoted by the sentinel", describe=self.sentinel.logs
         )
+        assert new is not None  # wait_until returns only what is truthy
+        return new
 
     def servers(self) -> list[RedisServer]:
         return [self.primary, self.replica, self.sentinel]
@@ -221,7 +225,9 @@ class RedisCluster:
             port = owners.pop()
             return next(n for n in self.nodes if n.port == port)
 
-        return wait_until(moved, timeout, f"slot {slot} served by a promoted replica")
+        owner = wait_until(moved, timeout, f"slot {slot} served by a promoted replica")
+        assert owner is not None  # wait_until returns only what is truthy
+        return owner
 
     def primaries(self) -> list[RedisServer]:
         """The live nodes serving slots now (a failover changes which)."""
@@ -283,82 +289,6 @@ def run_redis_cluster(workdir: Path, timeout: float = 60.0) -> Iterator[RedisClu
             if role == "slave":
                 _wait_for_replica_link(node, timeout)
         yield RedisCluster(nodes)
-
-
-# --- TLS --------------------------------------------------------------------
-
-
-@dataclass
-class TlsRedisServer(RedisServer):
-    """redis-server on a TLS port only (`--port 0`), with a certificate from its own CA."""
-
-    ca_path: Path = Path()
-
-    @property
-    def url(self) -> str:
-        return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={quote(str(self.ca_path))}"
-
-    def command(self) -> list[str]:
-        plain = super().command()
-        at = plain.index("--port")
-        return [
-            *plain[:at],
-            "--port", "0",
-            "--tls-port", str(self.port),
-            *plain[at + 2 :],
-            "--tls-cert-file", str(self.workdir / "server.crt"),
-            "--tls-key-file", str(self.workdir / "server.key"),
-            "--tls-ca-cert-file", str(self.ca_path),
-            "--tls-auth-clients", "no",
-        ]  # fmt: skip
-
-    def client_for(self, key: str) -> redis.Redis:
-        return self.client()
-
-    def client(self, timeout: float = 5.0) -> redis.Redis:
-        return redis.Redis(
-            host="127.0.0.1",
-            port=self.port,
-            ssl=True,
-            ssl_ca_certs=str(self.ca_path),
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-        )
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(
-        ["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60,
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-def make_certificates(directory: Path) -> Path:
-    """A throwaway CA and a server certificate for IP 127.0.0.1 it signed; returns the CA's path."""
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-             "-subj", "/CN=qa-service test CA", cwd=directory)  # fmt: skip
-    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=127.0.0.1", cwd=directory)  # fmt: skip
-    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext",
-             cwd=directory)  # fmt: skip
-    return directory / "ca.crt"
-
-
-@contextmanager
-def run_tls_redis(workdir: Path, timeout: float = 10.0) -> Iterator[TlsRedisServer]:
-    """redis-server speaking only TLS, its certificate signed by a CA made for it."""
-    require_redis_server()
-    directory = workdir / f"redis-tls-{time.monotonic_ns()}"
-    directory.mkdir(parents=True)
-    server = TlsRedisServer(free_port(), directory, ca_path=make_certificates(directory))
-    server.start(timeout)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 # Each has `.url` (QA_REDIS_URL) and `.client_for(key)` (where that key lives now).
