@@ -3,13 +3,14 @@
 # explains) and debootstrap for the container tests' stand-in base image, and
 # chromium for the browser tests (Playwright drives it; it cannot download its own),
 # redis-server and nginx for the replica tests (each test starts its own, as the
-# calling user, on free ports; the daemons the packages start are stopped and disabled).
+# calling user, on free ports; the daemons the packages start are stopped and disabled),
+# and openssl, which makes the TLS Redis test's throwaway CA and certificate.
 # Node.js runs the JS client's tests, npm installs the AI SDK they test against;
 # Debian's are used only where none is installed.
 # Installs only what is missing; needs root (CI runs as root), or sudo.
 set -euo pipefail
 PACKAGES=(podman runc debootstrap uidmap golang-github-containernetworking-plugin-dnsname
-    chromium redis-server nginx)
+    chromium redis-server nginx openssl)
 command -v node >/dev/null 2>&1 || PACKAGES+=(nodejs)
 # npm installs the JS tests' dependencies (tests/js/package-lock.json).
 command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from limits import parse_many
 from pydantic import (
@@ -29,6 +29,8 @@ DEFAULT_MODELS: dict[ProviderName, str] = {
 # A Bearer token's characters (RFC 6750's b64token), so any key can be sent as one.
 API_KEY_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]+")
 MIN_API_KEY_CHARS = 16
+# QA_REDIS_URL's forms, as the `limits` library spells them (stores/redis_urls.py).
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 # A host name, lower case: letters, digits and hyphens in dot-separated labels
 # (RFC 1123), and underscores, which RFC 1123 leaves out but Docker's and
 # compose's DNS serve (a service named `qa_service` is reached as qa_service:8000).
@@ -106,7 +108,8 @@ class Settings(BaseSettings):
     readyz_probe: bool = False
     readyz_probe_ttl_seconds: float = Field(default=5.0, gt=0, le=3600)
     # Answers outlive their connections (resume with Last-Event-ID). Unset: kept
-    # in this process; a redis:// or rediss:// URL shares them between replicas.
+    # in this process; a Redis URL (REDIS_URL_SCHEMES: one server, Sentinel or a
+    # cluster; stores/redis_urls.py reads it) shares them between replicas.
     # A secret: the URL can carry a password.
     redis_url: SecretStr | None = None
     # How long a finished answer can still be resumed.
@@ -222,8 +225,11 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
-        if urlsplit(value.get_secret_value().strip()).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        # The scheme only; the rest is read (and refused with one line) at start-up.
+        if urlsplit(value.get_secret_value().strip()).scheme not in REDIS_URL_SCHEMES:
+            raise ValueError(
+                "must be a " + ", ".join(f"{s}://" for s in REDIS_URL_SCHEMES) + " URL"
+            )
         return value
 
     @field_validator("api_keys", mode="before")
@@ -336,8 +342,11 @@ class Settings(BaseSettings):
         keys = (self.openai_api_key, self.groq_api_key, self.langsmith_api_key, *self.api_keys)
         secrets = [key.get_secret_value() for key in keys if key is not None]
         if self.redis_url is not None:
-            password = urlsplit(self.redis_url.get_secret_value()).password
-            secrets += [password] if password else []
+            parts = urlsplit(self.redis_url.get_secret_value().strip())
+            # The Sentinel and cluster forms spell a password alone as `password@`.
+            lone = parts.scheme.startswith("redis+") and parts.password is None
+            password = parts.username if lone else parts.password
+            secrets += sorted({password, unquote(password)}) if password else []
         return secrets
 
     def check_runnable(self) -> None:

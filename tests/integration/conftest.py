@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,13 @@ import pytest
 
 from qa_service import cli, server
 from qa_service.observability import logs
+from tests.support.redis_tls import TlsRedisServer, run_tls_redis
+from tests.support.redis_topologies import (
+    RedisCluster,
+    SentinelSet,
+    run_redis_cluster,
+    run_sentinel_set,
+)
 from tests.support.service import RunningService, service_env
 
 
@@ -18,6 +25,29 @@ from tests.support.service import RunningService, service_env
 def service(request: pytest.FixtureRequest) -> RunningService:
     """The service on each provider in turn, both against the stub."""
     return request.getfixturevalue(f"{request.param}_service")  # type: ignore[no-any-return]
+
+
+# Redis as operators run it (tests/support/redis_topologies.py, redis_tls.py), one of each per
+# module that asks: each takes seconds to start. A test that kills a primary
+# starts its own with the run_* context managers, under its tmp_path.
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedisServer]:
+    with run_tls_redis(tmp_path_factory.mktemp("redis-tls")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def sentinel_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+    with run_sentinel_set(tmp_path_factory.mktemp("redis-sentinel")) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    with run_redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
 
 
 RefusedStart = Callable[[Mapping[str, str], Path], str]

@@ -119,6 +119,51 @@ def test_a_rejected_value_is_never_echoed_in_the_error_line(
     assert secret[:8] not in line
 
 
+# A password in each form of QA_REDIS_URL (stores/redis_urls.py): never echoed.
+REDIS_SECRET = "not-a-real-redis-secret-0123"
+
+
+@pytest.mark.parametrize(
+    ("url", "fault"),
+    [
+        (f"memcached://:{REDIS_SECRET}@127.0.0.1:1", "must be a redis://"),
+        (f"redis+sentinel://{REDIS_SECRET}@127.0.0.1:1", "needs the service name"),
+        (f"redis+sentinel://{REDIS_SECRET}@127.0.0.1:1/qa/zero", "database that is not a number"),
+        (f"redis+cluster://:{REDIS_SECRET}@127.0.0.1:x", "port that is not a number"),
+        (f"redis+cluster://:{REDIS_SECRET}@127.0.0.1:1/3", "only database 0"),
+        (f"redis+cluster://{REDIS_SECRET}@", "at least one host:port"),
+        (
+            f"rediss://:{REDIS_SECRET}@127.0.0.1:1/0?ssl_ca_certs=/nonexistent/ca.pem",
+            "ssl_ca_certs",
+        ),
+        (f"rediss://:{REDIS_SECRET}@127.0.0.1:1/0?ssl_ca=/etc/ca.pem", "'ssl_ca'"),
+        # Well formed, and nobody there: the one line says where, without the password.
+        (f"redis+cluster://:{REDIS_SECRET}@127.0.0.1:1", "cannot reach Redis at redis+cluster://"),
+        (f"redis://:{REDIS_SECRET}@127.0.0.1:1/0", "cannot reach Redis at redis://127.0.0.1:1/0"),
+    ],
+)
+def test_a_redis_url_that_cannot_be_used_stops_start_up_naming_it_never_its_password(
+    refused_start: RefusedStart, tmp_path: Path, url: str, fault: str
+) -> None:
+    line = refused_start({"QA_PROVIDER": "demo", "QA_REDIS_URL": url}, tmp_path)
+    assert line.startswith("qa-service: configuration error: QA_REDIS_URL: ")
+    assert fault in line
+    assert REDIS_SECRET[:8] not in line
+
+
+def test_a_real_process_with_no_sentinel_there_exits_2_with_one_line(
+    tmp_path: Path,
+) -> None:
+    # A closed port: Sentinel cannot name a primary, within start-up's deadline.
+    url = f"redis+sentinel://{REDIS_SECRET}@127.0.0.1:1/qa-primary"
+    line = _serve_fails({"QA_PROVIDER": "demo", "QA_REDIS_URL": url}, tmp_path)
+    assert line.startswith(
+        "qa-service: configuration error: QA_REDIS_URL: cannot reach Redis at "
+        "redis+sentinel://127.0.0.1:1/qa-primary/0 ("
+    )
+    assert REDIS_SECRET[:8] not in line
+
+
 def test_a_base_url_is_never_echoed_in_the_error_line(
     refused_start: RefusedStart, tmp_path: Path
 ) -> None:

@@ -42,6 +42,14 @@ class RedisTraffic:
             self.output_bytes - before.output_bytes,
         )
 
+    def __add__(self, other: RedisTraffic) -> RedisTraffic:
+        names = self.calls.keys() | other.calls.keys()
+        return RedisTraffic(
+            {n: self.calls.get(n, 0) + other.calls.get(n, 0) for n in names},
+            self.input_bytes + other.input_bytes,
+            self.output_bytes + other.output_bytes,
+        )
+
     @property
     def total_calls(self) -> int:
         return sum(self.calls.values())
@@ -52,6 +60,8 @@ class RedisServer:
     port: int
     workdir: Path
     process: subprocess.Popen[bytes] | None = None
+    # More of redis-server's options (a replica's --replicaof, a cluster node's).
+    extra_args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -69,13 +79,15 @@ class RedisServer:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def client(self) -> redis.Redis:
+    def client(self, timeout: float = 5.0) -> redis.Redis:
         """A synchronous client, for assertions. The caller closes it."""
-        return redis.Redis(host="127.0.0.1", port=self.port, db=0, socket_timeout=5)
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
 
-    def start(self, timeout: float = 10.0) -> None:
-        assert self.process is None or self.process.poll() is not None, "already running"
-        command = [
+    def command(self) -> list[str]:
+        """The redis-server command line: no persistence, its own directory and log."""
+        return [
             REDIS_SERVER,
             "--bind", "127.0.0.1",
             "--port", str(self.port),
@@ -85,8 +97,12 @@ class RedisServer:
             "--daemonize", "no",
             "--protected-mode", "yes",
             "--logfile", str(self.log_path),
+            *self.extra_args,
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+
+    def start(self, timeout: float = 10.0) -> None:
+        assert self.process is None or self.process.poll() is not None, "already running"
+        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
         self._wait_for_ping(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -148,9 +164,7 @@ class RedisServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited at start-up:\n{self.logs()}")
             try:
-                with redis.Redis(
-                    host="127.0.0.1", port=self.port, socket_timeout=1, socket_connect_timeout=1
-                ) as client:
+                with self.client(timeout=1.0) as client:
                     return bool(client.ping())
             except redis.exceptions.RedisError:
                 return False

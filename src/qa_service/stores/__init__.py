@@ -1,9 +1,11 @@
 """Stores: where answers' logs and signals (answers/ports.py), clients' limits and
 stream tickets (access/) live: in this process, or in Redis with QA_REDIS_URL.
 
-With Redis, one client (one connection pool, one PING at start-up) serves
-them all, except the answers' readers: they have a pool of their own, so
-however many come, producers and limits always find a connection (issue 20).
+With Redis (one server, Sentinel's primary, or a cluster: stores/redis_urls.py),
+one client (one connection pool, one PING at start-up) serves them all, except
+the answers' readers: they have a pool of their own, so however many come,
+producers and limits always find a connection (issue 20); and, on a cluster,
+the limits library, which opens a cluster client of its own.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
     # Imported only when used: a single-process deployment never loads redis.
     from qa_service.stores.redis_answers import RedisAnswerStore
     from qa_service.stores.redis_client import open_redis_client
-    from qa_service.stores.redis_limits import redis_limit_counters
+    from qa_service.stores.redis_limits import open_limit_counters
     from qa_service.stores.redis_slots import RedisSlotStore
     from qa_service.stores.redis_values import CHATS_PREFIX, TICKETS_PREFIX, RedisValues
 
@@ -92,12 +94,13 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
     async with (
         open_redis_client(url, pool_size) as client,
         open_redis_client(url, pool_size, wait_for_connection=True) as reads_client,
+        open_limit_counters(client, url, pool_size) as limit_counters,
     ):
         answers = RedisAnswerStore(client, redis_log_settings(settings), reads_client)
         try:
             yield Stores(
                 answers,
-                redis_limit_counters(client, url),
+                limit_counters,
                 RedisSlotStore(client),
                 RedisValues(client, TICKETS_PREFIX),
                 RedisValues(client, CHATS_PREFIX),

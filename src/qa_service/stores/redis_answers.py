@@ -30,9 +30,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast
 
-import redis.asyncio as aioredis
-import redis.exceptions
-
 from qa_service.answers.follow import FollowTiming
 from qa_service.answers.ports import LogInfo
 from qa_service.core.errors import StoreUnavailableError
@@ -40,7 +37,13 @@ from qa_service.core.events import AnswerEvent, is_terminal
 from qa_service.core.loops import Loop
 from qa_service.core.outages import Outage, StoreHealth
 from qa_service.stores.followed import FollowedAnswers
-from qa_service.stores.redis_client import mapped_errors, value_text
+from qa_service.stores.redis_client import (
+    REDIS_ERRORS,
+    RedisClient,
+    mapped_errors,
+    subscriber,
+    value_text,
+)
 from qa_service.stores.redis_log import (
     BATCH_SCRIPT,
     RedisLogSettings,
@@ -69,9 +72,9 @@ def _keys(answer_id: str) -> tuple[str, str, str, str]:
 class RedisAnswerStore:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         settings: RedisLogSettings,
-        reads: aioredis.Redis | None = None,
+        reads: RedisClient | None = None,
     ) -> None:
         """`client` for the producers' writes; `reads` (default: `client`) for readers."""
         self._client = client
@@ -126,7 +129,7 @@ class RedisAnswerStore:
         # last event waited 3 s for a connection there, and was lost.
         return await self._describe(self._client, answer_id)
 
-    async def _describe(self, client: aioredis.Redis, answer_id: str) -> LogInfo | None:
+    async def _describe(self, client: RedisClient, answer_id: str) -> LogInfo | None:
         answer, events, _, _ = _keys(answer_id)
         async with self._calls(), client.pipeline(transaction=False) as pipe:
             pipe.hget(answer, "fingerprint")
@@ -279,16 +282,18 @@ class RedisAnswerStore:
         """Subscribed for the app's life; a lost connection is re-subscribed.
         A cancel published while this replica was cut off from Redis is lost:
         its answer then ends by its grace period, as after a hang-up."""
+        attempt = 0
         while True:
             try:
-                async with self._client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                async with subscriber(self._client, attempt) as pubsub:
                     await pubsub.subscribe(CANCEL_CHANNEL)
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             yield value_text(message["data"])
-            except redis.exceptions.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 # Any Redis error: a listener that died would end cross-replica cancel.
                 log.warning("cancel subscription lost (%s); subscribing again", type(exc).__name__)
+                attempt += 1
                 await asyncio.sleep(1.0)
 
     @asynccontextmanager

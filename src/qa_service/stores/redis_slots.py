@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import redis.asyncio as aioredis
-
-from qa_service.stores.redis_client import mapped_errors
+from qa_service.stores.redis_client import RedisClient, mapped_errors
 
 # KEYS: the client's set. ARGV: slot, limit, lease ms. Returns 1 taken, 0 full.
 _TAKE = """
@@ -41,9 +39,8 @@ def _key(client: str) -> str:
 
 
 class RedisSlotStore:
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._take = client.register_script(_TAKE)
-        self._renew = client.register_script(_RENEW)
         self._client = client
 
     async def take(self, client: str, slot: str, limit: int, lease_seconds: float) -> bool:
@@ -52,11 +49,14 @@ class RedisSlotStore:
         return bool(taken)
 
     async def renew(self, held: Mapping[str, set[str]], lease_seconds: float) -> None:
+        # EVAL with the script's text, not the registered script's EVALSHA: a
+        # cluster's pipeline loads no script on the nodes it reaches (one
+        # server's pipeline does), and a replica promoted by a failover has
+        # none (Redis 7 does not replicate SCRIPT LOAD). Clients' sets are in
+        # different slots: on a cluster the pipeline goes to each owner.
         async with mapped_errors(), self._client.pipeline(transaction=False) as pipe:
             for client, slots in held.items():
-                await self._renew(
-                    keys=[_key(client)], args=[_ms(lease_seconds), *slots], client=pipe
-                )
+                pipe.eval(_RENEW, 1, _key(client), _ms(lease_seconds), *slots)
             await pipe.execute()
 
     async def give_back(self, client: str, slot: str) -> None:

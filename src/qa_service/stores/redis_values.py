@@ -9,16 +9,14 @@ and the other nothing.
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-
-from qa_service.stores.redis_client import mapped_errors, value_text
+from qa_service.stores.redis_client import RedisClient, mapped_errors, value_text
 
 TICKETS_PREFIX = "qa:ticket:"
 CHATS_PREFIX = "qa:chat:"
 
 
 class RedisValues:
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: RedisClient, prefix: str) -> None:
         self._client = client
         self._prefix = prefix
 
