@@ -9,7 +9,7 @@ import pytest
 
 from qa_service.core.errors import PRODUCER_LOST, StoreUnavailableError
 from qa_service.core.events import AnswerEvent, AnswerMeta, AnswerSummary, Done, Failed, Meta, Text
-from qa_service.stores.write_behind import WriteTiming, WrittenAnswers
+from qa_service.stores.write_behind import BatchReply, WriteTiming, WrittenAnswers
 from tests.support.batch_log import BatchLog
 
 META = Meta(0, AnswerMeta(request_id="r", provider="demo", model="m", prompt="explain"))
@@ -151,3 +151,17 @@ async def test_an_event_that_is_not_the_next_seq_is_refused() -> None:
     assert written.add("a", META)
     assert not written.add("a", Text(2, "skips one"))
     await written.aclose()
+
+
+async def test_a_writer_that_fails_unexpectedly_never_lets_the_end_count_as_stored() -> None:
+    async def broken(*_: object) -> BatchReply:
+        raise ValueError("a bug in a writer")
+
+    written = WrittenAnswers(broken, QUICK, _LetGo())
+    written.expect("a", "fp")
+    assert written.add("a", META)
+    assert written.add("a", Done(1, AnswerSummary("stop", None, 1.0, 0, 1.0)))
+
+    with pytest.raises(StoreUnavailableError):
+        async with asyncio.timeout(5):
+            await written.settled("a")

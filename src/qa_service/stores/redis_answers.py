@@ -38,6 +38,7 @@ from qa_service.core.loops import Loop
 from qa_service.core.outages import Outage, StoreHealth
 from qa_service.stores.followed import FollowedAnswers
 from qa_service.stores.redis_client import (
+    COMMAND_DEADLINE_SECONDS,
     REDIS_ERRORS,
     RedisClient,
     mapped_errors,
@@ -247,8 +248,10 @@ class RedisAnswerStore:
                 await asyncio.sleep(lease_seconds / 2)
             if await self._riding_out(exists):
                 return True
-        # Right after an outage it may not be renewed yet, though its producer lives.
-        return not self._health.steady_for(lease_seconds)
+        # Right after an outage it may not be renewed yet, though its producer
+        # lives: its heartbeat may still be stuck in a call to the old primary
+        # (up to a command's deadline), then renews a third of a lease later.
+        return not self._health.steady_for(lease_seconds + COMMAND_DEADLINE_SECONDS)
 
     async def touch_reader(self, answer_id: str, seconds: float) -> None:
         _, _, _, readers = _keys(answer_id)
@@ -272,7 +275,7 @@ class RedisAnswerStore:
             if await self._client.exists(readers):
                 return True
         # A reader elsewhere touched it within the grace; an outage may have lost that.
-        return not self._health.steady_for(self._settings.grace_seconds)
+        return not self._health.steady_for(self._settings.grace_seconds + COMMAND_DEADLINE_SECONDS)
 
     async def request_cancel(self, answer_id: str) -> None:
         async with self._calls():

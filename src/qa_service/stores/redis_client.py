@@ -38,7 +38,18 @@ log = logging.getLogger(__name__)
 RedisClient = aioredis.Redis | RedisCluster
 # Everything redis-py raises about Redis: the cluster's own (a slot nobody
 # serves, a topology it cannot read) is not a RedisError.
-REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
+# And what redis-py's cluster client lets through when a node dies under it,
+# seen in cluster failovers with answers in flight: a write to a socket another
+# task closed (uvloop's RuntimeError; AttributeError on the connection's writer,
+# already dropped). For a Redis call, any of these means the store is
+# unavailable until the cluster has a new primary.
+REDIS_ERRORS = (
+    redis.exceptions.RedisError,
+    redis.exceptions.RedisClusterException,
+    RuntimeError,
+    AttributeError,
+    OSError,
+)
 # Retried (with backoff) before they count: what a restart or failover looks like.
 _TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 # Commands get this long, retries included, beyond any time they block on purpose;
@@ -141,7 +152,7 @@ async def _opened(
 ) -> AsyncIterator[RedisClient]:
     async with AsyncExitStack() as stack:
         if isinstance(target, ClusterRedis):
-            client: RedisClient = RedisCluster(
+            client: RedisClient = _Cluster(
                 startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
                 username=target.username,
                 password=target.password,
@@ -156,6 +167,29 @@ async def _opened(
             client = _single(target, max_connections, wait_for_connection)
         stack.push_async_callback(client.aclose)
         yield client
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, finding XREAD's keys itself.
+
+    redis-py asks the server which of XREAD's arguments are keys (COMMAND
+    GETKEYS), before every XREAD, always on the same node and outside its
+    retries: a round trip per read, and when that node died in a failover,
+    every read failed (with a RuntimeError from the closed socket, not a
+    Redis error) until the client was rebuilt. It finds EVALSHA's keys
+    itself; XREAD's are as plain: half of what follows STREAMS.
+    """
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        if str(command).upper() == "XREAD":
+            words = [arg.upper() if isinstance(arg, bytes | str) else b"" for arg in args]
+            marker = next((w for w in words if w in (b"STREAMS", "STREAMS")), None)
+            if marker is not None:
+                after = args[words.index(marker) + 1 :]
+                slots = {self.keyslot(key) for key in after[: len(after) // 2]}
+                if len(slots) == 1:
+                    return slots.pop()
+        return await super()._determine_slot(command, *args)
 
 
 def _waiting(wait_for_connection: bool) -> dict[str, Any]:

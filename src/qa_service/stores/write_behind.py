@@ -176,6 +176,10 @@ class WrittenAnswers:
         except asyncio.CancelledError:
             written.failed = True  # the store closed first: its log cannot be finished
             raise
+        # Never silently: a writer that died would let its answer's end count as stored.
+        except Exception as exc:  # noqa: BLE001
+            log.warning("an answer's writer failed (%s)", type(exc).__name__)
+            written.failed = True
         finally:
             written.settled.set()
             self._writers.pop(answer_id, None)
