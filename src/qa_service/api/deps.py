@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import anyio
@@ -19,6 +19,7 @@ from qa_service.answers.registry import AnswerRegistry
 from qa_service.api.origins import page_may_start_answers
 from qa_service.config import Settings
 from qa_service.core import errors
+from qa_service.core.draining import Drain
 from qa_service.core.events import AnswerEvent
 from qa_service.generation.probe import ProviderProbe
 from qa_service.generation.prompts import Prompt
@@ -52,6 +53,16 @@ class Service:
     # None: no keys are configured, and anyone may start an answer.
     keys: KeyRing | None = None
     probe: ProviderProbe | None = None
+    # Begun by SIGTERM (server.py): no new stream starts here any more.
+    drain: Drain = field(default_factory=Drain)
+
+    def refuse_new_streams_while_draining(self) -> None:
+        """503 `shutting_down` once the drain has begun, with Retry-After: a new
+        answer or a resume started here would be cut within the grace, so it
+        goes to another instance (a load balancer may still send it here for
+        a few seconds). Nothing has been spent yet, so a retry is safe."""
+        if self.drain.draining:
+            raise errors.QAServiceError(errors.SHUTTING_DOWN, {"Retry-After": "1"})
 
     def connection_events(
         self, answer_id: str, after: int, shutdown: anyio.Event, resumed_by: str | None = None
@@ -59,8 +70,10 @@ class Service:
         """The answer's events after `after` for one connection, as the settings ask.
 
         `resumed_by` (a client, client_of): a resume, refused past the readers'
-        bounds (429 too_many_readers) before its response.
+        bounds (429 too_many_readers) before its response, and while draining.
         """
+        if resumed_by is not None:
+            self.refuse_new_streams_while_draining()
         return connection_events(
             self.registry,
             answer_id,
