@@ -124,7 +124,8 @@ def stream_responses(method: str) -> Responses:
         "503": error(
             "`over_capacity` (QA_MAX_STREAMS; Retry-After), `upstream_unavailable` (the "
             "provider failed or was unreachable before the first text), `store_unavailable`, "
-            "`not_ready`, `shutting_down`. Retryable."
+            "`not_ready`, `shutting_down` (the instance is draining after SIGTERM; "
+            "Retry-After). Retryable."
         ),
         "504": error("`upstream_timeout`: the provider did not answer before the first text."),
     }
@@ -161,7 +162,9 @@ _NOT_READY = error(
     "the provider did not answer); retryable."
 )
 _STORE_OR_NOT_READY = error(
-    "`store_unavailable`: the answer store (Redis) cannot be reached; or `not_ready`. Retryable."
+    "`store_unavailable`: the answer store (Redis) cannot be reached; `not_ready`; or "
+    "`shutting_down` (with Retry-After): the instance is draining after SIGTERM, and "
+    "another one resumes the answer. Retryable."
 )
 _UNAUTHORIZED = error(
     "`unauthorized` (with `WWW-Authenticate: Bearer`): API keys are on and the request "
@@ -246,7 +249,11 @@ HEALTH_RESPONSES: Responses = {
 }
 READINESS_RESPONSES: Responses = {
     "200": json_body("Readiness", "Ready to answer, and what a page may offer."),
-    "503": _NOT_READY,
+    "503": error(
+        "`shutting_down`: the instance is draining after SIGTERM (its answers in flight go "
+        "on; /healthz still answers 200); or `not_ready`: it is starting (or, with "
+        "QA_READYZ_PROBE, the provider did not answer); retryable."
+    ),
 }
 PROMPTS_RESPONSES: Responses = {
     "200": json_body("PromptList", "The prompts a request may name."),
