@@ -106,7 +106,7 @@ class DrainingServer(uvicorn.Server):
     connections were refused, `/readyz` included, which could never say 503.
     With a `drain`, the first SIGTERM or SIGINT begins it instead: the port
     stays open, the app answers `/readyz` 503 `shutting_down` and refuses new
-    streams (core/draining.py), and sse-starlette is told at once, so each
+    answers (core/draining.py), and sse-starlette is told at once, so each
     stream's grace starts (wire/sse.py). When no request is in flight and no
     answer generates here any more, or when the grace is over, uvicorn's own
     shutdown follows: it stops listening, waits for the connections left

@@ -26,6 +26,7 @@ from tests.support.daemon import wait_until
 from tests.support.nginx import Nginx, run_nginx
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_server import run_redis
+from tests.support.resume import read, seqs
 from tests.support.resuming_reader import ResumedRead, read_resuming
 from tests.support.service import RunningService, run_services
 from tests.support.upstream_stub import Reply, UpstreamStub
@@ -38,6 +39,9 @@ GRACE = 20
 PIECE_DELAY = 0.05
 SHORT = 60  # 3 s
 LONG = 140  # 7 s
+# The one answer read only on the other replica: it outlasts every connection
+# to the stopping one, so only the answer itself can hold that replica open.
+LONGEST = 200  # 10 s
 # Every read, and every wait of the test, ends by then.
 DEADLINE = 60.0
 # "At once", with room for a busy machine: a deadline, not a measurement.
@@ -140,7 +144,12 @@ def test_sigterm_drains_a_replica_and_every_answer_completes_exactly(
     stub: UpstreamStub, tmp_path: Path
 ) -> None:
     progress = threading.Condition()
-    with _fleet(stub, tmp_path) as fleet, ThreadPoolExecutor(ANSWERS) as pool:
+    with _fleet(stub, tmp_path) as fleet, ThreadPoolExecutor(ANSWERS + 1) as pool:
+        # Asked of the stopping replica itself, then read on the other one only.
+        remote_query = marker()
+        remote_pieces = [f"{remote_query}:{k} " for k in range(LONGEST)]
+        stub.reply(remote_query, Reply(pieces=remote_pieces, piece_delay=PIECE_DELAY))
+        remote_start = read(fleet.stopping.url, params={"query": remote_query}, texts=3)
         clients = _start_answers(fleet, stub, pool, progress)
         stopping_key = fleet.keys[fleet.stopping.url]
         on_stopping = [c for c in clients if c.producer_key(stub) == stopping_key]
@@ -170,18 +179,35 @@ def test_sigterm_drains_a_replica_and_every_answer_completes_exactly(
         assert refused.status_code == 503
         assert refused.json()["error"]["code"] == "shutting_down"
         assert refused.headers["retry-after"] == "1"
+        # A resume that reaches it is served: it costs no upstream call.
+        path = f"/answers/{remote_start.answer_id}/events"
+        resumed_here = read(fleet.stopping.url, path, last_event_id=remote_start.last_id, texts=1)
+        remote_rest = pool.submit(
+            read,
+            fleet.staying.url,
+            params={"query": remote_query},
+            last_event_id=remote_start.last_id,
+            timeout=DEADLINE,
+        )
 
-        # The long answers' clients drop and resume through nginx: those that
-        # land on the stopping replica are refused there and try again. The
-        # short ones read on, on the replica that writes them.
+        # The long answers' clients drop and resume through nginx, on either
+        # replica. The short ones read on, on the replica that writes them.
         for client in clients:
             if len(client.pieces) == LONG:
                 client.hang_up.set()
         for client in clients:
             client.done.result(timeout=DEADLINE)
+        remote = remote_rest.result(timeout=DEADLINE)
         code = fleet.stopping.process.wait(timeout=DEADLINE)
 
     assert all(unfinished), unfinished
+    assert resumed_here.status == 200
+    assert "text" in resumed_here.last
+    # The stopping replica wrote on, holding no connection for it, to the end.
+    assert "done" in remote.last, remote.last
+    assert remote_start.text + remote.text == "".join(remote_pieces)
+    assert seqs(remote_start.ids + remote.ids) == list(range(len(remote_start.ids + remote.ids)))
+    assert len(stub.exchanges_for(remote_query)) == 1
     for client in clients:
         _assert_whole_and_exact(client, stub)
     assert stub.exchanges_for(refused_query) == []
@@ -190,8 +216,7 @@ def test_sigterm_drains_a_replica_and_every_answer_completes_exactly(
     for client in short_on_stopping:
         assert len(client.read.attempts) == 1, client.read.attempts
     assert any(c.read.arrived[-1] > turned_unready for c in short_on_stopping)
-    # Resumed elsewhere (Last-Event-ID): the stopping replica wrote on for them,
-    # holding no connection of theirs, until each answer ended.
+    # Resumed (Last-Event-ID) wherever nginx sent them, during the drain.
     for client in long_on_stopping:
         assert len(client.read.attempts) >= 2, client.read.attempts
         assert client.read.arrived[-1] > turned_unready

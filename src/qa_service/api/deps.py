@@ -53,14 +53,16 @@ class Service:
     # None: no keys are configured, and anyone may start an answer.
     keys: KeyRing | None = None
     probe: ProviderProbe | None = None
-    # Begun by SIGTERM (server.py): no new stream starts here any more.
+    # Begun by SIGTERM (server.py): no new answer starts here any more.
     drain: Drain = field(default_factory=Drain)
 
-    def refuse_new_streams_while_draining(self) -> None:
-        """503 `shutting_down` once the drain has begun, with Retry-After: a new
-        answer or a resume started here would be cut within the grace, so it
-        goes to another instance (a load balancer may still send it here for
-        a few seconds). Nothing has been spent yet, so a retry is safe."""
+    def refuse_new_answers_while_draining(self) -> None:
+        """503 `shutting_down` once the drain has begun, with Retry-After: an
+        answer started here now would likely be cut by the grace and asked
+        again, a second provider call. A load balancer may still send new
+        answers here for a few seconds; nothing is spent yet, so a retry on
+        another instance is safe. Resumes are served: they cost no provider
+        call, and a refused one could outlast its answer's resume grace."""
         if self.drain.draining:
             raise errors.QAServiceError(errors.SHUTTING_DOWN, {"Retry-After": "1"})
 
@@ -70,16 +72,16 @@ class Service:
         """The answer's events after `after` for one connection, as the settings ask.
 
         `resumed_by` (a client, client_of): a resume, refused past the readers'
-        bounds (429 too_many_readers) before its response, and while draining.
+        bounds (429 too_many_readers) before its response.
         """
-        if resumed_by is not None:
-            self.refuse_new_streams_while_draining()
         return connection_events(
             self.registry,
             answer_id,
             after,
             shutdown,
-            drain_seconds=self.settings.shutdown_grace_seconds,
+            # One deadline for every connection, counted from SIGTERM: one that
+            # opens during the drain gets what is left of the grace.
+            drain_seconds=max(0.0, self.settings.shutdown_grace_seconds - self.drain.seconds()),
             coalesce_seconds=self.settings.coalesce_ms / 1000,
             client=resumed_by,
         )

@@ -54,7 +54,7 @@ async def open_answer(
     QA_FIRST_TEXT_HOLD_SECONDS, when the provider fails before any text
     (with its real status).
     """
-    service.refuse_new_streams_while_draining()
+    service.refuse_new_answers_while_draining()
     settings = service.settings
     admission = service.admission
     admitted = await admission.admit(client_of(request))

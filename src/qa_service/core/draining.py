@@ -1,7 +1,7 @@
 """The process's drain after SIGTERM: whether it has begun, and what still holds it open.
 
 The server (server.py) begins it and ends it; the app reads it: `/readyz`
-answers 503 `shutting_down` at once, new streams are refused, and the
+answers 503 `shutting_down` at once, new answers are refused, and the
 answers generating here keep the process serving until they end or the
 grace runs out (docs/operations.md, "Stopping").
 """

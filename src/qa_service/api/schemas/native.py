@@ -162,9 +162,7 @@ _NOT_READY = error(
     "the provider did not answer); retryable."
 )
 _STORE_OR_NOT_READY = error(
-    "`store_unavailable`: the answer store (Redis) cannot be reached; `not_ready`; or "
-    "`shutting_down` (with Retry-After): the instance is draining after SIGTERM, and "
-    "another one resumes the answer. Retryable."
+    "`store_unavailable`: the answer store (Redis) cannot be reached; or `not_ready`. Retryable."
 )
 _UNAUTHORIZED = error(
     "`unauthorized` (with `WWW-Authenticate: Bearer`): API keys are on and the request "
