@@ -27,6 +27,7 @@ from qa_service.api.openapi.facts import StartUpFacts
 from qa_service.api.routes import ai_sdk, native, openai, ops, tickets
 from qa_service.api.routes.page import install_web
 from qa_service.config import Settings
+from qa_service.core.draining import Drain
 from qa_service.core.errors import SHUTTING_DOWN
 from qa_service.generation.demo import DEMO_FALLBACK_NOTICE, SCENARIO_CONFIG_KEY, SCENARIOS
 from qa_service.generation.probe import build_probe
@@ -50,6 +51,8 @@ def create_app(settings: Settings) -> FastAPI:
     keys = load_key_ring(settings)
     telemetry = Telemetry(settings.resolved_provider, settings.resolved_model)
     capabilities = provider_capabilities(settings)
+    # Begun by the server on SIGTERM (server.py); the app says so, and waits.
+    drain = Drain()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,6 +89,9 @@ def create_app(settings: Settings) -> FastAPI:
             # Last in, first out: the answers end, then give back their places.
             stack.push_async_callback(admission.drain)
             stack.push_async_callback(registry.abort_all, SHUTTING_DOWN)
+            # A reader on another replica holds no connection here: the drain
+            # waits for the answers themselves, not only for our connections.
+            drain.hold_while(registry.count_generating)
             listener = asyncio.get_running_loop().create_task(registry.listen())
             stack.callback(listener.cancel)
             probe = (
@@ -104,6 +110,7 @@ def create_app(settings: Settings) -> FastAPI:
                 capabilities,
                 keys=keys,
                 probe=probe,
+                drain=drain,
             )
             stack.callback(setattr, app.state, "service", None)
             if settings.is_demo_fallback:
@@ -143,6 +150,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.service = None
     app.state.telemetry = telemetry
+    app.state.drain = drain
     app.add_middleware(
         CorrelationIdMiddleware,
         header_name="X-Request-ID",

@@ -120,15 +120,16 @@ def serve_command(host: str | None, port: int | None, *, listen_fd: int | None =
         log_config=None,
         # The per-answer log line replaces access logs, whose URL carries the query text.
         access_log=False,
-        # After the answers' own grace (see api.start_answer), a little more
-        # for their final events to be delivered.
+        # The whole stop (server.py's drain, then uvicorn's own wait): the
+        # answers' grace (answers/connection.py), and a little more for their
+        # final events to be delivered.
         timeout_graceful_shutdown=settings.shutdown_grace_seconds + 2,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     # A worker listens on the socket its supervisor opened (supervisor.py says why).
     sockets = None if listen_fd is None else [socket.socket(fileno=listen_fd)]
-    DrainingServer(config).run(sockets=sockets)
+    DrainingServer(config, app.state.drain).run(sockets=sockets)
     return 0
 
 

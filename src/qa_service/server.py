@@ -12,18 +12,27 @@ import contextlib
 import gc
 import json
 import logging
+import math
 import resource
+import signal
 import socket
 import struct
 from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any, cast
 
 import uvicorn
+from sse_starlette.sse import AppStatus
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from qa_service.core import errors
+from qa_service.core.draining import Drain
 
 log = logging.getLogger(__name__)
+
+# At least this much of the stop is left to uvicorn's own shutdown, once the
+# drain ends: closing the listener and the connections, then the app's end.
+UVICORN_SHUTDOWN_SECONDS = 1
 
 # httptools.parse_url keeps URL offsets and lengths as uint16_t.
 MAX_URL_BYTES = 65_535
@@ -90,12 +99,35 @@ def tune_garbage_collector() -> None:
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn, but a graceful shutdown on SIGTERM exits 0.
+    """uvicorn, with a drain on SIGTERM that keeps the port open, and a clean drain exits 0.
+
+    uvicorn stops listening the moment a signal comes. A load balancer takes
+    seconds to drop a stopping instance from its endpoints, and meanwhile its
+    connections were refused, `/readyz` included, which could never say 503.
+    With a `drain`, the first SIGTERM or SIGINT begins it instead: the port
+    stays open, the app answers `/readyz` 503 `shutting_down` and refuses new
+    answers (core/draining.py), and sse-starlette is told at once, so each
+    stream's grace starts (wire/sse.py). When no request is in flight and no
+    answer generates here any more, or when the grace is over, uvicorn's own
+    shutdown follows: it stops listening, waits for the connections left
+    within what remains of `timeout_graceful_shutdown`, then ends the app
+    (its lifespan ends the answers still running here). A second signal ends
+    the drain at once. docs/operations.md ("Stopping") has the timeline.
 
     uvicorn re-raises the captured signal once it has drained, so the process
     dies "killed by SIGTERM" (exit 143 under Docker) even when every answer
     ended cleanly. A clean drain is a success.
+
+    Internals used: `Server.handle_exit/on_tick`, `.should_exit`,
+    `.server_state.tasks`, `._captured_signals` (tests/unit/test_server.py).
     """
+
+    def __init__(self, config: uvicorn.Config, drain: Drain | None = None) -> None:
+        super().__init__(config)
+        self._drain = drain
+        # The whole stop is bounded as uvicorn's graceful shutdown alone was:
+        # the drain takes its share, and uvicorn's wait gets what is left.
+        self._stop_seconds = config.timeout_graceful_shutdown or 0
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)  # the app's lifespan has run
@@ -106,6 +138,38 @@ class DrainingServer(uvicorn.Server):
         with super().capture_signals():
             yield
             self._captured_signals.clear()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain is None or self._drain.draining or self.should_exit:
+            super().handle_exit(sig, frame)
+            return
+        self._drain.begin()
+        # sse-starlette's own flag (its documented switch): streams learn of
+        # the stop within 0.5 s and start their grace, while uvicorn serves on.
+        AppStatus.should_exit = True
+        log.info("draining", extra={"signal": signal.Signals(sig).name})
+
+    async def on_tick(self, counter: int) -> bool:
+        drain = self._drain
+        if drain is not None and drain.draining and not self.should_exit:
+            idle = not self.server_state.tasks and not drain.held()
+            if idle or drain.seconds() >= self._stop_seconds - UVICORN_SHUTDOWN_SECONDS:
+                self._end_drain(drain)
+        return await super().on_tick(counter)
+
+    def _end_drain(self, drain: Drain) -> None:
+        # Whole seconds, as uvicorn types the setting; at most one more than left.
+        left = math.ceil(self._stop_seconds - drain.seconds())
+        self.config.timeout_graceful_shutdown = max(UVICORN_SHUTDOWN_SECONDS, left)
+        log.info(
+            "drained; stopping",
+            extra={
+                "drain_seconds": round(drain.seconds(), 2),
+                "requests_in_flight": len(self.server_state.tasks),
+                "held_by_answers": drain.held(),
+            },
+        )
+        self.should_exit = True
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):

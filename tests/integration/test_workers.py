@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.replicas, pytest.mark.slow]
 
 WORKERS = 2
 STREAMS = 12
-GRACE = 3
+GRACE = 5
 
 
 # A second `serve` imports LangChain before it can fail; on a busy machine, seconds.
@@ -124,26 +124,50 @@ def test_one_sigterm_drains_every_worker_and_exits_0(
     two_workers: RunningService, stub: UpstreamStub
 ) -> None:
     key = marker()
-    pieces = [f"piece {n} " for n in range(10)]
+    pieces = [f"piece {n} " for n in range(20)]
     stub.reply(key, Reply(pieces=pieces, piece_delay=0.1))
+    port = int(two_workers.url.rsplit(":", 1)[1])
     workers = _workers(two_workers)
     result: list[Read | BaseException] = []
-    reader = _reading(two_workers.url, key, result)
-    # The answer is under way: its first piece has gone out.
-    wait_until(lambda: stub.wait_for_request(key).pieces_written > 0, 10, "the first piece")
+    readers = [_reading(two_workers.url, key, result) for _ in range(STREAMS)]
+    # Every answer is under way, and both workers hold some of them.
+    wait_until(
+        lambda: (
+            len(stub.exchanges_for(key)) == STREAMS
+            and all(e.pieces_written > 0 for e in stub.exchanges_for(key))
+        ),
+        10,
+        "every answer's first piece",
+    )
+    assert all(_serving_each(two_workers, port)), _serving_each(two_workers, port)
 
     two_workers.process.send_signal(signal.SIGTERM)
+    # The supervisor passes the signal on to each worker.
+    wait_until(
+        lambda: httpx.get(f"{two_workers.url}/readyz", timeout=5).status_code == 503,
+        10,
+        "/readyz 503",
+    )
+    # Each worker drains with its port open: every new connection, whichever
+    # worker the kernel gives it to, is told 503 shutting_down, and liveness holds.
+    probes = [httpx.get(f"{two_workers.url}/readyz", timeout=5) for _ in range(8)]
+    alive = httpx.get(f"{two_workers.url}/healthz", timeout=5)
     code = two_workers.process.wait(timeout=GRACE + 10)
-    reader.join(10)
+    for reader in readers:
+        reader.join(10)
 
+    assert [p.status_code for p in probes] == [503] * len(probes)
+    assert {p.json()["error"]["code"] for p in probes} == {"shutting_down"}
+    assert alive.status_code == 200
     assert code == 0
-    # The answer (1 s) fits in the grace: it completes.
-    answer = result[0]
-    assert isinstance(answer, Read), answer
-    assert answer.text == "".join(pieces)
-    assert "done" in answer.last
-    _gone, alive = psutil.wait_procs(workers, timeout=5)
-    assert not alive
+    # The answers (2 s) fit in the grace: each completes, on both workers.
+    assert len(result) == STREAMS
+    for answer in result:
+        assert isinstance(answer, Read), answer
+        assert answer.text == "".join(pieces)
+        assert "done" in answer.last
+    _gone, alive_workers = psutil.wait_procs(workers, timeout=5)
+    assert not alive_workers
     # Their exit codes are the supervisor's to read: it exits 0 only if each did.
 
 

@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 import uvicorn
+from sse_starlette.sse import AppStatus
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
     RequestResponseCycle,
 )
 
+from qa_service.core.draining import Drain
 from qa_service.server import DrainingServer, guarded_http_protocol
 
 
@@ -30,6 +32,42 @@ def test_a_clean_drain_forgets_the_captured_signal_so_the_exit_code_is_zero() ->
     # uvicorn would re-raise every captured signal on leaving the block, which
     # would kill this test process; reaching the next line is the assertion.
     assert server._captured_signals == []
+
+
+async def test_sigterm_begins_a_drain_that_keeps_serving_until_nothing_holds_it() -> None:
+    drain = Drain()
+    held = [1]  # one answer generating here
+    drain.hold_while(lambda: held[0])
+    server = DrainingServer(uvicorn.Config(_app, timeout_graceful_shutdown=8), drain)
+    try:
+        server.handle_exit(signal.SIGTERM, None)
+        assert drain.draining
+        assert AppStatus.should_exit  # streams start their grace
+        assert await server.on_tick(1) is False  # uvicorn serves on: the port stays open
+        held[0] = 0
+        assert await server.on_tick(2) is True  # nothing left: uvicorn's own shutdown
+        # What is left of the whole stop goes to uvicorn's wait.
+        assert server.config.timeout_graceful_shutdown == 8
+    finally:
+        AppStatus.should_exit = False  # process-wide: leave it as other tests expect
+
+
+async def test_a_second_signal_ends_the_drain_at_once() -> None:
+    drain = Drain()
+    drain.hold_while(lambda: 1)
+    server = DrainingServer(uvicorn.Config(_app, timeout_graceful_shutdown=8), drain)
+    try:
+        server.handle_exit(signal.SIGTERM, None)
+        server.handle_exit(signal.SIGTERM, None)
+        assert await server.on_tick(1) is True
+    finally:
+        AppStatus.should_exit = False
+
+
+def test_the_server_internals_the_drain_uses_still_exist() -> None:
+    assert "self.should_exit" in inspect.getsource(uvicorn.Server.on_tick)
+    assert "self.server_state.tasks" in inspect.getsource(uvicorn.Server._wait_tasks_to_complete)
+    assert "timeout_graceful_shutdown" in inspect.getsource(uvicorn.Server.shutdown)
 
 
 @pytest.mark.parametrize(

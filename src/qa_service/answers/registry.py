@@ -75,6 +75,10 @@ class AnswerRegistry:
         run = self._runs.get(answer_id)
         return run is not None and not run.ended
 
+    def count_generating(self) -> int:
+        """How many answers this process is generating now (a drain waits for them)."""
+        return sum(not run.ended for run in self._runs.values())
+
     async def start(
         self, request: AnswerRequest, meta: AnswerMeta, reader_within: float = 0.0
     ) -> AnswerRun:

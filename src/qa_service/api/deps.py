@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import anyio
@@ -19,6 +19,7 @@ from qa_service.answers.registry import AnswerRegistry
 from qa_service.api.origins import page_may_start_answers
 from qa_service.config import Settings
 from qa_service.core import errors
+from qa_service.core.draining import Drain
 from qa_service.core.events import AnswerEvent
 from qa_service.generation.probe import ProviderProbe
 from qa_service.generation.prompts import Prompt
@@ -52,6 +53,18 @@ class Service:
     # None: no keys are configured, and anyone may start an answer.
     keys: KeyRing | None = None
     probe: ProviderProbe | None = None
+    # Begun by SIGTERM (server.py): no new answer starts here any more.
+    drain: Drain = field(default_factory=Drain)
+
+    def refuse_new_answers_while_draining(self) -> None:
+        """503 `shutting_down` once the drain has begun, with Retry-After: an
+        answer started here now would likely be cut by the grace and asked
+        again, a second provider call. A load balancer may still send new
+        answers here for a few seconds; nothing is spent yet, so a retry on
+        another instance is safe. Resumes are served: they cost no provider
+        call, and a refused one could outlast its answer's resume grace."""
+        if self.drain.draining:
+            raise errors.QAServiceError(errors.SHUTTING_DOWN, {"Retry-After": "1"})
 
     def connection_events(
         self, answer_id: str, after: int, shutdown: anyio.Event, resumed_by: str | None = None
@@ -66,7 +79,9 @@ class Service:
             answer_id,
             after,
             shutdown,
-            drain_seconds=self.settings.shutdown_grace_seconds,
+            # One deadline for every connection, counted from SIGTERM: one that
+            # opens during the drain gets what is left of the grace.
+            drain_seconds=max(0.0, self.settings.shutdown_grace_seconds - self.drain.seconds()),
             coalesce_seconds=self.settings.coalesce_ms / 1000,
             client=resumed_by,
         )

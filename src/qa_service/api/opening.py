@@ -49,10 +49,12 @@ async def open_answer(
 ) -> OpenedAnswer:
     """Start the answer, or refuse (QAServiceError, before any response).
 
-    Refused when the process or the client is over a limit, when the store
-    is down, and, within QA_FIRST_TEXT_HOLD_SECONDS, when the provider fails
-    before any text (with its real status).
+    Refused when the process is draining (503 shutting_down), when it or
+    the client is over a limit, when the store is down, and, within
+    QA_FIRST_TEXT_HOLD_SECONDS, when the provider fails before any text
+    (with its real status).
     """
+    service.refuse_new_answers_while_draining()
     settings = service.settings
     admission = service.admission
     admitted = await admission.admit(client_of(request))

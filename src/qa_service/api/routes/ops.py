@@ -67,12 +67,15 @@ async def healthz() -> dict[str, str]:
     responses=schemas.READINESS_RESPONSES,
 )
 async def readyz(service: ServiceDep) -> dict[str, Any]:
-    """Readiness: the model is open and the service takes answers (else 503 not_ready).
+    """Readiness: the model is open and the service takes answers (else 503 not_ready);
+    503 shutting_down from SIGTERM on, while the process drains (/healthz stays 200).
 
     With QA_READYZ_PROBE, the provider must also have answered `GET /models`
     within the last few seconds. The body also tells a page what to offer.
     """
     settings = service.settings
+    if service.drain.draining:
+        raise errors.NotReadyError(errors.SHUTTING_DOWN)
     if service.probe is not None and not await service.probe.ready():
         raise errors.NotReadyError(errors.PROVIDER_NOT_READY)
     ready: dict[str, Any] = {

@@ -124,7 +124,8 @@ def stream_responses(method: str) -> Responses:
         "503": error(
             "`over_capacity` (QA_MAX_STREAMS; Retry-After), `upstream_unavailable` (the "
             "provider failed or was unreachable before the first text), `store_unavailable`, "
-            "`not_ready`, `shutting_down`. Retryable."
+            "`not_ready`, `shutting_down` (the instance is draining after SIGTERM; "
+            "Retry-After). Retryable."
         ),
         "504": error("`upstream_timeout`: the provider did not answer before the first text."),
     }
@@ -246,7 +247,11 @@ HEALTH_RESPONSES: Responses = {
 }
 READINESS_RESPONSES: Responses = {
     "200": json_body("Readiness", "Ready to answer, and what a page may offer."),
-    "503": _NOT_READY,
+    "503": error(
+        "`shutting_down`: the instance is draining after SIGTERM (its answers in flight go "
+        "on; /healthz still answers 200); or `not_ready`: it is starting (or, with "
+        "QA_READYZ_PROBE, the provider did not answer); retryable."
+    ),
 }
 PROMPTS_RESPONSES: Responses = {
     "200": json_body("PromptList", "The prompts a request may name."),

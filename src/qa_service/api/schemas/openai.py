@@ -130,7 +130,10 @@ _UNAUTHORIZED = _error("`unauthorized`: API keys are on and the request has no v
 _COMMON_ERRORS: Responses = {
     "401": _UNAUTHORIZED,
     "500": _error("`internal_error`: a bug; the detail is in the service's log."),
-    "503": _error("`not_ready`: the service is starting or stopping."),
+    "503": _error(
+        "`not_ready`: the service is starting; `shutting_down` (Retry-After): it is "
+        "draining after SIGTERM, ask again to reach another instance."
+    ),
 }
 _COMPLETION_RESPONSES: Responses = {
     "200": {
