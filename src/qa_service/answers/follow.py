@@ -91,7 +91,7 @@ async def _end_without_events(
 ) -> object:
     """The log has not grown. None: keep waiting. _LOG_OVER: it ended and the
     reader had its last event. A Failed: its producer is gone, and this reader
-    ended the log with producer_lost."""
+    ended the log with producer_lost (or found it ended before events it had)."""
     if generating_here is not None and generating_here():
         return None  # alive, whatever its lease says: it runs in this process
     if await store.producer_alive(answer_id):
@@ -102,13 +102,23 @@ async def _end_without_events(
         raise StoreUnavailableError(STORE_UNAVAILABLE)
     if info.final_seq is not None:
         if after > info.final_seq:
-            # Ended before events this reader had from its producer's memory:
-            # a reader elsewhere declared that producer lost while it wrote.
-            return Failed(NOT_LOGGED, PRODUCER_LOST)
+            return _ahead_of_the_log(after)
         # It ended meanwhile: the next read delivers the last event, unless
         # this reader has it already.
         return _LOG_OVER if after == info.final_seq else None
-    lost = Failed(after + 1, PRODUCER_LOST)
-    # A compare-and-set: if the producer (or another reader) appended first,
-    # the next read delivers what they wrote instead.
-    return lost if await store.append(answer_id, lost) else None
+    if info.last_seq > after:
+        return None  # the next read delivers them
+    # A compare-and-set where the store's copy ends: if the producer (or
+    # another reader) appended first, the next read delivers what they wrote.
+    lost = Failed(info.last_seq + 1, PRODUCER_LOST)
+    if not await store.append(answer_id, lost):
+        return None
+    return lost if lost.seq == after + 1 else _ahead_of_the_log(after)
+
+
+def _ahead_of_the_log(after: int) -> Failed:
+    """The end for a reader that had more of the answer than the store's log:
+    it read the producer's memory, whose last batch never reached the store
+    before the producer died (stores/write_behind.py). Its id is past
+    everything the reader has, so the reader ends there; it is logged nowhere."""
+    return Failed(after + 1, PRODUCER_LOST)

@@ -19,8 +19,8 @@ from qa_service.answers.ports import AnswerStore, LogInfo
 from qa_service.answers.readers import NO_READER_LIMITS, LocalReaders, ReaderLimits
 from qa_service.answers.run import AnswerRun, RunTiming
 from qa_service.core import errors
-from qa_service.core.errors import CANCELLED, PublicError, QAServiceError
-from qa_service.core.events import AnswerMeta
+from qa_service.core.errors import CANCELLED, PRODUCER_LOST, PublicError, QAServiceError
+from qa_service.core.events import AnswerMeta, Failed
 from qa_service.generation.writer import AIWriter
 
 log = logging.getLogger(__name__)
@@ -122,10 +122,10 @@ class AnswerRegistry:
             raise QAServiceError(errors.ANSWER_NOT_FOUND)
         if request is not None and request.fingerprint() != info.fingerprint:
             raise QAServiceError(errors.RESUME_MISMATCH)
-        if after > info.last_seq:
+        if after > info.last_seq and not await self._ahead_of_a_lost_producer(answer_id, info):
             # Not an event this answer has sent: following it would wait for ever.
             raise QAServiceError(errors.INVALID_LAST_EVENT_ID)
-        delivered_all = info.final_seq is not None and after >= info.final_seq
+        delivered_all = info.final_seq is not None and after == info.final_seq
         return ResumePoint(answer_id, after, max(0, info.last_seq - after), delivered_all)
 
     async def _caught_up(self, answer_id: str, after: int) -> LogInfo | None:
@@ -141,6 +141,20 @@ class AnswerRegistry:
             if clock.time() >= deadline:
                 return info
             await asyncio.sleep(_CATCH_UP_POLL_SECONDS)
+
+    async def _ahead_of_a_lost_producer(self, answer_id: str, info: LogInfo) -> bool:
+        """A client may have read more than the store holds from a producer that
+        died before writing its last batch: its resume ends with producer_lost
+        (answers/follow.py). A live producer's log catches up instead, and a
+        log with an end its producer wrote holds everything it sent."""
+        if info.final_seq is None:
+            return not await self.store.producer_alive(answer_id)
+        last = await self.store.read(answer_id, info.final_seq - 1, 0)
+        return (
+            bool(last)
+            and isinstance(last[-1], Failed)
+            and last[-1].error.code == PRODUCER_LOST.code
+        )
 
     async def cancel(
         self, answer_id: str, public: PublicError = CANCELLED, outcome: str = "cancelled"
