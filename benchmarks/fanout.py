@@ -30,6 +30,9 @@ class Sample:
     producer: int
     follower: int
     follower_busy: int  # of them, those that ran a command within the last second
+    # B's connections by the name it gives them (`qa-service:<host>:<pid>`, since
+    # issue 21's store): Redis's own count, beside psutil's; 0 for a tree without names.
+    follower_named: int
     all_clients: int  # INFO clients connected_clients, less the benchmark's own
 
 
@@ -68,19 +71,24 @@ def sample(redis: RedisServer, info: Any, producer: Target, follower: Target) ->
     # `info` is the benchmark's one client, so connected_clients counts it once.
     clients = int(info.info("clients")["connected_clients"]) - 1
     follower_ports = redis_ports(follower.pid, redis.port)
+    clients_listed = info.client_list()
     # A connection that ran a command within the last second (CLIENT LIST's
     # `idle`, whole seconds) is in use; the rest wait in a pool.
     busy = {
         int(str(client["addr"]).rsplit(":", 1)[1])
-        for client in info.client_list()
+        for client in clients_listed
         if int(client["idle"]) <= 1
     }
+    named = sum(
+        str(client.get("name", "")).endswith(f":{follower.pid}") for client in clients_listed
+    )
     return Sample(
         0.0,
         False,
         len(redis_ports(producer.pid, redis.port)),
         len(follower_ports),
         len(follower_ports & busy),
+        named,
         clients,
     )
 
@@ -179,6 +187,7 @@ async def fan_out(
         "follower_busy_connections_live_median": statistics.median(s.follower_busy for s in live)
         if live
         else None,
+        "follower_named_connections_live_max": max((s.follower_named for s in live), default=None),
         "producer_connections_live_max": max((s.producer for s in live), default=None),
         "all_clients_live_max": max((s.all_clients for s in live), default=None),
         "follower_connections_max": max(s.follower for s in samples),

@@ -30,10 +30,16 @@ refused.
     `--readers` readers of it by id (`/answers/{id}/events`) on B. While all are
     attached and the answer is live: B's established connections to Redis
     (psutil), how many of them ran a command within the last second (CLIENT
-    LIST), and INFO clients connected_clients less the benchmark's own;
-    whether every reader got the whole answer, exact (benchmarks/fanout.py).
+    LIST), B's connections by the name it gives them (`qa-service:<host>:<pid>`,
+    CLIENT LIST; 0 for a tree that names none), and INFO clients
+    connected_clients less the benchmark's own; whether every reader got the
+    whole answer, exact (benchmarks/fanout.py).
 (d) Memory per open stream: `--hold-streams` streams held open on A and on M
     (benchmarks/load.py's hold: VmRSS before, and with the most open at once).
+
+`--setting QA_NAME=VALUE` gives every service a setting (say
+QA_REDIS_BATCH_MS=500); `--profile` records py-spy on A and M through (b)'s
+rounds and reports what A spends above M (benchmarks/redis_log_profile.py).
 
 Exactness: every stream's text must equal what the stub sent, ending with
 `done`; the run exits 1 otherwise. Results: a table on stdout, JSON in
@@ -83,6 +89,7 @@ from benchmarks.load import (
     try_pin_self,
 )
 from benchmarks.measure import cpu_seconds, write_results
+from benchmarks.redis_log_profile import compare, recording
 from benchmarks.redis_log_report import report_text, summarise_rounds, warnings
 
 LOG_MARKER, FANOUT_MARKER = "mk-log", "mk-fanout"
@@ -113,9 +120,19 @@ def parse_tree(value: str) -> Tree:
     return Tree(label or src.parent.name, src)
 
 
-def settings(stub_url: str, tree: Tree, redis_url: str | None) -> dict[str, str]:
+def parse_setting(value: str) -> tuple[str, str]:
+    name, sep, setting = value.partition("=")
+    if not sep or not name.startswith("QA_"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not QA_NAME=VALUE")
+    return name, setting
+
+
+def settings(
+    stub_url: str, tree: Tree, redis_url: str | None, extra: dict[str, str]
+) -> dict[str, str]:
     values = {
         **service_settings(stub_url),
+        **extra,
         "PYTHONPATH": str(tree.src),  # ahead of the editable install of this worktree
         "QA_MAX_READERS_PER_ANSWER": "0",
         "QA_CLIENT_MAX_READERS": "0",
@@ -126,7 +143,9 @@ def settings(stub_url: str, tree: Tree, redis_url: str | None) -> dict[str, str]
 
 
 @contextmanager
-def deployed(tree: Tree, stub_url: str, workdir: Path, pinning: Pinning) -> Iterator[Deployment]:
+def deployed(
+    tree: Tree, stub_url: str, workdir: Path, pinning: Pinning, extra: dict[str, str]
+) -> Iterator[Deployment]:
     with ExitStack() as stack:
         redis = stack.enter_context(run_redis(workdir))  # on LOAD_CORE, as this process is
         pinning.affinity[f"redis {tree.label}"] = sorted(os.sched_getaffinity(redis.pid))
@@ -134,9 +153,9 @@ def deployed(tree: Tree, stub_url: str, workdir: Path, pinning: Pinning) -> Iter
             a, b, m = stack.enter_context(
                 run_services(
                     [
-                        settings(stub_url, tree, redis.url),
-                        settings(stub_url, tree, redis.url),
-                        settings(stub_url, tree, None),
+                        settings(stub_url, tree, redis.url, extra),
+                        settings(stub_url, tree, redis.url, extra),
+                        settings(stub_url, tree, None, extra),
                     ],
                     workdir,
                 )
@@ -241,11 +260,28 @@ async def run_all(
     for deployment, store in runs:  # warm-up: pools filled, scripts loaded
         target = deployment.producer if store == "redis" else deployment.memory
         ledger.check(await burst(target, "b_warmup", LOG_MARKER, 4), "log")
-    for n in range(args.rounds):
-        # Alternate the order, so drift over the run hits every store and tree alike.
-        for deployment, store in runs if n % 2 == 0 else reversed(runs):
-            result = await log_round(deployment, store, args, ledger, stub_pid)
-            results[deployment.tree.label]["rounds"].append({"round": n, **result})
+    with ExitStack() as profiling:
+        for deployment in deployments if args.profile else []:
+            label = deployment.tree.label
+            results[label]["profile_files"] = profiling.enter_context(
+                recording(
+                    {"redis": deployment.producer, "memory": deployment.memory},
+                    args.raw_prefix.with_name(f"{args.raw_prefix.name}-{label.replace(' ', '_')}"),
+                )
+            )
+        await asyncio.sleep(1.0 if args.profile else 0.0)  # py-spy attaches
+        for n in range(args.rounds):
+            # Alternate the order, so drift over the run hits every store and tree alike.
+            for deployment, store in runs if n % 2 == 0 else reversed(runs):
+                result = await log_round(deployment, store, args, ledger, stub_pid)
+                results[deployment.tree.label]["rounds"].append({"round": n, **result})
+    for tree in results.values():
+        if "profile_files" in tree:
+            tokens = {
+                store: sum(r["tokens"] for r in tree["rounds"] if r["store"] == store)
+                for store in ("redis", "memory")
+            }
+            tree["profile"] = compare(tree.pop("profile_files"), tokens)
     return results
 
 
@@ -258,6 +294,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="[LABEL=]DIR: run the qa_service package in DIR (a src/ directory);"
         " repeat to compare trees in one run (default: this worktree's src/)",
     )
+    parser.add_argument(
+        "--setting",
+        type=parse_setting,
+        action="append",
+        default=[],
+        help="NAME=VALUE: a setting for every service of every tree (say QA_REDIS_BATCH_MS=250)",
+    )
     parser.add_argument("--answers", type=int, default=20, help="(a, b) concurrent answers")
     parser.add_argument("--pieces", type=int, default=200, help="(a, b) pieces per answer")
     parser.add_argument("--piece-delay", type=float, default=0.02, help="(a, b) stub's pace, s")
@@ -266,6 +309,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--readers", type=int, default=200, help="(c) readers of one answer")
     parser.add_argument("--fanout-pieces", type=int, default=400, help="(c) the answer's pieces")
     parser.add_argument("--fanout-piece-delay", type=float, default=0.025, help="(c) its pace, s")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="(b) py-spy on A and M through the rounds: where Redis's extra CPU goes"
+        " (it runs on the load core: take the bar's ratios from a run without it)",
+    )
     parser.add_argument("--hold-streams", type=int, default=200, help="(d) streams held open")
     parser.add_argument("--hold-seconds", type=float, default=6.0, help="(d) each one's length")
     args = parser.parse_args(argv)
@@ -278,9 +327,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started_wall, started_at = time.perf_counter(), datetime.now(UTC)
+    args.raw_prefix = RESULTS / f"redis_log-{started_at:%Y%m%dT%H%M%SZ}"
     report: dict[str, Any] = {
         "started_at": started_at.isoformat(timespec="seconds"),
-        "args": {k: str(v) if k == "src" else v for k, v in vars(args).items()},
+        "args": {k: str(v) if k in ("src", "raw_prefix") else v for k, v in vars(args).items()},
+        "settings": dict(args.setting),
         "git": git_commit(),
         "trees": {tree.label: str(tree.src) for tree in args.src},
         "machine": {
@@ -324,7 +375,8 @@ def main(argv: list[str] | None = None) -> None:
         stub_url, stub_pid = stack.enter_context(run_stub(spec))
         record_affinity("stub", stub_pid, pinning)
         deployments = [
-            stack.enter_context(deployed(tree, stub_url, workdir, pinning)) for tree in args.src
+            stack.enter_context(deployed(tree, stub_url, workdir, pinning, dict(args.setting)))
+            for tree in args.src
         ]
         record_affinity("load_generator", os.getpid(), pinning)
         results = uvloop.run(run_all(deployments, args, ledger, stub_pid))

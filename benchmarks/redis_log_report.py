@@ -8,6 +8,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks.redis_log_profile import compare_text
+
 
 def spread(values: list[float]) -> dict[str, float]:
     """Median and range: the rounds' scatter is how far to trust the median."""
@@ -72,6 +74,7 @@ def summarise_rounds(tree: dict[str, Any], args: argparse.Namespace) -> dict[str
             "foreign_busy_max": max(v for r in rounds for v in r["foreign_busy"].values()),
         },
         "c_fanout": tree["c_fanout"],
+        "b_profile": tree.get("profile"),
         "d_memory_per_stream": tree["d_memory_per_stream"],
         "rounds": rounds,
     }
@@ -185,6 +188,10 @@ def report_text(report: dict[str, Any]) -> str:
             ),
         ),
         row(
+            "    B's by their name (CLIENT LIST), max",
+            lambda r: f"{r['c_fanout'].get('follower_named_connections_live_max')}",
+        ),
+        row(
             "    A's Redis connections, live max",
             lambda r: f"{r['c_fanout']['producer_connections_live_max']}",
         ),
@@ -230,6 +237,9 @@ def report_text(report: dict[str, Any]) -> str:
             f"\n  {label}, Redis commands per answer: "
             + ", ".join(f"{name} {n:.1f}" for name, n in list(calls.items())[:8])
         )
+    for label, result in results.items():
+        if result.get("b_profile"):
+            lines += compare_text(label, result["b_profile"])
     exact = report["exactness"]
     lines.append(
         f"\nexactness: {exact['streams_checked']} streams checked,"
