@@ -120,9 +120,13 @@ class Settings(BaseSettings):
     # A replica that stops renewing an answer's lease for this long is lost.
     producer_lease_seconds: float = Field(default=3.0, ge=0.5, le=60)
     # With Redis: what a producer makes within this many milliseconds goes to
-    # Redis in one call (its last event at once). Readers on other replicas see
-    # text up to this much later; readers on the producing replica, at once.
+    # Redis in one call (its last event at once), while a reader on another
+    # replica follows the answer: it sees text up to this much later. Readers
+    # on the producing replica read it at once, from memory.
     redis_batch_ms: int = Field(default=50, ge=0, le=1000)
+    # The same while no reader elsewhere follows the answer: fewer, larger
+    # batches, for resumes and failovers only.
+    redis_unwatched_batch_ms: int = Field(default=1000, ge=0, le=10_000)
     # With Redis: how long it may be unreachable (a failover, a restart) before
     # answers give up on it; until then they ride it out, held in memory.
     redis_outage_seconds: float = Field(default=30.0, ge=1, le=600)

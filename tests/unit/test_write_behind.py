@@ -13,7 +13,8 @@ from qa_service.stores.write_behind import BatchReply, WriteTiming, WrittenAnswe
 from tests.support.batch_log import BatchLog
 
 META = Meta(0, AnswerMeta(request_id="r", provider="demo", model="m", prompt="explain"))
-QUICK = WriteTiming(batch_seconds=0.02, outage_seconds=5.0)
+QUICK = WriteTiming(batch_seconds=0.02, unwatched_batch_seconds=0.02, outage_seconds=5.0)
+SLOW = WriteTiming(batch_seconds=30.0, unwatched_batch_seconds=30.0)
 
 
 def _answer(pieces: int) -> list[AnswerEvent]:
@@ -39,7 +40,7 @@ async def _write(written: WrittenAnswers, events: list[AnswerEvent]) -> bool:
 
 async def test_what_a_producer_makes_at_once_goes_in_one_batch_and_the_end_at_once() -> None:
     store, let_go = BatchLog(), _LetGo()
-    written = WrittenAnswers(store.send, WriteTiming(batch_seconds=30.0), let_go)
+    written = WrittenAnswers(store.send, SLOW, let_go)
     written.expect("a", "fp")
     answer = _answer(200)
 
@@ -54,7 +55,7 @@ async def test_what_a_producer_makes_at_once_goes_in_one_batch_and_the_end_at_on
 
 async def test_readers_here_read_each_event_at_once_before_the_store_has_it() -> None:
     store = BatchLog()
-    written = WrittenAnswers(store.send, WriteTiming(batch_seconds=30.0), _LetGo())
+    written = WrittenAnswers(store.send, SLOW, _LetGo())
     written.expect("a", "fp")
     waiting = asyncio.create_task(written.read("a", -1, 5.0))
     await asyncio.sleep(0)
@@ -119,7 +120,7 @@ async def test_an_outage_shorter_than_its_bound_is_ridden_out() -> None:
 
 async def test_past_its_bound_the_log_is_given_up_and_its_readers_told() -> None:
     store = BatchLog()
-    written = WrittenAnswers(store.send, WriteTiming(0.01, outage_seconds=0.3), _LetGo())
+    written = WrittenAnswers(store.send, WriteTiming(0.01, 0.01, outage_seconds=0.3), _LetGo())
     written.expect("a", "fp")
     store.unavailable = True
     assert written.add("a", META)
@@ -165,3 +166,22 @@ async def test_a_writer_that_fails_unexpectedly_never_lets_the_end_count_as_stor
     with pytest.raises(StoreUnavailableError):
         async with asyncio.timeout(5):
             await written.settled("a")
+
+
+async def test_unwatched_answers_go_in_long_batches_until_a_reader_elsewhere_follows() -> None:
+    store = BatchLog()
+    written = WrittenAnswers(
+        store.send, WriteTiming(batch_seconds=0.01, unwatched_batch_seconds=30.0), _LetGo()
+    )
+    written.expect("a", "fp")
+    assert written.add("a", META)
+    await asyncio.sleep(0.1)
+    assert store.events == []  # gathering a long batch: nobody elsewhere reads it
+
+    written.watched_elsewhere("a", True)  # the heartbeat found a reader elsewhere
+    async with asyncio.timeout(5):
+        await store.holding(1)  # at once, not 30 s later
+    assert written.add("a", Text(1, "x"))
+    async with asyncio.timeout(5):
+        await store.holding(2)  # and then every 10 ms
+    await written.aclose()

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # How long leaving waits for an answer's loops to end (they end at their next step).
 _STOP_SECONDS = 5.0
+# A reader's presence, in seconds, where no resume grace sets it.
+_PRESENCE_WITHOUT_GRACE = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,10 @@ class LocalReaders:
         self, store: AnswerStore, presence_seconds: float, limits: ReaderLimits = NO_READER_LIMITS
     ) -> None:
         self._store = store
-        self._presence = presence_seconds
+        # With no resume grace, presence still tells an answer's producer on
+        # another instance that a reader follows it there (stores/write_behind.py
+        # then writes it in short batches).
+        self._presence = presence_seconds if presence_seconds > 0 else _PRESENCE_WITHOUT_GRACE
         self._limits = limits
         self._answers: dict[str, _Followed] = {}
         self._clients: Counter[str] = Counter()
@@ -93,8 +98,7 @@ class LocalReaders:
         loops = []
         if (feed := self._store.start_following(answer_id)) is not None:
             loops.append(feed)
-        if self._presence > 0:
-            loops.append(Loop(lambda stop: self._keep_present(answer_id, stop), "reader-presence"))
+        loops.append(Loop(lambda stop: self._keep_present(answer_id, stop), "reader-presence"))
         return loops
 
     def count_out(self, answer_id: str, client: str | None) -> list[Loop]:

@@ -65,6 +65,7 @@ def redis_log_settings(settings: Settings) -> RedisLogSettings:
         grace_seconds=settings.resume_grace_seconds,
         writes=WriteTiming(
             batch_seconds=settings.redis_batch_ms / 1000,
+            unwatched_batch_seconds=settings.redis_unwatched_batch_ms / 1000,
             outage_seconds=settings.redis_outage_seconds,
         ),
     )

@@ -90,12 +90,15 @@ class RedisAnswerStore:
         # Readers attached in this process, until when: the producer here asks
         # no one else, and they need no key of their own in Redis.
         self._present_here: dict[str, float] = {}
+        # When each answer written here last had its stream's expiry renewed.
+        self._stream_ttl_renewed: dict[str, float] = {}
         # Readers of one answer here ask these at once: one Redis call for all.
         self._descriptions: SharedCalls[LogInfo | None] = SharedCalls()
         self._lease_checks: SharedCalls[bool] = SharedCalls()
 
     def _let_go(self, answer_id: str, events: list[AnswerEvent]) -> None:
         self._present_here.pop(answer_id, None)
+        self._stream_ttl_renewed.pop(answer_id, None)
         self._followed.hand_over(answer_id, events)
 
     async def aclose(self) -> None:
@@ -213,17 +216,34 @@ class RedisAnswerStore:
             start = value_text(entries[-1][0])
 
     async def renew_lease(self, answer_id: str, seconds: float) -> None:
-        answer, stream, lease, _ = _keys(answer_id)
+        answer, stream, lease, readers = _keys(answer_id)
         ttl = self._settings.ttl_seconds
         async with self._calls(), self._client.pipeline(transaction=False) as pipe:
             pipe.set(lease, 1, px=int(seconds * 1000))
             pipe.expire(answer, ttl)
-            pipe.expire(stream, ttl)
-            _, kept, _ = await pipe.execute()
+            # Who follows it from another instance decides how soon its batches go.
+            pipe.exists(readers)
+            if self._stream_ttl_due(answer_id):
+                pipe.expire(stream, ttl)
+            _, kept, watched, *_ = await pipe.execute()
         if not kept:
             # The answer's keys are gone (a restart, a failover that lost them):
             # written again from memory now, not at the producer's next piece.
             self._written.lost(answer_id)
+        self._written.watched_elsewhere(answer_id, bool(watched))
+
+    def _stream_ttl_due(self, answer_id: str) -> bool:
+        """Its stream's expiry is renewed every quarter of its TTL, not every beat
+        (a command a second per answer); its first batch set it."""
+        now = self._now()
+        renewed = self._stream_ttl_renewed.get(answer_id)
+        if renewed is None:
+            self._stream_ttl_renewed[answer_id] = now
+            return False
+        if now - renewed < self._settings.ttl_seconds / 4:
+            return False
+        self._stream_ttl_renewed[answer_id] = now
+        return True
 
     async def release_lease(self, answer_id: str) -> None:
         _, _, lease, _ = _keys(answer_id)
@@ -270,10 +290,15 @@ class RedisAnswerStore:
             if until > self._now():
                 return True
             del self._present_here[answer_id]
-        _, _, _, readers = _keys(answer_id)
-        async with self._calls():
-            if await self._client.exists(readers):
-                return True
+        if self._written.holds(answer_id):
+            # Its heartbeat asked Redis a moment ago (renew_lease).
+            present_elsewhere = self._written.is_watched_elsewhere(answer_id)
+        else:
+            _, _, _, readers = _keys(answer_id)
+            async with self._calls():
+                present_elsewhere = bool(await self._client.exists(readers))
+        if present_elsewhere:
+            return True
         # A reader elsewhere touched it within the grace; an outage may have lost that.
         return not self._health.steady_for(self._settings.grace_seconds + COMMAND_DEADLINE_SECONDS)
 
