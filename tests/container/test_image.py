@@ -61,7 +61,7 @@ def test_the_helm_chart_s_pre_stop_hook_and_user_fit_the_image(container: Contai
     # the image's user. This container is hardened as the pod is (read-only
     # root, no capabilities).
     with helm_chart() as chart:
-        objects = render(chart, {"shutdown": {"preStopSeconds": 1}})
+        objects = render(chart, {"shutdown": {"preStopSeconds": 1, "preStopAction": "exec"}})
     pod = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]
     assert container.exec("id", "-u").strip() == str(pod["securityContext"]["runAsUser"])
     command = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
