@@ -324,6 +324,8 @@ def test_a_redis_restart_mid_answer_loses_nothing_for_readers_here_and_elsewhere
         assert seqs(got.ids) == list(range(len(got.ids)))
     assert reads[0].ids == reads[1].ids
     assert len(stub.exchanges_for(key)) == 1
+    gaps = [b - a for a, b in zip(reads[1].arrived, reads[1].arrived[1:], strict=False)]
+    print(f"Redis away {OUTAGE_SECONDS:g} s: the longest pause on B: {max(gaps):.2f} s")
 
 
 @pytest.mark.replicas
