@@ -86,11 +86,13 @@ def compare(files: dict[str, Path], tokens: dict[str, int], top: int = 15) -> di
         ranked = sorted(excess.items(), key=lambda kv: -abs(kv[1]))[:top]
         result[f"excess_by_{key}_ms_per_1000_tokens"] = {k: round(v, 2) for k, v in ranked}
     # Everything under the Redis store's own modules and the redis client, inclusive.
+    # py-spy names a frame "function (redis/asyncio/client.py:123)": the path is
+    # relative to site-packages, so "/redis/" alone missed every redis-py frame.
     for store, s in stacks.items():
         inside = sum(
             count
             for stack, count in s.items()
-            if any("qa_service/stores/" in f or "/redis/" in f for f in stack)
+            if any("qa_service/stores/" in f or "(redis/" in f or "/redis/" in f for f in stack)
         )
         result[f"stores_and_redis_client_inclusive_ms_per_1000_tokens_{store}"] = per_1000(
             inside, store
