@@ -190,6 +190,12 @@ class AnswerRegistry:
             log.info("ending %d answers at shutdown", len(runs))
         await asyncio.gather(*(run.cancel(public, "error") for run in runs))
         await self._wait_for_endings()
+        # An answer whose ending was cancelled late still has its own
+        # bookkeeping to finish (a step of the loop or two): no task is left
+        # running when the stores close (seen pending on a loaded machine).
+        still = [task for run in runs if (task := run.task) is not None and not task.done()]
+        if still:
+            await asyncio.wait(still, timeout=self.timing.close_seconds)
 
     def _track_ending(self, ending: asyncio.Task[None]) -> None:
         self._endings.add(ending)

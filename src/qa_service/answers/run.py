@@ -111,6 +111,11 @@ class AnswerRun:
         self._on_ending = on_ending
 
     @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The answer's task, once started."""
+        return self._task
+
+    @property
     def ended(self) -> bool:
         return self._task is not None and self._task.done()
 
