@@ -126,7 +126,8 @@ class Settings(BaseSettings):
     redis_batch_ms: int = Field(default=50, ge=0, le=1000)
     # The same while no reader elsewhere follows the answer: fewer, larger
     # batches, for resumes and failovers only.
-    redis_unwatched_batch_ms: int = Field(default=1000, ge=0, le=10_000)
+    # At most 2 s: a resume elsewhere waits up to 3 s for the batch it is ahead of.
+    redis_unwatched_batch_ms: int = Field(default=1000, ge=0, le=2000)
     # With Redis: how long it may be unreachable (a failover, a restart) before
     # answers give up on it; until then they ride it out, held in memory.
     redis_outage_seconds: float = Field(default=30.0, ge=1, le=600)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from qa_service.core.events import AnswerEvent, AnswerMeta, AnswerSummary, Done, Meta, Text
+from qa_service.core.errors import PRODUCER_LOST
+from qa_service.core.events import AnswerEvent, AnswerMeta, AnswerSummary, Done, Failed, Meta, Text
 from qa_service.stores.redis_answers import RedisAnswerStore
 from qa_service.stores.redis_client import open_redis_client
 from qa_service.stores.redis_log import RedisLogSettings
@@ -132,3 +133,28 @@ def test_a_redis_restarted_empty_mid_answer_gets_it_all_back_and_readers_elsewhe
 
     assert read == _answer(40)  # no gap, no repeat, though the reader waited
     assert whole
+
+
+async def _ttls_after_a_reader_ends_a_log_with_no_batch(url: str) -> tuple[int, int]:
+    async with open_redis_client(url, max_connections=8) as client:
+        elsewhere = RedisAnswerStore(client, SETTINGS)  # never wrote it: a reader's path
+        await client.hset("qa:answer:{gone}", "fingerprint", "fp")  # its producer died
+        assert await elsewhere.append("gone", Failed(0, PRODUCER_LOST))
+        ended = await elsewhere.describe("gone")
+        assert ended is not None
+        assert ended.final_seq == 0
+        return int(await client.ttl("qa:answer:{gone}:events")), int(
+            await client.ttl("qa:answer:{gone}")
+        )
+
+
+def test_a_log_a_reader_ends_before_its_first_batch_still_expires(tmp_path: Path) -> None:
+    """Its producer died with its first batch still in memory: the reader's end
+    creates the stream, and with it the expiry (before, a key for ever)."""
+    with run_redis(tmp_path) as redis_server:
+        stream_ttl, hash_ttl = asyncio.run(
+            _ttls_after_a_reader_ends_a_log_with_no_batch(redis_server.url)
+        )
+
+    assert 0 < stream_ttl <= TTL
+    assert 0 < hash_ttl <= TTL

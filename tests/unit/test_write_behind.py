@@ -185,3 +185,43 @@ async def test_unwatched_answers_go_in_long_batches_until_a_reader_elsewhere_fol
     async with asyncio.timeout(5):
         await store.holding(2)  # and then every 10 ms
     await written.aclose()
+
+
+async def test_its_own_end_stored_by_a_try_whose_reply_was_lost_counts_as_stored() -> None:
+    store = BatchLog()
+    answer = _answer(2)
+    lost_reply = True
+
+    async def send(*args: object) -> BatchReply:
+        nonlocal lost_reply
+        reply = await store.send(*args)  # type: ignore[arg-type]
+        if lost_reply and store.events == answer:
+            lost_reply = False
+            raise StoreUnavailableError  # stored, but the reply never came
+        return reply
+
+    let_go = _LetGo()
+    written = WrittenAnswers(send, QUICK, let_go)
+    written.expect("a", "fp")
+
+    assert await _write(written, answer)  # not "ended elsewhere"
+    assert let_go.answers == {"a": answer}  # handed to the feed, as any stored end
+
+
+async def test_past_its_bound_the_producers_next_event_fails_until_it_has_ended() -> None:
+    store = BatchLog()
+    written = WrittenAnswers(store.send, WriteTiming(0.01, 0.01, outage_seconds=0.2), _LetGo())
+    written.expect("a", "fp")
+    store.unavailable = True
+    assert written.add("a", META)
+    with pytest.raises(StoreUnavailableError):
+        async with asyncio.timeout(5):
+            await written.settled("a")
+
+    store.unavailable = False  # back: still given up, not written elsewhere's way
+    with pytest.raises(StoreUnavailableError):
+        written.add("a", Text(1, "x"))
+    with pytest.raises(StoreUnavailableError):
+        await written.read("a", 0, 0)
+    written.producer_done("a")
+    assert not written.holds("a")

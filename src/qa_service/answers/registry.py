@@ -26,8 +26,9 @@ from qa_service.generation.writer import AIWriter
 log = logging.getLogger(__name__)
 
 # How long a resume waits for a shared store to hold the event it continues
-# after: a batch is written within QA_REDIS_BATCH_MS (1 s at most), so this is
-# that with room for a busy replica. Past it, the id is one this answer never sent.
+# after: a batch is written within QA_REDIS_UNWATCHED_BATCH_MS (2 s at most),
+# so this is that with room for a busy replica. Past it, the id is one this
+# answer never sent (or its producer died before writing it).
 _CATCH_UP_SECONDS = 3.0
 _CATCH_UP_POLL_SECONDS = 0.05
 

@@ -9,8 +9,8 @@ and cancels go out on the `qa:cancel` channel.
 
 The producer's events are held in this process and written behind, in batches,
 by stores/write_behind.py, which also writes them again after a failover or a
-restart lost them. Every key expires QA_RESUME_TTL_SECONDS after the producer's
-last heartbeat or the log's first batch, so nothing outlives a dead replica for long.
+restart lost them. Every key expires QA_RESUME_TTL_SECONDS after its producer's last
+renewal of it, or the log's last batch, so nothing outlives a dead replica for long.
 Redis errors (and commands past their deadline) become StoreUnavailableError in
 redis_client.py; here, reads ride out an outage of up to QA_REDIS_OUTAGE_SECONDS
 (core/outages.py), and a lease or a reader's presence that is missing right
@@ -103,6 +103,8 @@ class RedisAnswerStore:
 
     async def aclose(self) -> None:
         await self._written.aclose()
+        await self._descriptions.aclose()
+        await self._lease_checks.aclose()
 
     async def create(
         self,
@@ -229,6 +231,9 @@ class RedisAnswerStore:
         if not kept:
             # The answer's keys are gone (a restart, a failover that lost them):
             # written again from memory now, not at the producer's next piece.
+            # And the store counts as just back: a reader's presence went with
+            # them (redis-py's own retries may have hidden a quick restart).
+            self._health.failed()
             self._written.lost(answer_id)
         self._written.watched_elsewhere(answer_id, bool(watched))
 
@@ -246,6 +251,7 @@ class RedisAnswerStore:
         return True
 
     async def release_lease(self, answer_id: str) -> None:
+        self._written.producer_done(answer_id)
         _, _, lease, _ = _keys(answer_id)
         async with self._calls():
             await self._client.delete(lease)

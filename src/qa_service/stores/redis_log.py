@@ -32,8 +32,12 @@ from qa_service.stores.write_behind import BatchOutcome, BatchReply, WriteTiming
 # Returns {1, next seq} stored; {0, next seq} the log has ended (this batch is
 # refused); {2, next seq} the log does not end right before this batch: the
 # caller writes again from `next seq`. A rewrite (after a lost log, or the
-# first batch) also sets the fingerprint and both keys' expiry: a Redis that
-# restarted empty gets the whole answer back, findable by `describe`.
+# first batch) also sets the fingerprint: a Redis that restarted empty gets the
+# whole answer back, findable by `describe`. Both keys' expiry is set with a
+# rewrite, with the batch that creates the stream (whoever writes it: a reader
+# ending a log whose first batch never came must not leave a key for ever),
+# and with the last one: a finished answer is kept QA_RESUME_TTL_SECONDS from
+# its end, whenever the heartbeat last renewed them.
 BATCH_SCRIPT = """
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local next_seq = 0
@@ -46,6 +50,8 @@ if next_seq ~= tonumber(ARGV[1]) then return {2, next_seq} end
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], ARGV[2], 'e', ARGV[3])
 if ARGV[7] == '1' then
   redis.call('HSET', KEYS[2], 'fingerprint', ARGV[6])
+end
+if ARGV[7] == '1' or #top == 0 or string.sub(ARGV[2], 1, 2) ~= '0-' then
   redis.call('EXPIRE', KEYS[2], ARGV[5])
   redis.call('EXPIRE', KEYS[1], ARGV[5])
 end

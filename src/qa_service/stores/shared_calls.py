@@ -34,3 +34,10 @@ class SharedCalls(Generic[T]):
             del self._under_way[key]
         if not done.cancelled():
             done.exception()  # retrieved: every caller may have left before it failed
+
+    async def aclose(self) -> None:
+        """The store closes: calls still riding out an outage stop."""
+        under_way = list(self._under_way.values())
+        for call in under_way:
+            call.cancel()
+        await asyncio.gather(*under_way, return_exceptions=True)

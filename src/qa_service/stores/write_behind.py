@@ -19,8 +19,9 @@ An answer is let go once the store holds its last event: its events go to
 its feed (stores/followed.py), from seq 0, so its readers here read on from
 memory. It is also let go, with nothing handed over, when its log was ended
 elsewhere (a reader there declared this producer lost: its readers here read
-the store, and end as it says) or the outage outlasted its bound (its readers
-here, and the producer's next append, get store_unavailable).
+the store, and end as it says) or the outage outlasted its bound: then the
+producer's next event, and every read of it here, get store_unavailable
+until the producer has ended.
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ class WrittenAnswers:
         self._on_let_go = on_let_go
         self._answers: dict[str, WrittenLog] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
+        # Answers whose store stayed away too long: their producer's next event,
+        # and their readers here, get store_unavailable until the producer ends.
+        self._given_up: set[str] = set()
 
     def expect(self, answer_id: str, fingerprint: str) -> None:
         """This process created the answer, and will write its log from seq 0."""
@@ -118,11 +122,17 @@ class WrittenAnswers:
 
     def holds(self, answer_id: str) -> bool:
         """This process writes the answer, and its readers read it here."""
-        return answer_id in self._answers
+        return answer_id in self._answers or answer_id in self._given_up
+
+    def producer_done(self, answer_id: str) -> None:
+        """The answer's producer has ended (it released its lease)."""
+        self._given_up.discard(answer_id)
 
     def add(self, answer_id: str, event: AnswerEvent) -> bool:
         """Take the producer's next event; False if the log was ended elsewhere.
         Raises StoreUnavailableError once the store has been gone too long."""
+        if answer_id in self._given_up:
+            raise StoreUnavailableError
         written = self._answers.get(answer_id)
         if written is None or written.ended_elsewhere:
             return False
@@ -142,6 +152,8 @@ class WrittenAnswers:
         outage outlasted its bound."""
         written = self._answers.get(answer_id)
         if written is None:
+            if answer_id in self._given_up:
+                raise StoreUnavailableError
             return False
         await written.settled.wait()
         if written.failed:
@@ -179,6 +191,8 @@ class WrittenAnswers:
     ) -> list[AnswerEvent] | None:
         """Events with seq > `after` (waiting up to `wait_seconds` for one), or
         None when this process does not hold the answer: ask the store."""
+        if answer_id in self._given_up:
+            raise StoreUnavailableError
         written = self._answers.get(answer_id)
         if written is None:
             return None
@@ -229,6 +243,9 @@ class WrittenAnswers:
                 written.rewrite = True  # it may have come back empty, or failed over
                 continue
             outage.over()
+            if _own_end(reply, written):
+                # Its own last batch, stored by a try whose reply was lost.
+                reply = BatchReply(BatchOutcome.STORED, reply.next_seq)
             if reply.outcome is BatchOutcome.ENDED or reply.next_seq > len(written.events):
                 written.ended_elsewhere = True
                 written.settled.set()
@@ -247,8 +264,20 @@ class WrittenAnswers:
         if self._answers.get(answer_id) is not written:
             return
         del self._answers[answer_id]
+        if written.failed:
+            self._given_up.add(answer_id)
         written.wake()  # readers waiting here read the feed, or the store, from now on
         # Only a log the store holds as written here is handed over: one ended
         # elsewhere differs from it after the end the other writer put in.
         if not written.failed and not written.ended_elsewhere:
             self._on_let_go(answer_id, written.events)
+
+
+def _own_end(reply: BatchReply, written: WrittenLog) -> bool:
+    """The store's log ends exactly where, and as, this process's does."""
+    return (
+        reply.outcome is BatchOutcome.ENDED
+        and reply.next_seq == len(written.events)
+        and bool(written.events)
+        and is_terminal(written.events[-1])
+    )
