@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from enum import Enum
 
@@ -19,7 +20,13 @@ from qa_service.answers.ports import AnswerStore, LogInfo
 from qa_service.answers.readers import NO_READER_LIMITS, LocalReaders, ReaderLimits
 from qa_service.answers.run import AnswerRun, RunTiming
 from qa_service.core import errors
-from qa_service.core.errors import CANCELLED, PRODUCER_LOST, PublicError, QAServiceError
+from qa_service.core.errors import (
+    CANCELLED,
+    PRODUCER_LOST,
+    PublicError,
+    QAServiceError,
+    StoreUnavailableError,
+)
 from qa_service.core.events import AnswerMeta, Failed
 from qa_service.generation.writer import AIWriter
 
@@ -31,6 +38,8 @@ log = logging.getLogger(__name__)
 # answer never sent (or its producer died before writing it).
 _CATCH_UP_SECONDS = 3.0
 _CATCH_UP_POLL_SECONDS = 0.05
+# The presence a resume catching up announces, before its reader's own.
+_PRESENCE_WHILE_CATCHING_UP = 5.0
 
 
 class CancelResult(Enum):
@@ -123,8 +132,8 @@ class AnswerRegistry:
             raise QAServiceError(errors.ANSWER_NOT_FOUND)
         if request is not None and request.fingerprint() != info.fingerprint:
             raise QAServiceError(errors.RESUME_MISMATCH)
-        if after > info.last_seq and not await self._ahead_of_a_lost_producer(answer_id, info):
-            # Not an event this answer has sent: following it would wait for ever.
+        if after > info.last_seq and not await self._may_be_ahead(answer_id, info):
+            # Not an event this answer has sent: its producer wrote its end.
             raise QAServiceError(errors.INVALID_LAST_EVENT_ID)
         delivered_all = info.final_seq is not None and after == info.final_seq
         return ResumePoint(answer_id, after, max(0, info.last_seq - after), delivered_all)
@@ -135,21 +144,30 @@ class AnswerRegistry:
         read them from the writer's memory may resume elsewhere a batch ahead."""
         clock = asyncio.get_running_loop()
         deadline = clock.time() + _CATCH_UP_SECONDS
+        told = False
         while True:
             info = await self.store.describe(answer_id)
             if info is None or info.final_seq is not None or info.last_seq >= after:
                 return info
+            if not told:
+                # A reader elsewhere: its producer writes short batches from its
+                # next heartbeat on, not the long ones nobody elsewhere waits for.
+                told = True
+                with suppress(StoreUnavailableError):
+                    await self.store.touch_reader(answer_id, _PRESENCE_WHILE_CATCHING_UP)
             if clock.time() >= deadline:
                 return info
             await asyncio.sleep(_CATCH_UP_POLL_SECONDS)
 
-    async def _ahead_of_a_lost_producer(self, answer_id: str, info: LogInfo) -> bool:
-        """A client may have read more than the store holds from a producer that
-        died before writing its last batch: its resume ends with producer_lost
-        (answers/follow.py). A live producer's log catches up instead, and a
-        log with an end its producer wrote holds everything it sent."""
+    async def _may_be_ahead(self, answer_id: str, info: LogInfo) -> bool:
+        """Whether a client may hold events the store's log does not: it read
+        them from the producer's memory, and the producer is still writing
+        them (on a busy replica, later than the catch-up waits: the reader then
+        waits for them), or died before it did (its resume ends with
+        producer_lost: answers/follow.py). A log whose producer wrote its end
+        holds everything it sent."""
         if info.final_seq is None:
-            return not await self.store.producer_alive(answer_id)
+            return True
         last = await self.store.read(answer_id, info.final_seq - 1, 0)
         return (
             bool(last)
