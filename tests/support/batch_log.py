@@ -29,7 +29,7 @@ class BatchLog:
         if self.events and is_terminal(self.events[-1]):
             return BatchReply(BatchOutcome.ENDED, len(self.events))
         if events[0].seq != len(self.events):
-            return BatchReply(BatchOutcome.ELSEWHERE, len(self.events))
+            return BatchReply(BatchOutcome.NOT_AT_END, len(self.events))
         self.events.extend(events)
         self.batches.append(list(events))
         self._grew.set()

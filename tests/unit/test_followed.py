@@ -96,7 +96,7 @@ async def test_an_answer_let_go_by_its_writer_is_served_from_memory_not_the_stor
     for event in answer:
         assert written.add("a", event)
     async with asyncio.timeout(5):
-        assert await written.settled("a")
+        assert await written.wait_settled("a")
     assert await written.read("a", 0, 0) is None  # let go: its readers come here
     assert await followed.read("a", 0, 0) == answer[1:]  # at once, not after a copy
     assert await followed.read("a", -1, 0) == answer

@@ -35,7 +35,7 @@ async def _write(written: WrittenAnswers, events: list[AnswerEvent]) -> bool:
         assert written.add("a", event)
     assert written.add("a", events[-1])
     async with asyncio.timeout(10):
-        return await written.settled("a")
+        return await written.wait_settled("a")
 
 
 async def test_what_a_producer_makes_at_once_goes_in_one_batch_and_the_end_at_once() -> None:
@@ -93,7 +93,7 @@ async def test_a_store_that_restarted_empty_gets_the_whole_answer_and_its_finger
     async with asyncio.timeout(5):
         await store.holding(3)
     store.forget_everything()
-    written.lost("a")  # what the heartbeat finds: the answer's keys are gone
+    written.rewrite_all("a")  # what the heartbeat finds: the answer's keys are gone
 
     async with asyncio.timeout(5):
         await store.holding(3)
@@ -128,7 +128,7 @@ async def test_past_its_bound_the_log_is_given_up_and_its_readers_told() -> None
 
     with pytest.raises(StoreUnavailableError):
         async with asyncio.timeout(5):
-            await written.settled("a")
+            await written.wait_settled("a")
     with pytest.raises(StoreUnavailableError):
         async with asyncio.timeout(1):
             await reading
@@ -142,7 +142,7 @@ async def test_a_log_ended_elsewhere_refuses_the_producers_next_event() -> None:
     assert written.add("a", META)
 
     async with asyncio.timeout(5):
-        assert not await written.settled("a")
+        assert not await written.wait_settled("a")
     assert not written.add("a", Text(1, "too late"))
 
 
@@ -165,7 +165,7 @@ async def test_a_writer_that_fails_unexpectedly_never_lets_the_end_count_as_stor
 
     with pytest.raises(StoreUnavailableError):
         async with asyncio.timeout(5):
-            await written.settled("a")
+            await written.wait_settled("a")
 
 
 async def test_unwatched_answers_go_in_long_batches_until_a_reader_elsewhere_follows() -> None:
@@ -178,7 +178,7 @@ async def test_unwatched_answers_go_in_long_batches_until_a_reader_elsewhere_fol
     await asyncio.sleep(0.1)
     assert store.events == []  # gathering a long batch: nobody elsewhere reads it
 
-    written.watched_elsewhere("a", True)  # the heartbeat found a reader elsewhere
+    written.set_watched_elsewhere("a", True)  # the heartbeat found a reader elsewhere
     async with asyncio.timeout(5):
         await store.holding(1)  # at once, not 30 s later
     assert written.add("a", Text(1, "x"))
@@ -216,7 +216,7 @@ async def test_past_its_bound_the_producers_next_event_fails_until_it_has_ended(
     assert written.add("a", META)
     with pytest.raises(StoreUnavailableError):
         async with asyncio.timeout(5):
-            await written.settled("a")
+            await written.wait_settled("a")
 
     store.unavailable = False  # back: still given up, not written elsewhere's way
     with pytest.raises(StoreUnavailableError):

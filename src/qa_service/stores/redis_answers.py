@@ -157,7 +157,7 @@ class RedisAnswerStore:
         if is_terminal(event):
             # The end is not the end until the store holds it: the producer's
             # lease goes after this, and readers elsewhere wait for it.
-            return await self._written.settled(answer_id)
+            return await self._written.wait_settled(answer_id)
         return True
 
     async def _send_batch(
@@ -234,8 +234,8 @@ class RedisAnswerStore:
             # And the store counts as just back: a reader's presence went with
             # them (redis-py's own retries may have hidden a quick restart).
             self._health.failed()
-            self._written.lost(answer_id)
-        self._written.watched_elsewhere(answer_id, bool(watched))
+            self._written.rewrite_all(answer_id)
+        self._written.set_watched_elsewhere(answer_id, bool(watched))
 
     def _stream_ttl_due(self, answer_id: str) -> bool:
         """Its stream's expiry is renewed every quarter of its TTL, not every beat

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 class BatchOutcome(Enum):
     STORED = 1
     ENDED = 0  # the log has its last event: the batch is refused
-    ELSEWHERE = 2  # the log does not end right before the batch
+    NOT_AT_END = 2  # the log does not end right before the batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +146,7 @@ class WrittenAnswers:
             written.hurry.set()
         return True
 
-    async def settled(self, answer_id: str) -> bool:
+    async def wait_settled(self, answer_id: str) -> bool:
         """Wait until the store holds the answer's last event: True, or False
         if the log was ended elsewhere. Raises StoreUnavailableError when the
         outage outlasted its bound."""
@@ -160,7 +160,7 @@ class WrittenAnswers:
             raise StoreUnavailableError
         return not written.ended_elsewhere
 
-    def watched_elsewhere(self, answer_id: str, watched: bool) -> None:
+    def set_watched_elsewhere(self, answer_id: str, watched: bool) -> None:
         """Whether a reader on another instance follows the answer now."""
         written = self._answers.get(answer_id)
         if written is None:
@@ -177,7 +177,7 @@ class WrittenAnswers:
         timing = self._timing
         return timing.batch_seconds if written.watched else timing.unwatched_batch_seconds
 
-    def lost(self, answer_id: str) -> None:
+    def rewrite_all(self, answer_id: str) -> None:
         """The store no longer has the answer's keys (a restart, an eviction):
         write it all again."""
         written = self._answers.get(answer_id)
@@ -254,7 +254,7 @@ class WrittenAnswers:
                 written.rewrite = False
             elif reply.next_seq < written.stored:
                 written.rewrite = True  # lost: its own keys may be gone too
-            # Stored: up to its end. Elsewhere: the store holds less (a failover
+            # Stored: up to its end. Not at its end: the store holds less (a failover
             # lost the newest batches) or more (a reply lost on the way): from there.
             written.stored = reply.next_seq
         if written.events and is_terminal(written.events[-1]):
