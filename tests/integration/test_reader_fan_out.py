@@ -9,17 +9,15 @@ CLIENT LIST says which are the reading replica's.
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.support.daemon import wait_until
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_server import run_redis
-from tests.support.resume import AnswerIdWatch, read
+from tests.support.resume import AnswerIdWatch, attach_readers, read
 from tests.support.service import run_services
 from tests.support.upstream_stub import Reply, UpstreamStub
 
@@ -56,22 +54,7 @@ def test_two_hundred_readers_of_one_answer_elsewhere_hold_a_handful_of_connectio
             started = AnswerIdWatch()
             on_a = pool.submit(read, a.url, params={"query": key}, on_event=started, timeout=120)
             answer_id = started.wait(timeout=30)
-            attached = [threading.Event() for _ in range(READERS)]
-            readers = [
-                pool.submit(
-                    read,
-                    b.url,
-                    f"/answers/{answer_id}/events",
-                    on_event=lambda _, seen=seen: seen.set(),
-                    timeout=120,
-                )
-                for seen in attached
-            ]
-            wait_until(
-                lambda: all(s.is_set() or r.done() for s, r in zip(attached, readers, strict=True)),
-                60,
-                "every reader attached",
-            )
+            readers = attach_readers(pool, b.url, answer_id, READERS)
             with redis_server.client() as probe:
                 connections = _connections_of(probe, b.process.pid)
                 assert _connections_of(probe, a.process.pid) > 0, probe.client_list()

@@ -13,17 +13,15 @@ own: 0 of 10 refused, 0 of 80 cut, 1 connection in XREAD.
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.support.daemon import wait_until
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_server import run_redis
-from tests.support.resume import AnswerIdWatch, Read, read
+from tests.support.resume import AnswerIdWatch, Read, attach_readers, read
 from tests.support.service import run_services
 from tests.support.upstream_stub import Reply, UpstreamStub
 
@@ -69,23 +67,8 @@ def test_readers_of_one_answer_on_another_replica_leave_its_new_answers_room(
                 read, a.url, params={"query": long_key}, on_event=started, timeout=120
             )
             answer_id = started.wait(timeout=30)
-            attached = [threading.Event() for _ in range(READERS)]
-            readers = [
-                pool.submit(
-                    read,
-                    b.url,
-                    f"/answers/{answer_id}/events",
-                    on_event=lambda _, seen=seen: seen.set(),
-                    timeout=120,
-                )
-                for seen in attached
-            ]
             # Each has attached and reads the answer (or, on ce7baec, was refused).
-            wait_until(
-                lambda: all(s.is_set() or r.done() for s, r in zip(attached, readers, strict=True)),
-                60,
-                "every reader attached",
-            )
+            readers = attach_readers(pool, b.url, answer_id, READERS)
             with redis.client() as probe:
                 xread_clients = _xread_clients(probe)
             others = [

@@ -6,12 +6,14 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from httpx_sse import EventSource, connect_sse
 
+from tests.support.daemon import wait_until
 from tests.support.sse import DeadlinedResponse
 
 
@@ -126,3 +128,27 @@ class EventWatch:
         with self._changed:
             reached = self._changed.wait_for(lambda: self._seen >= count, timeout)
         assert reached, f"{self._seen} events in {timeout} s, expected {count}"
+
+
+def attach_readers(
+    pool: ThreadPoolExecutor, url: str, answer_id: str, count: int, timeout: float = 120
+) -> list[Future[Read]]:
+    """`count` readers of the answer by id at `url`, each reading it to its end
+    in `pool`; returns once every one has its first event (or has ended)."""
+    attached = [threading.Event() for _ in range(count)]
+    readers = [
+        pool.submit(
+            read,
+            url,
+            f"/answers/{answer_id}/events",
+            on_event=lambda _, seen=seen: seen.set(),
+            timeout=timeout,
+        )
+        for seen in attached
+    ]
+    wait_until(
+        lambda: all(s.is_set() or r.done() for s, r in zip(attached, readers, strict=True)),
+        60,
+        "every reader attached",
+    )
+    return readers
