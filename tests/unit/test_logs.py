@@ -54,6 +54,7 @@ ANSWER_LINE: dict[str, Any] = {
     "answered_model": "llama-x",
     "fallback": True,
     "prompt": "explain",
+    "cache": None,
     "outcome": "error",
     "error_code": "upstream_error",
     "error_cause": "APIError",

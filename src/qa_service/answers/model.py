@@ -46,6 +46,9 @@ class AnswerRequest:
     configurable: Mapping[str, Any]
     # The conversation before `question`, oldest first, trimmed to its budget.
     history: tuple[Turn, ...] = ()
+    # The prompt's version when the request was checked (generation/prompts.py);
+    # not in the fingerprint: a resume after the file changed still matches.
+    prompt_version: str = ""
 
     def fingerprint(self) -> str:
         """A digest of everything that shapes the answer. A resume must match it;
@@ -77,6 +80,9 @@ class AnswerRecord:
     answered_model: str | None
     fallback: bool
     prompt: str
+    # What the answer cache did (hit | join | miss | bypass), `source` for the
+    # provider call a cache's readers share; None with the cache off.
+    cache: str | None
     outcome: str  # complete | error | cancelled | client_disconnected
     error_code: str | None
     error_cause: str | None  # exception type; its message can carry secrets
@@ -157,6 +163,7 @@ class RunStats:
             answered_model=report.model,
             fallback=report.fallback,
             prompt=meta.prompt,
+            cache=meta.cache,
             outcome=self.outcome,
             error_code=self.error_code,
             error_cause=self.error_cause,
