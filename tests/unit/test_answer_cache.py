@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.requests import Request
 
 from qa_service.answers.cache.answer_cache import AnswerCache, CacheControls, CachePolicy
 from qa_service.answers.cache.keys import GLOBAL_SCOPE, ModelShape, cache_key
@@ -18,6 +19,7 @@ from qa_service.answers.connection import answer_events
 from qa_service.answers.model import AnswerRequest
 from qa_service.answers.registry import AnswerRegistry
 from qa_service.answers.run import AnswerRun, RunTiming
+from qa_service.api.opening import cache_controls
 from qa_service.core.events import AnswerEvent, AnswerMeta, AnswerSummary, Done, Failed, Text
 from qa_service.generation.demo import SCENARIO_CONFIG_KEY, build_demo_model
 from qa_service.generation.history import Turn
@@ -357,3 +359,25 @@ def test_a_recording_survives_its_encoding() -> None:
     )
     assert RecordedAnswer.decode(recording.encode()) == recording
     assert RecordedAnswer.decode(b'{"format": 99}') is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "no_cache", "no_store"),
+    [
+        ([], False, False),
+        ([("cache-control", "no-cache")], True, False),
+        ([("cache-control", "max-age=0, No-Store")], False, True),
+        ([("cache-control", "no-transform"), ("cache-control", "no-cache")], True, False),
+        # What a browser's EventSource sends by itself (seen from Chromium): not the page's choice.
+        ([("cache-control", "no-cache"), ("pragma", "no-cache")], False, False),
+        ([("cache-control", "no-store"), ("pragma", "no-cache")], False, True),
+    ],
+)
+def test_cache_control_asks_afresh_but_not_a_browsers_own_no_cache(
+    headers: list[tuple[str, str]], no_cache: bool, no_store: bool
+) -> None:
+    scope = {
+        "type": "http",
+        "headers": [(name.encode(), value.encode()) for name, value in headers],
+    }
+    assert cache_controls(Request(scope)) == CacheControls(no_cache, no_store)

@@ -101,10 +101,26 @@ async def _start(
 
 def cache_controls(request: Request) -> CacheControls:
     """The request's Cache-Control directives the cache honours (RFC 9111 5.2.1):
-    `no-cache` asks afresh and keeps the result, `no-store` keeps nothing."""
-    directives = {
+    `no-cache` asks afresh and keeps the result, `no-store` keeps nothing.
+
+    A `no-cache` that comes with `Pragma: no-cache` is the browser's, not the
+    page's: every EventSource request carries that pair (the HTML standard
+    fetches it with cache mode "no-store", for which Fetch adds both headers;
+    seen from Chromium), so honouring it would make every browser's answer a
+    bypass. A page that wants a fresh answer sends `Cache-Control: no-cache`
+    itself (fetch `headers`), which comes without the Pragma.
+    """
+    directives = _directives(request, "cache-control")
+    browsers_own = "no-cache" in _directives(request, "pragma")
+    return CacheControls(
+        no_cache="no-cache" in directives and not browsers_own,
+        no_store="no-store" in directives,
+    )
+
+
+def _directives(request: Request, header: str) -> set[str]:
+    return {
         part.split("=", 1)[0].strip().lower()
-        for value in request.headers.getlist("cache-control")
+        for value in request.headers.getlist(header)
         for part in value.split(",")
     }
-    return CacheControls(no_cache="no-cache" in directives, no_store="no-store" in directives)
