@@ -11,7 +11,7 @@ good (keys, a scope, a tiny bound, limits) starts a service of its own.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ import httpx
 import openai
 import pytest
 
+from tests.support.daemon import wait_until
 from tests.support.metrics import delta, read_metrics
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_server import RedisServer, run_redis
@@ -32,6 +33,7 @@ from tests.support.upstream_stub import Reply, UpstreamStub
 GRACE = 1.5
 USAGE = {"prompt_tokens": 31, "completion_tokens": 7, "total_tokens": 38}
 PIECES = [f"p{n} " for n in range(12)]
+FREE = {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}
 # Long enough that every joiner comes while it is written: 3 s at 50 ms a piece.
 SLOW = [f"s{n} " for n in range(60)]
 # Long enough that it would not finish on its own within any test's deadline.
@@ -501,6 +503,12 @@ def test_every_outcome_is_counted_on_metrics(cached: Cached, stub: UpstreamStub)
     # `kept` may have asked more than once: every ask before the hit was a join.
     assert (counted["miss"], counted["hit"], counted["bypass"]) == (1, 1, 1), counted
     assert counted["join"] >= 1, counted
+    # The provider's metrics count its two calls (the miss's, the bypass's), once each.
+    output_tokens = delta(before, after, "qa_usage_tokens_total", kind="output")
+    assert output_tokens == 2 * USAGE["completion_tokens"]
+    assert delta(before, after, "qa_tokens_relayed_total") == len(pieces(hit)) + len(
+        pieces(bypassed)
+    )
 
 
 # 7
@@ -610,3 +618,52 @@ def test_the_memory_bound_keeps_the_most_recently_used_answers(
         assert said(rest[-2]) == "hit"
         assert said(first) == "miss"
         assert len(stub.exchanges_for(first)) == 2
+
+
+# 12
+
+
+def test_a_hit_costs_no_tokens_of_the_budget_but_counts_against_the_rate(
+    stub: UpstreamStub, tmp_path: Path
+) -> None:
+    key, other = marker(), marker()
+    stub.reply(key, Reply(pieces=PIECES, usage={**USAGE, "completion_tokens": 60}))
+    stub.reply(other, Reply(pieces=PIECES, usage={**USAGE, "completion_tokens": 10}))
+    limits = {"QA_CLIENT_TOKEN_BUDGET": "100/day", "QA_RATE_LIMIT": "40/minute"}
+
+    with run_service(cache_settings(stub, **limits), tmp_path) as service:
+
+        def probe_until(tokens_left: Callable[[str], bool]) -> None:
+            """Ask questions that cost nothing until the tokens left say so: an
+            answer is charged a moment after its last event."""
+
+            def charged() -> bool:
+                probe = marker()
+                stub.reply(probe, Reply(usage=FREE))
+                answer = httpx.get(f"{service.url}/ai_write", params={"query": probe}, timeout=10)
+                return tokens_left(answer.headers["x-ratelimit-remaining-tokens"])
+
+            wait_until(charged, 10, "the charge")
+
+        paid = ask(service.url, key)
+        probe_until(lambda left: left == "40")
+        hits = [ask(service.url, key) for _ in range(2)]
+        # A miss after the hits: once its charge is in, theirs would be in too.
+        last = ask(service.url, other)
+        probe_until(lambda left: left != "40")
+        left = ask(service.url, key).headers["x-ratelimit-remaining-tokens"]
+        # Hits until the rate refuses one: a hit is a request like any other.
+        for _ in range(41):
+            refused = httpx.get(f"{service.url}/ai_write", params={"query": key}, timeout=10)
+            if refused.status_code != 200:
+                break
+            assert refused.headers["x-qa-cache"] == "hit"
+
+    assert [outcome(paid), outcome(last)] == ["miss", "miss"]
+    assert [outcome(h) for h in hits] == ["hit", "hit"]
+    assert left == "30"  # 100 - 60 - 10: the hits cost nothing
+    spent = [int(a.headers["x-ratelimit-remaining-requests"]) for a in (*hits, last)]
+    assert spent == [spent[0], spent[0] - 1, spent[0] - 2]
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert len(stub.exchanges_for(key)) == 1
