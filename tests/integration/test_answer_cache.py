@@ -10,6 +10,9 @@ good (keys, a scope, a tiny bound, limits) starts a service of its own.
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +30,7 @@ from tests.support.metrics import delta, read_metrics
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_server import RedisServer, run_redis
 from tests.support.resume import AnswerIdWatch, Read, read, seqs
-from tests.support.service import RunningService, run_service, run_services
+from tests.support.service import REPO, RunningService, run_service, run_services
 from tests.support.upstream_stub import Reply, UpstreamStub
 
 GRACE = 1.5
@@ -423,6 +426,49 @@ def test_the_openai_sdk_gets_a_hit_with_the_exact_text(cached: Cached, stub: Ups
     assert said[0] == "hit"
     assert "".join(said[1]) == "".join(first) == "".join(PIECES)
     assert said[1] == first
+    assert len(stub.exchanges_for(key)) == 1
+
+
+# The service's own JS client, under node's real fetch (the demo page uses it):
+# each question asked with `cache` from the meta event, printed as JSON lines.
+JS_CLIENT_ASKS = """
+import { streamAnswer } from "%s";
+const [baseUrl, question, times] = process.argv.slice(1);
+for (let n = 0; n < Number(times); n++) {
+  let cache;
+  const onMeta = (meta) => { cache = meta.cache; };
+  const result = await streamAnswer(question, { baseUrl, onMeta });
+  console.log(JSON.stringify({ cache, status: result.status, text: result.text }));
+}
+"""
+
+
+def test_the_services_own_js_client_gets_hits(cached: Cached, stub: UpstreamStub) -> None:
+    """qa-client.js, as the page runs it: a fetch with `cache: "no-store"` made
+    browsers and node send `Cache-Control: no-cache`, a bypass every time."""
+    node = shutil.which("node")
+    assert node is not None, "node is needed (scripts/system-deps.sh installs it)"
+    key = marker()
+    stub.reply(key, Reply(pieces=PIECES))
+    script = JS_CLIENT_ASKS % (REPO / "src" / "qa_service" / "static" / "qa-client.js").as_uri()
+
+    asked = subprocess.run(
+        [node, "--input-type=module", "-e", script, cached.a.url, key, "4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+    assert asked.returncode == 0, asked.stderr
+    answers = [json.loads(line) for line in asked.stdout.splitlines()]
+    assert {(a["status"], a["text"]) for a in answers} == {("done", "".join(PIECES))}
+    said = [a["cache"] for a in answers]
+    # The second may still join the first as it ends; one after it is a hit.
+    assert said[0] == "miss", said
+    assert "hit" in said, said
+    assert set(said[1:]) <= {"join", "hit"}, said
     assert len(stub.exchanges_for(key)) == 1
 
 
