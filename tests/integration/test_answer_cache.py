@@ -191,6 +191,10 @@ def test_no_store_asks_afresh_and_keeps_nothing(cached: Cached, stub: UpstreamSt
         assert_whole(answer, PIECES)
     assert outcome(plain) == "miss"  # nothing was kept for it to hit
     assert len(stub.exchanges_for(key)) == 3
+    # As a miss: the provider call's line, and the client's.
+    request_id = unkept[0].events[0]["meta"]["request_id"]
+    assert cached.a.answer_record(request_id, cache="source")["outcome"] == "complete"
+    assert cached.a.answer_record(request_id, cache="bypass")["outcome"] == "complete"
 
 
 # 3
