@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from httpx_sse import EventSource, connect_sse
+from httpx_sse import EventSource
 
 from tests.support.daemon import wait_until
 from tests.support.sse import DeadlinedResponse
@@ -62,16 +62,17 @@ def read(
 
     The whole read is bounded by `timeout`; keep-alives cannot stretch it.
     """
-    headers = dict(headers or {})
+    # Not httpx-sse's connect_sse: it sends `Cache-Control: no-store`, which the
+    # answer cache honours (a bypass). Only the caller's Cache-Control goes here.
+    headers = {"Accept": "text/event-stream", **(headers or {})}
     if last_event_id is not None:
         headers["Last-Event-ID"] = last_event_id
     deadline = time.monotonic() + timeout
     seen = 0
     with (
         httpx.Client(timeout=timeout) as client,
-        connect_sse(client, "GET", f"{base_url}{path}", params=params, headers=headers) as src,
+        client.stream("GET", f"{base_url}{path}", params=params, headers=headers) as response,
     ):
-        response = src.response
         result = Read(response.status_code, response.headers)
         if response.status_code != 200:
             result.body = response.read()

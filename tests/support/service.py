@@ -43,14 +43,23 @@ class RunningService:
         whole = text[: text.rfind("\n") + 1]
         return [json.loads(line) for line in whole.splitlines() if line.strip()]
 
-    def answer_record(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
-        """The one log line of an answer, once its generation has ended."""
+    def answer_record(
+        self, request_id: str, timeout: float = 10.0, cache: str | None = None
+    ) -> dict[str, Any]:
+        """The one log line of an answer, once its generation has ended.
+
+        With the answer cache on, a miss writes two lines under one request id,
+        the provider call's (`cache` "source") and the client's ("miss"):
+        `cache` picks one.
+        """
 
         def found() -> list[dict[str, Any]]:
             return [
                 r
                 for r in self.log_records()
-                if r.get("message") == "answer" and r.get("request_id") == request_id
+                if r.get("message") == "answer"
+                and r.get("request_id") == request_id
+                and (cache is None or r.get("cache") == cache)
             ]
 
         records = wait_until(found, timeout, f"the answer log line of {request_id}")

@@ -165,7 +165,7 @@ class Telemetry:
 
     def answer_finished(self, record: AnswerRecord) -> None:
         """A client's answer counts in the answers' metrics, a provider call in the
-        provider's; without the cache (or with no-store) an answer is both."""
+        provider's; without the cache an answer is both."""
         if _for_a_client(record.cache):
             self._client_answer_finished(record)
         if _called_the_provider(record.cache):
@@ -207,8 +207,8 @@ def _for_a_client(cache: str | None) -> bool:
 
 def _called_the_provider(cache: str | None) -> bool:
     """Whether the answer itself asked the provider: with the cache on, only the
-    shared answers (`source`) and the no-store ones do."""
-    return cache in (None, CacheOutcome.SOURCE, CacheOutcome.BYPASS)
+    shared answers (`source`) do; every client's answer (a bypass too) reads one."""
+    return cache in (None, CacheOutcome.SOURCE)
 
 
 def _log_answer(record: AnswerRecord) -> None:

@@ -352,11 +352,15 @@ export function startAnswer(query, options = {}) {
         cache: "no-store",
       });
     }
+    // A new answer's request has no `cache: "no-store"`: with it, browsers and
+    // node send `Cache-Control: no-cache`, which the service's answer cache
+    // honours as "ask the provider afresh" (a bypass every time). Neither
+    // request is served from an HTTP cache anyway: a POST never is, and a
+    // ticket is good for one GET.
     if (ticket !== undefined) {
       return fetch(answerUrl(query, { baseUrl, prompt, scenario, ticket }), {
         headers: { Accept: "text/event-stream", ...headers },
         signal: stop.signal,
-        cache: "no-store",
       });
     }
     return fetch(`${baseUrl}/ai_write`, {
@@ -364,7 +368,6 @@ export function startAnswer(query, options = {}) {
       headers: { "Content-Type": "application/json", Accept: "text/event-stream", ...auth, ...headers },
       body: JSON.stringify(body),
       signal: stop.signal,
-      cache: "no-store",
     });
   };
   // A ticket from getTicket, for a new answer only: a resume needs none.

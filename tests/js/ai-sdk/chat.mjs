@@ -9,7 +9,8 @@
 // name keeps `node --test tests/js/` from running it without them):
 //   { url, resumeUrl, exact: {question, text}, length: {question, text},
 //     failing: {question}, slow: {question, text}, blank: {question},
-//     silent: {question, text} }
+//     silent: {question, text}, cached: {url, question, text} }
+// (`cached.url`: a service with the answer cache on.)
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
@@ -180,6 +181,36 @@ for (const [name, sdk] of Object.entries(SDKS)) {
     await first.cancel().catch(() => {});
 
     assert.equal(resumed, null);
+  });
+
+  test(`${name}: asked again, the answer is a hit of the cache with the same text`, TEST, async () => {
+    const said = [];
+    const noting = async (url, init) => {
+      const response = await fetch(url, init);
+      said.push(response.headers.get("x-qa-cache"));
+      return response;
+    };
+    const ask = async () => {
+      const transport = new sdk.DefaultChatTransport({ api: `${plan.cached.url}/api/chat`, fetch: noting });
+      const chunks = await transport.sendMessages({
+        chatId: chatIdOf(sdk, "cached"),
+        messages: [userMessage(`${plan.cached.question} ${name}`)],
+        trigger: "submit-message",
+        messageId: undefined,
+      });
+      return readAll(sdk, chunks);
+    };
+
+    const first = await ask();
+    // Asked just as the first ends, the question may still join it (exact too): again.
+    let again = await ask();
+    while (said.at(-1) === "join" && said.length < 20) again = await ask();
+
+    assert.equal(said[0], "miss");
+    assert.equal(said.at(-1), "hit");
+    assert.equal(textOf(first.message), plan.cached.text);
+    assert.equal(textOf(again.message), plan.cached.text);
+    assert.equal(again.finishReason, "stop");
   });
 
   test(`${name}: a chat with no answer has nothing to resume`, TEST, async () => {

@@ -90,11 +90,14 @@ class AnswerCache:
     ) -> AnswerRun:
         """The client's answer to `request`; its meta's `cache` says which way it came."""
         registry = self._registry
-        if controls.no_store:
-            bypass = dataclasses.replace(meta, cache=CacheOutcome.BYPASS)
-            return await registry.start(request, bypass, reader_within)
         policy = self._policy
         key = cache_key(request, GLOBAL_SCOPE if policy.global_scope else client, self._shape)
+        if controls.no_store:
+            # A provider call of its own, read as a miss's is (so the provider's
+            # metrics count it once, as `source`), joinable by nobody, kept nowhere.
+            return await self._ask(
+                request, meta, CacheOutcome.BYPASS, reader_within, key, None, keep=False
+            )
         if not controls.no_cache:
             found = await self._store.get(key)
             recording = RecordedAnswer.decode(found) if found is not None else None
@@ -130,8 +133,12 @@ class AnswerCache:
         reader_within: float,
         key: str,
         flight_id: str | None,
+        keep: bool = True,
     ) -> AnswerRun:
-        """A new shared answer (the flight's, when `flight_id`), and the client's reading it."""
+        """A new shared answer (the flight's, when `flight_id`), and the client's reading it.
+
+        `keep`: its recording is kept when it finishes normally (not with no-store).
+        """
         registry = self._registry
         recorder = RecordingSource(registry.model_source(request))
         source_meta = dataclasses.replace(meta, cache=CacheOutcome.SOURCE)
@@ -144,7 +151,7 @@ class AnswerCache:
                 self._later(lambda: self._store.end(key, flight_id))
             raise
         in_flight = flight_id is not None
-        self._when_ended(shared, lambda: self._shared_ended(key, shared, recorder, in_flight))
+        self._when_ended(shared, lambda: self._shared_ended(key, shared, recorder, in_flight, keep))
         client_meta = dataclasses.replace(meta, cache=outcome)
         return await self._read(request, client_meta, reader_within, key, shared.id, in_flight)
 
@@ -180,12 +187,12 @@ class AnswerCache:
         return info.final_seq is not None or await registry.store.producer_alive(shared_id)
 
     async def _shared_ended(
-        self, key: str, shared: AnswerRun, recorder: RecordingSource, in_flight: bool
+        self, key: str, shared: AnswerRun, recorder: RecordingSource, in_flight: bool, keep: bool
     ) -> None:
-        """Keep the answer if it finished normally; then its flight is over."""
+        """Keep the answer if it finished normally (and may be kept); then its flight is over."""
         try:
             summary = shared.summary
-            if summary is not None and summary.finish_reason == "stop":
+            if keep and summary is not None and summary.finish_reason == "stop":
                 recording = recorder.recorded(summary).encode()
                 await self._store.put(key, recording, self._policy.ttl_seconds)
         except StoreUnavailableError:
