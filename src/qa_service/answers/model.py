@@ -46,6 +46,11 @@ class AnswerRequest:
     configurable: Mapping[str, Any]
     # The conversation before `question`, oldest first, trimmed to its budget.
     history: tuple[Turn, ...] = ()
+    # The prompt's version in force when the request was checked: the answer is
+    # written with it, whatever the file says by then. "": the one in force
+    # when the answer starts. Not in fingerprint(): a resume after a reload
+    # must still match the answer it resumes.
+    prompt_version: str = ""
 
     def fingerprint(self) -> str:
         """A digest of everything that shapes the answer. A resume must match it;
@@ -77,6 +82,7 @@ class AnswerRecord:
     answered_model: str | None
     fallback: bool
     prompt: str
+    prompt_version: str | None
     outcome: str  # complete | error | cancelled | client_disconnected
     error_code: str | None
     error_cause: str | None  # exception type; its message can carry secrets
@@ -157,6 +163,7 @@ class RunStats:
             answered_model=report.model,
             fallback=report.fallback,
             prompt=meta.prompt,
+            prompt_version=meta.prompt_version,
             outcome=self.outcome,
             error_code=self.error_code,
             error_cause=self.error_cause,

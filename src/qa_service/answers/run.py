@@ -181,6 +181,7 @@ class AnswerRun:
                 texts = self._writer.stream(
                     self._request.question,
                     prompt=self._request.prompt,
+                    prompt_version=self._request.prompt_version,
                     history=self._request.history,
                     report=report,
                     configurable=self._request.configurable,

@@ -28,6 +28,9 @@ class AnswerMeta:
     demo_fallback: bool = False
     notice: str | None = None
     scenario: str | None = None
+    # The prompt's version the answer is written with (generation/prompts.py
+    # version_of); None in logs stored before versions existed.
+    prompt_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,262 @@
+"""Prompt versions and reloads: PromptLibrary, its watcher, and AIWriter's chains per version."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from pathlib import Path
+
+import pytest
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import RunnableLambda
+
+from qa_service.generation.prompt_library import PromptLibrary, PromptVersionGoneError
+from qa_service.generation.prompt_watch import open_prompt_watcher
+from qa_service.generation.prompts import load_prompt
+from qa_service.generation.writer import AIWriter
+from tests.support.daemon import poll_until
+
+REPO_PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
+LIBRARY_LOG = "qa_service.generation.prompt_library"
+WATCH_LOG = "qa_service.generation.prompt_watch"
+# A change is promised within 2 s; the poll allows for a busy machine.
+RELOAD_DEADLINE = 10.0
+
+
+def _prompt_file(system: str) -> str:
+    return f'description = "d"\nsystem = "{system}"\nuser = "Explain: {{concept}}"\n'
+
+
+def _write_atomically(path: Path, content: str) -> None:
+    # As an editor or a deploy tool does: the file is never seen half-written.
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(content)
+    os.replace(temporary, path)
+
+
+@pytest.fixture
+def prompts_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "prompts"
+    shutil.copytree(REPO_PROMPTS, directory)
+    return directory
+
+
+def _refusals(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == LIBRARY_LOG and "refused" in r.getMessage()]
+
+
+def test_a_prompts_version_is_the_first_12_hex_digits_of_its_files_sha256(
+    prompts_dir: Path,
+) -> None:
+    path = prompts_dir / "explain.toml"
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+    assert load_prompt(path).version == expected
+    assert PromptLibrary.load(prompts_dir, "explain").find("explain").version == expected
+
+
+def test_a_changed_file_gives_a_new_version_in_force(prompts_dir: Path) -> None:
+    library = PromptLibrary.load(prompts_dir, "explain")
+    before = library.find("explain")
+
+    _write_atomically(prompts_dir / "explain.toml", _prompt_file("Be brief."))
+
+    assert library.reload() == ["explain"]
+    after = library.find("explain")
+    assert after.version != before.version
+    assert after.template.format_messages(concept="x")[0].content == "Be brief."
+    # The version it replaced is still found, for an answer checked on it.
+    assert library.find("explain", before.version) is before
+
+
+def test_an_unchanged_file_is_no_reload(prompts_dir: Path) -> None:
+    library = PromptLibrary.load(prompts_dir, "explain")
+    (prompts_dir / "explain.toml").touch()
+
+    assert library.reload() == []
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        'system = "never closed\n',  # does not parse (a half-written file, say)
+        'system = "s"\nuser = "no variable"\n',  # parses, breaks a start-up rule
+    ],
+)
+def test_a_broken_file_keeps_the_last_good_version_and_logs_one_line(
+    prompts_dir: Path, caplog: pytest.LogCaptureFixture, broken: str
+) -> None:
+    library = PromptLibrary.load(prompts_dir, "explain")
+    good = library.find("explain")
+    caplog.set_level(logging.INFO, LIBRARY_LOG)
+
+    (prompts_dir / "explain.toml").write_text(broken)
+    for _ in range(3):  # every rescan sees it; it is said once
+        assert library.reload() == []
+
+    assert library.find("explain") is good
+    [line] = _refusals(caplog)
+    assert line.__dict__["file"] == "explain.toml"
+    assert line.__dict__["fault"]
+    assert broken.strip() not in line.getMessage() + str(line.__dict__)
+
+
+def test_a_new_file_that_is_broken_is_not_served(
+    prompts_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    library = PromptLibrary.load(prompts_dir, "explain")
+    caplog.set_level(logging.INFO, LIBRARY_LOG)
+    (prompts_dir / "fresh.toml").write_text('system = "s"\n')
+
+    library.reload()
+
+    assert "fresh" not in library
+    assert len(_refusals(caplog)) == 1
+
+
+def test_a_removed_file_stays_in_force_with_one_line(
+    prompts_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    library = PromptLibrary.load(prompts_dir, "explain")
+    caplog.set_level(logging.INFO, LIBRARY_LOG)
+    (prompts_dir / "eli5.toml").unlink()
+
+    library.reload()
+    library.reload()
+
+    assert "eli5" in library
+    assert [r.__dict__["prompt"] for r in caplog.records if "removed" in r.getMessage()] == ["eli5"]
+
+
+def test_a_configmap_style_symlink_swap_reloads(tmp_path: Path) -> None:
+    # What the kubelet does: files are links through `..data`, a link to a
+    # timestamped directory, which a rename swaps for a new one.
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    first = mount / "..2026_12_07_00_00_00.1"
+    first.mkdir()
+    (first / "explain.toml").write_text(_prompt_file("First."))
+    (mount / "..data").symlink_to(first.name)
+    (mount / "explain.toml").symlink_to("..data/explain.toml")
+    library = PromptLibrary.load(mount, "explain")
+
+    _swap_configmap(mount, _prompt_file("Second."))
+
+    assert library.reload() == ["explain"]
+    assert library.find("explain").template.format_messages(concept="x")[0].content == "Second."
+
+
+def _swap_configmap(mount: Path, content: str) -> None:
+    second = mount / "..2026_12_07_00_00_01.2"
+    second.mkdir()
+    (second / "explain.toml").write_text(content)
+    (mount / "..data_tmp").symlink_to(second.name)
+    os.replace(mount / "..data_tmp", mount / "..data")
+    old = [p for p in mount.iterdir() if p.name.startswith("..2026") and p != second]
+    for directory in old:
+        shutil.rmtree(directory)
+
+
+async def test_the_watcher_reloads_a_configmap_swap_and_stops_cleanly(tmp_path: Path) -> None:
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    first = mount / "..2026_12_07_00_00_00.1"
+    first.mkdir()
+    (first / "explain.toml").write_text(_prompt_file("First."))
+    (mount / "..data").symlink_to(first.name)
+    (mount / "explain.toml").symlink_to("..data/explain.toml")
+    library = PromptLibrary.load(mount, "explain")
+    before = library.find("explain").version
+
+    async with open_prompt_watcher(library) as task:
+        # Let the watch begin before the swap (the watcher also rescans on its
+        # start, so a swap before that is not lost either).
+        await asyncio.sleep(0.3)
+        _swap_configmap(mount, _prompt_file("Second."))
+
+        async def swapped() -> bool:
+            return library.find("explain").version != before
+
+        await poll_until(swapped, RELOAD_DEADLINE, "the swapped prompt in force")
+    # Stopped by its stop event at the block's end, not cancelled.
+    assert task.done()
+    assert not task.cancelled()
+
+
+async def test_a_watcher_without_its_directory_logs_once_and_keeps_the_prompts(
+    prompts_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    library = PromptLibrary.load(prompts_dir, "explain")
+    in_force = library.in_force
+    shutil.rmtree(prompts_dir)
+    caplog.set_level(logging.INFO)
+
+    async with open_prompt_watcher(library) as task:
+
+        async def ended() -> bool:
+            return task.done()
+
+        await poll_until(ended, RELOAD_DEADLINE, "the watcher's end")
+    assert library.in_force is in_force
+    assert len([r for r in caplog.records if r.name == WATCH_LOG]) == 1
+    assert len([r for r in caplog.records if "unreadable" in r.getMessage()]) == 1
+
+
+def _echo_system_part() -> RunnableLambda[PromptValue, str]:
+    """A model that answers with the system part it was sent: which version wrote it."""
+
+    def answer(prompt: PromptValue) -> str:
+        content = prompt.to_messages()[0].content
+        assert isinstance(content, str)
+        return content
+
+    return RunnableLambda(answer)
+
+
+async def _first_piece(stream: AsyncGenerator[str]) -> str:
+    return await anext(stream)
+
+
+async def test_chains_are_built_per_version_and_forgotten_when_unused(prompts_dir: Path) -> None:
+    library = PromptLibrary.load(prompts_dir, "explain")
+    writer = AIWriter(_echo_system_part(), library)
+    old = library.find("explain").version
+    assert ("explain", old) in writer.chain_versions
+
+    stream = writer.stream("q", prompt="explain", prompt_version=old)
+    async with aclosing(stream):
+        old_text = await _first_piece(stream)
+        # The file changes while the old answer is being written.
+        _write_atomically(prompts_dir / "explain.toml", _prompt_file("New system part."))
+        library.reload()
+        new = library.find("explain").version
+        new_text = "".join([p async for p in writer.stream("q", prompt="explain")])
+        assert {("explain", old), ("explain", new)} <= set(writer.chain_versions)
+    assert old_text.startswith("You are a concise")
+    assert new_text == "New system part."
+    # The old answer ended: its version, out of force, has no chain any more.
+    assert ("explain", old) not in writer.chain_versions
+    assert ("explain", new) in writer.chain_versions
+
+
+async def test_an_answer_checked_before_a_reload_is_written_with_its_version(
+    prompts_dir: Path,
+) -> None:
+    library = PromptLibrary.load(prompts_dir, "explain")
+    writer = AIWriter(_echo_system_part(), library)
+    checked_on = library.find("explain").version
+    _write_atomically(prompts_dir / "explain.toml", _prompt_file("New system part."))
+    library.reload()
+
+    text = "".join(
+        [p async for p in writer.stream("q", prompt="explain", prompt_version=checked_on)]
+    )
+
+    assert text.startswith("You are a concise")
+    with pytest.raises(PromptVersionGoneError):
+        await _first_piece(writer.stream("q", prompt="explain", prompt_version="0" * 12))
