@@ -173,10 +173,12 @@ async def test_the_watcher_reloads_a_configmap_swap_and_stops_cleanly(tmp_path: 
     library = PromptLibrary.load(mount, "explain")
     before = library.find("explain").version
 
-    async with open_prompt_watcher(library) as task:
-        # Let the watch begin before the swap (the watcher also rescans on its
-        # start, so a swap before that is not lost either).
-        await asyncio.sleep(0.3)
+    # No rescan within the deadline: only the swap's events can reload it.
+    async with open_prompt_watcher(library, rescan_ms=600_000) as task:
+        # Any yield to the loop lets the watcher's first step run, and that
+        # step sets the watch up before it first waits (watchfiles creates
+        # its notifier before handing the wait to a thread): no timing here.
+        await asyncio.sleep(0)
         _swap_configmap(mount, _prompt_file("Second."))
 
         async def swapped() -> bool:

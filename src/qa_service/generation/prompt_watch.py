@@ -32,10 +32,14 @@ STOP_SECONDS = 2.0
 
 
 @asynccontextmanager
-async def open_prompt_watcher(library: PromptLibrary) -> AsyncIterator[asyncio.Task[None]]:
-    """Reload `library` on every change in its directory until the block ends."""
+async def open_prompt_watcher(
+    library: PromptLibrary, rescan_ms: int = RESCAN_MS
+) -> AsyncIterator[asyncio.Task[None]]:
+    """Reload `library` on every change in its directory until the block ends,
+    and every `rescan_ms` without one."""
     stop = asyncio.Event()
-    task = asyncio.get_running_loop().create_task(_watch(library, stop), name="prompt-watcher")
+    watching = _watch(library, stop, rescan_ms)
+    task = asyncio.get_running_loop().create_task(watching, name="prompt-watcher")
     try:
         yield task
     finally:
@@ -50,7 +54,7 @@ async def open_prompt_watcher(library: PromptLibrary) -> AsyncIterator[asyncio.T
                 await asyncio.wait({task})
 
 
-async def _watch(library: PromptLibrary, stop: asyncio.Event) -> None:
+async def _watch(library: PromptLibrary, stop: asyncio.Event, rescan_ms: int) -> None:
     directory = library.directory
     if directory is None:
         return
@@ -63,7 +67,7 @@ async def _watch(library: PromptLibrary, stop: asyncio.Event) -> None:
             debounce=DEBOUNCE_MS,
             step=STEP_MS,
             stop_event=stop,
-            rust_timeout=RESCAN_MS,
+            rust_timeout=rescan_ms,
             yield_on_timeout=True,
         ):
             library.reload()
