@@ -6,7 +6,6 @@ one service and do not depend on their order.
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import tomllib
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from tests.support.daemon import wait_until
+from tests.support.prompt_files import prompt_file, write_atomically
 from tests.support.providers import marker, provider_settings
 from tests.support.service import RunningService, run_service
 from tests.support.sse import Stream, read_stream
@@ -43,16 +43,6 @@ def service(
     settings = {**provider_settings("openai", stub), "QA_PROMPTS_DIR": str(prompts_dir)}
     with run_service(settings, tmp_path_factory.mktemp("prompt-reload-service")) as running:
         yield running
-
-
-def _prompt_file(system: str) -> str:
-    return f'description = "d"\nsystem = "{system}"\nuser = "Explain: {{concept}}"\n'
-
-
-def _write_atomically(path: Path, content: str) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(content)
-    os.replace(temporary, path)
 
 
 def _versions(service: RunningService) -> dict[str, str]:
@@ -84,7 +74,7 @@ def test_an_answer_in_progress_keeps_its_version_and_a_new_one_gets_the_edit(
     try:
         stub.wait_for_request(slow, timeout=10)
 
-        _write_atomically(prompts_dir / "outline.toml", _prompt_file("Edited outline."))
+        write_atomically(prompts_dir / "outline.toml", prompt_file("Edited outline."))
         new_version = wait_until(
             lambda: _versions(service)["outline"] != old_version and _versions(service)["outline"],
             RELOAD_DEADLINE,
@@ -121,7 +111,7 @@ def test_a_broken_file_is_refused_with_one_line_and_the_last_good_version_answer
     before = _versions(service)
     good_system = _system_part_of_file(prompts_dir / "eli5.toml")
 
-    _write_atomically(prompts_dir / "eli5.toml", 'system = "no user part, and never closed\n')
+    write_atomically(prompts_dir / "eli5.toml", 'system = "no user part, and never closed\n')
 
     def refusals() -> list[dict[str, Any]]:
         return [r for r in service.log_records() if r.get("message") == REFUSED]
@@ -131,7 +121,7 @@ def test_a_broken_file_is_refused_with_one_line_and_the_last_good_version_answer
     assert "never closed" not in str(line)  # the fault, never the content
     # Another change makes the service read the directory again: the broken
     # file is still refused, and not said twice.
-    _write_atomically(prompts_dir / "chat.toml", _prompt_file("Edited chat."))
+    write_atomically(prompts_dir / "chat.toml", prompt_file("Edited chat."))
     wait_until(
         lambda: _versions(service)["chat"] != before["chat"],
         RELOAD_DEADLINE,

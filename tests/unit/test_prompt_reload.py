@@ -20,23 +20,13 @@ from qa_service.generation.prompt_watch import open_prompt_watcher
 from qa_service.generation.prompts import load_prompt
 from qa_service.generation.writer import AIWriter
 from tests.support.daemon import poll_until
+from tests.support.prompt_files import prompt_file, write_atomically
 
 REPO_PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 LIBRARY_LOG = "qa_service.generation.prompt_library"
 WATCH_LOG = "qa_service.generation.prompt_watch"
 # A change is promised within 2 s; the poll allows for a busy machine.
 RELOAD_DEADLINE = 10.0
-
-
-def _prompt_file(system: str) -> str:
-    return f'description = "d"\nsystem = "{system}"\nuser = "Explain: {{concept}}"\n'
-
-
-def _write_atomically(path: Path, content: str) -> None:
-    # As an editor or a deploy tool does: the file is never seen half-written.
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(content)
-    os.replace(temporary, path)
 
 
 @pytest.fixture
@@ -64,7 +54,7 @@ def test_a_changed_file_gives_a_new_version_in_force(prompts_dir: Path) -> None:
     library = PromptLibrary.load(prompts_dir, "explain")
     before = library.find("explain")
 
-    _write_atomically(prompts_dir / "explain.toml", _prompt_file("Be brief."))
+    write_atomically(prompts_dir / "explain.toml", prompt_file("Be brief."))
 
     assert library.reload() == ["explain"]
     after = library.find("explain")
@@ -133,25 +123,31 @@ def test_a_removed_file_stays_in_force_with_one_line(
     assert [r.__dict__["prompt"] for r in caplog.records if "removed" in r.getMessage()] == ["eli5"]
 
 
-def test_a_configmap_style_symlink_swap_reloads(tmp_path: Path) -> None:
-    # What the kubelet does: files are links through `..data`, a link to a
-    # timestamped directory, which a rename swaps for a new one.
+def _configmap_mount(tmp_path: Path) -> Path:
+    """A directory laid out as the kubelet mounts a ConfigMap: files are links
+    through `..data`, a link to a timestamped directory."""
     mount = tmp_path / "mount"
     mount.mkdir()
     first = mount / "..2026_12_07_00_00_00.1"
     first.mkdir()
-    (first / "explain.toml").write_text(_prompt_file("First."))
+    (first / "explain.toml").write_text(prompt_file("First."))
     (mount / "..data").symlink_to(first.name)
     (mount / "explain.toml").symlink_to("..data/explain.toml")
+    return mount
+
+
+def test_a_configmap_style_symlink_swap_reloads(tmp_path: Path) -> None:
+    mount = _configmap_mount(tmp_path)
     library = PromptLibrary.load(mount, "explain")
 
-    _swap_configmap(mount, _prompt_file("Second."))
+    _swap_configmap(mount, prompt_file("Second."))
 
     assert library.reload() == ["explain"]
     assert library.find("explain").template.format_messages(concept="x")[0].content == "Second."
 
 
 def _swap_configmap(mount: Path, content: str) -> None:
+    """The kubelet's update: a new timestamped directory, `..data` renamed onto it."""
     second = mount / "..2026_12_07_00_00_01.2"
     second.mkdir()
     (second / "explain.toml").write_text(content)
@@ -163,13 +159,7 @@ def _swap_configmap(mount: Path, content: str) -> None:
 
 
 async def test_the_watcher_reloads_a_configmap_swap_and_stops_cleanly(tmp_path: Path) -> None:
-    mount = tmp_path / "mount"
-    mount.mkdir()
-    first = mount / "..2026_12_07_00_00_00.1"
-    first.mkdir()
-    (first / "explain.toml").write_text(_prompt_file("First."))
-    (mount / "..data").symlink_to(first.name)
-    (mount / "explain.toml").symlink_to("..data/explain.toml")
+    mount = _configmap_mount(tmp_path)
     library = PromptLibrary.load(mount, "explain")
     before = library.find("explain").version
 
@@ -179,7 +169,7 @@ async def test_the_watcher_reloads_a_configmap_swap_and_stops_cleanly(tmp_path: 
         # step sets the watch up before it first waits (watchfiles creates
         # its notifier before handing the wait to a thread): no timing here.
         await asyncio.sleep(0)
-        _swap_configmap(mount, _prompt_file("Second."))
+        _swap_configmap(mount, prompt_file("Second."))
 
         async def swapped() -> bool:
             return library.find("explain").version != before
@@ -234,7 +224,7 @@ async def test_chains_are_built_per_version_and_forgotten_when_unused(prompts_di
     async with aclosing(stream):
         old_text = await _first_piece(stream)
         # The file changes while the old answer is being written.
-        _write_atomically(prompts_dir / "explain.toml", _prompt_file("New system part."))
+        write_atomically(prompts_dir / "explain.toml", prompt_file("New system part."))
         library.reload()
         new = library.find("explain").version
         new_text = "".join([p async for p in writer.stream("q", prompt="explain")])
@@ -252,7 +242,7 @@ async def test_an_answer_checked_before_a_reload_is_written_with_its_version(
     library = PromptLibrary.load(prompts_dir, "explain")
     writer = AIWriter(_echo_system_part(), library)
     checked_on = library.find("explain").version
-    _write_atomically(prompts_dir / "explain.toml", _prompt_file("New system part."))
+    write_atomically(prompts_dir / "explain.toml", prompt_file("New system part."))
     library.reload()
 
     text = "".join(
