@@ -15,6 +15,9 @@ from qa_service import __version__
 from qa_service.access.admission import open_admission
 from qa_service.access.keys import load_key_ring
 from qa_service.access.tickets import StreamTickets
+from qa_service.answers.cache.answer_cache import AnswerCache, CachePolicy
+from qa_service.answers.cache.keys import ModelShape
+from qa_service.answers.cache.ports import CacheStore
 from qa_service.answers.chats import ChatAnswers
 from qa_service.answers.readers import ReaderLimits
 from qa_service.answers.registry import AnswerRegistry
@@ -88,8 +91,12 @@ def create_app(settings: Settings) -> FastAPI:
             )
             # Runs after the answers end: their readers' loops stop last.
             stack.push_async_callback(registry.readers.close)
-            # Last in, first out: the answers end, then give back their places.
+            # Last in, first out: the answers end, then give back their places
+            # and leave the cache's flights.
             stack.push_async_callback(admission.drain)
+            cache = build_answer_cache(settings, registry, stores.cache)
+            if cache is not None:
+                stack.push_async_callback(cache.aclose)
             stack.push_async_callback(registry.abort_all, SHUTTING_DOWN)
             # A reader on another replica holds no connection here: the drain
             # waits for the answers themselves, not only for our connections.
@@ -113,6 +120,7 @@ def create_app(settings: Settings) -> FastAPI:
                 keys=keys,
                 probe=probe,
                 drain=drain,
+                cache=cache,
             )
             stack.callback(setattr, app.state, "service", None)
             if settings.is_demo_fallback:
@@ -176,6 +184,27 @@ def create_app(settings: Settings) -> FastAPI:
     surfaces = (native.components, ai_sdk.components, openai.components)
     install_openapi(app, facts, surfaces, keys_on=settings.auth_enabled)
     return app
+
+
+def build_answer_cache(
+    settings: Settings, registry: AnswerRegistry, store: CacheStore
+) -> AnswerCache | None:
+    """The answer cache, when QA_ANSWER_CACHE_TTL_SECONDS turns it on."""
+    if settings.answer_cache_ttl_seconds <= 0:
+        return None
+    policy = CachePolicy(
+        ttl_seconds=settings.answer_cache_ttl_seconds,
+        global_scope=settings.answer_cache_scope == "global",
+        paced_replay=settings.answer_cache_replay == "original",
+        max_readers=settings.answer_cache_max_joiners,
+        flight_seconds=settings.resume_ttl_seconds,
+    )
+    shape = ModelShape(
+        settings.resolved_provider,
+        settings.resolved_model,
+        {"temperature": settings.temperature, "max_tokens": settings.max_tokens},
+    )
+    return AnswerCache(registry, store, policy, shape)
 
 
 def provider_capabilities(settings: Settings) -> ProviderCapabilities:

@@ -149,6 +149,22 @@ class Settings(BaseSettings):
     # Hold the response this long for the first text, so that a provider
     # failure before it is a real HTTP status; 0 streams at once.
     first_text_hold_seconds: float = Field(default=5.0, ge=0, le=60)
+    # --- The answer cache (issue 22; docs/operations.md "Caching"). Above 0:
+    # a finished answer (finish_reason stop) is served again for this long,
+    # and identical questions in flight share one provider call. Off by
+    # default: with a temperature above 0 answers are not deterministic.
+    answer_cache_ttl_seconds: int = Field(default=0, ge=0, le=30 * 86400)
+    # A hit is sent at once, or at the original's pace (each gap capped).
+    answer_cache_replay: Literal["instant", "original"] = "instant"
+    # Whose answers a client may be served: its own (its API key's client, else
+    # its address), or every client's.
+    answer_cache_scope: Literal["client", "global"] = "client"
+    # In-process cache only (no QA_REDIS_URL): the recordings' size bound;
+    # past it the least recently used goes.
+    answer_cache_max_mb: float = Field(default=64.0, gt=0, le=100_000)
+    # Answers reading one shared answer at once (its asker's and its joiners');
+    # past it a new question starts another.
+    answer_cache_max_joiners: int = Field(default=100, ge=1, le=10_000)
     # API keys (docs/operations.md, "API keys"): either one turns authentication on, and
     # both may be given. QA_API_KEYS is comma-separated raw keys; the file
     # holds only their hashes (access/keys.py reads it at start-up).

@@ -105,7 +105,7 @@ def test_an_allowed_origin_may_preflight_and_stream(cors_app: TestClient) -> Non
         headers={
             "Origin": FRONTEND,
             "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "content-type",
+            "Access-Control-Request-Headers": "content-type, cache-control",
         },
     )
     assert preflight.status_code == 200
@@ -117,7 +117,7 @@ def test_an_allowed_origin_may_preflight_and_stream(cors_app: TestClient) -> Non
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.headers["access-control-allow-origin"] == FRONTEND
     exposed = response.headers["access-control-expose-headers"].lower().split(",")
-    assert {"x-request-id", "retry-after", "x-ratelimit-remaining-requests"} <= {
+    assert {"x-request-id", "retry-after", "x-ratelimit-remaining-requests", "x-qa-cache"} <= {
         name.strip() for name in exposed
     }
 

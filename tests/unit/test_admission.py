@@ -124,7 +124,7 @@ async def test_an_answers_tokens_are_charged_before_its_slot_is_given_back() -> 
     admission = Admission(StreamCapacity(10), quotas, SlotKeeper(MemorySlotStore(), 30), 1)
     admitted = await admission.admit("a")
     ended = asyncio.get_running_loop().create_future()
-    run = SimpleNamespace(start=lambda: ended, stats=SimpleNamespace(billed_tokens=150))
+    run = SimpleNamespace(start=lambda: ended, billed_tokens=150)
     admission.release_when_ended(admitted, cast(AnswerRun, run))
 
     ended.set_result(None)  # the answer ends, 150 tokens over a budget of 100

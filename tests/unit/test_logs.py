@@ -55,6 +55,7 @@ ANSWER_LINE: dict[str, Any] = {
     "fallback": True,
     "prompt": "explain",
     "prompt_version": "8279f918e73a",
+    "cache": None,
     "outcome": "error",
     "error_code": "upstream_error",
     "error_cause": "APIError",

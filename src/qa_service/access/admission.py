@@ -104,9 +104,7 @@ class Admission:
 
     def release_when_ended(self, admitted: Admitted, run: AnswerRun) -> None:
         """Give back the answer's places, and charge its tokens, however it ends."""
-        run.start().add_done_callback(
-            lambda _: self._give_back_later(admitted, run.stats.billed_tokens)
-        )
+        run.start().add_done_callback(lambda _: self._give_back_later(admitted, run.billed_tokens))
 
     async def give_back(self, admitted: Admitted) -> None:
         """For an answer that never started."""

@@ -46,10 +46,8 @@ class AnswerRequest:
     configurable: Mapping[str, Any]
     # The conversation before `question`, oldest first, trimmed to its budget.
     history: tuple[Turn, ...] = ()
-    # The prompt's version in force when the request was checked: the answer is
-    # written with it, whatever the file says by then. "": the one in force
-    # when the answer starts. Not in fingerprint(): a resume after a reload
-    # must still match the answer it resumes.
+    # The prompt's version when the request was checked (generation/prompts.py);
+    # not in the fingerprint: a resume after the file changed still matches.
     prompt_version: str = ""
 
     def fingerprint(self) -> str:
@@ -83,6 +81,9 @@ class AnswerRecord:
     fallback: bool
     prompt: str
     prompt_version: str | None
+    # What the answer cache did (hit | join | miss | bypass), `source` for the
+    # provider call a cache's readers share; None with the cache off.
+    cache: str | None
     outcome: str  # complete | error | cancelled | client_disconnected
     error_code: str | None
     error_cause: str | None  # exception type; its message can carry secrets
@@ -164,6 +165,7 @@ class RunStats:
             fallback=report.fallback,
             prompt=meta.prompt,
             prompt_version=meta.prompt_version,
+            cache=meta.cache,
             outcome=self.outcome,
             error_code=self.error_code,
             error_cause=self.error_cause,

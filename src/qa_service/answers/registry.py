@@ -18,7 +18,7 @@ from enum import Enum
 from qa_service.answers.model import AnswerObserver, AnswerRequest, new_answer_id
 from qa_service.answers.ports import AnswerStore, LogInfo
 from qa_service.answers.readers import NO_READER_LIMITS, LocalReaders, ReaderLimits
-from qa_service.answers.run import AnswerRun, RunTiming
+from qa_service.answers.run import AnswerRun, RunTiming, TextSource, WriterSource
 from qa_service.core import errors
 from qa_service.core.errors import (
     CANCELLED,
@@ -77,6 +77,10 @@ class AnswerRegistry:
         # outlive the answer's task, and must end before the stores close.
         self._endings: set[asyncio.Task[None]] = set()
 
+    def model_source(self, request: AnswerRequest) -> WriterSource:
+        """`request`'s text as the model writes it: a new answer's source by default."""
+        return WriterSource(self._writer, request)
+
     def local(self, answer_id: str) -> AnswerRun | None:
         return self._runs.get(answer_id)
 
@@ -90,14 +94,21 @@ class AnswerRegistry:
         return sum(not run.ended for run in self._runs.values())
 
     async def start(
-        self, request: AnswerRequest, meta: AnswerMeta, reader_within: float = 0.0
+        self,
+        request: AnswerRequest,
+        meta: AnswerMeta,
+        reader_within: float = 0.0,
+        source: TextSource | None = None,
+        answer_id: str | None = None,
     ) -> AnswerRun:
-        """A new answer with a fresh id, generating in this process.
+        """A new answer, generating in this process: with a fresh id unless
+        `answer_id` is given (one made by new_answer_id, never a client's).
 
         `reader_within`: how long its first reader may take to attach (a
         response held for the first text) before the resume grace starts.
+        `source`: where its text comes from; the model by default.
         """
-        answer_id = new_answer_id()
+        answer_id = answer_id or new_answer_id()
         meta = dataclasses.replace(meta, answer_id=answer_id)
         grace = self.timing.grace_seconds
         # One step (one Redis round trip), before the task runs: a reader must
@@ -112,8 +123,7 @@ class AnswerRegistry:
         )
         run = AnswerRun(
             meta,
-            request,
-            self._writer,
+            source or self.model_source(request),
             self.store,
             self.timing,
             self._observers,

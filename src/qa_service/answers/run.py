@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from contextlib import aclosing, suppress
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import anyio
 
@@ -49,7 +49,16 @@ from qa_service.core.errors import (
     StoreUnavailableError,
     UpstreamIncompleteError,
 )
-from qa_service.core.events import AnswerEvent, AnswerMeta, Done, Failed, Meta, Text
+from qa_service.core.events import (
+    AnswerEvent,
+    AnswerMeta,
+    AnswerSummary,
+    CacheOutcome,
+    Done,
+    Failed,
+    Meta,
+    Text,
+)
 from qa_service.core.loops import Loop, pause
 from qa_service.generation.failures import classify_failure, upstream_status
 from qa_service.generation.report import GenerationReport
@@ -57,6 +66,35 @@ from qa_service.generation.upstream import AnswerUpstream
 from qa_service.generation.writer import AIWriter
 
 log = logging.getLogger(__name__)
+
+
+class TextSource(Protocol):
+    """Where an answer's text comes from: the model (`WriterSource`), or, with the
+    answer cache, a finished answer's recording or another answer's log
+    (answers/cache/sources.py)."""
+
+    def stream(self, report: GenerationReport) -> AsyncGenerator[str]:
+        """The text, piece by piece; `report` is filled with how it finished."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WriterSource:
+    """The answer to `request`, as the model writes it."""
+
+    writer: AIWriter
+    request: AnswerRequest
+
+    def stream(self, report: GenerationReport) -> AsyncGenerator[str]:
+        request = self.request
+        return self.writer.stream(
+            request.question,
+            prompt=request.prompt,
+            prompt_version=request.prompt_version,
+            history=request.history,
+            report=report,
+            configurable=request.configurable,
+        )
 
 
 class LogEndedElsewhereError(Exception):
@@ -80,8 +118,7 @@ class AnswerRun:
     def __init__(
         self,
         meta: AnswerMeta,
-        request: AnswerRequest,
-        writer: AIWriter,
+        source: TextSource,
         store: AnswerStore,
         timing: RunTiming,
         observers: Sequence[AnswerObserver] = (),
@@ -90,11 +127,12 @@ class AnswerRun:
         self.meta = meta
         self.id = meta.answer_id
         self.stats = RunStats()
+        # The Done's summary, once the answer finished normally.
+        self.summary: AnswerSummary | None = None
         # The first text, or the end if none came: what a held response waits for.
         self._first_output = asyncio.Event()
         self._failed_before_text: PublicError | None = None
-        self._request = request
-        self._writer = writer
+        self._source = source
         self._store = store
         self._timing = timing
         self._observers = observers
@@ -114,6 +152,15 @@ class AnswerRun:
     def task(self) -> asyncio.Task[None] | None:
         """The answer's task, once started."""
         return self._task
+
+    @property
+    def billed_tokens(self) -> int:
+        """What the answer costs its client's token budget: nothing when the
+        cache served it (a hit, or a join of an answer another client pays)."""
+        cache = self.meta.cache
+        if cache is not None and not CacheOutcome(cache).paid:
+            return 0
+        return self.stats.billed_tokens
 
     @property
     def ended(self) -> bool:
@@ -178,14 +225,7 @@ class AnswerRun:
         try:
             await self._append(Meta(self._next_seq, self.meta))
             async with self._upstream.recording():
-                texts = self._writer.stream(
-                    self._request.question,
-                    prompt=self._request.prompt,
-                    prompt_version=self._request.prompt_version,
-                    history=self._request.history,
-                    report=report,
-                    configurable=self._request.configurable,
-                )
+                texts = self._source.stream(report)
                 async with aclosing(texts):
                     async for chunk in texts:
                         if self._stop is not None:
@@ -217,7 +257,9 @@ class AnswerRun:
                 await self._append_final(Failed(self._next_seq, public))
         else:
             self.stats.outcome = "complete"
-            await self._append_final(Done(self._next_seq, self.stats.summary(report)))
+            summary = replace(self.stats.summary(report), cache=self.meta.cache)
+            self.summary = summary
+            await self._append_final(Done(self._next_seq, summary))
         finally:
             # Every path above stopped it, and waited, before the lease went
             # (_end_lease); a backstop with no await, so a second cancel can

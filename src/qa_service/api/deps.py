@@ -13,6 +13,7 @@ from qa_service.access.admission import Admission
 from qa_service.access.clients import address_client
 from qa_service.access.keys import KeyRing
 from qa_service.access.tickets import StreamTickets
+from qa_service.answers.cache.answer_cache import AnswerCache
 from qa_service.answers.chats import ChatAnswers
 from qa_service.answers.connection import connection_events
 from qa_service.answers.registry import AnswerRegistry
@@ -56,6 +57,8 @@ class Service:
     probe: ProviderProbe | None = None
     # Begun by SIGTERM (server.py): no new answer starts here any more.
     drain: Drain = field(default_factory=Drain)
+    # None: QA_ANSWER_CACHE_TTL_SECONDS is 0, and every answer asks the provider.
+    cache: AnswerCache | None = None
 
     def refuse_new_answers_while_draining(self) -> None:
         """503 `shutting_down` once the drain has begun, with Retry-After: an

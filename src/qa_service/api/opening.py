@@ -14,7 +14,9 @@ import anyio
 from asgi_correlation_id import correlation_id
 from starlette.requests import Request
 
+from qa_service.answers.cache.answer_cache import CacheControls
 from qa_service.answers.model import AnswerRequest
+from qa_service.answers.run import AnswerRun
 from qa_service.api.deps import Service, client_of
 from qa_service.core import errors
 from qa_service.core.events import AnswerEvent, AnswerMeta
@@ -58,18 +60,22 @@ async def open_answer(
     service.refuse_new_answers_while_draining()
     settings = service.settings
     admission = service.admission
-    admitted = await admission.admit(client_of(request))
+    client = client_of(request)
+    # A hit is admitted too: a request is a request (QA_RATE_LIMIT); it only
+    # costs the client no tokens (AnswerRun.billed_tokens).
+    admitted = await admission.admit(client)
     try:
         # Here, before the 200: a store that is down is a 503 store_unavailable.
-        run = await service.registry.start(
-            answer_request,
-            new_meta(service, answer_request, scenario),
-            reader_within=settings.first_text_hold_seconds,
+        run = await _start(
+            service, answer_request, new_meta(service, answer_request, scenario), client, request
         )
     except BaseException:
         await admission.give_back(admitted)
         raise
     admission.release_when_ended(admitted, run)
+    if run.meta.cache is not None:
+        admitted.headers["x-qa-cache"] = run.meta.cache
+        service.telemetry.cache_outcome(run.meta.cache)
     if settings.first_text_hold_seconds > 0:
         # Nothing is sent yet, so a provider that fails before any text gets
         # its real status (429, 502, 503, 504) instead of 200 and an event.
@@ -80,3 +86,26 @@ async def open_answer(
     return OpenedAnswer(
         run.id, service.connection_events(run.id, -1, shutdown), shutdown, admitted.headers
     )
+
+
+async def _start(
+    service: Service, answer_request: AnswerRequest, meta: AnswerMeta, client: str, request: Request
+) -> AnswerRun:
+    """A new answer: through the answer cache when it is on."""
+    reader_within = service.settings.first_text_hold_seconds
+    if service.cache is None:
+        return await service.registry.start(answer_request, meta, reader_within=reader_within)
+    return await service.cache.start(
+        answer_request, meta, client, cache_controls(request), reader_within=reader_within
+    )
+
+
+def cache_controls(request: Request) -> CacheControls:
+    """The request's Cache-Control directives the cache honours (RFC 9111 5.2.1):
+    `no-cache` asks afresh and keeps the result, `no-store` keeps nothing."""
+    directives = {
+        part.split("=", 1)[0].strip().lower()
+        for value in request.headers.getlist("cache-control")
+        for part in value.split(",")
+    }
+    return CacheControls(no_cache="no-cache" in directives, no_store="no-store" in directives)

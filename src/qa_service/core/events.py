@@ -8,6 +8,7 @@ as plain dicts (`to_dict`, `from_dict`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any
 
 from qa_service.core.errors import PublicError
@@ -16,6 +17,23 @@ from qa_service.core.errors import PublicError
 # shutting_down notice, an unreachable store). It is never in the log and is
 # sent without an id, so a client's Last-Event-ID keeps pointing into the log.
 NOT_LOGGED = -1
+
+
+class CacheOutcome(StrEnum):
+    """What the answer cache did for an answer (answers/cache/)."""
+
+    HIT = "hit"  # replayed a finished answer: no provider call
+    JOIN = "join"  # read an identical answer still being written
+    MISS = "miss"  # asked the provider; the answer is shared and kept
+    BYPASS = "bypass"  # asked afresh, as Cache-Control said
+    # Internal: the provider call a miss's and its joiners' answers read. Its
+    # log and its log line are the service's own; no client is given its id.
+    SOURCE = "source"
+
+    @property
+    def paid(self) -> bool:
+        """Whether the client is charged the answer's tokens (QA_CLIENT_TOKEN_BUDGET)."""
+        return self not in (CacheOutcome.HIT, CacheOutcome.JOIN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +49,9 @@ class AnswerMeta:
     # The prompt's version the answer is written with (generation/prompts.py
     # version_of); None in logs stored before versions existed.
     prompt_version: str | None = None
+    # With the answer cache on (QA_ANSWER_CACHE_TTL_SECONDS): what it did for
+    # this answer, hit | join | miss | bypass (docs/PROTOCOL.md "Caching").
+    cache: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +65,8 @@ class AnswerSummary:
     # configured one). Defaults: logs stored before these fields existed.
     provider: str | None = None
     model: str | None = None
+    # As the meta's `cache`: a `hit` reports the original answer's usage.
+    cache: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

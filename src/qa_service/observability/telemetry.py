@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from qa_service.answers.model import AnswerRecord
-from qa_service.core.events import AnswerMeta
+from qa_service.core.events import AnswerMeta, CacheOutcome
 
 log = logging.getLogger("qa_service.answers")
 
@@ -108,6 +108,12 @@ class Telemetry:
             "qa_fallbacks",
             "Answers the fallback provider wrote, the primary having failed before any text",
         )
+        self.cache_outcomes = counter(
+            "qa_answer_cache",
+            "Answers by what the answer cache did: hit (replayed, no provider call), join (read "
+            "an identical answer in flight), miss (asked the provider), bypass (Cache-Control)",
+            "outcome",
+        )
         self.upstream_cancellations = counter(
             "qa_upstream_cancellations",
             "Provider requests the service closed before they finished",
@@ -147,19 +153,37 @@ class Telemetry:
     def producer_lost(self) -> None:
         self.producers_lost.labels(*self._labels).inc()
 
+    def cache_outcome(self, outcome: str) -> None:
+        self.cache_outcomes.labels(*self._labels, outcome).inc()
+
     def refused(self, code: str) -> None:
         self.requests.labels(*self._labels, "refused", code).inc()
 
     def answer_started(self, meta: AnswerMeta) -> None:
-        self.active_streams.labels(*self._labels).inc()
+        if _for_a_client(meta.cache):
+            self.active_streams.labels(*self._labels).inc()
 
     def answer_finished(self, record: AnswerRecord) -> None:
+        """A client's answer counts in the answers' metrics, a provider call in the
+        provider's; without the cache (or with no-store) an answer is both."""
+        if _for_a_client(record.cache):
+            self._client_answer_finished(record)
+        if _called_the_provider(record.cache):
+            self._provider_call_finished(record)
+        _log_answer(record)
+
+    def _client_answer_finished(self, record: AnswerRecord) -> None:
         labels = self._labels
         self.active_streams.labels(*labels).dec()
         self.requests.labels(*labels, record.outcome, record.error_code or "").inc()
         self.duration.labels(*labels).observe(record.duration_ms / 1000)
         if record.ttft_ms is not None:
             self.ttft.labels(*labels).observe(record.ttft_ms / 1000)
+        if record.outcome == "client_disconnected":
+            self.client_disconnects.labels(*labels).inc()
+
+    def _provider_call_finished(self, record: AnswerRecord) -> None:
+        labels = self._labels
         self.tokens_relayed.labels(*labels).inc(record.pieces)
         if record.input_tokens is not None:
             self.usage_tokens.labels(*labels, "input").inc(record.input_tokens)
@@ -169,14 +193,22 @@ class Telemetry:
             self.upstream_errors.labels(*labels, record.error_code).inc()
         if record.fallback:
             self.fallbacks.labels(*labels).inc()
-        if record.outcome == "client_disconnected":
-            self.client_disconnects.labels(*labels).inc()
         # Each stops generation mid-answer, so each closes a provider request early.
         if record.outcome in ("client_disconnected", "cancelled") or record.error_code == (
             "shutting_down"
         ):
             self.upstream_cancellations.labels(*labels).inc()
-        _log_answer(record)
+
+
+def _for_a_client(cache: str | None) -> bool:
+    """Whether an answer is a client's: all but the provider call a cache shares."""
+    return cache != CacheOutcome.SOURCE
+
+
+def _called_the_provider(cache: str | None) -> bool:
+    """Whether the answer itself asked the provider: with the cache on, only the
+    shared answers (`source`) and the no-store ones do."""
+    return cache in (None, CacheOutcome.SOURCE, CacheOutcome.BYPASS)
 
 
 def _log_answer(record: AnswerRecord) -> None:

@@ -18,10 +18,12 @@ from limits.aio.storage import MemoryStorage, Storage
 
 from qa_service.access.slots import SlotStore
 from qa_service.access.tickets import TicketStore
+from qa_service.answers.cache.ports import CacheStore
 from qa_service.answers.chats import ChatStore
 from qa_service.answers.ports import AnswerStore
 from qa_service.config import Settings
 from qa_service.stores.memory_answers import MemoryAnswerStore
+from qa_service.stores.memory_cache import MemoryCacheStore
 from qa_service.stores.memory_slots import MemorySlotStore
 from qa_service.stores.memory_values import MemoryValues
 from qa_service.stores.redis_log import RedisLogSettings
@@ -38,6 +40,8 @@ class Stores:
     tickets: TicketStore
     # Each client's chat's latest answer (the AI SDK dialect's resume).
     chats: ChatStore
+    # Finished answers' recordings and answers in flight (answers/cache/).
+    cache: CacheStore
 
 
 def max_logged_events(settings: Settings) -> int:
@@ -81,10 +85,12 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
             MemorySlotStore(),
             MemoryValues(),
             MemoryValues(),
+            MemoryCacheStore(int(settings.answer_cache_max_mb * 1024 * 1024)),
         )
         return
     # Imported only when used: a single-process deployment never loads redis.
     from qa_service.stores.redis_answers import RedisAnswerStore
+    from qa_service.stores.redis_cache import RedisCacheStore
     from qa_service.stores.redis_client import open_redis_client
     from qa_service.stores.redis_limits import open_limit_counters
     from qa_service.stores.redis_slots import RedisSlotStore
@@ -105,6 +111,7 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
                 RedisSlotStore(client),
                 RedisValues(client, TICKETS_PREFIX),
                 RedisValues(client, CHATS_PREFIX),
+                RedisCacheStore(client),
             )
         finally:
             await answers.aclose()

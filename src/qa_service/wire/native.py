@@ -46,7 +46,10 @@ def render(answer_id: str, event: AnswerEvent) -> ServerSentEvent:
             payload = {"meta": {k: v for k, v in asdict(info).items() if v is not None}}
             retry = RECONNECT_MS
         case Done(_, summary):
-            payload = {"done": asdict(summary)}
+            done = asdict(summary)
+            if summary.cache is None:
+                del done["cache"]  # the cache is off: the payload it always had
+            payload = {"done": done}
         case Failed(_, error):
             payload = {"error": error.as_dict()}
     logged = event.seq != NOT_LOGGED

@@ -49,7 +49,12 @@ MAX_SEQ = 999_999_999
     responses=schemas.stream_responses("get"),
     head_responses=schemas.stream_responses("head"),
     openapi_extra={
-        "parameters": [start_up_parameters(), schemas.TICKET_PARAMETER, schemas.LAST_EVENT_ID]
+        "parameters": [
+            start_up_parameters(),
+            schemas.TICKET_PARAMETER,
+            schemas.LAST_EVENT_ID,
+            schemas.CACHE_CONTROL,
+        ]
     },
     dependencies=STARTS_ANSWERS,
 )
@@ -73,7 +78,10 @@ async def ai_write(service: ServiceDep, request: Request) -> Response:
     operation_id="ai_write_post",
     summary="Stream an answer as Server-Sent Events (a JSON body, for long questions)",
     responses=schemas.stream_responses("post"),
-    openapi_extra={"requestBody": schemas.ASK_BODY, "parameters": [schemas.LAST_EVENT_ID]},
+    openapi_extra={
+        "requestBody": schemas.ASK_BODY,
+        "parameters": [schemas.LAST_EVENT_ID, schemas.CACHE_CONTROL],
+    },
     dependencies=STARTS_ANSWERS,
 )
 async def ai_write_post(service: ServiceDep, request: Request) -> Response:

@@ -99,10 +99,13 @@ def install_web(app: FastAPI, settings: Settings) -> None:
                 "Authorization",
                 "Last-Event-ID",
                 "X-Request-ID",
+                # no-cache / no-store for the answer cache: not a safelisted header.
+                "Cache-Control",
             ],
             # What a cross-origin client needs to read: its request id, when to
             # ask again and its limits (an SDK's retry reads Retry-After), and
-            # the OpenAI dialect's note of left-out system messages.
+            # the OpenAI dialect's note of left-out system messages, and what
+            # the answer cache did.
             expose_headers=[
                 "X-Request-ID",
                 "Retry-After",
@@ -112,6 +115,7 @@ def install_web(app: FastAPI, settings: Settings) -> None:
                     for unit in ("requests", "tokens")
                 ),
                 "x-qa-ignored-system-messages",
+                "x-qa-cache",
             ],
             max_age=600,
         )

@@ -87,7 +87,12 @@ def stream_responses(method: str) -> Responses:
             "X-Request-ID": {
                 "description": "The request id, also in the meta event.",
                 "schema": {"type": "string"},
-            }
+            },
+            "x-qa-cache": {
+                "description": "With the answer cache on (QA_ANSWER_CACHE_TTL_SECONDS): what it "
+                "did, as the meta event's `cache`.",
+                "schema": {"type": "string", "enum": ["hit", "join", "miss", "bypass"]},
+            },
         },
         "content": {
             "text/event-stream": {
@@ -241,6 +246,14 @@ LAST_EVENT_ID = {
     "schema": {"type": "string", "pattern": r"^(\s*|[A-Za-z0-9_-]{22}:[0-9]{1,9})$"},
     "description": "Resume after this event (`<answer id>:<seq>`), as EventSource sends "
     "it. Blank is the same as no header.",
+}
+CACHE_CONTROL = {
+    "name": "Cache-Control",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "With the answer cache on: `no-cache` asks the provider afresh and keeps "
+    "the answer; `no-store` asks afresh and keeps nothing. Other directives are ignored.",
 }
 HEALTH_RESPONSES: Responses = {
     "200": json_body("Health", "The process serves HTTP (liveness)."),

@@ -1,0 +1,229 @@
+"""Hit, join, miss or bypass: how the cache starts an answer, and what each leaves behind.
+
+Every client's answer is an answer of its own (its id, log, cancel and resume
+work as without the cache). With the cache on, a miss starts two:
+- the shared answer: the provider call, in a log whose id no client is given
+  (meta `cache`: `source`), recorded as it goes;
+- the client's answer, which reads the shared one's log (sources.RelaySource).
+
+A question asked while the shared answer is written joins it: one more
+answer reading the same log. So the first asker is no different from the
+joiners: cancelling or leaving ends only its own answer. The shared answer is
+cancelled when its last reader has gone (each leaves after its own resume
+grace, as a lone answer is), counted in the flight (ports.py). When it ends
+with finish_reason `stop` its recording is kept for QA_ANSWER_CACHE_TTL_SECONDS,
+and a later question replays it (a hit). Anything else is never kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable, Coroutine
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from qa_service.answers.cache.keys import GLOBAL_SCOPE, ModelShape, cache_key
+from qa_service.answers.cache.ports import CacheStore
+from qa_service.answers.cache.recording import RecordedAnswer, RecordingSource
+from qa_service.answers.cache.sources import RelaySource, ReplaySource
+from qa_service.answers.model import AnswerRequest, new_answer_id
+from qa_service.answers.registry import AnswerRegistry
+from qa_service.answers.run import AnswerRun
+from qa_service.core.errors import CANCELLED, QAServiceError, StoreUnavailableError
+from qa_service.core.events import AnswerMeta, CacheOutcome
+
+log = logging.getLogger(__name__)
+
+# How long the cache's own bookkeeping may take at shutdown, after the answers end.
+_CLOSE_SECONDS = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    # How long a finished answer is kept (QA_ANSWER_CACHE_TTL_SECONDS).
+    ttl_seconds: int
+    # QA_ANSWER_CACHE_SCOPE=global: every client shares; else each client its own.
+    global_scope: bool = False
+    # QA_ANSWER_CACHE_REPLAY=original: a hit keeps the original's pace (capped).
+    paced_replay: bool = False
+    # Readers of one shared answer (QA_ANSWER_CACHE_MAX_JOINERS); past it, another starts.
+    max_readers: int = 100
+    # An answer being written is joinable this long from its start, at most.
+    flight_seconds: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class CacheControls:
+    """The request's Cache-Control."""
+
+    no_cache: bool = False  # ask afresh, and keep the result
+    no_store: bool = False  # ask afresh, and keep nothing
+
+
+class AnswerCache:
+    def __init__(
+        self,
+        registry: AnswerRegistry,
+        store: CacheStore,
+        policy: CachePolicy,
+        shape: ModelShape,
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._policy = policy
+        self._shape = shape
+        # Each answer's bookkeeping after it ends (keep its recording, leave its flight).
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def start(
+        self,
+        request: AnswerRequest,
+        meta: AnswerMeta,
+        client: str,
+        controls: CacheControls = CacheControls(),
+        reader_within: float = 0.0,
+    ) -> AnswerRun:
+        """The client's answer to `request`; its meta's `cache` says which way it came."""
+        registry = self._registry
+        if controls.no_store:
+            bypass = dataclasses.replace(meta, cache=CacheOutcome.BYPASS)
+            return await registry.start(request, bypass, reader_within)
+        policy = self._policy
+        key = cache_key(request, GLOBAL_SCOPE if policy.global_scope else client, self._shape)
+        if not controls.no_cache:
+            found = await self._store.get(key)
+            recording = RecordedAnswer.decode(found) if found is not None else None
+            if recording is not None:
+                hit = dataclasses.replace(meta, cache=CacheOutcome.HIT)
+                replay = ReplaySource(recording, paced=policy.paced_replay)
+                return await registry.start(request, hit, reader_within, source=replay)
+        outcome = CacheOutcome.BYPASS if controls.no_cache else CacheOutcome.MISS
+        # No-cache asks afresh: it never joins, but its answer may be joined.
+        max_readers = 0 if controls.no_cache else policy.max_readers
+        for _ in range(2):
+            flight = await self._store.join_or_start(
+                key, new_answer_id(), max_readers, policy.flight_seconds
+            )
+            if flight is None:
+                break  # the flight is full: an answer of its own, kept but not joinable
+            shared_id, started = flight
+            if started:
+                return await self._ask(request, meta, outcome, reader_within, key, shared_id)
+            if await self._still_written(shared_id):
+                joined = dataclasses.replace(meta, cache=CacheOutcome.JOIN)
+                return await self._read(request, joined, reader_within, key, shared_id, True)
+            # Its writer died without ending it: that flight is over.
+            await self._store.leave(key, shared_id)
+            await self._store.end(key, shared_id)
+        return await self._ask(request, meta, outcome, reader_within, key, None)
+
+    async def _ask(
+        self,
+        request: AnswerRequest,
+        meta: AnswerMeta,
+        outcome: CacheOutcome,
+        reader_within: float,
+        key: str,
+        flight_id: str | None,
+    ) -> AnswerRun:
+        """A new shared answer (the flight's, when `flight_id`), and the client's reading it."""
+        registry = self._registry
+        recorder = RecordingSource(registry.model_source(request))
+        source_meta = dataclasses.replace(meta, cache=CacheOutcome.SOURCE)
+        try:
+            shared = await registry.start(
+                request, source_meta, source=recorder, answer_id=flight_id or new_answer_id()
+            )
+        except BaseException:
+            if flight_id is not None:
+                self._later(lambda: self._store.end(key, flight_id))
+            raise
+        in_flight = flight_id is not None
+        self._when_ended(shared, lambda: self._shared_ended(key, shared, recorder, in_flight))
+        client_meta = dataclasses.replace(meta, cache=outcome)
+        return await self._read(request, client_meta, reader_within, key, shared.id, in_flight)
+
+    async def _read(
+        self,
+        request: AnswerRequest,
+        meta: AnswerMeta,
+        reader_within: float,
+        key: str,
+        shared_id: str,
+        in_flight: bool,
+    ) -> AnswerRun:
+        """The client's answer: the shared one's text, in an answer of its own."""
+        registry = self._registry
+        try:
+            run = await registry.start(
+                request, meta, reader_within, source=RelaySource(registry, shared_id)
+            )
+        except BaseException:
+            self._later(lambda: self._reader_left(key, shared_id, in_flight))
+            raise
+        self._when_ended(run, lambda: self._reader_left(key, shared_id, in_flight))
+        return run
+
+    async def _still_written(self, shared_id: str) -> bool:
+        """Whether a flight's answer has a writer, or has ended (its log then has it all)."""
+        registry = self._registry
+        if registry.generating(shared_id):
+            return True
+        info = await registry.store.describe(shared_id)
+        if info is None:
+            return False
+        return info.final_seq is not None or await registry.store.producer_alive(shared_id)
+
+    async def _shared_ended(
+        self, key: str, shared: AnswerRun, recorder: RecordingSource, in_flight: bool
+    ) -> None:
+        """Keep the answer if it finished normally; then its flight is over."""
+        try:
+            summary = shared.summary
+            if summary is not None and summary.finish_reason == "stop":
+                recording = recorder.recorded(summary).encode()
+                await self._store.put(key, recording, self._policy.ttl_seconds)
+        except StoreUnavailableError:
+            log.warning("could not keep a finished answer in the cache")
+        finally:
+            if in_flight:
+                with suppress(StoreUnavailableError):
+                    await self._store.end(key, shared.id)
+
+    async def _reader_left(self, key: str, shared_id: str, in_flight: bool) -> None:
+        """A client's answer ended: when it was the shared answer's last reader
+        and that is still being written, nobody is left to pay it for."""
+        registry = self._registry
+        if in_flight:
+            try:
+                left = await self._store.leave(key, shared_id)
+            except StoreUnavailableError:
+                return  # the shared answer's own resume grace stops it
+            if left != 0:
+                return
+        run = registry.local(shared_id)
+        if run is not None and run.ended:
+            return
+        with suppress(QAServiceError):  # already forgotten, or the store is down
+            await registry.cancel(shared_id, CANCELLED, "client_disconnected")
+
+    def _when_ended(
+        self, run: AnswerRun, bookkeeping: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        run.start().add_done_callback(lambda _: self._later(bookkeeping))
+
+    def _later(self, bookkeeping: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        task = asyncio.get_running_loop().create_task(bookkeeping())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def aclose(self) -> None:
+        """At shutdown, once the answers have ended: their bookkeeping gets its time."""
+        if self._pending:
+            with anyio.move_on_after(_CLOSE_SECONDS, shield=True):
+                await asyncio.wait(set(self._pending))
