@@ -6,6 +6,7 @@ one service and do not depend on their order.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import tomllib
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from httpx_sse import EventSource
 
 from tests.support.daemon import wait_until
 from tests.support.prompt_files import prompt_file, write_atomically
@@ -40,7 +42,12 @@ def prompts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def service(
     stub: UpstreamStub, prompts_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningService]:
-    settings = {**provider_settings("openai", stub), "QA_PROMPTS_DIR": str(prompts_dir)}
+    settings = {
+        **provider_settings("openai", stub),
+        "QA_PROMPTS_DIR": str(prompts_dir),
+        # On for the cache test; the others ask unique questions, which miss.
+        "QA_ANSWER_CACHE_TTL_SECONDS": "60",
+    }
     with run_service(settings, tmp_path_factory.mktemp("prompt-reload-service")) as running:
         yield running
 
@@ -136,3 +143,43 @@ def test_a_broken_file_is_refused_with_one_line_and_the_last_good_version_answer
     assert answer.kinds[-1] == "done"
     assert answer.events[0]["meta"]["prompt_version"] == before["eli5"]
     assert _system_part(stub, key) == good_system
+
+
+def _metas_of_cacheable_asks(service: RunningService, query: str, times: int) -> list[Any]:
+    """Each ask's meta, sent as a client that lets the cache answer: httpx-sse's
+    connect_sse (read_stream) always sends Cache-Control: no-store."""
+    metas = []
+    with httpx.Client(timeout=30) as client:
+        for _ in range(times):
+            headers = {"Accept": "text/event-stream"}
+            params = {"query": query}
+            with client.stream(
+                "GET", f"{service.url}/ai_write", params=params, headers=headers
+            ) as r:
+                events = [json.loads(e.data) for e in EventSource(r).iter_sse() if e.data]
+            assert next(iter(events[-1])) == "done"
+            metas.append(events[0]["meta"])
+    return metas
+
+
+def test_an_edited_prompt_misses_the_answers_cached_on_its_old_version(
+    service: RunningService, stub: UpstreamStub, prompts_dir: Path
+) -> None:
+    old_version = _versions(service)["explain"]
+    key = marker()
+    first, again = _metas_of_cacheable_asks(service, key, 2)
+    assert [first["cache"], again["cache"]] == ["miss", "hit"]
+
+    write_atomically(prompts_dir / "explain.toml", prompt_file("Edited explain."))
+    new_version = wait_until(
+        lambda: _versions(service)["explain"] != old_version and _versions(service)["explain"],
+        RELOAD_DEADLINE,
+        "the edited explain prompt in force",
+    )
+    [edited] = _metas_of_cacheable_asks(service, key, 1)
+
+    assert edited["cache"] == "miss"
+    assert edited["prompt_version"] == new_version
+    # Two provider calls: the old version's, then the edited one's.
+    systems = [e.body["messages"][0]["content"] for e in stub.exchanges_for(key)]
+    assert systems[1:] == ["Edited explain."]
