@@ -7,18 +7,28 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
+from typing import Any
 
 import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableLambda
 
+from qa_service.answers.connection import answer_events
+from qa_service.answers.model import AnswerRequest
+from qa_service.answers.registry import AnswerRegistry
+from qa_service.answers.run import RunTiming
+from qa_service.core.events import AnswerMeta, Text
 from qa_service.generation.prompt_library import PromptLibrary, PromptVersionGoneError
 from qa_service.generation.prompt_watch import open_prompt_watcher
 from qa_service.generation.prompts import load_prompt
 from qa_service.generation.writer import AIWriter
+from qa_service.stores.memory_answers import MemoryAnswerStore
 from tests.support.daemon import poll_until
 from tests.support.prompt_files import prompt_file, write_atomically
 
@@ -252,3 +262,34 @@ async def test_an_answer_checked_before_a_reload_is_written_with_its_version(
     assert text.startswith("You are a concise")
     with pytest.raises(PromptVersionGoneError):
         await _first_piece(writer.stream("q", prompt="explain", prompt_version="0" * 12))
+
+
+class _EchoSystemModel(GenericFakeChatModel):
+    """Answers with the system part it was sent, and ends as a provider does."""
+
+    async def _astream(
+        self, messages: list[BaseMessage], *args: Any, **kwargs: Any
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        yield ChatGenerationChunk(message=AIMessageChunk(content=str(messages[0].content)))
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(content="", response_metadata={"finish_reason": "stop"})
+        )
+
+
+async def test_an_answer_run_is_written_with_the_version_its_request_was_checked_on(
+    prompts_dir: Path,
+) -> None:
+    library = PromptLibrary.load(prompts_dir, "explain")
+    writer = AIWriter(_EchoSystemModel(messages=iter(())), library)
+    timing = RunTiming(close_seconds=1.0, lease_seconds=3.0, grace_seconds=0.0)
+    registry = AnswerRegistry(MemoryAnswerStore(300), writer, timing)
+    checked = AnswerRequest("q", "explain", {}, prompt_version=library.find("explain").version)
+    # The file changes between the request's check and its answer's start.
+    write_atomically(prompts_dir / "explain.toml", prompt_file("New system part."))
+    library.reload()
+
+    run = await registry.start(checked, AnswerMeta("rid", "demo", "m", "explain"))
+    async with asyncio.timeout(10):
+        events = [event async for event in answer_events(registry, run.id, -1)]
+
+    assert "".join(e.text for e in events if isinstance(e, Text)).startswith("You are a concise")
