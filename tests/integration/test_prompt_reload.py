@@ -183,3 +183,19 @@ def test_an_edited_prompt_misses_the_answers_cached_on_its_old_version(
     # Two provider calls: the old version's, then the edited one's.
     systems = [e.body["messages"][0]["content"] for e in stub.exchanges_for(key)]
     assert systems[1:] == ["Edited explain."]
+
+
+def test_the_openai_dialect_writes_with_the_version_in_force(
+    service: RunningService, stub: UpstreamStub
+) -> None:
+    body = {"model": "outline", "messages": [{"role": "user", "content": marker()}]}
+    version = _versions(service)["outline"]
+
+    # no-store: one answer, one log line (a cache miss logs its provider call too).
+    headers = {"Cache-Control": "no-store"}
+    url = f"{service.url}/v1/chat/completions"
+    response = httpx.post(url, json=body, headers=headers, timeout=30)
+
+    assert response.status_code == 200
+    line = service.answer_record(response.headers["x-request-id"])
+    assert line["prompt_version"] == version
