@@ -34,7 +34,8 @@ from qa_service.core.draining import Drain
 from qa_service.core.errors import SHUTTING_DOWN
 from qa_service.generation.demo import DEMO_FALLBACK_NOTICE, SCENARIO_CONFIG_KEY, SCENARIOS
 from qa_service.generation.probe import build_probe
-from qa_service.generation.prompts import check_default, load_prompts
+from qa_service.generation.prompt_library import PromptLibrary
+from qa_service.generation.prompt_watch import open_prompt_watcher
 from qa_service.generation.providers import open_chat_model
 from qa_service.generation.writer import AIWriter, GenerationLimits
 from qa_service.observability.telemetry import Telemetry
@@ -49,8 +50,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 def create_app(settings: Settings) -> FastAPI:
     """A new app for `settings`. Prompts and key files are read now, so bad ones stop start-up."""
-    prompts = load_prompts(settings.prompts_dir)
-    check_default(prompts, settings.default_prompt)
+    prompts = PromptLibrary.load(settings.prompts_dir, settings.default_prompt)
     keys = load_key_ring(settings)
     telemetry = Telemetry(settings.resolved_provider, settings.resolved_model)
     capabilities = provider_capabilities(settings)
@@ -77,6 +77,8 @@ def create_app(settings: Settings) -> FastAPI:
                 lease_seconds=settings.producer_lease_seconds,
                 grace_seconds=settings.resume_grace_seconds,
             )
+            if settings.prompts_watch:
+                await stack.enter_async_context(open_prompt_watcher(prompts))
             registry = AnswerRegistry(
                 store,
                 AIWriter(model, prompts, limits),
@@ -136,7 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
                     "model": settings.resolved_model,
                     "fallback_provider": settings.fallback_provider,
                     "fallback_model": settings.resolved_fallback_model,
-                    "prompts": sorted(prompts),
+                    "prompts": prompts.names(),
                     "answer_store": "redis" if settings.redis_url else "memory",
                     "api_keys": len(keys) if keys is not None else "off",
                     "allowed_hosts": ["localhost", "IP addresses", *settings.allowed_hosts],
@@ -171,10 +173,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ai_sdk.router)
     app.include_router(ops.router)
     install_web(app, settings)
+    # Start-up's names: a prompt file added later is served, but /openapi.json
+    # lists it only after a restart (docs/configuration.md, QA_PROMPTS_WATCH).
     facts = StartUpFacts(
         max_query_chars=settings.max_query_chars,
         max_history_messages=settings.max_history_messages,
-        prompts=sorted(prompts),
+        prompts=prompts.names(),
         scenarios=list(capabilities.scenarios),
     )
     surfaces = (native.components, ai_sdk.components, openai.components)

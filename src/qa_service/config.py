@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     max_tokens: int | None = Field(default=512, ge=1)
     prompts_dir: Path = Path("prompts")
+    # Reload a prompt file that changes while the service runs (prompt_watch.py).
+    prompts_watch: bool = True
     default_prompt: str = "explain"
     max_query_chars: int = Field(default=4000, ge=1)
     # A conversation's earlier turns: refused (422) past these, before any

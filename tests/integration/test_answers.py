@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import httpx
 
 from tests.support.providers import marker
-from tests.support.service import RunningService
+from tests.support.service import PROMPTS, RunningService
 from tests.support.sse import read_stream
 from tests.support.upstream_stub import GROQ_PATH, OPENAI_PATH, Reply, UpstreamStub
+
+EXPLAIN = PROMPTS / "explain.toml"
 
 # Every character class that naive relays mangle, with multi-byte characters at
 # piece edges. The stub also writes each event in 1-byte TCP writes, so every
@@ -66,6 +69,8 @@ def test_metadata_usage_and_event_ids(service: RunningService, stub: UpstreamStu
         "model": model,
         "prompt": "explain",
         "demo_fallback": False,
+        # The shipped explain.toml's version: the sha256 of the file, 12 hex digits.
+        "prompt_version": hashlib.sha256(EXPLAIN.read_bytes()).hexdigest()[:12],
     }
     assert re.fullmatch(r"[A-Za-z0-9_-]{22}", answer_id)
     assert answer_id not in request_id

@@ -32,7 +32,9 @@ from qa_service.stores.memory_cache import MemoryCacheStore
 PROMPTS = load_prompts(Path(__file__).resolve().parents[2] / "prompts")
 META = AnswerMeta(request_id="rid", provider="demo", model="demo-writer", prompt="explain")
 SHAPE = ModelShape("demo", "demo-writer", {"temperature": 0.7, "max_tokens": 512})
-REQUEST = AnswerRequest("photosynthesis", "explain", {}, prompt_version="v1")
+# The version the writer streams: it writes exactly the version a request
+# names, and refuses one it does not keep (generation/prompt_library.py).
+REQUEST = AnswerRequest("photosynthesis", "explain", {}, prompt_version=PROMPTS["explain"].version)
 
 
 class CountingWriter(AIWriter):

@@ -54,6 +54,7 @@ ANSWER_LINE: dict[str, Any] = {
     "answered_model": "llama-x",
     "fallback": True,
     "prompt": "explain",
+    "prompt_version": "8279f918e73a",
     "cache": None,
     "outcome": "error",
     "error_code": "upstream_error",

@@ -80,6 +80,7 @@ class AnswerRecord:
     answered_model: str | None
     fallback: bool
     prompt: str
+    prompt_version: str | None
     # What the answer cache did (hit | join | miss | bypass), `source` for the
     # provider call a cache's readers share; None with the cache off.
     cache: str | None
@@ -163,6 +164,7 @@ class RunStats:
             answered_model=report.model,
             fallback=report.fallback,
             prompt=meta.prompt,
+            prompt_version=meta.prompt_version,
             cache=meta.cache,
             outcome=self.outcome,
             error_code=self.error_code,

@@ -90,6 +90,7 @@ class WriterSource:
         return self.writer.stream(
             request.question,
             prompt=request.prompt,
+            prompt_version=request.prompt_version,
             history=request.history,
             report=report,
             configurable=request.configurable,

@@ -18,7 +18,7 @@ from qa_service.api.validation import NOT_BLANK, describe_body_error, describe_q
 from qa_service.config import Settings
 from qa_service.core import errors
 from qa_service.generation.history import Role, Turn, trimmed
-from qa_service.generation.prompts import PROMPT_NAME
+from qa_service.generation.prompts import PROMPT_NAME, Prompt
 
 
 class HistoryMessage(BaseModel):
@@ -90,11 +90,13 @@ async def read_json_body(
 def checked_request(service: Service, ask: AskBody) -> AnswerRequest:
     """The answer `ask` asks for; refused (JSON 422) before any upstream call."""
     settings = service.settings
+    prompt = _checked_prompt(ask.prompt, service)
     return AnswerRequest(
         question=checked_query(ask.query, settings.max_query_chars),
-        prompt=_checked_prompt(ask.prompt, service),
+        prompt=prompt.name,
         configurable=_checked_scenario(ask.scenario, service),
         history=checked_history([Turn(m.role, m.content) for m in ask.history or ()], settings),
+        prompt_version=prompt.version,
     )
 
 
@@ -116,14 +118,15 @@ def checked_query(query: str | None, limit: int) -> str:
     return query
 
 
-def _checked_prompt(name: str | None, service: Service) -> str:
-    if name is None:
-        return service.settings.default_prompt
-    if not PROMPT_NAME.fullmatch(name) or name not in service.prompts:
+def _checked_prompt(name: str | None, service: Service) -> Prompt:
+    """The prompt at the version in force now: the answer keeps it, whatever a reload does."""
+    prompt = service.prompts.get(service.settings.default_prompt if name is None else name)
+    if prompt is None:
         raise errors.unknown_prompt(
-            name if PROMPT_NAME.fullmatch(name) else None, sorted(service.prompts)
+            name if name is not None and PROMPT_NAME.fullmatch(name) else None,
+            service.prompts.names(),
         )
-    return name
+    return prompt
 
 
 def _checked_scenario(scenario: str | None, service: Service) -> dict[str, str]:

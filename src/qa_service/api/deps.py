@@ -23,7 +23,7 @@ from qa_service.core import errors
 from qa_service.core.draining import Drain
 from qa_service.core.events import AnswerEvent
 from qa_service.generation.probe import ProviderProbe
-from qa_service.generation.prompts import Prompt
+from qa_service.generation.prompt_library import PromptLibrary
 from qa_service.observability.telemetry import Telemetry
 
 
@@ -45,7 +45,8 @@ class Service:
 
     settings: Settings
     registry: AnswerRegistry
-    prompts: dict[str, Prompt]
+    # The prompts in force, reloaded while the service runs (prompt_library.py).
+    prompts: PromptLibrary
     telemetry: Telemetry
     admission: Admission
     tickets: StreamTickets

@@ -40,6 +40,7 @@ def new_meta(service: Service, answer_request: AnswerRequest, scenario: str | No
         provider=settings.resolved_provider,
         model=settings.resolved_model,
         prompt=answer_request.prompt,
+        prompt_version=answer_request.prompt_version or None,
         demo_fallback=settings.is_demo_fallback,
         notice=service.capabilities.notice,
         scenario=scenario,

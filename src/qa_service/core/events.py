@@ -46,6 +46,9 @@ class AnswerMeta:
     demo_fallback: bool = False
     notice: str | None = None
     scenario: str | None = None
+    # The prompt's version the answer is written with (generation/prompts.py
+    # version_of); None in logs stored before versions existed.
+    prompt_version: str | None = None
     # With the answer cache on (QA_ANSWER_CACHE_TTL_SECONDS): what it did for
     # this answer, hit | join | miss | bypass (docs/PROTOCOL.md "Caching").
     cache: str | None = None

@@ -1,7 +1,8 @@
-"""Loads and validates the answer prompts in `prompts/` at start-up; fails fast."""
+"""Loads and validates the answer prompts in `prompts/`; start-up fails fast on a bad one."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from collections.abc import Mapping
@@ -17,7 +18,8 @@ PROMPT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 class PromptError(Exception):
-    """A prompt file that cannot be used; the message names the file and the fault."""
+    """A prompt file that cannot be used; the message names the file and the fault,
+    never the file's content."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,17 @@ class Prompt:
     name: str
     description: str
     template: ChatPromptTemplate
+    # version_of(the file's bytes): in meta, GET /prompts and the answer's log line.
+    version: str = ""
+
+
+def version_of(content: bytes) -> str:
+    """A prompt's version: the first 12 hex digits of the sha256 of its file's bytes.
+
+    Content, not mtime: every replica reading the same file (a ConfigMap)
+    names the same version, and a touch without an edit is no new version.
+    """
+    return hashlib.sha256(content).hexdigest()[:12]
 
 
 def load_prompts(directory: Path) -> dict[str, Prompt]:
@@ -44,12 +57,21 @@ def load_prompt(path: Path) -> Prompt:
     answer a follow-up, and the system part always comes first, whatever the
     history holds.
     """
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise PromptError(f"{path}: unreadable: {exc.strerror}") from None
+    return parse_prompt(path, content)
+
+
+def parse_prompt(path: Path, content: bytes) -> Prompt:
+    """The prompt `content` (read from `path`) holds, checked as at start-up."""
     name = path.stem
     if not PROMPT_NAME.fullmatch(name):
         raise PromptError(f"{path}: name must match {PROMPT_NAME.pattern}")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raw = tomllib.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise PromptError(f"{path}: unreadable: {exc}") from None
     system = _required_text(path, raw, "system")
     user = _required_text(path, raw, "user")
@@ -77,7 +99,9 @@ def load_prompt(path: Path) -> Prompt:
         )
     if QUERY_VARIABLE not in _variables_of(user):
         raise PromptError(f"{path}: the 'user' part must contain {{{QUERY_VARIABLE}}}")
-    return Prompt(name=name, description=description, template=template)
+    return Prompt(
+        name=name, description=description, template=template, version=version_of(content)
+    )
 
 
 def check_default(prompts: Mapping[str, Prompt], default: str) -> None:

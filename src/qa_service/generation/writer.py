@@ -1,12 +1,14 @@
 """AIWriter: `prompt | chat model | StrOutputParser()`, streamed. Knows nothing of HTTP.
 
 The parser is InlineStrOutputParser, a StrOutputParser that parses in the
-event loop (see its docstring).
+event loop (see its docstring). One chain per prompt version, built when an
+answer first needs it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from qa_service.core.errors import UpstreamStalledError
 from qa_service.generation.history import HISTORY_VARIABLE, Turn, as_messages
+from qa_service.generation.prompt_library import PromptLibrary
 from qa_service.generation.prompts import QUERY_VARIABLE, Prompt
 from qa_service.generation.report import GenerationReport, ReportHandler
 
@@ -55,36 +58,68 @@ class InlineStrOutputParser(StrOutputParser):
                 yield self.parse_result([Generation(text=chunk)])
 
 
+_Chain = Runnable[dict[str, Any], str]
+
+
 class AIWriter:
-    """Writes answers with one chat model and a set of named prompts."""
+    """Writes answers with one chat model and a library of named prompts.
+
+    Chains are kept per (prompt, version): a version's chain is built once,
+    and forgotten when that version has left force and no answer streams it.
+    So the cache holds at most the versions in force plus those still in use.
+    """
 
     def __init__(
         self,
         model: Runnable[Any, Any],
-        prompts: Mapping[str, Prompt],
+        prompts: PromptLibrary | Mapping[str, Prompt],
         limits: GenerationLimits | None = None,
     ) -> None:
         self._limits = limits or GenerationLimits()
-        self._chains: dict[str, Runnable[dict[str, Any], str]] = {
-            name: prompt.template | model | InlineStrOutputParser()
-            for name, prompt in prompts.items()
-        }
+        self._model = model
+        self._prompts = prompts if isinstance(prompts, PromptLibrary) else PromptLibrary(prompts)
+        self._chains: dict[tuple[str, str], _Chain] = {}
+        self._streaming: Counter[tuple[str, str]] = Counter()
+        for prompt in self._prompts.in_force.values():
+            self._chain_for(prompt)
 
     @property
     def prompt_names(self) -> list[str]:
+        return self._prompts.names()
+
+    @property
+    def chain_versions(self) -> list[tuple[str, str]]:
+        """The (prompt, version) pairs with a chain built now."""
         return sorted(self._chains)
+
+    def _chain_for(self, prompt: Prompt) -> _Chain:
+        key = (prompt.name, prompt.version)
+        chain = self._chains.get(key)
+        if chain is None:
+            chain = self._chains[key] = prompt.template | self._model | InlineStrOutputParser()
+        return chain
+
+    def _forget_retired(self) -> None:
+        for key in list(self._chains):
+            if not self._streaming[key] and not self._prompts.is_in_force(*key):
+                del self._chains[key]
+                del self._streaming[key]
 
     async def stream(
         self,
         question: str,
         *,
         prompt: str,
+        prompt_version: str = "",
         history: Sequence[Turn] = (),
         report: GenerationReport | None = None,
         configurable: Mapping[str, Any] | None = None,
     ) -> AsyncGenerator[str]:
         """Yield the answer's text as the model writes it; empty pieces are skipped.
 
+        `prompt_version` is the version the request was checked on ("": the
+        one in force now): the answer is written with exactly that one, even if
+        the file changed since (PromptVersionGoneError if it is no longer kept).
         `history` is the conversation so far, oldest first, already trimmed.
 
         Raises UpstreamStalledError when the model falls silent for longer than
@@ -98,6 +133,9 @@ class AIWriter:
             configurable=dict(configurable or {}),
         )
         limits = self._limits
+        chosen = self._prompts.find(prompt, prompt_version)
+        key = (chosen.name, chosen.version)
+        chain = self._chain_for(chosen)
         # Runnable.astream is typed AsyncIterator, but it is an async generator,
         # closed explicitly, not left to the event loop's finalizer. That does
         # not reach the generators LangChain nests below it (their run ends a
@@ -105,38 +143,43 @@ class AIWriter:
         # under them is closed by the answer (upstream.py).
         chunks = cast(
             AsyncGenerator[str],
-            self._chains[prompt].astream(
+            chain.astream(
                 {QUERY_VARIABLE: question, HISTORY_VARIABLE: as_messages(history)}, config=config
             ),
         )
         loop = asyncio.get_running_loop()
         deadline = _after(loop, limits.first_piece_seconds)
         pieces = 0
-        async with aclosing(chunks):
-            while True:
-                try:
-                    # asyncio.timeout, not wait_for: it runs in this task, so a
-                    # cancel from outside is never mistaken for (or lost to) a
-                    # timeout. It bounds only the wait for the model, never the
-                    # time our consumer takes between pieces.
-                    async with asyncio.timeout_at(deadline):
-                        chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    raise UpstreamStalledError from None
-                if chunk:
-                    if limits.max_pieces is not None and pieces == limits.max_pieces:
-                        # A piece past the cap: the provider ignores it. Cut
-                        # here; one that keeps to it sends only its finish
-                        # and usage after the last piece, and ends as usual.
-                        if report is not None:
-                            report.finish_reason = "length"
+        self._streaming[key] += 1
+        try:
+            async with aclosing(chunks):
+                while True:
+                    try:
+                        # asyncio.timeout, not wait_for: it runs in this task, so a
+                        # cancel from outside is never mistaken for (or lost to) a
+                        # timeout. It bounds only the wait for the model, never the
+                        # time our consumer takes between pieces.
+                        async with asyncio.timeout_at(deadline):
+                            chunk = await anext(chunks)
+                    except StopAsyncIteration:
                         return
-                    pieces += 1
-                    yield chunk
-                if pieces:
-                    deadline = _after(loop, limits.idle_seconds)
+                    except TimeoutError:
+                        raise UpstreamStalledError from None
+                    if chunk:
+                        if limits.max_pieces is not None and pieces == limits.max_pieces:
+                            # A piece past the cap: the provider ignores it. Cut
+                            # here; one that keeps to it sends only its finish
+                            # and usage after the last piece, and ends as usual.
+                            if report is not None:
+                                report.finish_reason = "length"
+                            return
+                        pieces += 1
+                        yield chunk
+                    if pieces:
+                        deadline = _after(loop, limits.idle_seconds)
+        finally:
+            self._streaming[key] -= 1
+            self._forget_retired()
 
 
 def _after(loop: asyncio.AbstractEventLoop, seconds: float | None) -> float | None:

@@ -33,7 +33,7 @@ from qa_service.core import errors
 from qa_service.core.errors import PublicError
 from qa_service.core.events import AnswerEvent, AnswerSummary, Done, Failed, Text
 from qa_service.generation.history import Turn
-from qa_service.generation.prompts import PROMPT_NAME
+from qa_service.generation.prompts import PROMPT_NAME, Prompt
 from qa_service.wire import openai_chat, sse
 
 # A refused completion is a refused answer; the models are not answers.
@@ -134,7 +134,7 @@ async def create_chat_completion(service: ServiceDep, request: Request) -> Respo
 )
 async def list_models(service: ServiceDep) -> dict[str, Any]:
     """Our prompts, as OpenAI models: each is a `model` a completion may name."""
-    return {"object": "list", "data": [_model(name) for name in sorted(service.prompts)]}
+    return {"object": "list", "data": [_model(name) for name in service.prompts.names()]}
 
 
 @model_routes.get(
@@ -162,7 +162,7 @@ def _model(name: str) -> dict[str, Any]:
 
 def _checked_chat(service: Service, body: ChatCompletionRequest) -> AnswerRequest:
     """The answer the request asks for; refused before any upstream call."""
-    _checked_model(service, body.model)
+    prompt = _checked_model(service, body.model)
     if body.n is not None and body.n != 1:
         raise errors.invalid_request("n: only 1 choice is supported")
     if body.tools or body.functions:
@@ -174,15 +174,19 @@ def _checked_chat(service: Service, body: ChatCompletionRequest) -> AnswerReques
     settings = service.settings
     return AnswerRequest(
         question=checked_query(turns[-1].content, settings.max_query_chars),
-        prompt=body.model,
+        prompt=prompt.name,
         configurable={},
         history=checked_history(turns[:-1], settings),
+        prompt_version=prompt.version,
     )
 
 
-def _checked_model(service: Service, model: str) -> None:
-    if model not in service.prompts:
+def _checked_model(service: Service, model: str) -> Prompt:
+    """The prompt `model` names, at the version in force now."""
+    prompt = service.prompts.get(model)
+    if prompt is None:
         raise errors.model_not_found(model if PROMPT_NAME.fullmatch(model) else None)
+    return prompt
 
 
 def _turn(message: ChatMessage) -> Turn:

@@ -27,12 +27,13 @@ OPERATIONS = ["operations"]
     responses=schemas.PROMPTS_RESPONSES,
 )
 async def list_prompts(service: ServiceDep) -> dict[str, Any]:
-    """The prompts a request may name, and the default."""
+    """The prompts a request may name, each at the version in force, and the default."""
+    in_force = service.prompts.in_force
     return {
         "default": service.settings.default_prompt,
         "prompts": [
-            {"name": p.name, "description": p.description}
-            for p in sorted(service.prompts.values(), key=lambda p: p.name)
+            {"name": p.name, "description": p.description, "version": p.version}
+            for p in sorted(in_force.values(), key=lambda p: p.name)
         ],
     }
 

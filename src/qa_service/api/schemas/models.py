@@ -89,6 +89,11 @@ class Health(BaseModel):
 class PromptInfo(BaseModel):
     name: str
     description: str
+    version: str = Field(
+        pattern=r"^[0-9a-f]{12}$",
+        description="The first 12 hex digits of the sha256 of the prompt file: "
+        "a new one each time the file changes (the service reloads it).",
+    )
 
 
 class PromptList(BaseModel):
