@@ -54,12 +54,11 @@ from benchmarks.load import (
     LOAD_CORE,
     RESULTS,
     SERVICE_CORE,
-    Pinning,
     git_commit,
+    pin_load_generator,
     record_affinity,
     run_stub,
     spawned_on,
-    try_pin_self,
 )
 from benchmarks.measure import cpu_seconds
 from benchmarks.resume import per, settings, traffic_of
@@ -292,10 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     workdir = RESULTS / "work"
     workdir.mkdir(exist_ok=True)
-    pinning = Pinning(True, f"services on core {SERVICE_CORE}, the rest on {LOAD_CORE}")
-    if (os.cpu_count() or 1) < 2 or not {SERVICE_CORE, LOAD_CORE} <= os.sched_getaffinity(0):
-        pinning = Pinning(False, f"cores {sorted(os.sched_getaffinity(0))} available, need 0 and 1")
-    try_pin_self(LOAD_CORE, pinning)
+    pinning = pin_load_generator(f"services on core {SERVICE_CORE}, the rest on {LOAD_CORE}")
     spec = {MARKER: {"pieces": PIECES, "first_delay": 0.0, "piece_delay": 0.0}}
     with ExitStack() as stack:
         stub_url, stub_pid = stack.enter_context(run_stub(spec))

@@ -153,6 +153,16 @@ def try_pin_self(core: int, pinning: Pinning) -> None:
         pinning.ok, pinning.detail = False, f"sched_setaffinity({core}) failed: {exc}"
 
 
+def pin_load_generator(detail: str) -> Pinning:
+    """This process on LOAD_CORE (children it spawns inherit it) when cores 0 and 1 are
+    there to use; `detail` says where each process runs. Otherwise the Pinning says why not."""
+    if (os.cpu_count() or 1) < 2 or not {SERVICE_CORE, LOAD_CORE} <= os.sched_getaffinity(0):
+        return Pinning(False, f"cores {sorted(os.sched_getaffinity(0))} available, need 0 and 1")
+    pinning = Pinning(True, detail)
+    try_pin_self(LOAD_CORE, pinning)
+    return pinning
+
+
 @contextmanager
 def spawned_on(core: int, pinning: Pinning) -> Iterator[None]:
     """Children spawned inside inherit `core`; afterwards this process is back on LOAD_CORE."""
@@ -865,13 +875,9 @@ def main(argv: list[str] | None = None) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    pinning = Pinning(
-        True,
-        f"service and chain relay on core {SERVICE_CORE}, stub and load generator on {LOAD_CORE}",
+    pinning = pin_load_generator(
+        f"service and chain relay on core {SERVICE_CORE}, stub and load generator on {LOAD_CORE}"
     )
-    if (os.cpu_count() or 1) < 2 or not {SERVICE_CORE, LOAD_CORE} <= os.sched_getaffinity(0):
-        pinning = Pinning(False, f"cores {sorted(os.sched_getaffinity(0))} available, need 0 and 1")
-    try_pin_self(LOAD_CORE, pinning)
 
     spec = {
         MARKERS["single"]: {

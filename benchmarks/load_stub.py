@@ -6,6 +6,10 @@
 Prints its port, then serves until killed. A request whose messages contain a
 marker gets that marker's reply (tests/support/upstream_stub.py speaks OpenAI's
 real chat-completions SSE format); usage says completion_tokens = pieces.
+
+With `--count-requests` after the spec, it keeps every request and answers each
+line on its stdin, a string, with how many requests so far carried it in their
+messages (benchmarks/answer_cache.py counts the upstream calls a cache saves).
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from tests.support.upstream_stub import Reply, UpstreamStub
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
+    counting = "--count-requests" in sys.argv[2:]
     # The stub makes its own loop with asyncio.new_event_loop(): make that uvloop,
     # so the stub costs the shared core as little as possible.
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     stub = UpstreamStub()
-    stub.record = False
+    stub.record = counting  # off, a long run would keep every request
     for marker, script in spec.items():
         pieces = list(script["pieces"])
         stub.reply(
@@ -43,6 +48,9 @@ def main() -> None:
         )
     stub.start()
     print(stub.port, flush=True)
+    if counting:
+        for line in sys.stdin:
+            print(len(stub.exchanges_for(line.strip())), flush=True)
     threading.Event().wait()
 
 

@@ -82,11 +82,11 @@ from benchmarks.load import (
     hold_one,
     own_cpu,
     pieces,
+    pin_load_generator,
     record_affinity,
     run_stub,
     service_settings,
     spawned_on,
-    try_pin_self,
 )
 from benchmarks.measure import cpu_seconds, write_results
 from benchmarks.redis_log_profile import compare, recording
@@ -343,10 +343,9 @@ def main(argv: list[str] | None = None) -> None:
     # 200 held streams and 200 readers are hundreds of sockets: lift the soft limit.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    pinning = Pinning(True, f"services on core {SERVICE_CORE}; stub, redis, load on {LOAD_CORE}")
-    if (os.cpu_count() or 1) < 2 or not {SERVICE_CORE, LOAD_CORE} <= os.sched_getaffinity(0):
-        pinning = Pinning(False, f"cores {sorted(os.sched_getaffinity(0))} available, need 0 and 1")
-    try_pin_self(LOAD_CORE, pinning)
+    pinning = pin_load_generator(
+        f"services on core {SERVICE_CORE}; stub, redis, load on {LOAD_CORE}"
+    )
     spec = {
         LOG_MARKER: {
             "pieces": pieces(args.pieces),

@@ -24,6 +24,11 @@ uv run --frozen python -m benchmarks.admission_cost
 # 400, every stream checked for exactness; each against the stub and a naive
 # sse-starlette relay of the same chain in the same run.
 uv run --frozen python -m benchmarks.load
+# The answer cache (issue 22): time to first text of a hit against a miss at one
+# stream, CPU per 1,000 tokens of hits against misses at 100 streams (and the
+# cache off), upstream calls for a burst of identical questions; then on Redis.
+uv run --frozen python -m benchmarks.answer_cache
+uv run --frozen python -m benchmarks.answer_cache --redis
 # QA_WORKERS=2 against 1: throughput at saturation, Redis store.
 uv run --frozen python -m benchmarks.workers
 # Where the service's CPU goes under load (py-spy sampling profile).
