@@ -61,7 +61,9 @@ def _cache(
     registry = AnswerRegistry(MemoryAnswerStore(300), writer, timing)
     cache_policy = CachePolicy(ttl_seconds=60, **policy)
     return (
-        AnswerCache(registry, store or MemoryCacheStore(1 << 20), cache_policy, SHAPE),
+        AnswerCache(
+            registry, store if store is not None else MemoryCacheStore(1 << 20), cache_policy, SHAPE
+        ),
         registry,
         writer,
     )
@@ -383,3 +385,34 @@ def test_cache_control_asks_afresh_but_not_a_browsers_own_no_cache(
         "headers": [(name.encode(), value.encode()) for name, value in headers],
     }
     assert cache_controls(Request(scope)) == CacheControls(no_cache, no_store)
+
+
+async def test_a_joiner_waits_for_a_claimed_flights_log_and_a_dead_claim_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flight is claimed a round trip before its answer's log exists (on Redis,
+    a joiner can come in between): that log is waited for, not taken for dead."""
+    from qa_service.answers.cache import answer_cache
+
+    monkeypatch.setattr(answer_cache, "_LOG_CREATED_WITHIN", 0.5)
+    store = MemoryCacheStore(1 << 20)
+    cache, registry, writer = _cache(store=store)
+    key = cache_key(REQUEST, "c", SHAPE)
+    await store.join_or_start(key, "claimed-by-a-slow-replica", 100, 60)
+
+    async def create_the_log_late() -> None:
+        await asyncio.sleep(0.1)
+        await registry.store.create("claimed-by-a-slow-replica", "fp", lease_seconds=3.0)
+
+    creating = asyncio.ensure_future(create_the_log_late())
+    joined = await cache.start(REQUEST, META, "c")
+    await creating
+    assert joined.meta.cache == "join"
+    await registry.cancel(joined.id)
+
+    other = dataclasses.replace(REQUEST, question="a question whose writer died")
+    await store.join_or_start(cache_key(other, "c", SHAPE), "never-created", 100, 60)
+    replaced = await cache.start(other, META, "c")
+    await _events(registry, replaced)
+    assert replaced.meta.cache == "miss"
+    assert writer.calls == 1

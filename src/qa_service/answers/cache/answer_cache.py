@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 # How long the cache's own bookkeeping may take at shutdown, after the answers end.
 _CLOSE_SECONDS = 3.0
+# How long a joiner waits for a flight's answer's log to be created (one round
+# trip after the claim, a slow one on a busy replica), polling this often.
+_LOG_CREATED_WITHIN = 2.0
+_LOG_CREATED_POLL = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,13 +181,22 @@ class AnswerCache:
         return run
 
     async def _still_written(self, shared_id: str) -> bool:
-        """Whether a flight's answer has a writer, or has ended (its log then has it all)."""
+        """Whether a flight's answer has a writer, or has ended (its log then has it all).
+
+        A flight is claimed a round trip before its answer's log is created (the
+        claim names the answer): a log not there yet is waited for, up to
+        _LOG_CREATED_WITHIN. Taking it for a dead writer's made a burst on Redis
+        start a second provider call now and then (benchmarks/answer_cache.py).
+        """
         registry = self._registry
         if registry.generating(shared_id):
             return True
-        info = await registry.store.describe(shared_id)
-        if info is None:
-            return False
+        clock = asyncio.get_running_loop()
+        deadline = clock.time() + _LOG_CREATED_WITHIN
+        while (info := await registry.store.describe(shared_id)) is None:
+            if clock.time() >= deadline:
+                return False  # its replica died between the claim and the log
+            await asyncio.sleep(_LOG_CREATED_POLL)
         return info.final_seq is not None or await registry.store.producer_alive(shared_id)
 
     async def _shared_ended(
