@@ -15,7 +15,7 @@ from qa_service import __version__
 from qa_service.access.admission import open_admission
 from qa_service.access.keys import load_key_ring
 from qa_service.access.tickets import StreamTickets
-from qa_service.answers.cache.answer_cache import AnswerCache, CachePolicy
+from qa_service.answers.cache.answer_cache import AnswerCache, CachePolicy, Charge
 from qa_service.answers.cache.keys import ModelShape
 from qa_service.answers.cache.ports import CacheStore
 from qa_service.answers.chats import ChatAnswers
@@ -94,7 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
             # Last in, first out: the answers end, then give back their places
             # and leave the cache's flights.
             stack.push_async_callback(admission.drain)
-            cache = build_answer_cache(settings, registry, stores.cache)
+            cache = build_answer_cache(settings, registry, stores.cache, admission.charge)
             if cache is not None:
                 stack.push_async_callback(cache.aclose)
             stack.push_async_callback(registry.abort_all, SHUTTING_DOWN)
@@ -187,7 +187,7 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def build_answer_cache(
-    settings: Settings, registry: AnswerRegistry, store: CacheStore
+    settings: Settings, registry: AnswerRegistry, store: CacheStore, charge: Charge
 ) -> AnswerCache | None:
     """The answer cache, when QA_ANSWER_CACHE_TTL_SECONDS turns it on."""
     if settings.answer_cache_ttl_seconds <= 0:
@@ -204,7 +204,7 @@ def build_answer_cache(
         settings.resolved_model,
         {"temperature": settings.temperature, "max_tokens": settings.max_tokens},
     )
-    return AnswerCache(registry, store, policy, shape)
+    return AnswerCache(registry, store, policy, shape, charge)
 
 
 def provider_capabilities(settings: Settings) -> ProviderCapabilities:

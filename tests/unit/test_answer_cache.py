@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 from starlette.requests import Request
 
@@ -20,14 +21,25 @@ from qa_service.answers.model import AnswerRequest
 from qa_service.answers.registry import AnswerRegistry
 from qa_service.answers.run import AnswerRun, RunTiming
 from qa_service.api.opening import cache_controls
-from qa_service.core.events import AnswerEvent, AnswerMeta, AnswerSummary, Done, Failed, Text
+from qa_service.core.errors import STORE_UNAVAILABLE, UPSTREAM_ERROR, StoreUnavailableError
+from qa_service.core.events import (
+    AnswerEvent,
+    AnswerMeta,
+    AnswerSummary,
+    Done,
+    Failed,
+    Meta,
+    Text,
+)
 from qa_service.generation.demo import SCENARIO_CONFIG_KEY, build_demo_model
 from qa_service.generation.history import Turn
 from qa_service.generation.prompts import load_prompts
+from qa_service.generation.providers import with_fallback
 from qa_service.generation.report import GenerationReport
 from qa_service.generation.writer import AIWriter, GenerationLimits
 from qa_service.stores.memory_answers import MemoryAnswerStore
 from qa_service.stores.memory_cache import MemoryCacheStore
+from tests.unit.test_fallback import ScriptedModel, _fallback, _status_error
 
 PROMPTS = load_prompts(Path(__file__).resolve().parents[2] / "prompts")
 META = AnswerMeta(request_id="rid", provider="demo", model="demo-writer", prompt="explain")
@@ -52,18 +64,24 @@ def _cache(
     grace: float = 0.0,
     max_pieces: int | None = None,
     store: MemoryCacheStore | None = None,
+    charges: list[tuple[str, int]] | None = None,
     **policy: Any,
 ) -> tuple[AnswerCache, AnswerRegistry, CountingWriter]:
+    """A cache on the demo model; `charges` collects what it charges to whom."""
     writer = CountingWriter(
         build_demo_model(chunk_delay, 0), PROMPTS, GenerationLimits(max_pieces=max_pieces)
     )
     timing = RunTiming(close_seconds=1.0, lease_seconds=3.0, grace_seconds=grace)
     registry = AnswerRegistry(MemoryAnswerStore(300), writer, timing)
     cache_policy = CachePolicy(ttl_seconds=60, **policy)
+    charged = charges if charges is not None else []
+
+    async def charge(client: str, tokens: int) -> None:
+        charged.append((client, tokens))
+
+    cache_store = store if store is not None else MemoryCacheStore(1 << 20)
     return (
-        AnswerCache(
-            registry, store if store is not None else MemoryCacheStore(1 << 20), cache_policy, SHAPE
-        ),
+        AnswerCache(registry, cache_store, cache_policy, SHAPE, charge),
         registry,
         writer,
     )
@@ -185,7 +203,8 @@ async def test_a_flight_counts_its_readers_up_to_its_bound_and_ends_with_the_las
 
 
 async def test_a_second_ask_replays_the_same_pieces_without_the_model() -> None:
-    cache, registry, writer = _cache()
+    charges: list[tuple[str, int]] = []
+    cache, registry, writer = _cache(charges=charges)
     first = await cache.start(REQUEST, META, "c")
     first_events = await _events(registry, first)
     await _settled(cache)
@@ -202,15 +221,15 @@ async def test_a_second_ask_replays_the_same_pieces_without_the_model() -> None:
     assert second_done.summary.usage == first_done.summary.usage is not None
     assert second_done.summary.cache == "hit"
     assert second.id != first.id
-    assert (first.billed_tokens, second.billed_tokens) == (
-        first_done.summary.usage["output_tokens"],
-        0,
-    )
+    # The provider call is charged once, to its asker; the hit costs nothing.
+    assert charges == [("c", first_done.summary.usage["output_tokens"])]
+    assert (first.billed_tokens, second.billed_tokens) == (0, 0)
 
 
 async def test_identical_questions_in_flight_share_one_model_call() -> None:
-    cache, registry, writer = _cache(chunk_delay=0.005)
-    runs = [await cache.start(REQUEST, META, "c") for _ in range(5)]
+    charges: list[tuple[str, int]] = []
+    cache, registry, writer = _cache(chunk_delay=0.005, charges=charges, global_scope=True)
+    runs = [await cache.start(REQUEST, META, client) for client in "abcde"]
     streams = await asyncio.gather(*(_events(registry, run) for run in runs))
 
     assert [run.meta.cache for run in runs] == ["miss"] + ["join"] * 4
@@ -218,7 +237,25 @@ async def test_identical_questions_in_flight_share_one_model_call() -> None:
     assert len({run.id for run in runs}) == 5
     assert all(_texts(stream) == _texts(streams[0]) for stream in streams)
     assert all(isinstance(stream[-1], Done) for stream in streams)
-    assert [run.billed_tokens > 0 for run in runs] == [True] + [False] * 4
+    await _settled(cache)
+    assert [client for client, _ in charges] == ["a"]  # the asker, once
+
+
+async def test_the_asker_pays_the_whole_call_even_when_it_leaves_before_its_joiner() -> None:
+    """Its answer cancelled once a join of its own had attached, a client must
+    not read the rest free: the call is charged whole when it ends."""
+    charges: list[tuple[str, int]] = []
+    cache, registry, _ = _cache(chunk_delay=0.005, charges=charges)
+    asker = await cache.start(REQUEST, META, "c")
+    joiner = await cache.start(REQUEST, META, "c")
+    await asyncio.sleep(0.02)
+    await registry.cancel(asker.id)
+    joiner_end = (await _events(registry, joiner))[-1]
+    await _settled(cache)
+
+    assert isinstance(joiner_end, Done)
+    assert joiner_end.summary.usage is not None
+    assert charges == [("c", joiner_end.summary.usage["output_tokens"])]
 
 
 async def test_a_joiners_cancel_and_the_askers_cancel_detach_only_themselves() -> None:
@@ -416,3 +453,58 @@ async def test_a_joiner_waits_for_a_claimed_flights_log_and_a_dead_claim_is_repl
     await _events(registry, replaced)
     assert replaced.meta.cache == "miss"
     assert writer.calls == 1
+
+
+async def test_a_failed_flight_is_not_joined_by_a_new_question() -> None:
+    """A flight can outlive its failed answer a moment (or, with the store down,
+    until it expires): a new question asks afresh, not for the old error."""
+    store = MemoryCacheStore(1 << 20)
+    cache, registry, writer = _cache(store=store)
+    failed_id = "a-failed-answer"
+    await registry.store.create(failed_id, "fp")
+    await registry.store.append(failed_id, Meta(0, META))
+    await registry.store.append(failed_id, Failed(1, UPSTREAM_ERROR))
+    await store.join_or_start(cache_key(REQUEST, "c", SHAPE), failed_id, 100, 60)
+
+    run = await cache.start(REQUEST, META, "c")
+    end = (await _events(registry, run))[-1]
+
+    assert run.meta.cache == "miss"
+    assert isinstance(end, Done)
+    assert writer.calls == 1
+
+
+async def test_a_joiner_refused_by_the_store_leaves_the_flight_it_was_counted_in() -> None:
+    """Counted in before the store refused it: counted out again, or the flight's
+    last reader would never take its count to 0 (and never cancel the call)."""
+    store = MemoryCacheStore(1 << 20)
+    cache, registry, _ = _cache(store=store)
+    key = cache_key(REQUEST, "c", SHAPE)
+    await store.join_or_start(key, "written-elsewhere", 100, 60)
+
+    async def store_down(answer_id: str) -> None:
+        raise StoreUnavailableError(STORE_UNAVAILABLE)
+
+    registry.store.describe = store_down  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailableError):
+        await cache.start(REQUEST, META, "c")
+    await _settled(cache)
+
+    assert await store.leave(key, "written-elsewhere") == 0  # its first reader alone
+
+
+async def test_an_answer_the_fallback_wrote_is_not_kept_under_the_primarys_key() -> None:
+    primary = ScriptedModel(script=[_status_error(openai.InternalServerError, 500)])
+    writer = AIWriter(with_fallback(primary, _fallback()), PROMPTS)
+    timing = RunTiming(close_seconds=1.0, lease_seconds=3.0, grace_seconds=0.0)
+    registry = AnswerRegistry(MemoryAnswerStore(300), writer, timing)
+    cache = AnswerCache(registry, MemoryCacheStore(1 << 20), CachePolicy(ttl_seconds=60), SHAPE)
+
+    first = await cache.start(REQUEST, META, "c")
+    first_end = (await _events(registry, first))[-1]
+    await _settled(cache)
+    again = await cache.start(REQUEST, META, "c")
+
+    assert isinstance(first_end, Done)
+    assert first_end.summary.provider == "fallback-provider"
+    assert again.meta.cache == "miss"

@@ -132,6 +132,10 @@ class Admission:
                 finally:
                     self.capacity.give_back()
 
+    async def charge(self, client: str, tokens: int) -> None:
+        """Charge `client` `tokens` of its budget (the answer cache's provider calls)."""
+        await self._charge(client, tokens)
+
     async def _charge(self, client: str, tokens: int) -> None:
         try:
             await self.quotas.charge_tokens(client, tokens)

@@ -53,7 +53,6 @@ from qa_service.core.events import (
     AnswerEvent,
     AnswerMeta,
     AnswerSummary,
-    CacheOutcome,
     Done,
     Failed,
     Meta,
@@ -129,6 +128,8 @@ class AnswerRun:
         self.stats = RunStats()
         # The Done's summary, once the answer finished normally.
         self.summary: AnswerSummary | None = None
+        # The fallback provider wrote it (QA_FALLBACK_PROVIDER), once it ended.
+        self.by_fallback = False
         # The first text, or the end if none came: what a held response waits for.
         self._first_output = asyncio.Event()
         self._failed_before_text: PublicError | None = None
@@ -155,12 +156,10 @@ class AnswerRun:
 
     @property
     def billed_tokens(self) -> int:
-        """What the answer costs its client's token budget: nothing when the
-        cache served it (a hit, or a join of an answer another client pays)."""
-        cache = self.meta.cache
-        if cache is not None and not CacheOutcome(cache).paid:
-            return 0
-        return self.stats.billed_tokens
+        """What the answer costs its client's token budget when it ends. With the
+        answer cache, nothing: the provider call its answers share is charged
+        to the client that started it, when it ends (answers/cache/answer_cache.py)."""
+        return 0 if self.meta.cache is not None else self.stats.billed_tokens
 
     @property
     def ended(self) -> bool:
@@ -268,6 +267,7 @@ class AnswerRun:
             # Also when the end could not be logged: a held response stops waiting.
             self._first_output.set()
             self.stats.output_tokens = (report.usage or {}).get("output_tokens")
+            self.by_fallback = report.fallback
             record = self.stats.record(self.meta, report)
             for observer in self._observers:
                 observer.answer_finished(record)

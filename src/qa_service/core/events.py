@@ -30,11 +30,6 @@ class CacheOutcome(StrEnum):
     # log and its log line are the service's own; no client is given its id.
     SOURCE = "source"
 
-    @property
-    def paid(self) -> bool:
-        """Whether the client is charged the answer's tokens (QA_CLIENT_TOKEN_BUDGET)."""
-        return self not in (CacheOutcome.HIT, CacheOutcome.JOIN)
-
 
 @dataclass(frozen=True, slots=True)
 class AnswerMeta:

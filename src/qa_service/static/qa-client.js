@@ -353,8 +353,9 @@ export function startAnswer(query, options = {}) {
       });
     }
     // A new answer's request has no `cache: "no-store"`: with it, browsers and
-    // node send `Cache-Control: no-cache`, which the service's answer cache
-    // honours as "ask the provider afresh" (a bypass every time). Neither
+    // node send `Cache-Control: no-cache` (with `Pragma: no-cache`, which the
+    // service takes as the browser's own and ignores; a page that leaves the
+    // header alone is plainly asking no bypass). Neither
     // request is served from an HTTP cache anyway: a POST never is, and a
     // ticket is good for one GET.
     if (ticket !== undefined) {

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,7 @@ from qa_service.answers.model import AnswerRequest, new_answer_id
 from qa_service.answers.registry import AnswerRegistry
 from qa_service.answers.run import AnswerRun
 from qa_service.core.errors import CANCELLED, QAServiceError, StoreUnavailableError
-from qa_service.core.events import AnswerMeta, CacheOutcome
+from qa_service.core.events import AnswerMeta, CacheOutcome, Done
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,10 @@ class CacheControls:
     no_store: bool = False  # ask afresh, and keep nothing
 
 
+# Charges a client's token budget (QA_CLIENT_TOKEN_BUDGET): (client, tokens).
+Charge = Callable[[str, int], Awaitable[None]]
+
+
 class AnswerCache:
     def __init__(
         self,
@@ -76,11 +81,16 @@ class AnswerCache:
         store: CacheStore,
         policy: CachePolicy,
         shape: ModelShape,
+        charge: Charge | None = None,
     ) -> None:
         self._registry = registry
         self._store = store
         self._policy = policy
         self._shape = shape
+        # A provider call is charged whole to the client that started it, when
+        # it ends: not by the answers that read it, which a client could leave
+        # early (a miss cancelled once its own join had attached read the rest free).
+        self._charge = charge
         # Each answer's bookkeeping after it ends (keep its recording, leave its flight).
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -100,7 +110,7 @@ class AnswerCache:
             # A provider call of its own, read as a miss's is (so the provider's
             # metrics count it once, as `source`), joinable by nobody, kept nowhere.
             return await self._ask(
-                request, meta, CacheOutcome.BYPASS, reader_within, key, None, keep=False
+                request, meta, CacheOutcome.BYPASS, reader_within, key, None, client, keep=False
             )
         if not controls.no_cache:
             found = await self._store.get(key)
@@ -120,14 +130,22 @@ class AnswerCache:
                 break  # the flight is full: an answer of its own, kept but not joinable
             shared_id, started = flight
             if started:
-                return await self._ask(request, meta, outcome, reader_within, key, shared_id)
-            if await self._still_written(shared_id):
+                return await self._ask(
+                    request, meta, outcome, reader_within, key, shared_id, client
+                )
+            try:
+                joinable = await self._joinable(shared_id)
+            except BaseException:
+                # Counted in the flight, and never to read it: leave it again.
+                self._later(functools.partial(self._reader_left, key, shared_id, True))
+                raise
+            if joinable:
                 joined = dataclasses.replace(meta, cache=CacheOutcome.JOIN)
                 return await self._read(request, joined, reader_within, key, shared_id, True)
-            # Its writer died without ending it: that flight is over.
+            # Its writer died, or it failed: that flight is over.
             await self._store.leave(key, shared_id)
             await self._store.end(key, shared_id)
-        return await self._ask(request, meta, outcome, reader_within, key, None)
+        return await self._ask(request, meta, outcome, reader_within, key, None, client)
 
     async def _ask(
         self,
@@ -137,11 +155,13 @@ class AnswerCache:
         reader_within: float,
         key: str,
         flight_id: str | None,
+        payer: str,
         keep: bool = True,
     ) -> AnswerRun:
         """A new shared answer (the flight's, when `flight_id`), and the client's reading it.
 
-        `keep`: its recording is kept when it finishes normally (not with no-store).
+        `payer`: the client charged its tokens. `keep`: its recording is kept
+        when it finishes normally (not with no-store).
         """
         registry = self._registry
         recorder = RecordingSource(registry.model_source(request))
@@ -155,7 +175,9 @@ class AnswerCache:
                 self._later(lambda: self._store.end(key, flight_id))
             raise
         in_flight = flight_id is not None
-        self._when_ended(shared, lambda: self._shared_ended(key, shared, recorder, in_flight, keep))
+        self._when_ended(
+            shared, lambda: self._shared_ended(key, shared, recorder, in_flight, payer, keep)
+        )
         client_meta = dataclasses.replace(meta, cache=outcome)
         return await self._read(request, client_meta, reader_within, key, shared.id, in_flight)
 
@@ -180,8 +202,11 @@ class AnswerCache:
         self._when_ended(run, lambda: self._reader_left(key, shared_id, in_flight))
         return run
 
-    async def _still_written(self, shared_id: str) -> bool:
-        """Whether a flight's answer has a writer, or has ended (its log then has it all).
+    async def _joinable(self, shared_id: str) -> bool:
+        """Whether a flight's answer has a writer, or has ended normally (its log
+        then has it all). One that failed is not: its flight may outlive it a
+        moment (or, with the store down, until it expires), and a new question
+        must not get an old error.
 
         A flight is claimed a round trip before its answer's log is created (the
         claim names the answer): a log not there yet is waited for, up to
@@ -197,15 +222,30 @@ class AnswerCache:
             if clock.time() >= deadline:
                 return False  # its replica died between the claim and the log
             await asyncio.sleep(_LOG_CREATED_POLL)
-        return info.final_seq is not None or await registry.store.producer_alive(shared_id)
+        if info.final_seq is None:
+            return await registry.store.producer_alive(shared_id)
+        last = await registry.store.read(shared_id, info.final_seq - 1, 0)
+        return bool(last) and isinstance(last[-1], Done)
 
     async def _shared_ended(
-        self, key: str, shared: AnswerRun, recorder: RecordingSource, in_flight: bool, keep: bool
+        self,
+        key: str,
+        shared: AnswerRun,
+        recorder: RecordingSource,
+        in_flight: bool,
+        payer: str,
+        keep: bool,
     ) -> None:
-        """Keep the answer if it finished normally (and may be kept); then its flight is over."""
+        """Charge the provider call to its payer; keep the answer if it finished
+        normally, as the key's provider and model wrote it; then its flight is over."""
         try:
+            if self._charge is not None:
+                await self._charge(payer, shared.stats.billed_tokens)
             summary = shared.summary
-            if keep and summary is not None and summary.finish_reason == "stop":
+            # A fallback's answer is not the key's model's: the primary is asked
+            # again next time, not replaced for a whole TTL by its stand-in.
+            finished = summary is not None and summary.finish_reason == "stop"
+            if keep and finished and summary is not None and not shared.by_fallback:
                 recording = recorder.recorded(summary).encode()
                 await self._store.put(key, recording, self._policy.ttl_seconds)
         except StoreUnavailableError:

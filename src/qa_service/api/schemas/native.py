@@ -253,7 +253,9 @@ CACHE_CONTROL = {
     "required": False,
     "schema": {"type": "string"},
     "description": "With the answer cache on: `no-cache` asks the provider afresh and keeps "
-    "the answer; `no-store` asks afresh and keeps nothing. Other directives are ignored.",
+    "the answer; `no-store` asks afresh and keeps nothing. A `no-cache` sent with "
+    "`Pragma: no-cache` is a browser's own (every EventSource sends the pair) and is "
+    "ignored, as are other directives.",
 }
 HEALTH_RESPONSES: Responses = {
     "200": json_body("Health", "The process serves HTTP (liveness)."),
