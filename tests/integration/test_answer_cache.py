@@ -343,7 +343,8 @@ def test_joiners_of_a_failed_answer_all_see_its_error_and_nothing_is_kept(
     cached: Cached, stub: UpstreamStub
 ) -> None:
     key = marker()
-    stub.reply(key, Reply(pieces=SLOW, piece_delay=0.05, cut_after_pieces=30))
+    # 30 pieces 0.1 s apart: 3 s for four joiners to attach on a busy machine.
+    stub.reply(key, Reply(pieces=SLOW, piece_delay=0.1, cut_after_pieces=30))
 
     with ThreadPoolExecutor(5) as pool:
         watch = AnswerIdWatch()
@@ -529,7 +530,8 @@ def test_a_join_resumed_mid_stream_continues_exactly(cached: Cached, stub: Upstr
 
 def test_every_outcome_is_counted_on_metrics(cached: Cached, stub: UpstreamStub) -> None:
     key, fresh = marker(), marker()
-    stub.reply(key, Reply(pieces=SLOW, piece_delay=0.02, usage=USAGE))
+    # 60 pieces 0.05 s apart: 3 s for the joiner to attach on a busy machine.
+    stub.reply(key, Reply(pieces=SLOW, piece_delay=0.05, usage=USAGE))
     stub.reply(fresh, Reply(pieces=PIECES, usage=USAGE))
     url = cached.a.url
     before = read_metrics(url)

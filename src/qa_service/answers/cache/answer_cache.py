@@ -236,20 +236,22 @@ class AnswerCache:
         payer: str,
         keep: bool,
     ) -> None:
-        """Charge the provider call to its payer; keep the answer if it finished
-        normally, as the key's provider and model wrote it; then its flight is over."""
+        """Keep the answer if it finished normally, as the key's provider and model
+        wrote it; charge the provider call to its payer; then its flight is over.
+        Kept before charged: a client that sees its charge finds the answer kept."""
         try:
-            if self._charge is not None:
-                await self._charge(payer, shared.stats.billed_tokens)
             summary = shared.summary
+            finished = summary is not None and summary.finish_reason == "stop"
             # A fallback's answer is not the key's model's: the primary is asked
             # again next time, not replaced for a whole TTL by its stand-in.
-            finished = summary is not None and summary.finish_reason == "stop"
             if keep and finished and summary is not None and not shared.by_fallback:
-                recording = recorder.recorded(summary).encode()
-                await self._store.put(key, recording, self._policy.ttl_seconds)
-        except StoreUnavailableError:
-            log.warning("could not keep a finished answer in the cache")
+                try:
+                    recording = recorder.recorded(summary).encode()
+                    await self._store.put(key, recording, self._policy.ttl_seconds)
+                except StoreUnavailableError:
+                    log.warning("could not keep a finished answer in the cache")
+            if self._charge is not None:
+                await self._charge(payer, shared.stats.billed_tokens)
         finally:
             if in_flight:
                 with suppress(StoreUnavailableError):
