@@ -50,11 +50,16 @@ class RecordedAnswer:
 
     def report(self, report: GenerationReport) -> None:
         """Fill `report` as the original's model run did."""
-        summary = self.summary
-        report.finish_reason = summary.finish_reason
-        report.usage = summary.usage
-        report.provider = summary.provider
-        report.model = summary.model
+        report_as(self.summary, report)
+
+
+def report_as(summary: AnswerSummary, report: GenerationReport) -> None:
+    """Fill `report` with how the answer `summary` ends finished, and who wrote it:
+    a hit or a join reports the original's, as its own Done then says."""
+    report.finish_reason = summary.finish_reason
+    report.usage = summary.usage
+    report.provider = summary.provider
+    report.model = summary.model
 
 
 class RecordingSource:

@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from qa_service.answers.cache.recording import RecordedAnswer
+from qa_service.answers.cache.recording import RecordedAnswer, report_as
 from qa_service.answers.follow import FollowTiming, follow
 from qa_service.answers.registry import AnswerRegistry
 from qa_service.core.errors import PublicError, QAServiceError
@@ -74,10 +74,7 @@ class RelaySource:
                         case Text(_, text):
                             yield text
                         case Done(_, summary):
-                            report.finish_reason = summary.finish_reason
-                            report.usage = summary.usage
-                            report.provider = summary.provider
-                            report.model = summary.model
+                            report_as(summary, report)
                             return
                         case Failed(_, error):
                             raise SharedAnswerFailedError(error)
