@@ -37,12 +37,12 @@ uv run --frozen lint-imports
 rm -rf .coverage-data && mkdir -p .coverage-data
 # In QA_TEST_WORKERS pytest-xdist workers (3 unless set): most integration tests
 # wait on their subprocesses (the service, the stub, redis-server, nginx), not
-# on the CPU. A module's tests stay on one worker (--dist loadfile), with the
-# module's Redis topology or nginx fleet. Coverage follows every worker
-# (patch = subprocess), as it follows the services they start.
+# on the CPU. A module's tests stay on one worker, and the `slow` tests run one
+# at a time (--dist loadgroup; the groups: tests/conftest.py). Coverage follows
+# every worker (patch = subprocess), as it follows the services they start.
 echo "== pytest: unit, deploy (the Helm chart), integration, in ${QA_TEST_WORKERS:=3} workers"
 uv run --frozen coverage run -m pytest tests/unit tests/deploy tests/integration \
-    -n "$QA_TEST_WORKERS" --dist loadfile --durations=25 "${PYTEST_ARGS[@]}"
+    -n "$QA_TEST_WORKERS" --dist loadgroup --durations=25 "${PYTEST_ARGS[@]}"
 # Their own invocation, one test at a time: they build and remove one image by name.
 echo "== pytest: container"
 uv run --frozen coverage run -m pytest tests/container --durations=25 "${PYTEST_ARGS[@]}"
