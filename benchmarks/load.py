@@ -84,7 +84,8 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from tests.support.service import REPO, free_port, run_service, service_env
+from tests.support.ports import free_port
+from tests.support.service import REPO, run_service, service_env
 
 from benchmarks.measure import cpu_seconds, percentile, write_results
 

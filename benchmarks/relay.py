@@ -66,7 +66,7 @@ def run_stub(pieces: int, first_delay: float, piece_delay: float) -> Iterator[st
 
 @contextmanager
 def run_bare_relay(stub_url: str, workdir: Path) -> Iterator[tuple[str, int]]:
-    from tests.support.service import free_port
+    from tests.support.ports import free_port
 
     port = free_port()
     env = {**os.environ, "OPENAI_BASE_URL": f"{stub_url}/v1", "PYTHONPATH": str(REPO)}

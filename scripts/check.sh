@@ -18,8 +18,11 @@ echo "== mypy --strict (incremental)"
 uv run --frozen mypy --incremental --cache-dir .mypy_cache
 echo "== import-linter: the layers import one way"
 uv run --frozen lint-imports
+# Two pytest-xdist workers: 14 s against 35 s in one process (measured beside a
+# full run of scripts/test.sh). `-n 0` as an argument runs them in this process
+# (for --pdb, say).
 echo "== pytest: unit, and the Helm chart rendered in process (tests/deploy, about 2 s)"
-uv run --frozen pytest tests/unit tests/deploy -q \
+uv run --frozen pytest tests/unit tests/deploy -q -n 2 \
     -m "not slow and not replicas and not container and not browser" "$@"
 echo "== node --test: the JS client (no npm packages needed)"
 node --test --test-reporter=dot tests/js/*.test.mjs

@@ -35,9 +35,17 @@ echo "== import-linter: the layers import one way"
 uv run --frozen lint-imports
 # Coverage counts the service's own processes too (pyproject: patch = subprocess).
 rm -rf .coverage-data && mkdir -p .coverage-data
-echo "== pytest: unit, deploy (the Helm chart), integration, container"
-uv run --frozen coverage run -m pytest tests/unit tests/deploy tests/integration tests/container \
-    --durations=25 "${PYTEST_ARGS[@]}"
+# In QA_TEST_WORKERS pytest-xdist workers (3 unless set): most integration tests
+# wait on their subprocesses (the service, the stub, redis-server, nginx), not
+# on the CPU. A module's tests stay on one worker, and the `slow` tests run one
+# at a time (--dist loadgroup; the groups: tests/conftest.py). Coverage follows
+# every worker (patch = subprocess), as it follows the services they start.
+echo "== pytest: unit, deploy (the Helm chart), integration, in ${QA_TEST_WORKERS:=3} workers"
+uv run --frozen coverage run -m pytest tests/unit tests/deploy tests/integration \
+    -n "$QA_TEST_WORKERS" --dist loadgroup --durations=25 "${PYTEST_ARGS[@]}"
+# Their own invocation, one test at a time: they build and remove one image by name.
+echo "== pytest: container"
+uv run --frozen coverage run -m pytest tests/container --durations=25 "${PYTEST_ARGS[@]}"
 echo "== node --test: the JS client"
 node --test tests/js/
 # Their own invocation: sync Playwright and pytest-asyncio do not share a loop.

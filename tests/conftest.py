@@ -12,6 +12,21 @@ from tests.support.service import RunningService, SharedServices
 from tests.support.upstream_stub import UpstreamStub
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Work units for pytest-xdist's --dist loadgroup (scripts/test.sh).
+
+    A module's tests stay together on one worker, with its module fixtures
+    (a Redis topology, an nginx fleet) and the services it shares. The `slow`
+    tests, which load the machine on purpose (hundreds of streams, floods,
+    fuzzing, drains), make one unit of their own: they run one at a time, as
+    they were written to, beside the lighter tests only. Side by side, on two
+    cores, they starved each other's services past their deadlines.
+    """
+    for item in items:
+        group = "slow" if item.get_closest_marker("slow") else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def stub() -> Iterator[UpstreamStub]:
     """The provider stub on 127.0.0.1, for the service and the container alike."""

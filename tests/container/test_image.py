@@ -16,7 +16,7 @@ from tests.deploy.test_helm_chart import helm_chart, render
 from tests.integration.test_answers import HARD_PIECES
 from tests.support.metrics import delta, read_metrics, settled_metrics, total
 from tests.support.podman import Container, image_config, podman, run_container
-from tests.support.service import free_port
+from tests.support.ports import free_port
 from tests.support.sse import hang_up_after, read_stream
 from tests.support.upstream_stub import Reply, UpstreamStub
 

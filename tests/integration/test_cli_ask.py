@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
 from tests.support.providers import marker
-from tests.support.service import RunningService, free_port, service_env
+from tests.support.service import RunningService, service_env
 from tests.support.upstream_stub import Reply, UpstreamStub
 
 ASK = [sys.executable, "-m", "qa_service", "ask"]

@@ -34,8 +34,11 @@ from tests.support.upstream_stub import Reply, UpstreamStub
 pytestmark = [pytest.mark.replicas, pytest.mark.slow]
 
 ANSWERS = 20
-# Generous beside a busy machine: the longest answer takes 7 s, and must fit.
-GRACE = 20
+# Generous beside a busy machine: the longest answer takes 10 s on an idle one,
+# and must fit. A drain ends when its last answer does, so a long grace costs
+# nothing; 20 s was too short beside three other pytest-xdist workers (the
+# 10 s answer was cancelled at the grace's end).
+GRACE = 60
 PIECE_DELAY = 0.05
 SHORT = 60  # 3 s
 LONG = 140  # 7 s
@@ -43,7 +46,7 @@ LONG = 140  # 7 s
 # to the stopping one, so only the answer itself can hold that replica open.
 LONGEST = 200  # 10 s
 # Every read, and every wait of the test, ends by then.
-DEADLINE = 60.0
+DEADLINE = GRACE + 30.0
 # "At once", with room for a busy machine: a deadline, not a measurement.
 READYZ_WITHIN = 10.0
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.metrics import delta, read_metrics
+from tests.support.ports import free_port
 from tests.support.providers import CANCEL_ON_HANGUP, GROQ_KEY, marker, provider_settings
-from tests.support.service import RunningService, SharedServices, free_port, run_service
+from tests.support.service import RunningService, SharedServices, run_service
 from tests.support.sse import hang_up_after, read_stream
 from tests.support.upstream_stub import GROQ_PATH, OPENAI_PATH, Reply, UpstreamStub
 

@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from tests.support.metrics import delta, settled_metrics
+from tests.support.ports import free_port
 from tests.support.providers import marker, provider_settings
-from tests.support.service import RunningService, SharedServices, free_port, run_service
+from tests.support.service import RunningService, SharedServices, run_service
 from tests.support.sse import hang_up_after, read_stream
 from tests.support.upstream_stub import Reply, UpstreamStub
 

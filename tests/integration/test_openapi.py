@@ -42,6 +42,8 @@ MIN_CASES = {
     "small": {"openai": 600, "demo": 400},
 }[FUZZ]
 FUZZ_MARKS = [pytest.mark.slow] if FUZZ == "full" else []
+# The deadline of one schemathesis run.
+FUZZ_SECONDS = 600
 
 
 @pytest.fixture
@@ -176,7 +178,9 @@ def _fuzz(service: RunningService, workdir: Path, examples: int) -> FuzzRun:
         ],
         capture_output=True,
         text=True,
-        timeout=240,
+        # CPU-bound (the service and schemathesis): about 50 s on an idle machine,
+        # over 240 s beside three other pytest-xdist workers and a busy machine.
+        timeout=FUZZ_SECONDS,
         stdin=subprocess.DEVNULL,
         cwd=workdir,
         env=tool_env(),
@@ -198,6 +202,7 @@ def _fuzz(service: RunningService, workdir: Path, examples: int) -> FuzzRun:
     return FuzzRun(json.loads(report_path.read_text(encoding="utf-8")), statuses)
 
 
+@pytest.mark.timeout(FUZZ_SECONDS + 120)
 @pytest.mark.parametrize(
     "provider", [pytest.param(p, marks=FUZZ_MARKS) for p in ("openai", "demo")]
 )

@@ -22,10 +22,11 @@ import pytest
 
 from tests.integration.conftest import RefusedStart
 from tests.support.metrics import read_metrics, total
+from tests.support.ports import free_port
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_server import RedisServer, run_redis
 from tests.support.resume import AnswerIdWatch, EventWatch, Read, read, seqs
-from tests.support.service import RunningService, free_port, run_services
+from tests.support.service import RunningService, run_services
 from tests.support.upstream_stub import Reply, UpstreamStub
 
 GRACE = 1.5

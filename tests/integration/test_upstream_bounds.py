@@ -48,7 +48,6 @@ def test_a_silent_upstream_ends_with_upstream_timeout_at_the_read_timeout(
     key = marker()
     stub.reply(key, Reply(pieces=["one ", "two "], stall_after_pieces=stall_after))
 
-    started = time.monotonic()
     stream = read_stream(bounded.url, params={"query": key})
 
     assert stream.text == "one "[: 4 * stall_after]
@@ -57,10 +56,17 @@ def test_a_silent_upstream_ends_with_upstream_timeout_at_the_read_timeout(
         "message": "The model provider did not answer in time.",
         "retryable": True,
     }
-    # From the last byte the provider sent: the request for stall_after=0.
-    silent_since = stream.arrived[-2] if stall_after else started
-    assert READ_TIMEOUT - 0.2 < stream.arrived[-1] - silent_since < READ_TIMEOUT + 1.0
     exchange = stub.wait_closed(key, timeout=1.0)
+    assert exchange.client_closed_at is not None
+    # From the last byte the provider sent. For stall_after=0 that is the request,
+    # timed where the stub stands, from its arrival to the service closing it: the
+    # client's own send is no start, on a busy machine getting there can take a second.
+    silent = (
+        stream.arrived[-1] - stream.arrived[-2]
+        if stall_after
+        else exchange.client_closed_at - exchange.opened_at
+    )
+    assert READ_TIMEOUT - 0.2 < silent < READ_TIMEOUT + 1.0
     assert not exchange.completed
     assert len(stub.exchanges_for(key)) == 1  # a timed-out stream is not retried
 
@@ -90,13 +96,16 @@ def test_comments_before_the_first_text_count_against_the_read_timeout(
     key = marker()
     stub.reply(key, Reply(pieces=["one "], stall_after_pieces=0, stall_comment_every=0.25))
 
-    started = time.monotonic()
     stream = read_stream(bounded.url, params={"query": key})
 
     assert stream.kinds == ["meta", "error"]
     assert stream.last["error"]["code"] == "upstream_timeout"
-    assert READ_TIMEOUT - 0.2 < stream.arrived[-1] - started < READ_TIMEOUT + 1.0
-    assert not stub.wait_closed(key, timeout=1.0).completed
+    # Timed where the provider stands, from the request's arrival to its close
+    # (the idle bound, IDLE_TIMEOUT, would close it two seconds later).
+    exchange = stub.wait_closed(key, timeout=1.0)
+    assert exchange.client_closed_at is not None
+    assert READ_TIMEOUT - 0.2 < exchange.client_closed_at - exchange.opened_at < READ_TIMEOUT + 1.0
+    assert not exchange.completed
 
 
 def test_the_output_cap_is_enforced_when_the_provider_ignores_it(

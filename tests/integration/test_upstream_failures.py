@@ -81,7 +81,8 @@ def test_stream_that_ends_without_a_finish_reason_is_incomplete(
 def test_upstream_unreachable_is_an_error_event_once_the_stream_has_started(
     workdir, stub: UpstreamStub
 ) -> None:  # type: ignore[no-untyped-def]
-    from tests.support.service import free_port, run_service
+    from tests.support.ports import free_port
+    from tests.support.service import run_service
 
     dead = f"http://127.0.0.1:{free_port()}/v1"
     settings = {

@@ -25,7 +25,8 @@ import httpx
 
 from tests.support.daemon import wait_until
 from tests.support.podman import BASE_IMAGE, IMAGE, PODMAN, ULIMITS, podman
-from tests.support.service import REPO, free_port, tool_env
+from tests.support.ports import free_port
+from tests.support.service import REPO, tool_env
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.daemon import NotReadyError, wait_until
-from tests.support.service import REPO, free_port
+from tests.support.ports import free_port
+from tests.support.service import REPO
 
 NGINX = "/usr/sbin/nginx"
 DEPLOY_CONF = REPO / "deploy" / "nginx.conf"

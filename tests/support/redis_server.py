@@ -20,7 +20,7 @@ from pathlib import Path
 import redis
 
 from tests.support.daemon import NotReadyError, wait_until
-from tests.support.service import free_port
+from tests.support.ports import free_port
 
 REDIS_SERVER = "redis-server"
 

@@ -17,8 +17,8 @@ from urllib.parse import quote
 
 import redis
 
+from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer, require_redis_server
-from tests.support.service import free_port
 
 
 @dataclass

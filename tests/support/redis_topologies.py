@@ -22,9 +22,9 @@ from urllib.parse import quote
 import redis
 
 from tests.support.daemon import wait_until
+from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer, RedisTraffic, require_redis_server
 from tests.support.redis_tls import TlsRedisServer
-from tests.support.service import free_port
 
 SENTINEL_SERVICE = "qa-primary"
 # Short, so a test's failover takes seconds: a primary is "down" after 1 s unanswered.

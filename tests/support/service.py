@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 from collections import OrderedDict
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 
 from tests.support.daemon import wait_until
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPTS = REPO / "prompts"
@@ -65,12 +65,6 @@ class RunningService:
         records = wait_until(found, timeout, f"the answer log line of {request_id}")
         assert len(records) == 1, records
         return records[0]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def service_env(settings: Mapping[str, str]) -> dict[str, str]:
