@@ -61,8 +61,9 @@ async def open_answer(
     settings = service.settings
     admission = service.admission
     client = client_of(request)
-    # A hit is admitted too: a request is a request (QA_RATE_LIMIT); it only
-    # costs the client no tokens (AnswerRun.billed_tokens).
+    # A hit is admitted too: a request is a request (QA_RATE_LIMIT). Its tokens
+    # cost nothing: with the cache, only a provider call is charged, to the
+    # client that started it (answers/cache/answer_cache.py).
     admitted = await admission.admit(client)
     try:
         # Here, before the 200: a store that is down is a 503 store_unavailable.
