@@ -27,7 +27,7 @@ from qa_service.core.errors import (
     QAServiceError,
     StoreUnavailableError,
 )
-from qa_service.core.events import AnswerMeta, Failed
+from qa_service.core.events import AnswerEvent, AnswerMeta, Failed
 from qa_service.generation.writer import AIWriter
 
 log = logging.getLogger(__name__)
@@ -178,12 +178,16 @@ class AnswerRegistry:
         holds everything it sent."""
         if info.final_seq is None:
             return True
+        last = await self.last_event(answer_id, info)
+        return isinstance(last, Failed) and last.error.code == PRODUCER_LOST.code
+
+    async def last_event(self, answer_id: str, info: LogInfo) -> AnswerEvent | None:
+        """An ended log's last event (its Done or Failed); None while it has not
+        ended, or if the store no longer holds it."""
+        if info.final_seq is None:
+            return None
         last = await self.store.read(answer_id, info.final_seq - 1, 0)
-        return (
-            bool(last)
-            and isinstance(last[-1], Failed)
-            and last[-1].error.code == PRODUCER_LOST.code
-        )
+        return last[-1] if last else None
 
     async def cancel(
         self, answer_id: str, public: PublicError = CANCELLED, outcome: str = "cancelled"

@@ -224,8 +224,7 @@ class AnswerCache:
             await asyncio.sleep(_LOG_CREATED_POLL)
         if info.final_seq is None:
             return await registry.store.producer_alive(shared_id)
-        last = await registry.store.read(shared_id, info.final_seq - 1, 0)
-        return bool(last) and isinstance(last[-1], Done)
+        return isinstance(await registry.last_event(shared_id, info), Done)
 
     async def _shared_ended(
         self,
