@@ -21,13 +21,14 @@ from qa_service.answers.cache.ports import CacheStore
 from qa_service.answers.chats import ChatAnswers
 from qa_service.answers.readers import ReaderLimits
 from qa_service.answers.registry import AnswerRegistry
+from qa_service.answers.responses import StoredResponses
 from qa_service.answers.run import RunTiming
 from qa_service.api.deps import ProviderCapabilities, Service
 from qa_service.api.error_handlers import install_error_handlers
 from qa_service.api.hosts import refuse_other_hosts
 from qa_service.api.openapi import install_openapi
 from qa_service.api.openapi.facts import StartUpFacts
-from qa_service.api.routes import ai_sdk, native, openai, ops, tickets
+from qa_service.api.routes import ai_sdk, native, openai, ops, responses, tickets
 from qa_service.api.routes.page import install_web
 from qa_service.config import Settings
 from qa_service.core.draining import Drain
@@ -116,6 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
                 admission,
                 StreamTickets(stores.tickets, settings.ticket_ttl_seconds),
                 ChatAnswers(stores.chats, settings.resume_ttl_seconds),
+                StoredResponses(stores.responses, settings.resume_ttl_seconds),
                 capabilities,
                 keys=keys,
                 probe=probe,
@@ -169,6 +171,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(native.router)
     app.include_router(tickets.router)
+    # Before the OpenAI chat surface: its last route catches every other /v1 path.
+    app.include_router(responses.router)
     app.include_router(openai.router)
     app.include_router(ai_sdk.router)
     app.include_router(ops.router)
@@ -181,7 +185,7 @@ def create_app(settings: Settings) -> FastAPI:
         prompts=prompts.names(),
         scenarios=list(capabilities.scenarios),
     )
-    surfaces = (native.components, ai_sdk.components, openai.components)
+    surfaces = (native.components, ai_sdk.components, openai.components, responses.components)
     install_openapi(app, facts, surfaces, keys_on=settings.auth_enabled)
     return app
 

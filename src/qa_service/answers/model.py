@@ -49,6 +49,9 @@ class AnswerRequest:
     # The prompt's version when the request was checked (generation/prompts.py);
     # not in the fingerprint: a resume after the file changed still matches.
     prompt_version: str = ""
+    # A lower output cap than QA_MAX_TOKENS, asked for by the request (the
+    # Responses dialect's max_output_tokens); None: QA_MAX_TOKENS alone.
+    max_tokens: int | None = None
 
     def fingerprint(self) -> str:
         """A digest of everything that shapes the answer. A resume must match it;
@@ -58,6 +61,9 @@ class AnswerRequest:
             # Only when there is one: a question without history keeps the
             # digest it had before conversations, so stored answers resume.
             shape.append([[turn.role, turn.content] for turn in self.history])
+        if self.max_tokens is not None:
+            # Likewise only when asked: a cut answer is another answer.
+            shape.append({"max_tokens": self.max_tokens})
         canonical = json.dumps(
             shape,
             ensure_ascii=True,

@@ -93,6 +93,7 @@ class WriterSource:
             history=request.history,
             report=report,
             configurable=request.configurable,
+            max_tokens=request.max_tokens,
         )
 
 

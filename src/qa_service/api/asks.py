@@ -118,6 +118,14 @@ def checked_query(query: str | None, limit: int) -> str:
     return query
 
 
+def checked_model(service: Service, model: str) -> Prompt:
+    """The prompt an OpenAI dialect's `model` names, at the version in force now."""
+    prompt = service.prompts.get(model)
+    if prompt is None:
+        raise errors.model_not_found(model if PROMPT_NAME.fullmatch(model) else None)
+    return prompt
+
+
 def _checked_prompt(name: str | None, service: Service) -> Prompt:
     """The prompt at the version in force now: the answer keeps it, whatever a reload does."""
     prompt = service.prompts.get(service.settings.default_prompt if name is None else name)

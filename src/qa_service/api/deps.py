@@ -17,6 +17,7 @@ from qa_service.answers.cache.answer_cache import AnswerCache
 from qa_service.answers.chats import ChatAnswers
 from qa_service.answers.connection import connection_events
 from qa_service.answers.registry import AnswerRegistry
+from qa_service.answers.responses import StoredResponses
 from qa_service.api.origins import page_may_start_answers
 from qa_service.config import Settings
 from qa_service.core import errors
@@ -51,6 +52,7 @@ class Service:
     admission: Admission
     tickets: StreamTickets
     chats: ChatAnswers
+    responses: StoredResponses
     capabilities: ProviderCapabilities
     # None: no keys are configured, and anyone may start an answer.
     keys: KeyRing | None = None

@@ -10,6 +10,7 @@ route that starts an answer counts each refusal as a refused answer
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, ClassVar
 
@@ -62,6 +63,21 @@ class OpenAIRoute(NativeRoute):
 
 
 class OpenAIAnswerRoute(OpenAIRoute):
+    starts_answers = True
+
+
+class OpenAIResponsesRoute(OpenAIRoute):
+    """The Responses routes: OpenAI's shape, and its status for a malformed
+    request, 400 (its SDKs raise BadRequestError), where ours is 422."""
+
+    @classmethod
+    def error_response(cls, public: PublicError) -> JSONResponse:
+        if public.status == 422:
+            public = dataclasses.replace(public, status=400)
+        return super().error_response(public)
+
+
+class OpenAIResponsesAnswerRoute(OpenAIResponsesRoute):
     starts_answers = True
 
 

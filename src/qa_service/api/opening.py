@@ -48,7 +48,12 @@ def new_meta(service: Service, answer_request: AnswerRequest, scenario: str | No
 
 
 async def open_answer(
-    service: Service, answer_request: AnswerRequest, request: Request, scenario: str | None = None
+    service: Service,
+    answer_request: AnswerRequest,
+    request: Request,
+    scenario: str | None = None,
+    *,
+    resumable: bool = True,
 ) -> OpenedAnswer:
     """Start the answer, or refuse (QAServiceError, before any response).
 

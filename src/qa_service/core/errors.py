@@ -250,6 +250,19 @@ BUDGET_EXHAUSTED = _catalogued(
 ANSWER_NOT_FOUND = _catalogued(
     "answer_not_found", "No such answer: it never existed or has expired.", False, 404
 )
+RESPONSE_NOT_FOUND = _catalogued(
+    "response_not_found",
+    "No such response: it never existed, was not stored, has expired, or is another client's.",
+    False,
+    404,
+)
+PREVIOUS_RESPONSE_NOT_FOUND = _catalogued(
+    "previous_response_not_found",
+    "previous_response_id names no stored response of this client (it never existed, "
+    "was not stored, or has expired).",
+    False,
+    404,
+)
 RESUME_MISMATCH = _catalogued(
     "resume_mismatch",
     "Last-Event-ID names an answer to a different request; resume with the same "

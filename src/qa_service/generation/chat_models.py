@@ -59,8 +59,9 @@ class TextFirstChatModel(BaseChatModel):
     async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         # Typed AsyncIterator, but an async generator: closed with ours.
         provider = cast(AsyncGenerator[ChatGenerationChunk], super()._astream(*args, **kwargs))
-        # ChatOpenAI and ChatGroq both name their output cap max_tokens.
-        max_tokens: int | None = getattr(self, "max_tokens", None)
+        # ChatOpenAI and ChatGroq both name their output cap max_tokens; an
+        # answer's own (a bound kwarg: generation/writer.py) comes in kwargs.
+        max_tokens: int | None = kwargs.get("max_tokens", getattr(self, "max_tokens", None))
         chunks = capped(provider, max_tokens)
         handed_over = False
         try:

@@ -77,6 +77,7 @@ class AIWriter:
     ) -> None:
         self._limits = limits or GenerationLimits()
         self._model = model
+        self._parser = InlineStrOutputParser()
         self._prompts = prompts if isinstance(prompts, PromptLibrary) else PromptLibrary(prompts)
         self._chains: dict[tuple[str, str], _Chain] = {}
         self._streaming: Counter[tuple[str, str]] = Counter()
@@ -96,7 +97,7 @@ class AIWriter:
         key = (prompt.name, prompt.version)
         chain = self._chains.get(key)
         if chain is None:
-            chain = self._chains[key] = prompt.template | self._model | InlineStrOutputParser()
+            chain = self._chains[key] = prompt.template | self._model | self._parser
         return chain
 
     def _forget_retired(self) -> None:
@@ -114,6 +115,7 @@ class AIWriter:
         history: Sequence[Turn] = (),
         report: GenerationReport | None = None,
         configurable: Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
     ) -> AsyncGenerator[str]:
         """Yield the answer's text as the model writes it; empty pieces are skipped.
 
@@ -123,9 +125,10 @@ class AIWriter:
         `history` is the conversation so far, oldest first, already trimmed.
 
         Raises UpstreamStalledError when the model falls silent for longer than
-        the limits allow. A piece past `max_pieces` is not sent: it stops there,
-        closes the chain, and reports finish_reason "length", as a provider that
-        keeps to the cap would.
+        the limits allow. A piece past `max_pieces` (or past `max_tokens`, a
+        lower cap the request asked for, which the provider is asked to keep
+        too) is not sent: it stops there, closes the chain, and reports
+        finish_reason "length", as a provider that keeps to the cap would.
         """
         config = RunnableConfig(
             run_name="ai_write",
@@ -136,6 +139,12 @@ class AIWriter:
         chosen = self._prompts.find(prompt, prompt_version)
         key = (chosen.name, chosen.version)
         chain = self._chain_for(chosen)
+        max_pieces = limits.max_pieces
+        if max_tokens is not None:
+            # Bound per answer: the provider stops (and bills) at the request's
+            # cap, not the process's. A chain of three parts: cheap to build.
+            chain = chosen.template | self._model.bind(max_tokens=max_tokens) | self._parser
+            max_pieces = max_tokens if max_pieces is None else min(max_pieces, max_tokens)
         # Runnable.astream is typed AsyncIterator, but it is an async generator,
         # closed explicitly, not left to the event loop's finalizer. That does
         # not reach the generators LangChain nests below it (their run ends a
@@ -166,7 +175,7 @@ class AIWriter:
                     except TimeoutError:
                         raise UpstreamStalledError from None
                     if chunk:
-                        if limits.max_pieces is not None and pieces == limits.max_pieces:
+                        if max_pieces is not None and pieces == max_pieces:
                             # A piece past the cap: the provider ignores it. Cut
                             # here; one that keeps to it sends only its finish
                             # and usage after the last piece, and ends as usual.

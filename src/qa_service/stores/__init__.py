@@ -42,6 +42,8 @@ class Stores:
     chats: ChatStore
     # Finished answers' recordings and answers in flight (answers/cache/).
     cache: CacheStore
+    # The Responses dialect's stored responses (answers/responses.py).
+    responses: ChatStore
 
 
 def max_logged_events(settings: Settings) -> int:
@@ -86,6 +88,7 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
             MemoryValues(),
             MemoryValues(),
             MemoryCacheStore(int(settings.answer_cache_max_mb * 1024 * 1024)),
+            MemoryValues(),
         )
         return
     # Imported only when used: a single-process deployment never loads redis.
@@ -94,7 +97,12 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
     from qa_service.stores.redis_client import open_redis_client
     from qa_service.stores.redis_limits import open_limit_counters
     from qa_service.stores.redis_slots import RedisSlotStore
-    from qa_service.stores.redis_values import CHATS_PREFIX, TICKETS_PREFIX, RedisValues
+    from qa_service.stores.redis_values import (
+        CHATS_PREFIX,
+        RESPONSES_PREFIX,
+        TICKETS_PREFIX,
+        RedisValues,
+    )
 
     url = settings.redis_url.get_secret_value()
     pool_size = redis_pool_size(settings)
@@ -112,6 +120,7 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
                 RedisValues(client, TICKETS_PREFIX),
                 RedisValues(client, CHATS_PREFIX),
                 RedisCacheStore(client),
+                RedisValues(client, RESPONSES_PREFIX),
             )
         finally:
             await answers.aclose()

@@ -1,6 +1,7 @@
-"""Short-lived values by key, in this process: stream tickets (access/tickets.py) and
-the chat index (answers/chats.py), by default. Each is usable only on the replica
-that put it (QA_REDIS_URL shares them: stores/redis_values.py)."""
+"""Short-lived values by key, in this process: stream tickets (access/tickets.py),
+the chat index (answers/chats.py) and stored responses (answers/responses.py), by
+default. Each is usable only on the replica that put it (QA_REDIS_URL shares
+them: stores/redis_values.py)."""
 
 from __future__ import annotations
 

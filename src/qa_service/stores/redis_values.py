@@ -1,6 +1,7 @@
 """Short-lived values by key in Redis (QA_REDIS_URL), shared by every replica:
-stream tickets (`qa:ticket:<sha256 of the ticket>`) and the chat index
-(`qa:chat:<sha256 of client and chat id>`).
+stream tickets (`qa:ticket:<sha256 of the ticket>`), the chat index
+(`qa:chat:<sha256 of client and chat id>`) and stored responses
+(`qa:response:<sha256 of the response id>`).
 
 One key per value, set with EX (Redis expires it). A take is GETDEL, which is
 atomic: of two replicas redeeming the same ticket at once, one gets the grant
@@ -13,6 +14,7 @@ from qa_service.stores.redis_client import RedisClient, mapped_errors, value_tex
 
 TICKETS_PREFIX = "qa:ticket:"
 CHATS_PREFIX = "qa:chat:"
+RESPONSES_PREFIX = "qa:response:"
 
 
 class RedisValues:

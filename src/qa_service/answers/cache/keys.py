@@ -29,18 +29,22 @@ class ModelShape:
 
 def cache_key(request: AnswerRequest, scope: str, shape: ModelShape) -> str:
     """The key of `request`'s answer within `scope` (a client, or GLOBAL_SCOPE)."""
+    shape_of_request: dict[str, Any] = {
+        "scope": scope,
+        "provider": shape.provider,
+        "model": shape.model,
+        "sampling": sorted(shape.sampling.items()),
+        "prompt": request.prompt,
+        "prompt_version": request.prompt_version,
+        "question": request.question,
+        "history": [[turn.role, turn.content] for turn in request.history],
+        "configurable": sorted(request.configurable.items()),
+    }
+    if request.max_tokens is not None:
+        # Only when asked, so the keys of every other answer stay as they were.
+        shape_of_request["max_tokens"] = request.max_tokens
     canonical = json.dumps(
-        {
-            "scope": scope,
-            "provider": shape.provider,
-            "model": shape.model,
-            "sampling": sorted(shape.sampling.items()),
-            "prompt": request.prompt,
-            "prompt_version": request.prompt_version,
-            "question": request.question,
-            "history": [[turn.role, turn.content] for turn in request.history],
-            "configurable": sorted(request.configurable.items()),
-        },
+        shape_of_request,
         ensure_ascii=True,
         separators=(",", ":"),
         sort_keys=True,

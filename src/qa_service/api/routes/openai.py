@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
 from qa_service.answers.model import AnswerRequest
-from qa_service.api.asks import checked_history, checked_query, read_json_body
+from qa_service.api.asks import checked_history, checked_model, checked_query, read_json_body
 from qa_service.api.auth import require_key
 from qa_service.api.deps import Service, ServiceDep
 from qa_service.api.dialects import OpenAIAnswerRoute, OpenAIRoute
@@ -33,7 +33,6 @@ from qa_service.core import errors
 from qa_service.core.errors import PublicError
 from qa_service.core.events import AnswerEvent, AnswerSummary, Done, Failed, Text
 from qa_service.generation.history import Turn
-from qa_service.generation.prompts import PROMPT_NAME, Prompt
 from qa_service.wire import openai_chat, sse
 
 # A refused completion is a refused answer; the models are not answers.
@@ -147,7 +146,7 @@ async def list_models(service: ServiceDep) -> dict[str, Any]:
 )
 async def retrieve_model(service: ServiceDep, model: str) -> dict[str, Any]:
     """One prompt, as an OpenAI model."""
-    _checked_model(service, model)
+    checked_model(service, model)
     return _model(model)
 
 
@@ -162,7 +161,7 @@ def _model(name: str) -> dict[str, Any]:
 
 def _checked_chat(service: Service, body: ChatCompletionRequest) -> AnswerRequest:
     """The answer the request asks for; refused before any upstream call."""
-    prompt = _checked_model(service, body.model)
+    prompt = checked_model(service, body.model)
     if body.n is not None and body.n != 1:
         raise errors.invalid_request("n: only 1 choice is supported")
     if body.tools or body.functions:
@@ -179,14 +178,6 @@ def _checked_chat(service: Service, body: ChatCompletionRequest) -> AnswerReques
         history=checked_history(turns[:-1], settings),
         prompt_version=prompt.version,
     )
-
-
-def _checked_model(service: Service, model: str) -> Prompt:
-    """The prompt `model` names, at the version in force now."""
-    prompt = service.prompts.get(model)
-    if prompt is None:
-        raise errors.model_not_found(model if PROMPT_NAME.fullmatch(model) else None)
-    return prompt
 
 
 def _turn(message: ChatMessage) -> Turn:

@@ -119,18 +119,18 @@ the stream started is one `OpenAIErrorBody` event. `: keep-alive` comment lines
 come while the model is silent. `stream: false`: one `ChatCompletion`."""
 
 
-def _error(description: str) -> dict[str, Any]:
+def error(description: str) -> dict[str, Any]:
     return {
         "description": description,
         "content": {"application/json": {"schema": ref("OpenAIErrorBody")}},
     }
 
 
-_UNAUTHORIZED = _error("`unauthorized`: API keys are on and the request has no valid key.")
-_COMMON_ERRORS: Responses = {
+_UNAUTHORIZED = error("`unauthorized`: API keys are on and the request has no valid key.")
+COMMON_ERRORS: Responses = {
     "401": _UNAUTHORIZED,
-    "500": _error("`internal_error`: a bug; the detail is in the service's log."),
-    "503": _error(
+    "500": error("`internal_error`: a bug; the detail is in the service's log."),
+    "503": error(
         "`not_ready`: the service is starting; `shutting_down` (Retry-After): it is "
         "draining after SIGTERM, ask again to reach another instance."
     ),
@@ -155,22 +155,22 @@ _COMPLETION_RESPONSES: Responses = {
             "application/json": {"schema": ref("ChatCompletion")},
         },
     },
-    **_COMMON_ERRORS,
-    "403": _error("`cross_site_refused`: a browser page of another site."),
-    "404": _error("`model_not_found`: `model` is not one of GET /v1/models."),
-    "409": _error("`cancelled`: a `stream: false` answer was cancelled."),
-    "413": _error("`body_too_large`: the body is over the POST size cap."),
-    "415": _error("`unsupported_media_type`: the body is not declared as application/json."),
-    "422": _error(
+    **COMMON_ERRORS,
+    "403": error("`cross_site_refused`: a browser page of another site."),
+    "404": error("`model_not_found`: `model` is not one of GET /v1/models."),
+    "409": error("`cancelled`: a `stream: false` answer was cancelled."),
+    "413": error("`body_too_large`: the body is over the POST size cap."),
+    "415": error("`unsupported_media_type`: the body is not declared as application/json."),
+    "422": error(
         "Refused before any model call: `invalid_request` (the message names the field), "
         "`query_required`, `query_too_long` (the last user message), `history_too_long`."
     ),
-    "429": _error(
+    "429": error(
         "`rate_limited`, `budget_exhausted`, `too_many_streams` (Retry-After, "
         "x-ratelimit-* headers); or `upstream_rate_limited`."
     ),
-    "502": _error("The provider failed before the first text (`upstream_*`)."),
-    "504": _error("`upstream_timeout`: the provider did not answer before the first text."),
+    "502": error("The provider failed before the first text (`upstream_*`)."),
+    "504": error("`upstream_timeout`: the provider did not answer before the first text."),
 }
 _QUESTION = [
     {"role": "user", "content": "What is photosynthesis?"},
@@ -225,13 +225,13 @@ MODELS_RESPONSES: Responses = {
         "description": "Every prompt.",
         "content": {"application/json": {"schema": ref("ModelList")}},
     },
-    **_COMMON_ERRORS,
+    **COMMON_ERRORS,
 }
 MODEL_RESPONSES: Responses = {
     "200": {
         "description": "The prompt.",
         "content": {"application/json": {"schema": ref("Model")}},
     },
-    "404": _error("`model_not_found`."),
-    **_COMMON_ERRORS,
+    "404": error("`model_not_found`."),
+    **COMMON_ERRORS,
 }
