@@ -55,6 +55,8 @@ class ResponseFacts:
     max_output_tokens: int | None = None
     previous_response_id: str | None = None
     store: bool = True
+    # The service's sampling (QA_TEMPERATURE), which a request does not change.
+    temperature: float = 1.0
 
 
 def log_position(starting_after: int, final_seq: int | None) -> int:
@@ -77,7 +79,7 @@ def usage_of(summary: AnswerSummary) -> dict[str, Any] | None:
         return None
     return {
         "input_tokens": summary.usage["input_tokens"],
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": summary.usage["output_tokens"],
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": summary.usage["total_tokens"],
@@ -128,27 +130,39 @@ class ResponseState:
             "id": facts.id,
             "object": "response",
             "created_at": facts.created_at,
+            # When its answer ended, as the answer's own duration says (the
+            # same on every replica); null while it runs and after a failure.
+            "completed_at": (
+                facts.created_at + round(summary.duration_ms / 1000) if summary else None
+            ),
             "status": self.status,
             "background": False,
             "error": error_of(self.error) if self.error is not None else None,
             "incomplete_details": {"reason": reason} if reason else None,
             "instructions": None,
             "max_output_tokens": facts.max_output_tokens,
+            "max_tool_calls": None,
             "model": facts.model,
             "output": [self.item()] if self.status != "in_progress" or self.pieces else [],
             "parallel_tool_calls": False,
             "previous_response_id": facts.previous_response_id,
-            "reasoning": {"effort": None, "summary": None},
+            "reasoning": None,
             "store": facts.store,
-            "temperature": None,
+            "temperature": facts.temperature,
+            "top_p": 1.0,
+            "presence_penalty": 0.0,
+            "frequency_penalty": 0.0,
+            "top_logprobs": 0,
             "text": {"format": {"type": "text"}},
             "tool_choice": "none",
             "tools": [],
-            "top_p": None,
             "truncation": "disabled",
+            "service_tier": "default",
             "usage": usage_of(summary) if summary is not None else None,
             "user": None,
             "metadata": {},
+            "safety_identifier": None,
+            "prompt_cache_key": None,
         }
 
     def item(self, text: str | None = None) -> dict[str, Any]:

@@ -135,6 +135,7 @@ async def create_response(service: ServiceDep, request: Request) -> Response:
         max_output_tokens=body.max_output_tokens,
         previous_response_id=previous[0].response_id if previous else None,
         store=store,
+        temperature=service.settings.temperature,
     )
     if store:
         record = ResponseRecord(
@@ -194,7 +195,7 @@ async def retrieve_response(
     `starting_after` (from its start without it), then live, on any replica,
     with no new model call: how a client resumes a dropped stream."""
     record = await _stored(service, response_id, client_of(request))
-    facts = _facts_of(record)
+    facts = _facts_of(service, record)
     if not stream:
         return JSONResponse((await _state_now(service, record)).response())
     after = -1 if starting_after is None else starting_after
@@ -258,7 +259,7 @@ async def _stored(service: Service, response_id: str, client: str) -> ResponseRe
     return record
 
 
-def _facts_of(record: ResponseRecord) -> ResponseFacts:
+def _facts_of(service: Service, record: ResponseRecord) -> ResponseFacts:
     return ResponseFacts(
         id=record.response_id,
         item_id=record.item_id,
@@ -267,6 +268,7 @@ def _facts_of(record: ResponseRecord) -> ResponseFacts:
         max_output_tokens=record.max_output_tokens,
         previous_response_id=record.previous_response_id,
         store=True,
+        temperature=service.settings.temperature,
     )
 
 
@@ -275,7 +277,7 @@ async def _state_now(service: Service, record: ResponseRecord) -> ResponseState:
     events = await service.registry.store.read(record.answer_id, -1, 0)
     if not events:
         raise QAServiceError(errors.RESPONSE_NOT_FOUND)
-    state = ResponseState(_facts_of(record))
+    state = ResponseState(_facts_of(service, record))
     for event in events:
         state.take(event)
     return state
@@ -292,7 +294,7 @@ async def _previous(
     if record is None:
         raise QAServiceError(errors.PREVIOUS_RESPONSE_NOT_FOUND)
     events = await service.registry.store.read(record.answer_id, -1, 0)
-    state = ResponseState(_facts_of(record))
+    state = ResponseState(_facts_of(service, record))
     for event in events:
         state.take(event)
     if not events or not is_terminal(events[-1]) or state.error is not None:
