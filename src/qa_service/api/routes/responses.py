@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from sse_starlette import EventSourceResponse
 
 from qa_service.answers.model import AnswerRequest
@@ -77,7 +77,8 @@ class InputItem(BaseModel):
 class TextFormat(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
-    type: str
+    # Structured output (json_object, json_schema) cannot be promised by a text prompt.
+    type: Literal["text"]
 
 
 class TextOptions(BaseModel):
@@ -100,10 +101,21 @@ class CreateResponseRequest(BaseModel):
     stream: bool | None = False
     store: bool | None = True
     previous_response_id: str | None = None
-    background: bool | None = None
-    tools: list[Any] | None = None
-    n: int | None = None
+    # Refused by their types where no answer could honour them: background runs
+    # (a stored response resumes instead), tools, several outputs.
+    background: Literal[False] | None = None
+    tools: list[Any] | None = Field(default=None, max_length=0)
+    n: Literal[1] | None = None
     text: TextOptions | None = None
+
+    @field_validator("background", "n", mode="before")
+    @classmethod
+    def _not_an_equal_of_another_type(cls, value: Any, info: ValidationInfo) -> Any:
+        # A Literal compares with ==, so False would take 0 and 1 would take true.
+        wanted = bool if info.field_name == "background" else int
+        if value is not None and (type(value) is not wanted):
+            raise ValueError(f"must be {'a boolean' if wanted is bool else 'an integer'}")
+        return value
 
 
 def components(facts: StartUpFacts) -> dict[str, Any]:
@@ -316,14 +328,6 @@ async def _checked_response(
     """The answer the request asks for, and the conversation it sends (what a
     stored response keeps); refused before any upstream call."""
     prompt = checked_model(service, body.model)
-    if body.n is not None and body.n != 1:
-        raise errors.invalid_request("n: only 1 output is supported")
-    if body.tools:
-        raise errors.invalid_request("tools: not supported")
-    if body.background:
-        raise errors.invalid_request("background: not supported; stream, and resume with GET")
-    if body.text and body.text.format and body.text.format.type != "text":
-        raise errors.invalid_request("text.format: only text is supported")
     earlier: list[Turn] = []
     if previous is not None:
         record, answer = previous
