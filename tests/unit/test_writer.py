@@ -159,7 +159,7 @@ class _CapRecordingModel(_EndlessModel):
 
 async def test_an_answers_lower_cap_is_asked_of_the_model_and_kept_to() -> None:
     model = _CapRecordingModel(messages=iter(()))
-    model.caps = []
+    _CapRecordingModel.caps = []
     writer = AIWriter(model, PROMPTS, GenerationLimits(max_pieces=7))
     report = GenerationReport()
 
