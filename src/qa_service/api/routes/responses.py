@@ -50,6 +50,9 @@ stored_routes = APIRouter(
 
 # What a message's content parts may be: text in, text out; nothing else is answerable.
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
+# What an input item carries besides its text: an Agents SDK's assistant item
+# repeats its id, status, type, role and empty annotations and logprobs.
+ITEM_OVERHEAD_BYTES = 256
 # How long a cancel waits for the answer's last event, to return it ended.
 _CANCEL_SETTLES_SECONDS = 2.0
 _CANCEL_POLL_SECONDS = 0.05
@@ -137,7 +140,8 @@ async def create_response(service: ServiceDep, request: Request) -> Response:
     `stream: true`, else one `response` object. `model` is a prompt name
     (GET /v1/models); the last user message of `input` is the question, the
     turns before it (and `previous_response_id`'s) the history."""
-    body = await read_json_body(service, request, CreateResponseRequest)
+    overhead = service.settings.max_history_messages * ITEM_OVERHEAD_BYTES
+    body = await read_json_body(service, request, CreateResponseRequest, extra_bytes=overhead)
     client = client_of(request)
     previous = await _previous(service, body.previous_response_id, client)
     answer_request, turns = await _checked_response(service, body, previous)
