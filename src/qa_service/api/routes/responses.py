@@ -28,7 +28,7 @@ from qa_service.api.deps import Service, ServiceDep, client_of
 from qa_service.api.dialects import OpenAIResponsesAnswerRoute, OpenAIResponsesRoute
 from qa_service.api.guards import STARTS_DIALECT_ANSWERS
 from qa_service.api.openapi.facts import StartUpFacts
-from qa_service.api.opening import open_answer
+from qa_service.api.opening import OpenedAnswer, open_answer
 from qa_service.api.routes.openai import IGNORED_SYSTEM_HEADER
 from qa_service.api.schemas import responses as schemas
 from qa_service.api.whole_answer import whole_answer
@@ -160,24 +160,7 @@ async def create_response(service: ServiceDep, request: Request) -> Response:
         temperature=service.settings.temperature,
     )
     if store:
-        record = ResponseRecord(
-            response_id=facts.id,
-            answer_id=opened.answer_id,
-            client=client,
-            item_id=facts.item_id,
-            model=facts.model,
-            created_at=facts.created_at,
-            max_output_tokens=facts.max_output_tokens,
-            previous_response_id=facts.previous_response_id,
-            turns=turns,
-        )
-        try:
-            await service.responses.keep(record)
-        except BaseException:
-            # Nobody will ever read it: it must not run on, unread and paid for.
-            await opened.events.aclose()
-            await service.registry.cancel(opened.answer_id, errors.STORE_UNAVAILABLE, "error")
-            raise
+        await _keep(service, opened, facts, client, turns)
     state = ResponseState(facts)
     response: Response
     if streamed:
@@ -272,6 +255,35 @@ async def cancel_response(service: ServiceDep, request: Request, response_id: st
             await anyio.sleep(_CANCEL_POLL_SECONDS)
             state = await _state_now(service, record)
     return JSONResponse(state.response())
+
+
+async def _keep(
+    service: Service,
+    opened: OpenedAnswer,
+    facts: ResponseFacts,
+    client: str,
+    turns: tuple[Turn, ...],
+) -> None:
+    """Store the response for its client, or stop its answer: unstored, nobody
+    could read it but this connection, and a failing store fails that too."""
+    record = ResponseRecord(
+        response_id=facts.id,
+        answer_id=opened.answer_id,
+        client=client,
+        item_id=facts.item_id,
+        model=facts.model,
+        created_at=facts.created_at,
+        max_output_tokens=facts.max_output_tokens,
+        previous_response_id=facts.previous_response_id,
+        turns=turns,
+    )
+    try:
+        await service.responses.keep(record)
+    except BaseException:
+        # It must not run on, unread and paid for.
+        await opened.events.aclose()
+        await service.registry.cancel(opened.answer_id, errors.STORE_UNAVAILABLE, "error")
+        raise
 
 
 async def _stored(service: Service, response_id: str, client: str) -> ResponseRecord:
