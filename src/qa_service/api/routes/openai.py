@@ -101,7 +101,9 @@ async def create_chat_completion(service: ServiceDep, request: Request) -> Respo
     (GET /v1/models); the last message is the question, earlier ones the history."""
     body = await read_json_body(service, request, ChatCompletionRequest)
     answer_request = _checked_chat(service, body)
-    opened = await open_answer(service, answer_request, request)
+    # No chat-completions client can come back for its answer: its hang-up
+    # cancels it at once, with no resume grace paid for (docs/PROTOCOL.md).
+    opened = await open_answer(service, answer_request, request, resumable=False)
     completion = openai_chat.Completion(
         id=openai_chat.completion_id(opened.answer_id),
         created=int(time.time()),
