@@ -220,7 +220,7 @@ def test_a_client_that_leaves_during_the_first_text_hold_stops_its_answer(
         {**provider_settings("openai", stub), "QA_FIRST_TEXT_HOLD_SECONDS": "5"}
     )
     key = marker()
-    stub.reply(key, Reply(pieces=["late "] * 50, first_delay=4.0))
+    stub.reply(key, Reply(pieces=["late "] * 50, first_delay=4.0, piece_delay=0.05))
     body = {"model": "chat", "messages": _ask(key), "stream": True}
 
     left_at = _post_then_leave(held, body, lambda: stub.wait_for_request(key))
