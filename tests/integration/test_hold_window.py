@@ -6,8 +6,12 @@ short one; the shared services turn the hold off (tests/support/providers.py).
 
 from __future__ import annotations
 
+import json
+import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -205,3 +209,57 @@ def test_once_its_reader_attached_a_hang_up_still_cancels_after_the_grace_alone(
 
     assert closed.client_closed_at is not None  # for the type checker: wait_closed saw it
     assert closed.client_closed_at - hung_up_at < 1 + 1.5
+
+
+# A question in each dialect's body; a client gone during the hold was sent nothing.
+_HELD_ASKS = {
+    "/ai_write": lambda key: {"query": key},
+    "/v1/chat/completions": lambda key: {
+        "model": "chat",
+        "messages": [{"role": "user", "content": key}],
+        "stream": True,
+    },
+    "/v1/responses": lambda key: {"model": "chat", "input": key, "stream": True},
+}
+
+
+@pytest.mark.parametrize("path", sorted(_HELD_ASKS))
+def test_a_client_that_leaves_during_the_hold_stops_its_answer_in_every_dialect(
+    path: str, stub: UpstreamStub, shared_services: SharedServices
+) -> None:
+    """A silent provider holds the response back, and nothing else listens to
+    the connection meanwhile. The client never got the answer's id, so it could
+    not resume it in any dialect: no grace is paid for (the default, 5 s)."""
+    # The default read timeout: HELD's 1 s would close the upstream by itself.
+    held = shared_services.one(
+        {**provider_settings("openai", stub), "QA_FIRST_TEXT_HOLD_SECONDS": "5"}
+    )
+    key = marker()
+    stub.reply(key, Reply(pieces=["late "] * 50, first_delay=4.0, piece_delay=0.05))
+
+    left_at = _post_then_leave(
+        held, path, _HELD_ASKS[path](key), lambda: stub.wait_for_request(key)
+    )
+
+    exchange = stub.wait_closed(key, timeout=10.0)
+    assert exchange.client_closed_at is not None
+    assert exchange.client_closed_at - left_at < 1.0
+    assert exchange.pieces_written == 0
+
+
+def _post_then_leave(
+    service: RunningService, path: str, body: dict[str, Any], before_leaving: Callable[[], object]
+) -> float:
+    """POST `body` on a raw socket, run `before_leaving`, then close the socket:
+    a client gone before any byte of its response (an httpx client would still
+    be waiting for the headers). Returns when it left."""
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    )
+    port = int(service.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(head.encode() + payload)
+        before_leaving()
+    return time.monotonic()

@@ -66,10 +66,11 @@ async def open_answer(
     QA_FIRST_TEXT_HOLD_SECONDS, when the provider fails before any text
     (with its real status).
 
-    `resumable=False`: the dialect gives its client no way back to the answer
-    (docs/PROTOCOL.md says which). Nothing is then paid for a resume grace:
-    the client's hang-up, from the hold on, cancels the answer at once,
-    whatever QA_RESUME_GRACE_SECONDS says.
+    A client that hangs up during that hold never had the answer's id: its
+    answer is cancelled at once. `resumable=False`: the dialect gives its
+    client no way back to the answer at all (docs/PROTOCOL.md says which), so
+    its hang-up at any point cancels it at once, whatever
+    QA_RESUME_GRACE_SECONDS says.
     """
     service.refuse_new_answers_while_draining()
     settings = service.settings
@@ -94,11 +95,9 @@ async def open_answer(
     if settings.first_text_hold_seconds > 0:
         # Nothing is sent yet, so a provider that fails before any text gets
         # its real status (429, 502, 503, 504) instead of 200 and an event.
-        hold = settings.first_text_hold_seconds
-        if resumable:
-            failure = await run.first_output(hold)
-        else:
-            failure = await _first_output_while_connected(run, hold, request)
+        failure = await _first_output_while_connected(
+            run, settings.first_text_hold_seconds, request
+        )
         if failure is not None:
             raise errors.AnswerFailedEarlyError(failure, admitted.headers)
     shutdown = anyio.Event()
@@ -109,10 +108,11 @@ async def open_answer(
 async def _first_output_while_connected(
     run: AnswerRun, hold: float, request: Request
 ) -> PublicError | None:
-    """run.first_output, for a client that cannot resume: one that hangs up during
-    the hold cancels its answer now. A silent provider holds it for up to
-    QA_FIRST_TEXT_HOLD_SECONDS (5 s), and until the response starts, nothing
-    else listens to the connection."""
+    """run.first_output, while the client is there: one that hangs up during the
+    hold cancels its answer now, in every dialect. It has not been sent the
+    answer's id, so it could never resume it, and no grace would buy anything.
+    A silent provider holds it for up to QA_FIRST_TEXT_HOLD_SECONDS (5 s), and
+    until the response starts, nothing else listens to the connection."""
     failure: list[PublicError | None] = []
     async with anyio.create_task_group() as group:
         group.start_soon(cancel_on_disconnect, request, group.cancel_scope)
