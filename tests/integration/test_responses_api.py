@@ -17,7 +17,7 @@ import pytest
 from qa_service.core import errors
 from tests.integration.test_answers import HARD_PIECES
 from tests.support.providers import marker, provider_settings
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, SharedServices, run_service
 from tests.support.upstream_stub import Reply, UpstreamStub
 
 USAGE = {"prompt_tokens": 31, "completion_tokens": 7, "total_tokens": 38}
@@ -439,3 +439,30 @@ def test_a_provider_429_before_any_text_is_the_sdks_rate_limit_error(
 
     assert limited.value.code == "upstream_rate_limited"
     assert limited.value.response.headers["retry-after"] == "30"
+
+
+def test_the_same_question_again_is_a_cache_hit_with_the_first_usage(
+    stub: UpstreamStub, shared_services: SharedServices
+) -> None:
+    cached = shared_services.one(
+        {**provider_settings("openai", stub), "QA_ANSWER_CACHE_TTL_SECONDS": "300"}
+    )
+    key = marker()
+    stub.reply(key, Reply(pieces=HARD_PIECES, usage=USAGE))
+
+    with _client(cached) as client:
+        first = client.responses.with_raw_response.create(model="chat", input=key)
+        again = client.responses.with_raw_response.create(model="chat", input=key)
+        capped = client.responses.with_raw_response.create(
+            model="chat", input=key, max_output_tokens=1
+        )
+
+    assert first.headers["x-qa-cache"] == "miss"
+    assert again.headers["x-qa-cache"] == "hit"
+    assert again.parse().output_text == first.parse().output_text == "".join(HARD_PIECES)
+    assert again.parse().usage == first.parse().usage
+    assert again.parse().id != first.parse().id
+    # A lower cap is another answer: asked afresh, not served the whole one.
+    assert capped.headers["x-qa-cache"] == "miss"
+    assert capped.parse().status == "incomplete"
+    assert len(stub.exchanges_for(key)) == 2
