@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
@@ -23,6 +23,7 @@ from sse_starlette import EventSourceResponse
 from qa_service.answers.model import AnswerRequest
 from qa_service.answers.responses import ResponseRecord, new_item_id, new_response_id
 from qa_service.api.asks import checked_history, checked_model, checked_query, read_json_body
+from qa_service.api.auth import require_key
 from qa_service.api.deps import Service, ServiceDep, client_of
 from qa_service.api.dialects import OpenAIResponsesAnswerRoute, OpenAIResponsesRoute
 from qa_service.api.guards import STARTS_DIALECT_ANSWERS
@@ -40,7 +41,13 @@ from qa_service.wire.openai_responses import ResponseFacts, ResponseState
 
 # A refused creation is a refused answer; a stored response's reads are not answers.
 answer_routes = APIRouter(route_class=OpenAIResponsesAnswerRoute, tags=["OpenAI-compatible"])
-stored_routes = APIRouter(route_class=OpenAIResponsesRoute, tags=["OpenAI-compatible"])
+# A stored response is its client's, and with keys on the client is the key's:
+# its reads admit the key, or they would look for the address's responses (none).
+stored_routes = APIRouter(
+    route_class=OpenAIResponsesRoute,
+    tags=["OpenAI-compatible"],
+    dependencies=[Depends(require_key)],
+)
 
 # What a message's content parts may be: text in, text out; nothing else is answerable.
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
