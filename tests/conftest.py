@@ -53,12 +53,20 @@ def shared_services(workdir: Path) -> Iterator[SharedServices]:
 
 # The shared services cancel an answer as soon as its client hangs up
 # (CANCEL_ON_HANGUP), which the hang-up and cancellation tests measure. The
-# resume tests start services of their own with a grace period.
+# resume tests start services of their own with a grace period;
+# graced_openai_service has the default one, for the dialects' hang-up rule.
 
 
 @pytest.fixture
 def openai_service(stub: UpstreamStub, shared_services: SharedServices) -> RunningService:
     return shared_services.one({**provider_settings("openai", stub), **CANCEL_ON_HANGUP})
+
+
+@pytest.fixture
+def graced_openai_service(stub: UpstreamStub, shared_services: SharedServices) -> RunningService:
+    """The default resume grace (QA_RESUME_GRACE_SECONDS, 5 s): a hang-up cancels
+    only where its client cannot resume (docs/PROTOCOL.md, "Hang-ups")."""
+    return shared_services.one(provider_settings("openai", stub))
 
 
 @pytest.fixture

@@ -30,7 +30,13 @@ from tests.support.metrics import delta, read_metrics
 from tests.support.providers import marker, provider_settings
 from tests.support.redis_server import RedisServer, run_redis
 from tests.support.resume import AnswerIdWatch, Read, read, seqs
-from tests.support.service import REPO, RunningService, run_service, run_services
+from tests.support.service import (
+    REPO,
+    RunningService,
+    SharedServices,
+    run_service,
+    run_services,
+)
 from tests.support.upstream_stub import Reply, UpstreamStub
 
 GRACE = 1.5
@@ -302,6 +308,61 @@ def test_when_every_reader_has_left_the_upstream_request_is_closed_after_the_gra
     # lower bound only, and a loose one: load can only make the wait longer.)
     assert exchange.client_closed_at - last_read >= GRACE / 2
     assert len(stub.exchanges_for(key)) == 1
+
+
+def _chat_then_hang_up(url: str, question: str, chunks: int) -> tuple[str, float]:
+    """A chat completion, streamed by the official SDK and closed after
+    `chunks` chunks. Returns what the cache did, and when the client closed."""
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=30) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="chat", messages=[{"role": "user", "content": question}], stream=True
+        )
+        stream = raw.parse()
+        for seen, _chunk in enumerate(stream, 1):
+            if seen == chunks:
+                break
+        stream.close()
+        return raw.headers["x-qa-cache"], time.monotonic()
+
+
+def test_a_chat_completion_alone_on_its_provider_call_closes_it_within_a_second_of_leaving(
+    stub: UpstreamStub, shared_services: SharedServices
+) -> None:
+    """With the default resume grace: a chat-completions client cannot resume,
+    and nobody else reads the call, so nobody is left to pay it for."""
+    service = shared_services.one(
+        {**provider_settings("openai", stub), "QA_ANSWER_CACHE_TTL_SECONDS": "300"}
+    )
+    key = marker()
+    stub.reply(key, Reply(pieces=LONG, piece_delay=0.05))
+
+    said, closed_at = _chat_then_hang_up(service.url, key, chunks=3)
+
+    exchange = stub.wait_closed(key, timeout=10)
+    assert said == "miss"
+    assert exchange.client_closed_at is not None
+    assert exchange.client_closed_at - closed_at < 1.0
+    assert not exchange.completed
+
+
+def test_a_chat_completion_that_hangs_up_leaves_the_other_readers_call_whole(
+    cached: Cached, stub: UpstreamStub
+) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=SLOW, piece_delay=0.05))
+
+    with ThreadPoolExecutor(1) as pool:
+        # The chat completion's `model` is the prompt: the same question.
+        asker = pool.submit(ask, cached.a.url, key, prompt="chat")
+        stub.wait_for_request(key)
+        said, _ = _chat_then_hang_up(cached.b.url, key, chunks=3)
+        first = asker.result()
+
+    assert said == "join"
+    assert outcome(first) == "miss"
+    assert_whole(first, SLOW)
+    assert len(stub.exchanges_for(key)) == 1
+    assert stub.wait_ended(key, timeout=30).completed
 
 
 # 6

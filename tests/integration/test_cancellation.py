@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import pytest
 
 from tests.support.providers import marker
+from tests.support.resume import read, seqs
 from tests.support.service import RunningService
 from tests.support.sse import hang_up_after
 from tests.support.upstream_stub import GROQ_PATH, OPENAI_PATH, Reply, UpstreamStub
@@ -48,6 +50,31 @@ def test_client_hangup_before_first_token_closes_upstream_request(
 
     assert exchange.client_closed_at - hung_up_at < 1.0
     assert exchange.pieces_written == 0
+
+
+def test_a_native_client_that_hangs_up_keeps_its_answer_for_the_resume_grace(
+    graced_openai_service: RunningService, stub: UpstreamStub
+) -> None:
+    """The contrast to a chat completion's hang-up (test_openai_dialect.py): a
+    native client can come back, so its answer goes on for the default grace."""
+    service = graced_openai_service
+    key = marker()
+    stub.reply(key, Reply(pieces=LONG_ANSWER, piece_delay=0.05))
+
+    first = read(service.url, params={"query": key}, texts=3)
+    time.sleep(1.5)  # past the 1 s in which an answer nobody can resume is closed
+    exchange = stub.wait_for_request(key)
+    assert exchange.client_closed_at is None, "the answer was cut before its grace"
+
+    rest = read(
+        service.url, f"/answers/{first.answer_id}/events", last_event_id=first.last_id, texts=3
+    )
+    ids = first.ids + rest.ids
+    assert seqs(ids) == list(range(len(ids)))  # resumed exactly where it was cut
+    assert [e for e in rest.events if "text" in e] == rest.events
+    cancelled = httpx.post(f"{service.url}/answers/{first.answer_id}/cancel", timeout=10)
+    assert cancelled.status_code == 200, cancelled.text
+    stub.wait_closed(key)
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,12 @@ LangChain's ChatOpenAI, against the real service and the provider stub."""
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -17,7 +20,7 @@ from qa_service.core import errors
 from tests.integration.test_answers import HARD_PIECES
 from tests.support.metrics import delta, settled_metrics
 from tests.support.providers import marker, provider_settings
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, SharedServices, run_service
 from tests.support.upstream_stub import Reply, UpstreamStub
 
 USAGE = {"prompt_tokens": 31, "completion_tokens": 7, "total_tokens": 38}
@@ -163,13 +166,21 @@ def test_a_failure_mid_stream_raises_the_sdks_api_error(
     }
 
 
+# No chat-completions client can resume, so none is given a resume grace: its
+# hang-up closes the upstream within 1 s with the default grace as without one.
+@pytest.fixture(params=["default grace", "no grace"])
+def any_grace_service(request: pytest.FixtureRequest) -> RunningService:
+    name = "graced_openai_service" if request.param == "default grace" else "openai_service"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
 def test_closing_the_sdks_stream_closes_the_upstream_within_a_second(
-    openai_service: RunningService, stub: UpstreamStub
+    any_grace_service: RunningService, stub: UpstreamStub
 ) -> None:
     key = marker()
     stub.reply(key, Reply(pieces=["piece "] * 200, piece_delay=0.05))
 
-    with _client(openai_service) as client:
+    with _client(any_grace_service) as client:
         stream = client.chat.completions.create(model="chat", messages=_ask(key), stream=True)
         for seen, _chunk in enumerate(stream):
             if seen == 3:
@@ -184,20 +195,58 @@ def test_closing_the_sdks_stream_closes_the_upstream_within_a_second(
 
 
 def test_a_client_that_leaves_a_stream_false_request_stops_its_answer(
-    openai_service: RunningService, stub: UpstreamStub
+    any_grace_service: RunningService, stub: UpstreamStub
 ) -> None:
     key = marker()
     stub.reply(key, Reply(pieces=["piece "] * 200, piece_delay=0.05))
     body = {"model": "chat", "messages": _ask(key)}
 
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{openai_service.url}/v1/chat/completions", json=body, timeout=1.0)
+        httpx.post(f"{any_grace_service.url}/v1/chat/completions", json=body, timeout=1.0)
     left_at = time.monotonic()
 
     exchange = stub.wait_closed(key, timeout=5.0)
     assert exchange.client_closed_at is not None
     assert exchange.client_closed_at - left_at < 1.0
     assert exchange.pieces_written < 200
+
+
+def test_a_client_that_leaves_during_the_first_text_hold_stops_its_answer(
+    stub: UpstreamStub, shared_services: SharedServices
+) -> None:
+    """A silent provider holds the response back (QA_FIRST_TEXT_HOLD_SECONDS,
+    5 s by default), and nothing else listens to the connection meanwhile."""
+    held = shared_services.one(
+        {**provider_settings("openai", stub), "QA_FIRST_TEXT_HOLD_SECONDS": "5"}
+    )
+    key = marker()
+    stub.reply(key, Reply(pieces=["late "] * 50, first_delay=4.0, piece_delay=0.05))
+    body = {"model": "chat", "messages": _ask(key), "stream": True}
+
+    left_at = _post_then_leave(held, body, lambda: stub.wait_for_request(key))
+
+    exchange = stub.wait_closed(key, timeout=10.0)
+    assert exchange.client_closed_at is not None
+    assert exchange.client_closed_at - left_at < 1.0
+    assert exchange.pieces_written == 0
+
+
+def _post_then_leave(
+    service: RunningService, body: dict[str, Any], before_leaving: Callable[[], object]
+) -> float:
+    """POST a chat completion on a raw socket, run `before_leaving`, then close
+    the socket: a client gone before any byte of its response (an httpx client
+    would still be waiting for the headers). Returns when it left."""
+    payload = json.dumps(body).encode()
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    )
+    port = int(service.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(head.encode() + payload)
+        before_leaving()
+    return time.monotonic()
 
 
 def test_langchains_chat_openai_streams_the_same_exact_text(

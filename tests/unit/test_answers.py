@@ -4,18 +4,20 @@ replay, resume, grace after a hang-up, cancel, and a lost producer."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+import anyio
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 
-from qa_service.answers.connection import answer_events
+from qa_service.answers.connection import answer_events, connection_events
 from qa_service.answers.follow import FollowTiming, follow
 from qa_service.answers.model import (
     ANSWER_ID,
@@ -280,6 +282,62 @@ async def test_with_grace_an_answer_nobody_resumes_is_cancelled_after_it(
     log = await answer.log()
     assert isinstance(log[-1], Failed)
     assert log[-1].error.code == "cancelled"
+
+
+async def _stopped_on_hangup(run: AnswerRun) -> None:
+    async with asyncio.timeout(5):
+        await asyncio.wait({run.start()})
+    assert (run.stats.outcome, run.stats.error_code) == ("client_disconnected", None)
+
+
+async def test_with_grace_a_client_that_cannot_resume_stops_its_answer_at_once() -> None:
+    registry = _registry(_EndlessModel(messages=iter(())), grace=5)
+    run = await registry.start(REQUEST, META)
+    stream = answer_events(registry, run.id, -1, resumable=False)
+    await _read_some(stream, 3)
+
+    await stream.aclose()
+
+    assert run.ended  # at once, not after the 5 s grace
+    await _stopped_on_hangup(run)
+
+
+def _unresumable_events(registry: AnswerRegistry, answer_id: str) -> AsyncGenerator[AnswerEvent]:
+    return connection_events(
+        registry,
+        answer_id,
+        -1,
+        anyio.Event(),
+        drain_seconds=0,
+        coalesce_seconds=0,
+        resumable=False,
+    )
+
+
+async def test_a_client_that_cannot_resume_leaving_before_its_first_event_stops_its_answer() -> (
+    None
+):
+    """A response closed before its body started: the events were never read."""
+    registry = _registry(_EndlessModel(messages=iter(())), grace=5)
+    run = await registry.start(REQUEST, META)
+
+    await _unresumable_events(registry, run.id).aclose()
+
+    assert run.ended
+    await _stopped_on_hangup(run)
+
+
+async def test_a_client_that_cannot_resume_whose_unread_events_are_dropped_stops_its_answer() -> (
+    None
+):
+    registry = _registry(_EndlessModel(messages=iter(())), grace=5)
+    run = await registry.start(REQUEST, META)
+    events = _unresumable_events(registry, run.id)
+
+    del events  # a response dropped before its body started: nothing closes it
+    gc.collect()
+
+    await _stopped_on_hangup(run)
 
 
 async def test_an_explicit_cancel_ends_the_log_for_every_reader(underway: StartUnderway) -> None:

@@ -73,12 +73,20 @@ class Service:
             raise errors.QAServiceError(errors.SHUTTING_DOWN, {"Retry-After": "1"})
 
     def connection_events(
-        self, answer_id: str, after: int, shutdown: anyio.Event, resumed_by: str | None = None
+        self,
+        answer_id: str,
+        after: int,
+        shutdown: anyio.Event,
+        resumed_by: str | None = None,
+        *,
+        resumable: bool = True,
     ) -> AsyncGenerator[AnswerEvent]:
         """The answer's events after `after` for one connection, as the settings ask.
 
         `resumed_by` (a client, client_of): a resume, refused past the readers'
-        bounds (429 too_many_readers) before its response.
+        bounds (429 too_many_readers) before its response. `resumable=False`:
+        a client that cannot come back, whose hang-up cancels the answer at
+        once (answers/connection.py).
         """
         return connection_events(
             self.registry,
@@ -90,6 +98,7 @@ class Service:
             drain_seconds=max(0.0, self.settings.shutdown_grace_seconds - self.drain.seconds()),
             coalesce_seconds=self.settings.coalesce_ms / 1000,
             client=resumed_by,
+            resumable=resumable,
         )
 
 

@@ -19,6 +19,7 @@ from qa_service.answers.model import AnswerRequest
 from qa_service.answers.run import AnswerRun
 from qa_service.api.deps import Service, client_of
 from qa_service.core import errors
+from qa_service.core.errors import PublicError
 from qa_service.core.events import AnswerEvent, AnswerMeta
 
 
@@ -31,6 +32,9 @@ class OpenedAnswer:
     shutdown: anyio.Event
     # The client's limits (x-ratelimit-*), for the response.
     headers: dict[str, str]
+    # False: the client has no way back to this answer (an OpenAI chat
+    # completion), so its hang-up cancels it at once, with no resume grace.
+    resumable: bool = True
 
 
 def new_meta(service: Service, answer_request: AnswerRequest, scenario: str | None) -> AnswerMeta:
@@ -61,6 +65,11 @@ async def open_answer(
     the client is over a limit, when the store is down, and, within
     QA_FIRST_TEXT_HOLD_SECONDS, when the provider fails before any text
     (with its real status).
+
+    `resumable=False`: the dialect gives its client no way back to the answer
+    (docs/PROTOCOL.md says which). Nothing is then paid for a resume grace:
+    the client's hang-up, from the hold on, cancels the answer at once,
+    whatever QA_RESUME_GRACE_SECONDS says.
     """
     service.refuse_new_answers_while_draining()
     settings = service.settings
@@ -85,13 +94,42 @@ async def open_answer(
     if settings.first_text_hold_seconds > 0:
         # Nothing is sent yet, so a provider that fails before any text gets
         # its real status (429, 502, 503, 504) instead of 200 and an event.
-        failure = await run.first_output(settings.first_text_hold_seconds)
+        hold = settings.first_text_hold_seconds
+        if resumable:
+            failure = await run.first_output(hold)
+        else:
+            failure = await _first_output_while_connected(run, hold, request)
         if failure is not None:
             raise errors.AnswerFailedEarlyError(failure, admitted.headers)
     shutdown = anyio.Event()
-    return OpenedAnswer(
-        run.id, service.connection_events(run.id, -1, shutdown), shutdown, admitted.headers
-    )
+    events = service.connection_events(run.id, -1, shutdown, resumable=resumable)
+    return OpenedAnswer(run.id, events, shutdown, admitted.headers, resumable)
+
+
+async def _first_output_while_connected(
+    run: AnswerRun, hold: float, request: Request
+) -> PublicError | None:
+    """run.first_output, for a client that cannot resume: one that hangs up during
+    the hold cancels its answer now. A silent provider holds it for up to
+    QA_FIRST_TEXT_HOLD_SECONDS (5 s), and until the response starts, nothing
+    else listens to the connection."""
+    failure: list[PublicError | None] = []
+    async with anyio.create_task_group() as group:
+        group.start_soon(cancel_on_disconnect, request, group.cancel_scope)
+        failure.append(await run.first_output(hold))
+        group.cancel_scope.cancel()
+    if not failure:  # the client left
+        await run.cancel(errors.CANCELLED, "client_disconnected")
+        raise errors.QAServiceError(errors.CANCELLED)
+    return failure[0]
+
+
+async def cancel_on_disconnect(request: Request, scope: anyio.CancelScope) -> None:
+    """Cancel `scope` when the client has gone (the ASGI server's http.disconnect).
+    For a request whose body has been read: what comes after it is the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
 
 
 async def _start(

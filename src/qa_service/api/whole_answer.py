@@ -1,4 +1,5 @@
-"""`stream: false` (OpenAI dialects): the whole answer; a client that leaves stops it."""
+"""A whole answer for a client that asked for no stream (`stream: false`): wait for
+its end, and stop it when the client leaves first."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from contextlib import aclosing
 import anyio
 from starlette.requests import Request
 
-from qa_service.api.opening import OpenedAnswer
+from qa_service.api.opening import OpenedAnswer, cancel_on_disconnect
 from qa_service.core import errors
 from qa_service.core.errors import PublicError
 from qa_service.core.events import AnswerEvent, AnswerSummary, Done, Failed, Text
@@ -17,10 +18,11 @@ from qa_service.core.events import AnswerEvent, AnswerSummary, Done, Failed, Tex
 async def whole_answer(
     opened: OpenedAnswer, request: Request
 ) -> tuple[str, AnswerSummary] | PublicError:
-    """The answer's text and summary, or its public error (CANCELLED: the client left)."""
+    """The answer's text and summary, or its public error: errors.CANCELLED
+    when the client left before the end (its answer is then stopped)."""
     outcome: list[tuple[str, AnswerSummary] | PublicError] = []
     async with anyio.create_task_group() as group:
-        group.start_soon(_cancel_on_disconnect, request, group.cancel_scope)
+        group.start_soon(cancel_on_disconnect, request, group.cancel_scope)
         outcome.append(await _collected(opened.events))
         group.cancel_scope.cancel()
     # Empty: the client left, and its answer was stopped; nobody reads this.
@@ -41,9 +43,3 @@ async def _collected(
                 case Failed(_, error):
                     return error
     return errors.INTERNAL  # a log always ends with done or error
-
-
-async def _cancel_on_disconnect(request: Request, scope: anyio.CancelScope) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-    scope.cancel()

@@ -9,11 +9,8 @@ prompts. docs/PROTOCOL.md, "OpenAI chat completions", is the contract.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from typing import Any, Literal
 
-import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,11 +24,11 @@ from qa_service.api.dialects import OpenAIAnswerRoute, OpenAIRoute
 from qa_service.api.error_handlers import METHODS, allowed_methods
 from qa_service.api.guards import STARTS_DIALECT_ANSWERS
 from qa_service.api.openapi.facts import StartUpFacts
-from qa_service.api.opening import OpenedAnswer, open_answer
+from qa_service.api.opening import open_answer
 from qa_service.api.schemas import openai as schemas
+from qa_service.api.whole_answer import whole_answer
 from qa_service.core import errors
 from qa_service.core.errors import PublicError
-from qa_service.core.events import AnswerEvent, AnswerSummary, Done, Failed, Text
 from qa_service.generation.history import Turn
 from qa_service.wire import openai_chat, sse
 
@@ -103,7 +100,9 @@ async def create_chat_completion(service: ServiceDep, request: Request) -> Respo
     (GET /v1/models); the last message is the question, earlier ones the history."""
     body = await read_json_body(service, request, ChatCompletionRequest)
     answer_request = _checked_chat(service, body)
-    opened = await open_answer(service, answer_request, request)
+    # No chat-completions client can come back for its answer: its hang-up
+    # cancels it at once, with no resume grace paid for (docs/PROTOCOL.md).
+    opened = await open_answer(service, answer_request, request, resumable=False)
     completion = openai_chat.Completion(
         id=openai_chat.completion_id(opened.answer_id),
         created=int(time.time()),
@@ -119,7 +118,12 @@ async def create_chat_completion(service: ServiceDep, request: Request) -> Respo
         events = openai_chat.render_stream(opened.events, completion)
         response = sse.event_stream_response(events, service.settings, opened.shutdown)
     else:
-        response = await _whole_answer(opened, completion, request)
+        result = await whole_answer(opened, request)
+        if isinstance(result, PublicError):
+            response = OpenAIRoute.error_response(result)
+        else:
+            text, summary = result
+            response = JSONResponse(openai_chat.whole_completion(completion, text, summary))
     response.headers.update(headers)
     return response
 
@@ -191,45 +195,6 @@ def _turn(message: ChatMessage) -> Turn:
     if content is None:
         raise errors.invalid_request("messages: content is required")
     return Turn(message.role, content)
-
-
-async def _whole_answer(
-    opened: OpenedAnswer, completion: openai_chat.Completion, request: Request
-) -> Response:
-    """`stream: false`: wait for the whole answer; a client that leaves stops it."""
-    outcome: list[tuple[str, AnswerSummary] | PublicError] = []
-    async with anyio.create_task_group() as group:
-        group.start_soon(_cancel_on_disconnect, request, group.cancel_scope)
-        outcome.append(await _collected(opened.events))
-        group.cancel_scope.cancel()
-    # Empty: the client left, and its answer was stopped; nobody reads this.
-    result = outcome[0] if outcome else errors.CANCELLED
-    if isinstance(result, PublicError):
-        return OpenAIRoute.error_response(result)
-    text, summary = result
-    return JSONResponse(openai_chat.whole_completion(completion, text, summary))
-
-
-async def _collected(
-    events: AsyncGenerator[AnswerEvent],
-) -> tuple[str, AnswerSummary] | PublicError:
-    pieces: list[str] = []
-    async with aclosing(events):
-        async for event in events:
-            match event:
-                case Text(_, text):
-                    pieces.append(text)
-                case Done(_, summary):
-                    return "".join(pieces), summary
-                case Failed(_, error):
-                    return error
-    return errors.INTERNAL  # a log always ends with done or error
-
-
-async def _cancel_on_disconnect(request: Request, scope: anyio.CancelScope) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-    scope.cancel()
 
 
 # Last: every other path under /v1 is OpenAI's too, so its clients get their error
