@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     # How long a finished answer can still be resumed.
     resume_ttl_seconds: int = Field(default=300, ge=1, le=86400)
     # How long an answer keeps generating with no reader attached; 0 cancels it
-    # when its connection hangs up.
+    # when its connection hangs up. Never for a client that cannot resume (an
+    # OpenAI chat completion): its hang-up cancels at once (api/opening.py).
     resume_grace_seconds: float = Field(default=5.0, ge=0, le=600)
     # A replica that stops renewing an answer's lease for this long is lost.
     producer_lease_seconds: float = Field(default=3.0, ge=0.5, le=60)

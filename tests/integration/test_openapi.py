@@ -126,7 +126,9 @@ def test_scenarios_are_described_where_the_demo_answers(
 # model, /api/chat then its resume) is off: the run stays bounded by examples
 # per operation. The chat dialects' rules across messages (the last is the
 # user's and not blank; no tools; text parts only) are beyond a JSON schema;
-# their descriptions state them, and a body that breaks them is a documented 422.
+# their descriptions state them, and a body that breaks them is a documented 422
+# (400 on /v1/responses, as OpenAI says; and a made-up previous_response_id is a
+# documented 404).
 SCHEMATHESIS_CONFIG = """
 [phases.stateful]
 enabled = false
@@ -142,6 +144,10 @@ checks.positive_data_acceptance.expected-statuses = [200, 400, 401, 404]
 [[operations]]
 include-path = "/v1/chat/completions"
 checks.positive_data_acceptance.expected-statuses = [200, 422]
+
+[[operations]]
+include-path = "/v1/responses"
+checks.positive_data_acceptance.expected-statuses = [200, 400, 404]
 
 [[operations]]
 include-path = "/api/chat"

@@ -9,7 +9,7 @@ import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -144,6 +144,34 @@ async def test_the_cap_stops_the_stream_and_reports_length() -> None:
 
     assert chunks == ["more "] * 7
     assert report.finish_reason == "length"
+
+
+class _CapRecordingModel(_EndlessModel):
+    """Streams forever, and notes the output cap each call was asked for."""
+
+    caps: ClassVar[list[object]] = []
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        self.caps.append(kwargs.get("max_tokens"))
+        async for chunk in super()._astream(*args, **kwargs):
+            yield chunk
+
+
+async def test_an_answers_lower_cap_is_asked_of_the_model_and_kept_to() -> None:
+    model = _CapRecordingModel(messages=iter(()))
+    _CapRecordingModel.caps = []
+    writer = AIWriter(model, PROMPTS, GenerationLimits(max_pieces=7))
+    report = GenerationReport()
+
+    capped = await _collect(writer, "q", report=report, max_tokens=3)
+    uncapped = await _collect(writer, "q")
+    # A request's cap above the process's changes nothing: the lower one holds.
+    above = await _collect(writer, "q", max_tokens=50)
+
+    assert capped == ["more "] * 3
+    assert report.finish_reason == "length"
+    assert uncapped == above == ["more "] * 7
+    assert model.caps == [3, None, 50]
 
 
 @contextmanager

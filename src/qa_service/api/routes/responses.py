@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from sse_starlette import EventSourceResponse
 
 from qa_service.answers.model import AnswerRequest
@@ -28,7 +28,7 @@ from qa_service.api.deps import Service, ServiceDep, client_of
 from qa_service.api.dialects import OpenAIResponsesAnswerRoute, OpenAIResponsesRoute
 from qa_service.api.guards import STARTS_DIALECT_ANSWERS
 from qa_service.api.openapi.facts import StartUpFacts
-from qa_service.api.opening import open_answer
+from qa_service.api.opening import OpenedAnswer, open_answer
 from qa_service.api.routes.openai import IGNORED_SYSTEM_HEADER
 from qa_service.api.schemas import responses as schemas
 from qa_service.api.whole_answer import whole_answer
@@ -41,8 +41,7 @@ from qa_service.wire.openai_responses import ResponseFacts, ResponseState
 
 # A refused creation is a refused answer; a stored response's reads are not answers.
 answer_routes = APIRouter(route_class=OpenAIResponsesAnswerRoute, tags=["OpenAI-compatible"])
-# A stored response is its client's, and with keys on the client is the key's:
-# its reads admit the key, or they would look for the address's responses (none).
+# A stored response is its client's: with keys on, reading one needs the key that made it.
 stored_routes = APIRouter(
     route_class=OpenAIResponsesRoute,
     tags=["OpenAI-compatible"],
@@ -51,6 +50,9 @@ stored_routes = APIRouter(
 
 # What a message's content parts may be: text in, text out; nothing else is answerable.
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
+# What an input item carries besides its text: an Agents SDK's assistant item
+# repeats its id, status, type, role and empty annotations and logprobs.
+ITEM_OVERHEAD_BYTES = 256
 # How long a cancel waits for the answer's last event, to return it ended.
 _CANCEL_SETTLES_SECONDS = 2.0
 _CANCEL_POLL_SECONDS = 0.05
@@ -78,7 +80,8 @@ class InputItem(BaseModel):
 class TextFormat(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
-    type: str
+    # Structured output (json_object, json_schema) cannot be promised by a text prompt.
+    type: Literal["text"]
 
 
 class TextOptions(BaseModel):
@@ -101,10 +104,21 @@ class CreateResponseRequest(BaseModel):
     stream: bool | None = False
     store: bool | None = True
     previous_response_id: str | None = None
-    background: bool | None = None
-    tools: list[Any] | None = None
-    n: int | None = None
+    # Refused by their types where no answer could honour them: background runs
+    # (a stored response resumes instead), tools, several outputs.
+    background: Literal[False] | None = None
+    tools: list[Any] | None = Field(default=None, max_length=0)
+    n: Literal[1] | None = None
     text: TextOptions | None = None
+
+    @field_validator("background", "n", mode="before")
+    @classmethod
+    def _not_an_equal_of_another_type(cls, value: Any, info: ValidationInfo) -> Any:
+        # A Literal compares with ==, so False would take 0 and 1 would take true.
+        wanted = bool if info.field_name == "background" else int
+        if value is not None and (type(value) is not wanted):
+            raise ValueError(f"must be {'a boolean' if wanted is bool else 'an integer'}")
+        return value
 
 
 def components(facts: StartUpFacts) -> dict[str, Any]:
@@ -126,7 +140,8 @@ async def create_response(service: ServiceDep, request: Request) -> Response:
     `stream: true`, else one `response` object. `model` is a prompt name
     (GET /v1/models); the last user message of `input` is the question, the
     turns before it (and `previous_response_id`'s) the history."""
-    body = await read_json_body(service, request, CreateResponseRequest)
+    overhead = service.settings.max_history_messages * ITEM_OVERHEAD_BYTES
+    body = await read_json_body(service, request, CreateResponseRequest, extra_bytes=overhead)
     client = client_of(request)
     previous = await _previous(service, body.previous_response_id, client)
     answer_request, turns = await _checked_response(service, body, previous)
@@ -145,24 +160,7 @@ async def create_response(service: ServiceDep, request: Request) -> Response:
         temperature=service.settings.temperature,
     )
     if store:
-        record = ResponseRecord(
-            response_id=facts.id,
-            answer_id=opened.answer_id,
-            client=client,
-            item_id=facts.item_id,
-            model=facts.model,
-            created_at=facts.created_at,
-            max_output_tokens=facts.max_output_tokens,
-            previous_response_id=facts.previous_response_id,
-            turns=turns,
-        )
-        try:
-            await service.responses.keep(record)
-        except BaseException:
-            # Nobody will ever read it: it must not run on, unread and paid for.
-            await opened.events.aclose()
-            await service.registry.cancel(opened.answer_id, errors.STORE_UNAVAILABLE, "error")
-            raise
+        await _keep(service, opened, facts, client, turns)
     state = ResponseState(facts)
     response: Response
     if streamed:
@@ -264,6 +262,35 @@ async def cancel_response(service: ServiceDep, request: Request, response_id: st
     return JSONResponse(state.response())
 
 
+async def _keep(
+    service: Service,
+    opened: OpenedAnswer,
+    facts: ResponseFacts,
+    client: str,
+    turns: tuple[Turn, ...],
+) -> None:
+    """Store the response for its client, or stop its answer: unstored, nobody
+    could read it but this connection, and a failing store fails that too."""
+    record = ResponseRecord(
+        response_id=facts.id,
+        answer_id=opened.answer_id,
+        client=client,
+        item_id=facts.item_id,
+        model=facts.model,
+        created_at=facts.created_at,
+        max_output_tokens=facts.max_output_tokens,
+        previous_response_id=facts.previous_response_id,
+        turns=turns,
+    )
+    try:
+        await service.responses.keep(record)
+    except BaseException:
+        # It must not run on, unread and paid for.
+        await opened.events.aclose()
+        await service.registry.cancel(opened.answer_id, errors.STORE_UNAVAILABLE, "error")
+        raise
+
+
 async def _stored(service: Service, response_id: str, client: str) -> ResponseRecord:
     record = await service.responses.find(response_id, client)
     if record is None:
@@ -322,14 +349,6 @@ async def _checked_response(
     """The answer the request asks for, and the conversation it sends (what a
     stored response keeps); refused before any upstream call."""
     prompt = checked_model(service, body.model)
-    if body.n is not None and body.n != 1:
-        raise errors.invalid_request("n: only 1 output is supported")
-    if body.tools:
-        raise errors.invalid_request("tools: not supported")
-    if body.background:
-        raise errors.invalid_request("background: not supported; stream, and resume with GET")
-    if body.text and body.text.format and body.text.format.type != "text":
-        raise errors.invalid_request("text.format: only text is supported")
     earlier: list[Turn] = []
     if previous is not None:
         record, answer = previous

@@ -115,6 +115,16 @@ _CREATE_RESPONSES: Responses = {
             "text/event-stream": _STREAM,
             "application/json": {"schema": ref("ResponseObject")},
         },
+        "links": {
+            "retrieve": {
+                "operationId": "retrieve_response",
+                "parameters": {"response_id": "$response.body#/id"},
+            },
+            "cancel": {
+                "operationId": "cancel_response",
+                "parameters": {"response_id": "$response.body#/id"},
+            },
+        },
     },
     **COMMON_ERRORS,
     "400": error(
