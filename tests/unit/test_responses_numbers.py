@@ -1,10 +1,7 @@
-"""The Responses dialect's sequence numbers as a function of the answer log
-(wire/openai_responses.py): where a resume after a number reads on, and the
-last number an ended answer has."""
+"""The last sequence number an ended Responses answer has (wire/openai_responses.py):
+a resume after a larger one is refused. test_responses_wire.py covers the rest."""
 
 from __future__ import annotations
-
-import pytest
 
 from qa_service.core.errors import CANCELLED
 from qa_service.core.events import AnswerSummary, Done, Failed, Meta, Text
@@ -12,7 +9,6 @@ from qa_service.wire.openai_responses import (
     ResponseFacts,
     ResponseState,
     last_number,
-    log_position,
     render,
 )
 
@@ -30,14 +26,3 @@ def test_the_last_number_is_the_one_the_ending_renders_last() -> None:
     assert last_number(LOG[-1]) == _numbers(LOG)[-1] == 10
     failed = [*LOG[:-1], Failed(4, CANCELLED)]
     assert last_number(failed[-1]) == _numbers(failed)[-1] == 7
-
-
-@pytest.mark.parametrize(
-    ("starting_after", "position"),
-    [(-1, -1), (1, -1), (3, 0), (4, 1), (6, 3), (7, 3), (10, 3), (99, 3)],
-)
-def test_a_resume_reads_on_after_the_event_that_rendered_the_number(
-    starting_after: int, position: int
-) -> None:
-    # Within the opening or the ending: the seq before it, rendered again and filtered.
-    assert log_position(starting_after, final_seq=4) == position
