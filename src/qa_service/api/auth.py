@@ -4,7 +4,9 @@ With QA_API_KEYS or QA_API_KEYS_FILE set, a request that starts a new answer
 needs `Authorization: Bearer <key>`, or on GET/HEAD /ai_write a `ticket` from
 POST /stream-tickets. Everything else stays open; in particular a resume or a
 cancel is authorised by the answer id, a capability only the client that
-started the answer was given (docs/PROTOCOL.md, "API keys").
+started the answer was given (docs/PROTOCOL.md, "API keys"). A stored
+Responses response is the exception: its id finds it only for its client, the
+key's, so its reads (retrieve, resume, cancel) need the key too.
 
 On success `request.state.client_key_id` names the key's client (access/keys.py:
 `key:<label>` or `key:<16 hex>`): per-client limits use it as the client, and

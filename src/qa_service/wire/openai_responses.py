@@ -38,6 +38,8 @@ from qa_service.wire.sse import LINE_SEPARATOR, encode_json
 
 # The numbers the opening (meta) takes: created, in_progress, item and part added.
 OPENING_EVENTS = 4
+# The numbers a completed answer's ending takes: text, part and item done, completed.
+ENDING_EVENTS = 4
 # A text at log seq s is number s + TEXT_OFFSET; the ending at seq f starts at f + TEXT_OFFSET.
 TEXT_OFFSET = OPENING_EVENTS - 1
 # Why an answer cut short is incomplete, by its finish_reason.
@@ -71,6 +73,11 @@ def log_position(starting_after: int, final_seq: int | None) -> int:
     if final_seq is not None and position >= final_seq:
         return final_seq - 1
     return position
+
+
+def last_number(final: AnswerEvent) -> int:
+    """The number of the last event an answer's final event (Done or Failed) renders."""
+    return final.seq + TEXT_OFFSET + (ENDING_EVENTS - 1 if isinstance(final, Done) else 0)
 
 
 def usage_of(summary: AnswerSummary) -> dict[str, Any] | None:

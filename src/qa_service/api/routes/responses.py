@@ -212,6 +212,11 @@ async def retrieve_response(
     position = openai_responses.log_position(after, info.final_seq)
     shutdown = anyio.Event()
     try:
+        final = await service.registry.last_event(record.answer_id, info)
+        if final is not None and after > openai_responses.last_number(final):
+            # A number this response never sent (log_position would read it as
+            # the ending's, and send nothing), as the registry refuses a live one's.
+            raise QAServiceError(errors.INVALID_LAST_EVENT_ID)
         await service.registry.resume_point(record.answer_id, position, None)
         state = ResponseState(facts)
         # The text before the resume point: the ending repeats it whole.
