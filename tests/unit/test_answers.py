@@ -127,6 +127,30 @@ async def test_a_late_reader_replays_from_any_seq() -> None:
     assert replayed == everything[4:]
 
 
+class _ReadsInParts(MemoryAnswerStore):
+    """A store that gives at most two events a read, as Redis gives a long log
+    a thousand batches at a time."""
+
+    async def read(self, answer_id: str, after: int, wait_seconds: float) -> list[AnswerEvent]:
+        return (await super().read(answer_id, after, wait_seconds))[:2]
+
+
+async def test_the_whole_log_is_read_however_many_parts_a_store_gives_it_in() -> None:
+    timing = RunTiming(close_seconds=1.0, lease_seconds=3.0, grace_seconds=0.0)
+    writer = AIWriter(build_demo_model(0, 0), PROMPTS)
+    registry = AnswerRegistry(_ReadsInParts(300), writer, timing)
+    run = await registry.start(REQUEST, META)
+    everything = [event async for event in answer_events(registry, run.id, -1)]
+
+    whole = await registry.log_through(run.id)
+    through = await registry.log_through(run.id, 5)
+
+    assert len(everything) > 6
+    assert whole == everything
+    assert through[:6] == everything[:6]
+    assert through[-1].seq >= 5
+
+
 async def test_two_readers_see_the_same_events() -> None:
     registry = _registry(build_demo_model(0.001, 0))
     run = await registry.start(REQUEST, META)

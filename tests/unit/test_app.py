@@ -40,13 +40,14 @@ def test_a_bug_is_a_json_500_that_tells_the_client_nothing_of_it(
     settings = Settings(_env_file=None, provider="demo", prompts_dir=PROMPTS)  # type: ignore[call-arg]
     app = create_app(settings)
 
-    @app.get("/broken")
-    def broken() -> None:
+    @app.get("/broken/{secret}")
+    def broken(secret: str) -> None:
         raise RuntimeError("detail-that-must-not-leave")
 
     client = TestClient(app, raise_server_exceptions=False, base_url=LOOPBACK)
     with caplog.at_level(logging.ERROR, logger="qa_service"):
-        response = client.get("/broken")
+        # A path can hold an id that reads an answer: the log names the route.
+        response = client.get("/broken/resp-id-that-must-not-leave")
 
     assert response.status_code == 500
     assert response.json() == {
@@ -57,8 +58,9 @@ def test_a_bug_is_a_json_500_that_tells_the_client_nothing_of_it(
         }
     }
     (record,) = [r for r in caplog.records if r.name.startswith("qa_service")]
-    assert record.getMessage() == "unhandled error exception=RuntimeError path=/broken"
+    assert record.getMessage() == "unhandled error exception=RuntimeError route=/broken/{secret}"
     assert "detail-that-must-not-leave" not in caplog.text
+    assert "resp-id-that-must-not-leave" not in caplog.text
 
 
 def test_an_app_started_in_process_leaves_the_processs_garbage_collector_alone() -> None:

@@ -27,7 +27,7 @@ from qa_service.core.errors import (
     QAServiceError,
     StoreUnavailableError,
 )
-from qa_service.core.events import AnswerEvent, AnswerMeta, Failed
+from qa_service.core.events import AnswerEvent, AnswerMeta, Failed, is_terminal
 from qa_service.generation.writer import AIWriter
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class AnswerRegistry:
         self, answer_id: str, after: int, request: AnswerRequest | None
     ) -> ResumePoint:
         """Where a reader continues; refuses an unknown answer, or another request's."""
-        info = await self._caught_up(answer_id, after)
+        info = await self.caught_up(answer_id, after)
         if info is None:
             raise QAServiceError(errors.ANSWER_NOT_FOUND)
         if request is not None and request.fingerprint() != info.fingerprint:
@@ -148,7 +148,7 @@ class AnswerRegistry:
         delivered_all = info.final_seq is not None and after == info.final_seq
         return ResumePoint(answer_id, after, max(0, info.last_seq - after), delivered_all)
 
-    async def _caught_up(self, answer_id: str, after: int) -> LogInfo | None:
+    async def caught_up(self, answer_id: str, after: int) -> LogInfo | None:
         """The answer's log, once it holds `after` (waiting a little for that):
         a shared store gets the writer's events in batches, so a client that
         read them from the writer's memory may resume elsewhere a batch ahead."""
@@ -180,6 +180,28 @@ class AnswerRegistry:
             return True
         last = await self.last_event(answer_id, info)
         return isinstance(last, Failed) and last.error.code == PRODUCER_LOST.code
+
+    async def log_through(self, answer_id: str, seq: int | None = None) -> list[AnswerEvent]:
+        """The answer's log from its start: as far as it goes now (`seq` None),
+        or through `seq`, waiting a little (as a resume does) for a shared
+        store to hold it. A store gives a log in parts (Redis: a thousand
+        batches a read), so this reads until it has them; a caller that needs
+        `seq` checks it came (a store far behind gives fewer)."""
+        clock = asyncio.get_running_loop()
+        deadline = clock.time() + _CATCH_UP_SECONDS
+        events: list[AnswerEvent] = []
+        while not events or not is_terminal(events[-1]):
+            after = events[-1].seq if events else -1
+            waiting = seq is not None and after < seq and clock.time() < deadline
+            if seq is not None and after >= seq:
+                break
+            batch = await self.store.read(
+                answer_id, after, _CATCH_UP_POLL_SECONDS if waiting else 0
+            )
+            if not batch and not waiting:
+                break
+            events.extend(batch)
+        return events
 
     async def last_event(self, answer_id: str, info: LogInfo) -> AnswerEvent | None:
         """An ended log's last event (its Done or Failed); None while it has not

@@ -56,7 +56,10 @@ def install_error_handlers(app: FastAPI) -> None:
             # Not a bug: the client stopped reading (server.py resets it).
             log.warning("client stopped reading; its answer is cancelled, its connection reset")
             return NativeRoute.error_response(errors.INTERNAL)  # never sent: the response started
-        log.error("unhandled error exception=%s path=%s", type(exc).__name__, request.url.path)
+        # The route's template, not the path: a path can hold an id that reads an answer.
+        route = request.scope.get("route")
+        path = getattr(route, "path", "(no route)")
+        log.error("unhandled error exception=%s route=%s", type(exc).__name__, path)
         return route_class_of(request).error_response(errors.INTERNAL)
 
     app.add_exception_handler(QAServiceError, service_error)

@@ -40,9 +40,11 @@ class Completion:
     include_usage: bool = False
 
 
-def completion_id(answer_id: str) -> str:
-    """OpenAI's `chatcmpl-` form; the rest is the answer's own id, for support."""
-    return f"chatcmpl-{answer_id}"
+def completion_id(answer_ref: str) -> str:
+    """OpenAI's `chatcmpl-` form; the rest is the answer's ref, which its log line
+    carries, for support. Never the answer id: that reads and cancels the answer
+    with no key (/answers/{id}/events), and proxies and tools log completion ids."""
+    return f"chatcmpl-{answer_ref}"
 
 
 def usage_of(summary: AnswerSummary) -> dict[str, int] | None:

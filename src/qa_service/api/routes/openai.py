@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
-from qa_service.answers.model import AnswerRequest
+from qa_service.answers.model import AnswerRequest, answer_ref
 from qa_service.api.asks import checked_history, checked_model, checked_query, read_json_body
 from qa_service.api.auth import require_key
 from qa_service.api.deps import Service, ServiceDep
@@ -104,7 +104,7 @@ async def create_chat_completion(service: ServiceDep, request: Request) -> Respo
     # cancels it at once, with no resume grace paid for (docs/PROTOCOL.md).
     opened = await open_answer(service, answer_request, request, resumable=False)
     completion = openai_chat.Completion(
-        id=openai_chat.completion_id(opened.answer_id),
+        id=openai_chat.completion_id(answer_ref(opened.answer_id)),
         created=int(time.time()),
         model=body.model,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),

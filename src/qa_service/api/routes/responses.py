@@ -11,30 +11,34 @@ docs/PROTOCOL.md, "OpenAI Responses", is the contract.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any, Literal
+from contextlib import suppress
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from sse_starlette import EventSourceResponse
 
-from qa_service.answers.model import AnswerRequest
 from qa_service.answers.responses import ResponseRecord, new_item_id, new_response_id
-from qa_service.api.asks import checked_history, checked_model, checked_query, read_json_body
+from qa_service.api.asks import read_json_body
 from qa_service.api.auth import require_key
 from qa_service.api.deps import Service, ServiceDep, client_of
 from qa_service.api.dialects import OpenAIResponsesAnswerRoute, OpenAIResponsesRoute
 from qa_service.api.guards import STARTS_DIALECT_ANSWERS
 from qa_service.api.openapi.facts import StartUpFacts
 from qa_service.api.opening import OpenedAnswer, open_answer
+from qa_service.api.response_requests import (
+    ITEM_OVERHEAD_BYTES,
+    CreateResponseRequest,
+    checked_response,
+    ignored_system_messages,
+)
 from qa_service.api.routes.openai import IGNORED_SYSTEM_HEADER
 from qa_service.api.schemas import responses as schemas
 from qa_service.api.whole_answer import whole_answer
 from qa_service.core import errors
 from qa_service.core.errors import PublicError, QAServiceError
-from qa_service.core.events import Done, Text, is_terminal
+from qa_service.core.events import AnswerEvent, Done, Text
 from qa_service.generation.history import Turn
 from qa_service.wire import openai_responses, sse
 from qa_service.wire.openai_responses import ResponseFacts, ResponseState
@@ -48,77 +52,13 @@ stored_routes = APIRouter(
     dependencies=[Depends(require_key)],
 )
 
-# What a message's content parts may be: text in, text out; nothing else is answerable.
-_TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
-# What an input item carries besides its text: an Agents SDK's assistant item
-# repeats its id, status, type, role and empty annotations and logprobs.
-ITEM_OVERHEAD_BYTES = 256
+# A starting_after this response never sent (past its end, or past what it has sent).
+_PAST_THE_END = errors.invalid_request(
+    "starting_after: after the last event this response has sent"
+)
 # How long a cancel waits for the answer's last event, to return it ended.
 _CANCEL_SETTLES_SECONDS = 2.0
 _CANCEL_POLL_SECONDS = 0.05
-
-
-class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    type: str
-    text: str | None = None
-
-
-class InputItem(BaseModel):
-    """A message item (`type` "message", or left out). Items of other types
-    (tool calls and their outputs, reasoning) cannot be answered by a text
-    prompt, and are refused."""
-
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    type: str | None = None
-    role: str | None = None
-    content: str | list[ContentPart] | None = None
-
-
-class TextFormat(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    # Structured output (json_object, json_schema) cannot be promised by a text prompt.
-    type: Literal["text"]
-
-
-class TextOptions(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    format: TextFormat | None = None
-
-
-class CreateResponseRequest(BaseModel):
-    """The fields we act on. Sampling fields (temperature, top_p, reasoning,
-    truncation, include, metadata, ...) are accepted and ignored: the
-    service's configuration decides them, as it does for /ai_write."""
-
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    model: str
-    input: str | list[InputItem]
-    instructions: str | None = None
-    max_output_tokens: int | None = Field(default=None, ge=1)
-    stream: bool | None = False
-    store: bool | None = True
-    previous_response_id: str | None = None
-    # Refused by their types where no answer could honour them: background runs
-    # (a stored response resumes instead), tools, several outputs.
-    background: Literal[False] | None = None
-    tools: list[Any] | None = Field(default=None, max_length=0)
-    n: Literal[1] | None = None
-    text: TextOptions | None = None
-
-    @field_validator("background", "n", mode="before")
-    @classmethod
-    def _not_an_equal_of_another_type(cls, value: Any, info: ValidationInfo) -> Any:
-        # A Literal compares with ==, so False would take 0 and 1 would take true.
-        wanted = bool if info.field_name == "background" else int
-        if value is not None and (type(value) is not wanted):
-            raise ValueError(f"must be {'a boolean' if wanted is bool else 'an integer'}")
-        return value
 
 
 def components(facts: StartUpFacts) -> dict[str, Any]:
@@ -144,7 +84,8 @@ async def create_response(service: ServiceDep, request: Request) -> Response:
     body = await read_json_body(service, request, CreateResponseRequest, extra_bytes=overhead)
     client = client_of(request)
     previous = await _previous(service, body.previous_response_id, client)
-    answer_request, turns = await _checked_response(service, body, previous)
+    earlier = [*previous[0].turns, Turn("assistant", previous[1])] if previous else []
+    answer_request, turns = checked_response(service, body, earlier)
     store = body.store is not False
     streamed = bool(body.stream)
     # A response nobody can come back to is cancelled when its client leaves.
@@ -175,7 +116,7 @@ async def create_response(service: ServiceDep, request: Request) -> Response:
         state.take(Done(2, summary))
         response = JSONResponse(state.response())
     response.headers.update(opened.headers)
-    ignored = _ignored_system_messages(body)
+    ignored = ignored_system_messages(body)
     if ignored:
         response.headers[IGNORED_SYSTEM_HEADER] = str(ignored)
     return response
@@ -206,23 +147,12 @@ async def retrieve_response(
     after = -1 if starting_after is None else starting_after
     if not -1 <= after <= schemas.MAX_SEQUENCE_NUMBER:
         raise errors.invalid_request(f"starting_after: must be 0 to {schemas.MAX_SEQUENCE_NUMBER}")
-    info = await service.registry.store.describe(record.answer_id)
-    if info is None:
-        raise QAServiceError(errors.RESPONSE_NOT_FOUND)
-    position = openai_responses.log_position(after, info.final_seq)
     shutdown = anyio.Event()
     try:
-        final = await service.registry.last_event(record.answer_id, info)
-        if final is not None and after > openai_responses.last_number(final):
-            # A number this response never sent (log_position would read it as
-            # the ending's, and send nothing), as the registry refuses a live one's.
-            raise QAServiceError(errors.INVALID_LAST_EVENT_ID)
-        await service.registry.resume_point(record.answer_id, position, None)
+        position, replayed = await _resume_position(service, record, after)
         state = ResponseState(facts)
         # The text before the resume point: the ending repeats it whole.
-        for event in await service.registry.store.read(record.answer_id, -1, 0):
-            if event.seq > position:
-                break
+        for event in await _log_through(service, record, position):
             state.take(event)
         events = service.connection_events(
             record.answer_id, position, shutdown, resumed_by=client_of(request)
@@ -230,10 +160,49 @@ async def retrieve_response(
     except QAServiceError as exc:
         service.telemetry.resume_refused(exc.public.code)
         raise
-    service.telemetry.resumed(max(0, info.last_seq - position))
+    service.telemetry.resumed(replayed)
     return sse.event_stream_response(
         openai_responses.render_stream(events, state, after), service.settings, shutdown
     )
+
+
+async def _resume_position(service: Service, record: ResponseRecord, after: int) -> tuple[int, int]:
+    """The log seq to follow from for a resume after number `after`, and how many
+    events that replays. The log is read once it holds the event that number
+    belongs to: with Redis, a client fed from the producer's memory can be a
+    batch ahead of the store, in the ending too."""
+    registry = service.registry
+    wanted = max(-1, after - openai_responses.TEXT_OFFSET)
+    info = await registry.caught_up(record.answer_id, wanted)
+    if info is None:
+        raise QAServiceError(errors.RESPONSE_NOT_FOUND)
+    final = await registry.last_event(record.answer_id, info)
+    if final is not None and after > openai_responses.last_number(final):
+        raise _past_the_end()
+    position = openai_responses.log_position(after, info.final_seq)
+    try:
+        point = await registry.resume_point(record.answer_id, position, None)
+    except QAServiceError as exc:
+        # The registry words it for Last-Event-ID, which this client never sent.
+        if exc.public is errors.INVALID_LAST_EVENT_ID:
+            raise _past_the_end() from None
+        raise
+    return position, point.replayed
+
+
+def _past_the_end() -> QAServiceError:
+    """A starting_after this response never sent: past its end, or past what it has sent."""
+    return errors.invalid_request("starting_after: after the last event this response has sent")
+
+
+async def _log_through(service: Service, record: ResponseRecord, seq: int) -> list[AnswerEvent]:
+    """The response's log through `seq`, which it must hold: a resume renders
+    its ending with all the text before it."""
+    events = [e for e in await service.registry.log_through(record.answer_id, seq) if e.seq <= seq]
+    if (events[-1].seq if events else -1) < seq:
+        # The store is too far behind its producer to say what came before.
+        raise QAServiceError(errors.STORE_UNAVAILABLE)
+    return events
 
 
 @stored_routes.post(
@@ -249,8 +218,10 @@ async def cancel_response(service: ServiceDep, request: Request, response_id: st
     record = await _stored(service, response_id, client_of(request))
     try:
         result = await service.registry.cancel(record.answer_id)
-    except QAServiceError:
-        raise QAServiceError(errors.RESPONSE_NOT_FOUND) from None
+    except QAServiceError as exc:
+        if exc.public is errors.ANSWER_NOT_FOUND:  # its log expired before its record
+            raise QAServiceError(errors.RESPONSE_NOT_FOUND) from None
+        raise
     if result.value == "cancelled":
         service.telemetry.cancel_requested()
     state = await _state_now(service, record)
@@ -285,9 +256,11 @@ async def _keep(
     try:
         await service.responses.keep(record)
     except BaseException:
-        # It must not run on, unread and paid for.
-        await opened.events.aclose()
-        await service.registry.cancel(opened.answer_id, errors.STORE_UNAVAILABLE, "error")
+        # It must not run on, unread and paid for; shielded, as this may be
+        # the request's own cancellation (its client gone).
+        with anyio.CancelScope(shield=True), suppress(QAServiceError):
+            await opened.events.aclose()
+            await service.registry.cancel(opened.answer_id, errors.STORE_UNAVAILABLE, "error")
         raise
 
 
@@ -313,7 +286,7 @@ def _facts_of(service: Service, record: ResponseRecord) -> ResponseFacts:
 
 async def _state_now(service: Service, record: ResponseRecord) -> ResponseState:
     """The stored response as its answer's log stands now."""
-    events = await service.registry.store.read(record.answer_id, -1, 0)
+    events = await service.registry.log_through(record.answer_id)
     if not events:
         raise QAServiceError(errors.RESPONSE_NOT_FOUND)
     state = ResponseState(_facts_of(service, record))
@@ -332,86 +305,10 @@ async def _previous(
     record = await service.responses.find(response_id, client)
     if record is None:
         raise QAServiceError(errors.PREVIOUS_RESPONSE_NOT_FOUND)
-    events = await service.registry.store.read(record.answer_id, -1, 0)
-    state = ResponseState(_facts_of(service, record))
-    for event in events:
-        state.take(event)
-    if not events or not is_terminal(events[-1]) or state.error is not None:
+    state = await _state_now(service, record)
+    if state.status not in ("completed", "incomplete"):
         raise errors.invalid_request("previous_response_id: that response has not completed")
     return record, state.text
-
-
-async def _checked_response(
-    service: Service,
-    body: CreateResponseRequest,
-    previous: tuple[ResponseRecord, str] | None,
-) -> tuple[AnswerRequest, tuple[Turn, ...]]:
-    """The answer the request asks for, and the conversation it sends (what a
-    stored response keeps); refused before any upstream call."""
-    prompt = checked_model(service, body.model)
-    earlier: list[Turn] = []
-    if previous is not None:
-        record, answer = previous
-        earlier = [*record.turns, Turn("assistant", answer)]
-    turns = [*earlier, *_turns_of(body.input)]
-    if not turns or turns[-1].role != "user":
-        raise errors.invalid_request("input: the last message must be the user's question")
-    settings = service.settings
-    question = checked_query(turns[-1].content, settings.max_query_chars)
-    history = checked_history(turns[:-1], settings)
-    cap = body.max_output_tokens
-    if cap is not None and settings.max_tokens is not None and cap >= settings.max_tokens:
-        cap = None  # QA_MAX_TOKENS already holds it
-    answer_request = AnswerRequest(
-        question=question,
-        prompt=prompt.name,
-        configurable={},
-        history=history,
-        prompt_version=prompt.version,
-        max_tokens=cap,
-    )
-    return answer_request, (*history, Turn("user", question))
-
-
-def _turns_of(input: str | Sequence[InputItem]) -> list[Turn]:
-    if isinstance(input, str):
-        return [Turn("user", input)]
-    turns = []
-    for index, item in enumerate(input):
-        if item.type not in (None, "message"):
-            raise errors.invalid_request(f"input.{index}: only message items are supported")
-        if item.role in ("system", "developer"):
-            continue  # left out, and said so (x-qa-ignored-system-messages)
-        if item.role == "user":
-            turns.append(Turn("user", _text_of(item, index)))
-        elif item.role == "assistant":
-            turns.append(Turn("assistant", _text_of(item, index)))
-        else:
-            raise errors.invalid_request(f"input.{index}.role: must be user or assistant")
-    return turns
-
-
-def _text_of(item: InputItem, index: int) -> str:
-    content = item.content
-    if content is None:
-        raise errors.invalid_request(f"input.{index}.content: required")
-    if isinstance(content, str):
-        return content
-    texts = []
-    for part_index, part in enumerate(content):
-        if part.type not in _TEXT_PARTS or part.text is None:
-            raise errors.invalid_request(
-                f"input.{index}.content.{part_index}: only text content is supported"
-            )
-        texts.append(part.text)
-    return "".join(texts)
-
-
-def _ignored_system_messages(body: CreateResponseRequest) -> int:
-    items = body.input if isinstance(body.input, list) else []
-    return (body.instructions is not None) + sum(
-        item.role in ("system", "developer") for item in items
-    )
 
 
 # The Responses surface, in the order /openapi.json lists it.

@@ -160,12 +160,16 @@ _RETRIEVE_RESPONSES: Responses = {
         },
     },
     "400": error(
-        "`invalid_request`: `starting_after` out of range; `invalid_last_event_id`: a "
-        "number this response has not sent."
+        "`invalid_request`: `starting_after` out of range, or a number this response has not sent."
     ),
     "404": _NOT_FOUND,
     "429": error("`too_many_readers`: past the readers' bounds for the response or client."),
     **COMMON_ERRORS,
+    "503": error(
+        "`store_unavailable`: the answer store cannot be reached, or is too far behind the "
+        "instance writing the response to resume it; `not_ready`, `shutting_down` as "
+        "everywhere. Retryable."
+    ),
 }
 _CANCEL_RESPONSES: Responses = {
     "200": {
