@@ -198,10 +198,15 @@ MODEL_PARAMETER = {
 }
 
 
-def components(request_model: type[BaseModel], prompts: Iterable[str]) -> dict[str, Any]:
-    """OpenAI's shapes, and the request body, whose `model` is one of the prompts."""
+def components(
+    request_model: type[BaseModel],
+    prompts: Iterable[str],
+    models: Iterable[type[BaseModel]] = SCHEMA_MODELS,
+) -> dict[str, Any]:
+    """OpenAI's shapes (`models`: chat completions' by default), and the request
+    body, whose `model` is one of the prompts."""
     schemas: dict[str, Any] = {}
-    add_models(schemas, (*SCHEMA_MODELS, request_model))
+    add_models(schemas, (*models, request_model))
     schemas[request_model.__name__]["properties"]["model"] = {
         "type": "string",
         "enum": sorted(prompts),

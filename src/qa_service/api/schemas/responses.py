@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from qa_service.api.schemas.models import Responses, add_models, ref
+from qa_service.api.schemas import openai
+from qa_service.api.schemas.models import Responses, ref
 from qa_service.api.schemas.openai import COMMON_ERRORS, OpenAIErrorBody, error
 
 # The largest `starting_after` taken (a log holds far fewer events).
@@ -221,14 +222,7 @@ _EXAMPLES = {
 
 def components(request_model: type[BaseModel], prompts: Iterable[str]) -> dict[str, Any]:
     """The Responses shapes, and the request body, whose `model` is one of the prompts."""
-    schemas: dict[str, Any] = {}
-    add_models(schemas, (*SCHEMA_MODELS, request_model))
-    schemas[request_model.__name__]["properties"]["model"] = {
-        "type": "string",
-        "enum": sorted(prompts),
-        "description": "A prompt name (GET /v1/models); it picks the prompt, not the LLM.",
-    }
-    return schemas
+    return openai.components(request_model, prompts, SCHEMA_MODELS)
 
 
 CREATE_REQUEST_BODY = {
