@@ -8,8 +8,10 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import anyio
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import Depends, FastAPI
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
 from qa_service import __version__
 from qa_service.access.admission import open_admission
@@ -40,6 +42,7 @@ from qa_service.generation.prompt_watch import open_prompt_watcher
 from qa_service.generation.providers import open_chat_model
 from qa_service.generation.writer import AIWriter, GenerationLimits
 from qa_service.observability.telemetry import Telemetry
+from qa_service.observability.tracing import AnswerSpans, open_tracing
 from qa_service.stores import open_stores
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,9 @@ def create_app(settings: Settings) -> FastAPI:
     prompts = PromptLibrary.load(settings.prompts_dir, settings.default_prompt)
     keys = load_key_ring(settings)
     telemetry = Telemetry(settings.resolved_provider, settings.resolved_model)
+    # Off unless OTEL_* asks for it; the process's tracer and meter providers.
+    tracing = open_tracing(telemetry.spans_dropped)
+    answer_spans = AnswerSpans() if tracing is not None else None
     capabilities = provider_capabilities(settings)
     # Begun by the server on SIGTERM (server.py); the app says so, and waits.
     drain = Drain()
@@ -61,6 +67,9 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            if tracing is not None:
+                # Last out: the answers' spans end first, then the rest are sent.
+                stack.push_async_callback(anyio.to_thread.run_sync, tracing.shutdown)
             model = await stack.enter_async_context(open_chat_model(settings))
             stores = await stack.enter_async_context(open_stores(settings))
             store = stores.answers
@@ -84,7 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
                 store,
                 AIWriter(model, prompts, limits),
                 timing,
-                observers=[telemetry],
+                observers=[telemetry] if answer_spans is None else [telemetry, answer_spans],
                 reader_limits=ReaderLimits(
                     per_answer=settings.max_readers_per_answer,
                     per_client=settings.client_max_readers,
@@ -123,6 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
                 probe=probe,
                 drain=drain,
                 cache=cache,
+                answer_spans=answer_spans,
             )
             stack.callback(setattr, app.state, "service", None)
             if settings.is_demo_fallback:
@@ -168,6 +178,15 @@ def create_app(settings: Settings) -> FastAPI:
         header_name="X-Request-ID",
         validator=lambda value: bool(_REQUEST_ID.fullmatch(value)),
     )
+    if tracing is not None:
+        # Outermost: the server span holds the whole request, continuing the
+        # caller's traceparent. No span per ASGI message: a stream sends thousands.
+        app.add_middleware(
+            OpenTelemetryMiddleware,
+            tracer_provider=tracing.tracer_provider,
+            meter_provider=tracing.meter_provider,
+            exclude_spans=["send", "receive"],
+        )
     install_error_handlers(app)
     app.include_router(native.router)
     app.include_router(tickets.router)

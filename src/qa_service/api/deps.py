@@ -26,6 +26,7 @@ from qa_service.core.events import AnswerEvent
 from qa_service.generation.probe import ProviderProbe
 from qa_service.generation.prompt_library import PromptLibrary
 from qa_service.observability.telemetry import Telemetry
+from qa_service.observability.tracing import AnswerSpans
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,8 @@ class Service:
     drain: Drain = field(default_factory=Drain)
     # None: QA_ANSWER_CACHE_TTL_SECONDS is 0, and every answer asks the provider.
     cache: AnswerCache | None = None
+    # None: OTEL_* does not turn tracing on (observability/tracing.py).
+    answer_spans: AnswerSpans | None = None
 
     def refuse_new_answers_while_draining(self) -> None:
         """503 `shutting_down` once the drain has begun, with Retry-After: an

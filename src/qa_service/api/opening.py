@@ -21,6 +21,7 @@ from qa_service.api.deps import Service, client_of
 from qa_service.core import errors
 from qa_service.core.errors import PublicError
 from qa_service.core.events import AnswerEvent, AnswerMeta
+from qa_service.observability.tracing import name_request, phase
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +80,13 @@ async def open_answer(
     # A hit is admitted too: a request is a request (QA_RATE_LIMIT). Its tokens
     # cost nothing: with the cache, only a provider call is charged, to the
     # client that started it (answers/cache/answer_cache.py).
-    admitted = await admission.admit(client)
+    meta = new_meta(service, answer_request, scenario)
+    name_request(meta.request_id)
+    with phase("qa.admission"):
+        admitted = await admission.admit(client)
     try:
         # Here, before the 200: a store that is down is a 503 store_unavailable.
-        run = await _start(
-            service, answer_request, new_meta(service, answer_request, scenario), client, request
-        )
+        run = await _start(service, answer_request, meta, client, request)
     except BaseException:
         await admission.give_back(admitted)
         raise
@@ -95,9 +97,10 @@ async def open_answer(
     if settings.first_text_hold_seconds > 0:
         # Nothing is sent yet, so a provider that fails before any text gets
         # its real status (429, 502, 503, 504) instead of 200 and an event.
-        failure = await _first_output_while_connected(
-            run, settings.first_text_hold_seconds, request
-        )
+        with phase("qa.first_text_hold"):
+            failure = await _first_output_while_connected(
+                run, settings.first_text_hold_seconds, request
+            )
         if failure is not None:
             raise errors.AnswerFailedEarlyError(failure, admitted.headers)
     shutdown = anyio.Event()

@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 import anyio
 import httpx
 
+from qa_service.generation.call_spans import propagate_call
+
 log = logging.getLogger(__name__)
 
 # The responses opened by the current answer. LangChain runs model steps in
@@ -107,6 +109,10 @@ def _retry_policy(max_wait: float) -> Callable[[httpx.Response], Awaitable[None]
     return hook
 
 
+async def _propagate_call(request: httpx.Request) -> None:
+    propagate_call(request)
+
+
 def upstream_timeout(connect_timeout: float, read_timeout: float) -> httpx.Timeout:
     """Connect bound, and the longest silence between two reads (and writes)."""
     return httpx.Timeout(read_timeout, connect=connect_timeout)
@@ -118,7 +124,10 @@ def build_async_client(timeout: httpx.Timeout, max_retry_wait: float) -> httpx.A
         timeout=timeout,
         # Streams are long-lived: no pool cap below what the service admits.
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
-        event_hooks={"response": [_record_response, _retry_policy(max_retry_wait)]},
+        event_hooks={
+            "request": [_propagate_call],
+            "response": [_record_response, _retry_policy(max_retry_wait)],
+        },
     )
 
 

@@ -14,12 +14,14 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, cast
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.outputs import ChatGeneration, Generation
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from qa_service.core.errors import UpstreamStalledError
+from qa_service.generation.call_spans import CALL_TRACING, CallSpans
 from qa_service.generation.history import HISTORY_VARIABLE, Turn, as_messages
 from qa_service.generation.prompt_library import PromptLibrary
 from qa_service.generation.prompts import QUERY_VARIABLE, Prompt
@@ -78,6 +80,9 @@ class AIWriter:
         self._limits = limits or GenerationLimits()
         self._model = model
         self._parser = InlineStrOutputParser()
+        # What a provider call's span says it asked for (generation/call_spans.py).
+        self._max_tokens: int | None = getattr(model, "max_tokens", None)
+        self._temperature: float | None = getattr(model, "temperature", None)
         self._prompts = prompts if isinstance(prompts, PromptLibrary) else PromptLibrary(prompts)
         self._chains: dict[tuple[str, str], _Chain] = {}
         self._streaming: Counter[tuple[str, str]] = Counter()
@@ -130,10 +135,16 @@ class AIWriter:
         too) is not sent: it stops there, closes the chain, and reports
         finish_reason "length", as a provider that keeps to the cap would.
         """
+        callbacks: list[BaseCallbackHandler] = []
+        call_spans = None
+        if report is not None:
+            callbacks.append(ReportHandler(report))
+            if CALL_TRACING.on:
+                # After the report's handler: each span reads the report as its run ends.
+                call_spans = CallSpans(report, max_tokens or self._max_tokens, self._temperature)
+                callbacks.append(call_spans)
         config = RunnableConfig(
-            run_name="ai_write",
-            callbacks=[ReportHandler(report)] if report is not None else [],
-            configurable=dict(configurable or {}),
+            run_name="ai_write", callbacks=callbacks, configurable=dict(configurable or {})
         )
         limits = self._limits
         chosen = self._prompts.find(prompt, prompt_version)
@@ -187,6 +198,8 @@ class AIWriter:
                     if pieces:
                         deadline = _after(loop, limits.idle_seconds)
         finally:
+            if call_spans is not None:
+                call_spans.close()
             self._streaming[key] -= 1
             self._forget_retired()
 

@@ -93,6 +93,11 @@ class Telemetry:
             "qa_producers_lost",
             "Answers whose generating replica stopped renewing its lease (producer_lost)",
         )
+        self.otel_spans_dropped = counter(
+            "qa_otel_spans_dropped",
+            "Spans the OTLP exporter could not deliver (collector down, slow or refusing), "
+            "and so dropped; 0 with tracing off",
+        )
         self.client_slots_held = gauge(
             "qa_client_slots_held",
             "Clients' answers in progress this instance holds a QA_CLIENT_MAX_STREAMS slot for",
@@ -152,6 +157,10 @@ class Telemetry:
 
     def producer_lost(self) -> None:
         self.producers_lost.labels(*self._labels).inc()
+
+    def spans_dropped(self, count: int) -> None:
+        """From the exporter's thread: prometheus_client's counters take that."""
+        self.otel_spans_dropped.labels(*self._labels).inc(count)
 
     def cache_outcome(self, outcome: str) -> None:
         self.cache_outcomes.labels(*self._labels, outcome).inc()

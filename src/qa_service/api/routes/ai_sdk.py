@@ -211,6 +211,8 @@ async def chat_resume(service: ServiceDep, request: Request, chat_id: str) -> Re
         service.telemetry.resume_refused(exc.public.code)
         raise
     service.telemetry.resumed(info.last_seq + 1)
+    if service.answer_spans is not None:
+        service.answer_spans.link(answer_id, "resume")
     return _ui_message_stream(service, events, shutdown)
 
 

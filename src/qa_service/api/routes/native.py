@@ -150,6 +150,8 @@ async def cancel_answer(service: ServiceDep, answer_id: str) -> dict[str, str]:
     closing page can send it with `navigator.sendBeacon`."""
     if not ANSWER_ID.fullmatch(answer_id):
         raise errors.QAServiceError(errors.ANSWER_NOT_FOUND)
+    if service.answer_spans is not None:
+        service.answer_spans.link(answer_id, "cancel")
     result = await service.registry.cancel(answer_id)
     if result is CancelResult.CANCELLED:
         service.telemetry.cancel_requested()
@@ -193,6 +195,8 @@ async def continue_answer(
         service.telemetry.resume_refused(exc.public.code)
         raise
     service.telemetry.resumed(point.replayed)
+    if service.answer_spans is not None:
+        service.answer_spans.link(answer_id, "resume")
     return sse.event_stream_response(
         native.render_stream(events, answer_id), service.settings, shutdown
     )

@@ -161,6 +161,8 @@ async def retrieve_response(
         service.telemetry.resume_refused(exc.public.code)
         raise
     service.telemetry.resumed(replayed)
+    if service.answer_spans is not None:
+        service.answer_spans.link(record.answer_id, "resume")
     return sse.event_stream_response(
         openai_responses.render_stream(events, state, after), service.settings, shutdown
     )
@@ -216,6 +218,8 @@ async def cancel_response(service: ServiceDep, request: Request, response_id: st
     """Stop the response's answer wherever it runs; the response as it ended.
     An answer already ended stays as it was."""
     record = await _stored(service, response_id, client_of(request))
+    if service.answer_spans is not None:
+        service.answer_spans.link(record.answer_id, "cancel")
     try:
         result = await service.registry.cancel(record.answer_id)
     except QAServiceError as exc:

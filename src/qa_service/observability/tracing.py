@@ -1,0 +1,278 @@
+"""OpenTelemetry: traces and GenAI metrics over OTLP, off unless OTEL_* configures them.
+
+On when OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is
+set, or OTEL_TRACES_EXPORTER=otlp; off with OTEL_SDK_DISABLED=true or
+OTEL_TRACES_EXPORTER=none. Everything else is the SDK's own reading of the
+standard variables: OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (the
+resource), OTEL_TRACES_SAMPLER and its argument, OTEL_EXPORTER_OTLP_HEADERS,
+_TIMEOUT, _COMPRESSION, OTEL_BSP_* (the batch), OTEL_METRIC_EXPORT_INTERVAL.
+OTEL_EXPORTER_OTLP_PROTOCOL is http/protobuf, the default; grpc needs the
+grpc exporter package, which the image does not ship, and is refused at
+start-up rather than ignored.
+
+What is traced (docs/operations.md, "Tracing"): a server span per request
+(the ASGI instrumentation, continuing the caller's traceparent), admission and
+the first-text hold within it, an answer span in the answer's own task, and a
+GenAI client span per provider call (generation/call_spans.py) whose HTTP
+request carries traceparent. Spans are exported from a background thread in
+batches: a collector that is down or slow never waits an answer. Spans that
+could not be exported are counted in `qa_otel_spans_dropped_total`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+from opentelemetry import context, metrics, trace
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import Span, Status, StatusCode
+
+from qa_service.answers.model import AnswerRecord, answer_ref
+from qa_service.config import ConfigError
+from qa_service.core.events import AnswerMeta, CacheOutcome
+from qa_service.generation.call_spans import CALL_TRACING, TRACER_NAME
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "qa-service"
+# How long shutdown waits for the last spans to leave: a SIGTERM's drain must
+# not wait on a collector that is down.
+SHUTDOWN_SECONDS = 2.0
+# The conventions' buckets (semantic-conventions gen-ai-metrics.md).
+TOKEN_BUCKETS = [4**power for power in range(14)]
+DURATION_BUCKETS = [0.01 * 2**power for power in range(14)]
+
+
+class TracingConfigError(ConfigError):
+    """OTEL_* asks for what this build cannot do."""
+
+
+def tracing_requested(environ: Mapping[str, str]) -> bool:
+    """Whether OTEL_* turns tracing on (the module docstring says how)."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter == "none":
+        return False
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    return bool(endpoint) or exporter == "otlp"
+
+
+class CountingSpanExporter(SpanExporter):
+    """The OTLP exporter, counting the spans whose export failed: they are dropped."""
+
+    def __init__(self, inner: SpanExporter, on_dropped: Callable[[int], None]) -> None:
+        self._inner = inner
+        self._on_dropped = on_dropped
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self._inner.export(spans)
+        if result is not SpanExportResult.SUCCESS:
+            self._on_dropped(len(spans))
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class Tracing:
+    """The process's tracer and meter providers, once OTEL_* turned them on."""
+
+    def __init__(self, environ: Mapping[str, str], on_dropped: Callable[[int], None]) -> None:
+        protocol = environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf").strip()
+        if protocol != "http/protobuf":
+            raise TracingConfigError(
+                f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: only http/protobuf is built in"
+            )
+        resource = Resource.create()
+        if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+            resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
+        # Metrics first: the span processor and exporter report their own
+        # (otel.sdk.processor.span.processed, with error.type queue_full) to it.
+        self.meter_provider: MeterProvider | None = None
+        if environ.get("OTEL_METRICS_EXPORTER", "").strip().lower() != "none":
+            reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+            self.meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+            metrics.set_meter_provider(self.meter_provider)
+        # The sampler is the SDK's reading of OTEL_TRACES_SAMPLER (parentbased_always_on).
+        self.tracer_provider = TracerProvider(resource=resource)
+        exporter = CountingSpanExporter(OTLPSpanExporter(), on_dropped)
+        self.tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+        trace.set_tracer_provider(self.tracer_provider)
+        CALL_TRACING.on = True
+        capture = environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "")
+        CALL_TRACING.capture_content = capture.strip().lower() == "true"
+
+    def shutdown(self) -> None:
+        """Send what is left, for at most SHUTDOWN_SECONDS, from a thread of its own:
+        the SDK's shutdown waits on its exporter, which waits on the collector."""
+
+        def send_the_rest() -> None:
+            self.tracer_provider.shutdown()
+            if self.meter_provider is not None:
+                self.meter_provider.shutdown(timeout_millis=SHUTDOWN_SECONDS * 1000)
+
+        sender = threading.Thread(target=send_the_rest, name="otel-shutdown", daemon=True)
+        sender.start()
+        sender.join(SHUTDOWN_SECONDS)
+        if sender.is_alive():
+            log.warning("the OTLP collector took too long; the last spans are dropped")
+        CALL_TRACING.on = False
+
+
+def phase(name: str) -> AbstractContextManager[object]:
+    """A span for one phase of a request (admission, the first-text hold), current
+    while it lasts; nothing at all with tracing off."""
+    if not CALL_TRACING.on:
+        return nullcontext()
+    return trace.get_tracer(TRACER_NAME).start_as_current_span(name)
+
+
+def name_request(request_id: str) -> None:
+    """The request's server span carries its request id (X-Request-ID), as its log lines do."""
+    if CALL_TRACING.on:
+        trace.get_current_span().set_attribute("qa.request_id", request_id)
+
+
+def open_tracing(
+    on_dropped: Callable[[int], None], environ: Mapping[str, str] | None = None
+) -> Tracing | None:
+    """Tracing for this process, or None when OTEL_* does not ask for it."""
+    environ = os.environ if environ is None else environ
+    if not tracing_requested(environ):
+        return None
+    return Tracing(environ, on_dropped)
+
+
+class AnswerSpans:
+    """An answer's span, from its start to its end, in the answer's own task; and
+    the answers' GenAI metrics. An AnswerObserver (answers/model.py).
+
+    The span is made the current one in the answer's task, so the provider
+    calls' spans (generation/call_spans.py) are its children, and it is the
+    child of the request that started the answer. A resume or a cancel from
+    another request links to it (`link`), on the replica that runs it.
+    """
+
+    def __init__(self) -> None:
+        self._tracer = trace.get_tracer(TRACER_NAME)
+        meter = metrics.get_meter(TRACER_NAME)
+        self._token_usage = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Tokens used by a provider call, input and output.",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        )
+        self._duration = meter.create_histogram(
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="How long a provider call took, to its last token.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self._first_chunk = meter.create_histogram(
+            "gen_ai.client.operation.time_to_first_chunk",
+            unit="s",
+            description="From a provider call's start to its first text.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self._active = meter.create_up_down_counter(
+            "qa.answers.active", unit="{answer}", description="Answers generating now."
+        )
+        self._open: dict[str, tuple[Span, object]] = {}
+
+    def answer_started(self, meta: AnswerMeta) -> None:
+        attributes: dict[str, Any] = {
+            "qa.answer_ref": answer_ref(meta.answer_id),
+            "qa.request_id": meta.request_id,
+            "qa.prompt": meta.prompt,
+        }
+        if meta.prompt_version is not None:
+            attributes["qa.prompt_version"] = meta.prompt_version
+        if meta.cache is not None:
+            attributes["qa.cache"] = meta.cache
+        span = self._tracer.start_span("qa.answer", attributes=attributes)
+        token = context.attach(trace.set_span_in_context(span))
+        self._open[answer_ref(meta.answer_id)] = (span, token)
+        if meta.cache != CacheOutcome.SOURCE:
+            self._active.add(1, {"qa.prompt": meta.prompt})
+
+    def answer_finished(self, record: AnswerRecord) -> None:
+        opened = self._open.pop(record.answer_ref, None)
+        if opened is not None:
+            span, token = opened
+            _describe(span, record)
+            span.end()
+            # In the answer's own task, which attached it: nothing else to restore.
+            context.detach(token)  # type: ignore[arg-type]
+        if record.cache != CacheOutcome.SOURCE:
+            self._active.add(-1, {"qa.prompt": record.prompt})
+        if record.cache in (None, CacheOutcome.SOURCE):
+            self._measure_call(record)
+
+    def producer_lost(self) -> None:
+        pass
+
+    def link(self, answer_id: str, why: str) -> None:
+        """A resume or a cancel of the answer, from another request: an event on
+        the answer's span, and a link from the request's span to it, when this
+        replica runs the answer (one elsewhere has its span there)."""
+        opened = self._open.get(answer_ref(answer_id))
+        if opened is not None:
+            answer_span = opened[0]
+            answer_span.add_event(f"qa.{why}")
+            trace.get_current_span().add_link(answer_span.get_span_context(), {"qa.link": why})
+
+    def _measure_call(self, record: AnswerRecord) -> None:
+        """A provider call's GenAI metrics (a cache's readers made none)."""
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": record.answered_provider or record.provider,
+            "gen_ai.request.model": record.model,
+        }
+        if record.answered_model is not None:
+            attributes["gen_ai.response.model"] = record.answered_model
+        if record.outcome != "complete":
+            attributes["error.type"] = record.error_code or record.outcome
+        self._duration.record(record.duration_ms / 1000, attributes)
+        if record.ttft_ms is not None:
+            self._first_chunk.record(record.ttft_ms / 1000, attributes)
+        for kind, tokens in (("input", record.input_tokens), ("output", record.output_tokens)):
+            if tokens is not None:
+                self._token_usage.record(tokens, {**attributes, "gen_ai.token.type": kind})
+
+
+def _describe(span: Span, record: AnswerRecord) -> None:
+    """How the answer went, on its span: the fields of its log line, never its text."""
+    values = {
+        "qa.outcome": record.outcome,
+        "qa.error_code": record.error_code,
+        "qa.upstream_status": record.upstream_status,
+        "qa.fallback": record.fallback,
+        "qa.pieces": record.pieces,
+        "qa.chars": record.chars,
+        "qa.ttft_ms": record.ttft_ms,
+        "gen_ai.provider.name": record.answered_provider,
+        "gen_ai.response.model": record.answered_model,
+        "gen_ai.usage.input_tokens": record.input_tokens,
+        "gen_ai.usage.output_tokens": record.output_tokens,
+        "gen_ai.response.finish_reasons": [record.finish_reason] if record.finish_reason else None,
+    }
+    span.set_attributes({name: value for name, value in values.items() if value is not None})
+    if record.outcome == "error":
+        span.set_status(Status(StatusCode.ERROR, record.error_code or "error"))
