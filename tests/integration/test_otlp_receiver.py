@@ -160,26 +160,22 @@ def test_a_hanging_receiver_keeps_the_request_and_times_the_exporter_out(
     receiver: OTLPReceiver,
 ) -> None:
     receiver.answer_delay = 30.0
-    exporter = OTLPSpanExporter(endpoint=f"{receiver.endpoint}{TRACES_PATH}", timeout=1)
-    provider = TracerProvider(resource=RESOURCE, shutdown_on_exit=False)
-    try:
-        # Exported directly, not through a processor, to see the exporter's own verdict.
-        span = provider.get_tracer("receiver.check").start_span("held")
-        span.end()
-        assert exporter.export([span]) is SpanExportResult.FAILURE  # type: ignore[list-item]
-    finally:
-        exporter.shutdown()
-        provider.shutdown()
+    assert _export_one_span("held", receiver.endpoint) is SpanExportResult.FAILURE
     assert receiver.wait_for_span("held").kind == "INTERNAL"
 
 
 def test_a_down_endpoint_refuses_the_exporter() -> None:
-    exporter = OTLPSpanExporter(endpoint=f"{down_endpoint()}{TRACES_PATH}", timeout=1)
+    assert _export_one_span("lost", down_endpoint()) is SpanExportResult.FAILURE
+
+
+def _export_one_span(name: str, endpoint: str) -> SpanExportResult:
+    """One span through the exporter itself, not a processor, for the exporter's own verdict."""
+    exporter = OTLPSpanExporter(endpoint=f"{endpoint}{TRACES_PATH}", timeout=1)
     provider = TracerProvider(resource=RESOURCE, shutdown_on_exit=False)
     try:
-        span = provider.get_tracer("receiver.check").start_span("lost")
+        span = provider.get_tracer("receiver.check").start_span(name)
         span.end()
-        assert exporter.export([span]) is SpanExportResult.FAILURE  # type: ignore[list-item]
+        return exporter.export([span])  # type: ignore[list-item]
     finally:
         exporter.shutdown()
         provider.shutdown()
