@@ -11,7 +11,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import anyio
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import Depends, FastAPI
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
 from qa_service import __version__
 from qa_service.access.admission import open_admission
@@ -42,7 +41,7 @@ from qa_service.generation.prompt_watch import open_prompt_watcher
 from qa_service.generation.providers import open_chat_model
 from qa_service.generation.writer import AIWriter, GenerationLimits
 from qa_service.observability.telemetry import Telemetry
-from qa_service.observability.tracing import AnswerSpans, open_tracing
+from qa_service.observability.tracing import AnswerSpans, TracedRequests, open_tracing
 from qa_service.stores import open_stores
 
 log = logging.getLogger(__name__)
@@ -169,6 +168,10 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         dependencies=[Depends(refuse_other_hosts(settings.allowed_hosts))],
+        # FastAPI's own tracing starts with any tracer provider, and its server
+        # span records the query string: a GET /ai_write's question. Ours
+        # (observability/tracing.py TracedRequests) leaves it out.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = None
     app.state.telemetry = telemetry
@@ -182,7 +185,7 @@ def create_app(settings: Settings) -> FastAPI:
         # Outermost: the server span holds the whole request, continuing the
         # caller's traceparent. No span per ASGI message: a stream sends thousands.
         app.add_middleware(
-            OpenTelemetryMiddleware,
+            TracedRequests,
             tracer_provider=tracing.tracer_provider,
             meter_provider=tracing.meter_provider,
             exclude_spans=["send", "receive"],

@@ -19,6 +19,7 @@ is true, and then through the same redaction as the logs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -158,7 +159,7 @@ class CallSpans(AsyncCallbackHandler):
             return
         self._failed = True
         # The type only: a provider's error text can echo the key (report.py).
-        kind = type(error).__name__
+        kind = "cancelled" if isinstance(error, asyncio.CancelledError) else type(error).__name__
         call.span.set_attribute("error.type", kind)
         call.span.set_status(Status(StatusCode.ERROR, kind))
         call.span.end()

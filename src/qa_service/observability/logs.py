@@ -58,13 +58,13 @@ class _Redacting(logging.Formatter):
         return "(stack withheld)"
 
     def format(self, record: logging.LogRecord) -> str:
-        line = _refer_to_answers(super().format(record))
+        line = refer_to_answers(super().format(record))
         for secret in self._short:
             line = line.replace(secret, REDACTED)
         return _scrub_runs(line, self._runs) if self._runs else line
 
 
-def _refer_to_answers(line: str) -> str:
+def refer_to_answers(line: str) -> str:
     """Each answer id in a path as its reference (answers/model.py answer_ref says
     why): the net under the rule that no line names an id, for the lines that log
     a path (an unhandled error's; uvicorn's access log, were it turned on)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -31,17 +32,20 @@ from typing import Any
 from opentelemetry import context, metrics, trace
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, Status, StatusCode
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from qa_service.answers.model import AnswerRecord, answer_ref
 from qa_service.config import ConfigError
 from qa_service.core.events import AnswerMeta, CacheOutcome
 from qa_service.generation.call_spans import CALL_TRACING, TRACER_NAME
+from qa_service.observability.logs import refer_to_answers
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +146,45 @@ def phase(name: str) -> AbstractContextManager[object]:
     if not CALL_TRACING.on:
         return nullcontext()
     return trace.get_tracer(TRACER_NAME).start_as_current_span(name)
+
+
+class TracedRequests:
+    """The ASGI instrumentation's server span, shown each request as a log line
+    would show it: its query string left out (a GET /ai_write's is the question),
+    and ids in its path as their references (a resume's answer id, a response's
+    id: each reads an answer). The app itself gets the request untouched."""
+
+    def __init__(self, app: ASGIApp, /, **instrumentation: Any) -> None:
+        self._app = app
+        self._traced = OpenTelemetryMiddleware(self._untouched, **instrumentation)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        shown = {
+            **scope,
+            "path": _referred(scope["path"]),
+            "raw_path": None,
+            "query_string": b"",
+            _ORIGINAL: scope,
+        }
+        await self._traced(shown, receive, send)
+
+    async def _untouched(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope[_ORIGINAL], receive, send)
+
+
+# Where the scope the instrumentation sees keeps the request's own.
+_ORIGINAL = "qa.original_scope"
+_RESPONSE_PATH = re.compile(r"/v1/responses/(resp_[0-9a-f]{48})")
+
+
+def _referred(path: str) -> str:
+    path = refer_to_answers(path)
+    if "/v1/responses/" not in path:
+        return path
+    return _RESPONSE_PATH.sub(lambda m: f"/v1/responses/ref:{answer_ref(m[1])}", path)
 
 
 def name_request(request_id: str) -> None:
