@@ -94,6 +94,9 @@ def test_langsmith_configured_does_send_and_both_methods_see_it(
     with run_service(settings, tmp_path) as service:
         _ask_in_every_dialect(service)
         wait_until(proxy.attempts, 30, "LangSmith's upload reaching the proxy")
+        # Stopped, LangSmith's exit flush retries the refused upload for longer than
+        # run_service waits (10 s) before it kills: kill now, the attempt is recorded.
+        service.process.kill()
 
     assert any(a.startswith(f"CONNECT {LANGSMITH_HOST}:443 ") for a in proxy.attempts())
     assert _connects(read_attempts(audit), proxy.port), "the audit hook missed the upload"
