@@ -105,7 +105,9 @@ def test_the_alerts_pass_their_promtool_unit_tests() -> None:
 def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
     # promtool parses PromQL only inside a rules file: each query becomes a recording rule.
     queries = {**dashboard_queries()}
-    queries.update({f"variable {name}": selector for name, (selector, _) in variable_queries().items()})
+    queries.update(
+        {f"variable {name}": selector for name, (selector, _) in variable_queries().items()}
+    )
     rules = [
         {"record": f"dashboard:query_{number}", "expr": as_grafana_sends(expr)}
         for number, expr in enumerate(queries.values())
