@@ -6,8 +6,8 @@ endpoints drain, its grace covers that hold, the answers' grace and the
 service's own exit, no proxy buffers an event or times a long answer out, and
 the pod runs non-root on a read-only root filesystem. kubernetes-validate has
 no schemas for custom resources (KEDA's ScaledObject, Gateway API's
-HTTPRoute): their apiVersion, kind and the fields the chart relies on are
-checked here by hand.
+HTTPRoute, the Prometheus Operator's ServiceMonitor and PrometheusRule): their
+apiVersion, kind and the fields the chart relies on are checked here by hand.
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ KUBERNETES = "1.34"
 CUSTOM_KINDS = {
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
+SHIPPED_ALERTS = REPO / "deploy" / "observability" / "alerts.yaml"
 
 # The service's own exit after its answers' grace, as the code bounds it
 # (templates/_helpers.tpl derives the same): uvicorn waits the grace + 2 s for
@@ -165,6 +168,8 @@ def test_each_case_renders_what_it_asks_for(chart: helm.Chart) -> None:
         "HTTPRoute",
         "Ingress",
         "Secret",
+        "ServiceMonitor",
+        "PrometheusRule",
     }
 
 
@@ -448,6 +453,8 @@ def test_configurations_that_cannot_work_are_refused(
         ({"httpRoute": {"timeouts": {"request": "15 seconds"}}}, "/httpRoute/timeouts"),
         ({"ingress": {"timeoutSeconds": 30}}, "/ingress/timeoutSeconds"),
         ({"autoscaling": {"keda": {"streamsPerReplica": 0}}}, "streamsPerReplica"),
+        ({"metrics": {"serviceMonitor": {"interval": "30 seconds"}}}, "/interval"),
+        ({"metrics": {"prometheusRule": {"rules": []}}}, "additional properties 'rules'"),
     ],
 )
 def test_the_schema_refuses_wrong_types_and_unknown_keys(
@@ -455,3 +462,43 @@ def test_the_schema_refuses_wrong_types_and_unknown_keys(
 ) -> None:
     with pytest.raises(helm.HelmValuesError, match=re.escape(complaint)):
         render(chart, values)
+
+
+def test_the_service_monitor_scrapes_every_pod_s_metrics(chart: helm.Chart) -> None:
+    objects = render(chart, CASES["cluster-keda"])
+    monitor = only(objects, "ServiceMonitor")
+    service = only(objects, "Service")
+    # Structurally, as the Prometheus Operator reads it (no schema to validate against).
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(monitor["spec"]) == {"selector", "namespaceSelector", "endpoints"}
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # It selects this release's Service, in its namespace, by the Service's own labels.
+    selected = monitor["spec"]["selector"]["matchLabels"]
+    assert selected.items() <= service["metadata"]["labels"].items()
+    assert selected == service["spec"]["selector"]
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["answers"]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint == {
+        "port": "http",
+        "path": "/metrics",
+        "interval": "15s",
+        "scrapeTimeout": "10s",
+    }
+    assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+
+
+def test_the_prometheus_rule_carries_the_shipped_alerts_unchanged(chart: helm.Chart) -> None:
+    rule = only(render(chart, CASES["cluster-keda"]), "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # Every rule, expression and annotation as the file has it: Helm templated nothing.
+    assert rule["spec"] == yaml.safe_load(SHIPPED_ALERTS.read_text())
+    assert "{{ $labels.job }}" in yaml.safe_dump(rule["spec"])
+
+
+def test_the_chart_s_alerts_are_a_copy_of_the_shipped_ones() -> None:
+    copy = CHART / "files" / "alerts.yaml"
+    assert copy.read_bytes() == SHIPPED_ALERTS.read_bytes(), (
+        "the chart's copy differs: cp deploy/observability/alerts.yaml "
+        "deploy/helm/qa-service/files/alerts.yaml"
+    )

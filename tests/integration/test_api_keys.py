@@ -284,6 +284,9 @@ def test_the_schema_says_which_operations_take_a_bearer_key(keyed: RunningServic
         ("/v1/chat/completions", "post"),
         ("/v1/models", "get"),
         ("/v1/models/{model}", "get"),
+        ("/v1/responses", "post"),
+        ("/v1/responses/{response_id}", "get"),
+        ("/v1/responses/{response_id}/cancel", "post"),
         ("/api/chat", "post"),
         ("/api/chat/{chat_id}/stream", "get"),
     }
