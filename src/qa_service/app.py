@@ -40,6 +40,7 @@ from qa_service.generation.prompt_library import PromptLibrary
 from qa_service.generation.prompt_watch import open_prompt_watcher
 from qa_service.generation.providers import open_chat_model
 from qa_service.generation.writer import AIWriter, GenerationLimits
+from qa_service.observability.logs import redactor
 from qa_service.observability.telemetry import Telemetry
 from qa_service.observability.tracing import AnswerSpans, TracedRequests, open_tracing
 from qa_service.stores import open_stores
@@ -57,7 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
     keys = load_key_ring(settings)
     telemetry = Telemetry(settings.resolved_provider, settings.resolved_model)
     # Off unless OTEL_* asks for it; the process's tracer and meter providers.
-    tracing = open_tracing(telemetry.spans_dropped)
+    tracing = open_tracing(telemetry.spans_dropped, redactor(settings.secret_values()))
     answer_spans = AnswerSpans() if tracing is not None else None
     capabilities = provider_capabilities(settings)
     # Begun by the server on SIGTERM (server.py); the app says so, and waits.

@@ -4,17 +4,19 @@ and the provider stub, which records the `traceparent` it is sent."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
 from tests.support.daemon import wait_until
 from tests.support.metrics import read_metrics, total
 from tests.support.otlp_receiver import OTLPReceiver, ReceivedSpan, down_endpoint, run_receiver
-from tests.support.providers import GROQ_KEY, marker, provider_settings
+from tests.support.providers import GROQ_KEY, OPENAI_KEY, marker, provider_settings
 from tests.support.service import RunningService, run_service
 from tests.support.sse import read_stream
 from tests.support.upstream_stub import GROQ_PATH, OPENAI_PATH, Reply, UpstreamStub
@@ -49,6 +51,8 @@ def traced(receiver: OTLPReceiver, stub: UpstreamStub, workdir: Path) -> Iterato
         "GROQ_API_KEY": GROQ_KEY,
         "GROQ_BASE_URL": stub.url,
         "QA_UPSTREAM_READ_TIMEOUT_SECONDS": "1",
+        # One retry of a provider error before the fallback: its span says so.
+        "QA_UPSTREAM_MAX_RETRIES": "1",
         "QA_MAX_TOKENS": "500",
     }
     with run_service(settings, workdir) as service:
@@ -69,7 +73,10 @@ def _trace(receiver: OTLPReceiver, trace_id: str, *names: str) -> dict[str, list
         for span in receiver.spans():
             if span.trace_id == trace_id:
                 spans.setdefault(span.name, []).append(span)
-        return spans if all(name in spans for name in names) else None
+                if span.kind == "SERVER":
+                    spans.setdefault("SERVER", []).append(span)
+        # The request's own span ends last, after its answer's: wait for it too.
+        return spans if all(name in spans for name in (*names, "SERVER")) else None
 
     found: dict[str, list[ReceivedSpan]] = wait_until(arrived, 20.0, f"spans {names}")
     return found
@@ -86,7 +93,7 @@ def test_an_answer_is_one_trace_from_the_caller_to_the_provider(
 
     assert stream.text == "".join(PIECES)
     spans = _trace(receiver, trace_id, "qa.answer", "chat gpt-4o-mini", "qa.admission")
-    (server,) = [s for group in spans.values() for s in group if s.kind == "SERVER"]
+    (server,) = spans["SERVER"]
     (answer,) = spans["qa.answer"]
     (call,) = spans["chat gpt-4o-mini"]
     (admission,) = spans["qa.admission"]
@@ -176,6 +183,12 @@ def test_a_fallback_and_a_timeout_show_as_what_they_were(
     (fallback,) = spans["chat llama-3.1-8b-instant"]
     assert primary.status_code == "ERROR"
     assert primary.attributes["error.type"]
+    assert primary.event("gen_ai.retry").attributes == {"qa.attempt": 2}
+    # Both of the primary's attempts carried its span to the provider, as the fallback its own.
+    attempts = stub.exchanges_for(fell_back, path=OPENAI_PATH)
+    assert [e.headers["traceparent"].split("-")[2] for e in attempts] == [primary.span_id] * 2
+    (asked,) = stub.exchanges_for(fell_back, path=GROQ_PATH)
+    assert asked.headers["traceparent"].split("-")[2] == fallback.span_id
     assert fallback.attributes["qa.fallback"] is True
     assert fallback.attributes["gen_ai.provider.name"] == "groq"
     assert fallback.status_code == "UNSET"
@@ -251,3 +264,90 @@ def test_off_by_default_no_span_is_made_and_no_traceparent_sent(
     read_stream(service.url, params={"query": key}, headers={"traceparent": traceparent})
 
     assert "traceparent" not in stub.wait_for_request(key).headers
+
+
+def test_a_resume_is_named_by_its_route_and_linked_to_its_answer(
+    receiver: OTLPReceiver, stub: UpstreamStub, workdir: Path
+) -> None:
+    """Ids in paths are capabilities: spans name the route, and the path by refs."""
+    settings = {**provider_settings("openai", stub), **_otel(receiver.endpoint)}
+    key = marker()
+    stub.reply(key, Reply(pieces=["piece "] * 40, piece_delay=0.05, usage=USAGE))
+
+    with run_service(settings, workdir) as service:
+        with httpx.stream("GET", f"{service.url}/ai_write", params={"query": key}) as first:
+            meta = json.loads(
+                next(line for line in first.iter_lines() if line.startswith("data: "))[6:]
+            )
+        answer_id = meta["meta"]["answer_id"]
+        trace_id, _, traceparent = _caller()
+        with httpx.stream(
+            "GET",
+            f"{service.url}/answers/{answer_id}/events",
+            headers={"traceparent": traceparent},
+            timeout=30,
+        ) as resumed:
+            events = [
+                json.loads(line[6:]) for line in resumed.iter_lines() if line.startswith("data: ")
+            ]
+
+    assert "".join(e.get("text", "") for e in events) == "piece " * 40
+    spans = _trace(receiver, trace_id)
+    (server,) = spans["SERVER"]
+    assert server.name == "GET /answers/{answer_id}/events"
+    assert server.attributes["http.route"] == "/answers/{answer_id}/events"
+    assert answer_id not in json.dumps(server.attributes)
+    (answer,) = [
+        s
+        for s in receiver.spans()
+        if s.name == "qa.answer" and s.attributes.get("qa.request_id") == meta["meta"]["request_id"]
+    ]
+    assert [(link.span_id, link.attributes) for link in server.links] == [
+        (answer.span_id, {"qa.link": "resume"})
+    ]
+    assert answer.event("qa.resume")
+    assert answer_id.encode() not in receiver.raw_bytes()
+
+
+def test_captured_content_is_opt_in_and_redacted_like_the_logs(
+    receiver: OTLPReceiver, stub: UpstreamStub, workdir: Path
+) -> None:
+    settings = {
+        **provider_settings("openai", stub),
+        **_otel(receiver.endpoint),
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+    }
+    key = marker()
+    # A provider that echoes the key it was sent, as error bodies do.
+    stub.reply(key, Reply(pieces=["echo ", OPENAI_KEY, " end"], usage=USAGE))
+    trace_id, _, traceparent = _caller()
+
+    with run_service(settings, workdir) as service:
+        read_stream(service.url, params={"query": key}, headers={"traceparent": traceparent})
+        (call,) = _trace(receiver, trace_id, "chat gpt-4o-mini")["chat gpt-4o-mini"]
+
+    asked = json.loads(call.attributes["gen_ai.input.messages"])
+    assert asked[-1]["role"] == "user"
+    # The prompt's own words around the question: what the provider was sent.
+    assert key in asked[-1]["parts"][0]["content"]
+    (answered,) = json.loads(call.attributes["gen_ai.output.messages"])
+    assert answered["role"] == "assistant"
+    assert answered["finish_reason"] == "stop"
+    assert answered["parts"][0]["content"].startswith("echo ")
+    assert OPENAI_KEY not in answered["parts"][0]["content"]
+    assert OPENAI_KEY.encode() not in receiver.raw_bytes()
+
+
+def test_a_hanging_collector_never_holds_up_a_shutdown(stub: UpstreamStub, workdir: Path) -> None:
+    key = marker()
+    stub.reply(key, Reply(pieces=PIECES))
+    with run_receiver() as hanging:
+        hanging.answer_delay = 120.0
+        settings = {**provider_settings("openai", stub), **_otel(hanging.endpoint)}
+        with run_service(settings, workdir) as service:
+            assert read_stream(service.url, params={"query": key}).text == "".join(PIECES)
+            # Spans are waiting on the collector now; a SIGTERM must not wait for them.
+            wait_until(lambda: hanging.exports() or None, 20.0, "an export under way")
+
+        # Stopped by SIGTERM, with 10 s before a SIGKILL (tests/support/service.py).
+        assert service.process.returncode == 0

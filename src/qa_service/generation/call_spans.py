@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -31,13 +32,45 @@ import httpx
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
-from opentelemetry import propagate, trace
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 if TYPE_CHECKING:  # report.py's failures.py imports upstream.py, which imports this
     from qa_service.generation.report import GenerationReport
 
 TRACER_NAME = "qa_service"
+# The span's attributes its metrics carry too (the conventions' metric attributes).
+_METRIC_ATTRIBUTES = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model")
+
+
+# The conventions' buckets (semantic-conventions gen-ai-metrics.md).
+TOKEN_BUCKETS = [4**power for power in range(14)]
+DURATION_BUCKETS = [0.01 * 2**power for power in range(14)]
+
+
+class CallMetrics:
+    """The GenAI conventions' client metrics, one data point set per provider call."""
+
+    def __init__(self) -> None:
+        meter = metrics.get_meter(TRACER_NAME)
+        self.token_usage = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Tokens used by a provider call, input and output.",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        )
+        self.duration = meter.create_histogram(
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="How long a provider call took, to its last token or its failure.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.first_chunk = meter.create_histogram(
+            "gen_ai.client.operation.time_to_first_chunk",
+            unit="s",
+            description="From a provider call's start to its first text.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
 
 
 @dataclass(slots=True)
@@ -48,6 +81,7 @@ class CallTracing:
     capture_content: bool = False
     # The logs' redaction (observability/logs.py), for captured content.
     redact: Callable[[str], str] = field(default=lambda text: text)
+    metrics: CallMetrics | None = None
 
 
 # Set by observability/tracing.py when OTEL_* turns tracing on.
@@ -57,6 +91,9 @@ CALL_TRACING = CallTracing()
 @dataclass(slots=True)
 class _Call:
     span: Span
+    # The conventions' metric attributes: the operation, provider and model asked.
+    attributes: dict[str, Any]
+    started: float = field(default_factory=time.perf_counter)
     attempts: int = 0
     first_token: bool = False
 
@@ -124,7 +161,8 @@ class CallSpans(AsyncCallbackHandler):
         if CALL_TRACING.capture_content:
             attributes["gen_ai.input.messages"] = _content(messages[0] if messages else [])
         span = self._tracer.start_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes)
-        call = self._calls[run_id] = _Call(span)
+        measured = {name: attributes[name] for name in _METRIC_ATTRIBUTES}
+        call = self._calls[run_id] = _Call(span, measured)
         _current_call.set(call)
 
     async def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -132,6 +170,9 @@ class CallSpans(AsyncCallbackHandler):
         if token and call is not None and not call.first_token:
             call.first_token = True
             call.span.add_event("gen_ai.first_token")
+            if CALL_TRACING.metrics is not None:
+                waited = time.perf_counter() - call.started
+                CALL_TRACING.metrics.first_chunk.record(waited, call.attributes)
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         call = self._calls.pop(run_id, None)
@@ -141,16 +182,18 @@ class CallSpans(AsyncCallbackHandler):
         span = call.span
         if report.model is not None:
             span.set_attribute("gen_ai.response.model", report.model)
+            call.attributes["gen_ai.response.model"] = report.model
         if report.usage is not None:
             span.set_attribute("gen_ai.usage.input_tokens", report.usage["input_tokens"])
             span.set_attribute("gen_ai.usage.output_tokens", report.usage["output_tokens"])
+        _measure(call, report.usage)
         if report.finish_reason is not None:
             span.set_attribute("gen_ai.response.finish_reasons", [report.finish_reason])
         if CALL_TRACING.capture_content and response.generations and response.generations[0]:
-            span.set_attribute(
-                "gen_ai.output.messages",
-                CALL_TRACING.redact(response.generations[0][0].text),
+            output = _message(
+                "assistant", response.generations[0][0].text, finish_reason=report.finish_reason
             )
+            span.set_attribute("gen_ai.output.messages", json.dumps([output], ensure_ascii=False))
         span.end()
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -160,26 +203,50 @@ class CallSpans(AsyncCallbackHandler):
         self._failed = True
         # The type only: a provider's error text can echo the key (report.py).
         kind = "cancelled" if isinstance(error, asyncio.CancelledError) else type(error).__name__
-        call.span.set_attribute("error.type", kind)
-        call.span.set_status(Status(StatusCode.ERROR, kind))
-        call.span.end()
+        _end_failed(call, kind)
 
     def close(self) -> None:
         """End the spans of runs that never ended: a cancel stops the stream
         without an end or error callback (a hang-up, a timeout, a shutdown)."""
         for call in self._calls.values():
-            call.span.set_attribute("error.type", "cancelled")
-            call.span.set_status(Status(StatusCode.ERROR, "cancelled"))
-            call.span.end()
+            _end_failed(call, "cancelled")
         self._calls.clear()
 
 
+def _end_failed(call: _Call, kind: str) -> None:
+    call.span.set_attribute("error.type", kind)
+    call.span.set_status(Status(StatusCode.ERROR, kind))
+    call.span.end()
+    call.attributes["error.type"] = kind
+    _measure(call, None)
+
+
+def _measure(call: _Call, usage: dict[str, int] | None) -> None:
+    """The call's GenAI metrics, as it ends."""
+    recorded = CALL_TRACING.metrics
+    if recorded is None:
+        return
+    recorded.duration.record(time.perf_counter() - call.started, call.attributes)
+    if usage is not None:
+        for kind in ("input", "output"):
+            tokens = usage[f"{kind}_tokens"]
+            recorded.token_usage.record(tokens, {**call.attributes, "gen_ai.token.type": kind})
+
+
 def _content(messages: list[BaseMessage]) -> str:
-    """The messages as the conventions' JSON, each text through the logs' redaction."""
+    """The input messages in the conventions' shape, each text through the logs' redaction."""
     return json.dumps(
         [
-            {"role": message.type, "content": CALL_TRACING.redact(str(message.content))}
+            _message(_ROLES.get(message.type, message.type), str(message.content))
             for message in messages
         ],
         ensure_ascii=False,
     )
+
+
+def _message(role: str, text: str, **more: Any) -> dict[str, Any]:
+    return {"role": role, "parts": [{"type": "text", "content": CALL_TRACING.redact(text)}], **more}
+
+
+# LangChain's message types, as the conventions name the roles.
+_ROLES = {"human": "user", "ai": "assistant", "system": "system"}

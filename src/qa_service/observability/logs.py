@@ -7,7 +7,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from asgi_correlation_id import correlation_id
@@ -58,10 +58,21 @@ class _Redacting(logging.Formatter):
         return "(stack withheld)"
 
     def format(self, record: logging.LogRecord) -> str:
-        line = refer_to_answers(super().format(record))
+        return self.redact(super().format(record))
+
+    def redact(self, text: str) -> str:
+        text = refer_to_answers(text)
         for secret in self._short:
-            line = line.replace(secret, REDACTED)
-        return _scrub_runs(line, self._runs) if self._runs else line
+            text = text.replace(secret, REDACTED)
+        return _scrub_runs(text, self._runs) if self._runs else text
+
+
+def redactor(secrets: Iterable[str]) -> Callable[[str], str]:
+    """The logs' redaction as a function of a text, for what goes elsewhere than a
+    log line (a span's captured messages: observability/tracing.py)."""
+    scrubber = _Redacting()
+    scrubber._set_secrets(secrets)
+    return scrubber.redact
 
 
 def refer_to_answers(line: str) -> str:

@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -36,26 +37,32 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, Status, StatusCode
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qa_service.answers.model import AnswerRecord, answer_ref
 from qa_service.config import ConfigError
 from qa_service.core.events import AnswerMeta, CacheOutcome
-from qa_service.generation.call_spans import CALL_TRACING, TRACER_NAME
+from qa_service.generation.call_spans import CALL_TRACING, TRACER_NAME, CallMetrics
 from qa_service.observability.logs import refer_to_answers
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "qa-service"
+# Each may name the protocol; every one must be what this build sends.
+_PROTOCOL_VARIABLES = (
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+)
+# Probes and scrapes, every few seconds from every instance: no span each,
+# unless OTEL_PYTHON_ASGI_EXCLUDED_URLS (or OTEL_PYTHON_EXCLUDED_URLS) says otherwise.
+_UNTRACED_PATHS = "healthz,readyz,metrics"
 # How long shutdown waits for the last spans to leave: a SIGTERM's drain must
 # not wait on a collector that is down.
 SHUTDOWN_SECONDS = 2.0
-# The conventions' buckets (semantic-conventions gen-ai-metrics.md).
-TOKEN_BUCKETS = [4**power for power in range(14)]
-DURATION_BUCKETS = [0.01 * 2**power for power in range(14)]
 
 
 class TracingConfigError(ConfigError):
@@ -75,15 +82,21 @@ def tracing_requested(environ: Mapping[str, str]) -> bool:
     return bool(endpoint) or exporter == "otlp"
 
 
-class CountingSpanExporter(SpanExporter):
-    """The OTLP exporter, counting the spans whose export failed: they are dropped."""
+class SafeSpanExporter(SpanExporter):
+    """The OTLP exporter, behind two rules of the logs'.
+
+    An exception's text never leaves: an instrumentation that records one (the
+    ASGI middleware does, for an unhandled error) keeps its type, not its
+    message or stack, which can hold a provider's error body and so the key.
+    And the spans whose export failed are counted: they are dropped.
+    """
 
     def __init__(self, inner: SpanExporter, on_dropped: Callable[[int], None]) -> None:
         self._inner = inner
         self._on_dropped = on_dropped
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        result = self._inner.export(spans)
+        result = self._inner.export([_without_exception_text(span) for span in spans])
         if result is not SpanExportResult.SUCCESS:
             self._on_dropped(len(spans))
         return result
@@ -95,15 +108,44 @@ class CountingSpanExporter(SpanExporter):
         return self._inner.force_flush(timeout_millis)
 
 
+def _without_exception_text(span: ReadableSpan) -> ReadableSpan:
+    if span.status.description is None and not any(e.name == "exception" for e in span.events):
+        return span
+    events = [
+        Event("exception", {"exception.type": e.attributes.get("exception.type", "")}, e.timestamp)
+        if e.name == "exception" and e.attributes is not None
+        else e
+        for e in span.events
+    ]
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=span.attributes,
+        events=events,
+        links=span.links,
+        kind=span.kind,
+        status=Status(span.status.status_code),
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
 class Tracing:
     """The process's tracer and meter providers, once OTEL_* turned them on."""
 
-    def __init__(self, environ: Mapping[str, str], on_dropped: Callable[[int], None]) -> None:
-        protocol = environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf").strip()
-        if protocol != "http/protobuf":
-            raise TracingConfigError(
-                f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: only http/protobuf is built in"
-            )
+    def __init__(
+        self,
+        environ: Mapping[str, str],
+        on_dropped: Callable[[int], None],
+        redact: Callable[[str], str],
+    ) -> None:
+        for variable in _PROTOCOL_VARIABLES:
+            protocol = environ.get(variable, "http/protobuf").strip()
+            if protocol != "http/protobuf":
+                raise TracingConfigError(f"{variable}={protocol!r}: only http/protobuf is built in")
         resource = Resource.create()
         if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
             resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
@@ -112,32 +154,38 @@ class Tracing:
         self.meter_provider: MeterProvider | None = None
         if environ.get("OTEL_METRICS_EXPORTER", "").strip().lower() != "none":
             reader = PeriodicExportingMetricReader(OTLPMetricExporter())
-            self.meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+            # Our own shutdown bounds it (shutdown below); the SDK's at exit would not.
+            self.meter_provider = MeterProvider(
+                resource=resource, metric_readers=[reader], shutdown_on_exit=False
+            )
             metrics.set_meter_provider(self.meter_provider)
         # The sampler is the SDK's reading of OTEL_TRACES_SAMPLER (parentbased_always_on).
-        self.tracer_provider = TracerProvider(resource=resource)
-        exporter = CountingSpanExporter(OTLPSpanExporter(), on_dropped)
+        self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        exporter = SafeSpanExporter(OTLPSpanExporter(), on_dropped)
         self.tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(self.tracer_provider)
-        CALL_TRACING.on = True
         capture = environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "")
         CALL_TRACING.capture_content = capture.strip().lower() == "true"
+        CALL_TRACING.redact = redact
+        CALL_TRACING.metrics = CallMetrics()
+        CALL_TRACING.on = True
 
     def shutdown(self) -> None:
         """Send what is left, for at most SHUTDOWN_SECONDS, from a thread of its own:
         the SDK's shutdown waits on its exporter, which waits on the collector."""
 
-        def send_the_rest() -> None:
-            self.tracer_provider.shutdown()
-            if self.meter_provider is not None:
-                self.meter_provider.shutdown(timeout_millis=SHUTDOWN_SECONDS * 1000)
-
-        sender = threading.Thread(target=send_the_rest, name="otel-shutdown", daemon=True)
-        sender.start()
-        sender.join(SHUTDOWN_SECONDS)
-        if sender.is_alive():
-            log.warning("the OTLP collector took too long; the last spans are dropped")
         CALL_TRACING.on = False
+        senders = [threading.Thread(target=self.tracer_provider.shutdown, daemon=True)]
+        if self.meter_provider is not None:
+            senders.append(threading.Thread(target=self.meter_provider.shutdown, daemon=True))
+        deadline = time.monotonic() + SHUTDOWN_SECONDS
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(max(0.0, deadline - time.monotonic()))
+        if any(sender.is_alive() for sender in senders):
+            # Daemon threads: the process exits without them.
+            log.warning("the OTLP collector took too long; the last spans are dropped")
 
 
 def phase(name: str) -> AbstractContextManager[object]:
@@ -145,7 +193,10 @@ def phase(name: str) -> AbstractContextManager[object]:
     while it lasts; nothing at all with tracing off."""
     if not CALL_TRACING.on:
         return nullcontext()
-    return trace.get_tracer(TRACER_NAME).start_as_current_span(name)
+    # An exception's type is the request's own span's to say; never its text here.
+    return trace.get_tracer(TRACER_NAME).start_as_current_span(
+        name, record_exception=False, set_status_on_exception=False
+    )
 
 
 class TracedRequests:
@@ -156,7 +207,17 @@ class TracedRequests:
 
     def __init__(self, app: ASGIApp, /, **instrumentation: Any) -> None:
         self._app = app
-        self._traced = OpenTelemetryMiddleware(self._untouched, **instrumentation)
+        excluded = os.environ.get("OTEL_PYTHON_ASGI_EXCLUDED_URLS") or os.environ.get(
+            "OTEL_PYTHON_EXCLUDED_URLS", _UNTRACED_PATHS
+        )
+        self._traced = OpenTelemetryMiddleware(
+            self._untouched,
+            excluded_urls=excluded,
+            # Named by the method until the route is known (then `GET /ai_write`):
+            # a path with an id in it would make every request's name its own.
+            default_span_details=lambda scope: (scope.get("method") or "HTTP", {}),
+            **instrumentation,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -172,7 +233,20 @@ class TracedRequests:
         await self._traced(shown, receive, send)
 
     async def _untouched(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._app(scope[_ORIGINAL], receive, send)
+        original = scope[_ORIGINAL]
+        span = trace.get_current_span()
+
+        async def named_send(message: Message) -> None:
+            # At the response's start, when the route is known and the span still
+            # open (the instrumentation ends it with the response's last byte).
+            if message["type"] == "http.response.start":
+                route = getattr(original.get("route"), "path", None)
+                if route is not None:
+                    span.update_name(f"{original.get('method', 'HTTP')} {route}")
+                    span.set_attribute("http.route", route)
+            await send(message)
+
+        await self._app(original, receive, named_send)
 
 
 # Where the scope the instrumentation sees keeps the request's own.
@@ -194,18 +268,24 @@ def name_request(request_id: str) -> None:
 
 
 def open_tracing(
-    on_dropped: Callable[[int], None], environ: Mapping[str, str] | None = None
+    on_dropped: Callable[[int], None],
+    redact: Callable[[str], str],
+    environ: Mapping[str, str] | None = None,
 ) -> Tracing | None:
-    """Tracing for this process, or None when OTEL_* does not ask for it."""
+    """Tracing for this process, or None when OTEL_* does not ask for it.
+
+    `on_dropped` counts the spans the exporter drops; `redact` is the logs'
+    redaction, for messages captured into spans."""
     environ = os.environ if environ is None else environ
     if not tracing_requested(environ):
         return None
-    return Tracing(environ, on_dropped)
+    return Tracing(environ, on_dropped, redact)
 
 
 class AnswerSpans:
-    """An answer's span, from its start to its end, in the answer's own task; and
-    the answers' GenAI metrics. An AnswerObserver (answers/model.py).
+    """An answer's span, from its start to its end, in the answer's own task, and
+    the answers in flight. An AnswerObserver (answers/model.py); the provider
+    calls' spans and GenAI metrics are generation/call_spans.py's.
 
     The span is made the current one in the answer's task, so the provider
     calls' spans (generation/call_spans.py) are its children, and it is the
@@ -216,24 +296,6 @@ class AnswerSpans:
     def __init__(self) -> None:
         self._tracer = trace.get_tracer(TRACER_NAME)
         meter = metrics.get_meter(TRACER_NAME)
-        self._token_usage = meter.create_histogram(
-            "gen_ai.client.token.usage",
-            unit="{token}",
-            description="Tokens used by a provider call, input and output.",
-            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
-        )
-        self._duration = meter.create_histogram(
-            "gen_ai.client.operation.duration",
-            unit="s",
-            description="How long a provider call took, to its last token.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        self._first_chunk = meter.create_histogram(
-            "gen_ai.client.operation.time_to_first_chunk",
-            unit="s",
-            description="From a provider call's start to its first text.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
         self._active = meter.create_up_down_counter(
             "qa.answers.active", unit="{answer}", description="Answers generating now."
         )
@@ -265,8 +327,6 @@ class AnswerSpans:
             context.detach(token)  # type: ignore[arg-type]
         if record.cache != CacheOutcome.SOURCE:
             self._active.add(-1, {"qa.prompt": record.prompt})
-        if record.cache in (None, CacheOutcome.SOURCE):
-            self._measure_call(record)
 
     def producer_lost(self) -> None:
         pass
@@ -280,24 +340,6 @@ class AnswerSpans:
             answer_span = opened[0]
             answer_span.add_event(f"qa.{why}")
             trace.get_current_span().add_link(answer_span.get_span_context(), {"qa.link": why})
-
-    def _measure_call(self, record: AnswerRecord) -> None:
-        """A provider call's GenAI metrics (a cache's readers made none)."""
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": record.answered_provider or record.provider,
-            "gen_ai.request.model": record.model,
-        }
-        if record.answered_model is not None:
-            attributes["gen_ai.response.model"] = record.answered_model
-        if record.outcome != "complete":
-            attributes["error.type"] = record.error_code or record.outcome
-        self._duration.record(record.duration_ms / 1000, attributes)
-        if record.ttft_ms is not None:
-            self._first_chunk.record(record.ttft_ms / 1000, attributes)
-        for kind, tokens in (("input", record.input_tokens), ("output", record.output_tokens)):
-            if tokens is not None:
-                self._token_usage.record(tokens, {**attributes, "gen_ai.token.type": kind})
 
 
 def _describe(span: Span, record: AnswerRecord) -> None:
