@@ -351,3 +351,60 @@ def test_a_hanging_collector_never_holds_up_a_shutdown(stub: UpstreamStub, workd
 
         # Stopped by SIGTERM, with 10 s before a SIGKILL (tests/support/service.py).
         assert service.process.returncode == 0
+
+
+def test_a_join_links_to_the_provider_call_it_shares(
+    receiver: OTLPReceiver, stub: UpstreamStub, workdir: Path
+) -> None:
+    settings = {
+        **provider_settings("openai", stub),
+        **_otel(receiver.endpoint),
+        "QA_ANSWER_CACHE_TTL_SECONDS": "300",
+    }
+    key = marker()
+    stub.reply(key, Reply(pieces=["piece "] * 30, piece_delay=0.05, usage=USAGE))
+    first_trace, _, first_parent = _caller()
+    joiner_trace, _, joiner_parent = _caller()
+
+    with (
+        run_service(settings, workdir) as service,
+        httpx.stream(
+            "GET",
+            f"{service.url}/ai_write",
+            params={"query": key},
+            headers={"traceparent": first_parent},
+            timeout=30,
+        ) as first,
+    ):
+        lines = first.iter_lines()
+        next(line for line in lines if line.startswith("data: "))
+        # httpx-sse asks with Cache-Control: no-store, a bypass: plain httpx here.
+        with httpx.stream(
+            "GET",
+            f"{service.url}/ai_write",
+            params={"query": key},
+            headers={"traceparent": joiner_parent},
+            timeout=30,
+        ) as joiner_stream:
+            joined_as = joiner_stream.headers["x-qa-cache"]
+            texts = [
+                json.loads(line[6:]).get("text", "")
+                for line in joiner_stream.iter_lines()
+                if line.startswith("data: ")
+            ]
+        for _ in lines:
+            pass
+
+    assert joined_as == "join"
+    assert "".join(texts) == "piece " * 30
+    (source,) = [
+        s
+        for s in _trace(receiver, first_trace, "qa.answer")["qa.answer"]
+        if s.attributes.get("qa.cache") == "source"
+    ]
+    (joiner,) = _trace(receiver, joiner_trace, "qa.answer")["SERVER"]
+    assert [(link.trace_id, link.span_id, link.attributes) for link in joiner.links] == [
+        (first_trace, source.span_id, {"qa.link": "join"})
+    ]
+    assert source.event("qa.join")
+    assert len(stub.exchanges_for(key)) == 1

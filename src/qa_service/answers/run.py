@@ -151,6 +151,11 @@ class AnswerRun:
         self._on_ending = on_ending
 
     @property
+    def source(self) -> TextSource:
+        """Where its text comes from: the model, a recording, or another answer."""
+        return self._source
+
+    @property
     def task(self) -> asyncio.Task[None] | None:
         """The answer's task, once started."""
         return self._task

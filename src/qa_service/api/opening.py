@@ -15,6 +15,7 @@ from asgi_correlation_id import correlation_id
 from starlette.requests import Request
 
 from qa_service.answers.cache.answer_cache import CacheControls
+from qa_service.answers.cache.sources import RelaySource
 from qa_service.answers.model import AnswerRequest
 from qa_service.answers.run import AnswerRun
 from qa_service.api.deps import Service, client_of
@@ -94,6 +95,9 @@ async def open_answer(
     if run.meta.cache is not None:
         admitted.headers["x-qa-cache"] = run.meta.cache
         service.telemetry.cache_outcome(run.meta.cache)
+        if service.answer_spans is not None and isinstance(run.source, RelaySource):
+            # A join (or a miss) reads a shared provider call: its trace links to it.
+            service.answer_spans.link(run.source.shared_id, run.meta.cache)
     if settings.first_text_hold_seconds > 0:
         # Nothing is sent yet, so a provider that fails before any text gets
         # its real status (429, 502, 503, 504) instead of 200 and an event.
