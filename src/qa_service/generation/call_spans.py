@@ -134,6 +134,8 @@ class CallSpans(AsyncCallbackHandler):
         self._temperature = temperature
         self._tracer = trace.get_tracer(TRACER_NAME)
         self._calls: dict[UUID, _Call] = {}
+        # The call started last: the one whose stream the first text comes from.
+        self._latest: _Call | None = None
         self._failed = False
 
     async def on_chat_model_start(
@@ -162,12 +164,15 @@ class CallSpans(AsyncCallbackHandler):
             attributes["gen_ai.input.messages"] = _content(messages[0] if messages else [])
         span = self._tracer.start_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes)
         measured = {name: attributes[name] for name in _METRIC_ATTRIBUTES}
-        call = self._calls[run_id] = _Call(span, measured)
+        call = self._calls[run_id] = self._latest = _Call(span, measured)
         _current_call.set(call)
 
-    async def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        call = self._calls.get(run_id)
-        if token and call is not None and not call.first_token:
+    def first_text(self) -> None:
+        """The answer's first text came: its call's event and first-chunk time.
+        Called by the writer, once; a per-token callback would cost every token
+        a dispatch through LangChain's callback manager for this alone."""
+        call = self._latest
+        if call is not None and not call.first_token:
             call.first_token = True
             call.span.add_event("gen_ai.first_token")
             if CALL_TRACING.metrics is not None:

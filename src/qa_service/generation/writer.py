@@ -194,6 +194,8 @@ class AIWriter:
                                 report.finish_reason = "length"
                             return
                         pieces += 1
+                        if pieces == 1 and call_spans is not None:
+                            call_spans.first_text()
                         yield chunk
                     if pieces:
                         deadline = _after(loop, limits.idle_seconds)
