@@ -84,6 +84,7 @@ from benchmarks.load import (
     wait_line,
 )
 from benchmarks.measure import cpu_seconds, write_results
+from benchmarks.tracing_profile import profile_loads, profile_text
 
 MARKERS = {"short": "mk-trace-short", "long": "mk-trace-long"}
 SHORT_PIECES = ["Hi", "."]
@@ -241,6 +242,38 @@ def summarise(services: dict[str, Service], load: str) -> dict[str, Any]:
     return result
 
 
+async def profile(
+    services: dict[str, Service],
+    loads: list[str],
+    ledger: Ledger,
+    args: argparse.Namespace,
+    stamp: str,
+) -> dict[str, Any]:
+    """The loads once more on `off` and `on`, under py-spy (tracing_profile.py)."""
+
+    async def short(target: Target) -> float:
+        streams = await short_answers(
+            target, f"{args.nonce}-profile", args.answers, args.concurrency
+        )
+        ledger.check(streams, "short")
+        services[target.name].answers += len(streams)
+        await asyncio.sleep(args.settle)  # the export of these spans
+        return float(len(streams))
+
+    async def long(target: Target) -> float:
+        streams = await long_answers(target, f"{args.nonce}-profile", args.streams)
+        ledger.check(streams, "long")
+        services[target.name].answers += len(streams)
+        await asyncio.sleep(args.settle)
+        return len(streams) * args.tokens / 1000
+
+    runs = {"short": short, "long": long}
+    targets = {name: services[name].target for name in ("off", "on")}
+    return await profile_loads(
+        targets, {load: runs[load] for load in loads}, RESULTS / f"tracing-{stamp}"
+    )
+
+
 def spans_dropped(url: str) -> float | None:
     """The service's qa_otel_spans_dropped_total, from its /metrics."""
     text = httpx.get(f"{url}/metrics", timeout=10).text
@@ -307,6 +340,8 @@ def report_text(report: dict[str, Any]) -> str:
         f" ({', '.join(f'{k} {v}' for k, v in spans['spans'].items())});"
         f" {spans['bytes_per_answer']:.0f} bytes an answer"
     )
+    if "profile" in report:
+        lines += profile_text(report["profile"])
     if "down_spans_dropped" in report:
         lines.append(f"down: {report['down_spans_dropped']:.0f} spans dropped (its /metrics)")
     exact = report["exactness"]
@@ -337,6 +372,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-down", action="store_true", help="leave out the collector-down service"
     )
+    parser.add_argument("--profile", action="store_true", help="py-spy on off and on, after")
     parser.add_argument("--loads", default="short,long", help="which loads (default short,long)")
     args = parser.parse_args(argv)
     args.nonce = f"{int(time.time())}"
@@ -398,6 +434,8 @@ def main(argv: list[str] | None = None) -> None:
 
         answered_before: dict[str, int] = {}
         cpu_before: dict[str, float] = {}
+        answered_after: dict[str, int] = {}
+        cpu_after: dict[str, float] = {}
 
         async def run_all() -> None:
             # Warm-up: each service's first answers (imports, connections) are not measured.
@@ -419,25 +457,32 @@ def main(argv: list[str] | None = None) -> None:
                     for name in turn:
                         tag = f"{args.nonce}-{name}-r{round_}"
                         await measured(services[name], load, tag, ledger, args)
+            # `whole_run` ends here, before the profile's loads.
+            for name, service in services.items():
+                answered_after[name] = service.answers
+                cpu_after[name] = cpu_seconds(service.target.pid)
+            if args.profile:
+                stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
+                report["profile"] = await profile(services, loads, ledger, args, stamp)
 
         try:
             uvloop.run(run_all())
         except (KeyboardInterrupt, RuntimeError, OSError) as exc:
             report["unfinished"] = f"{type(exc).__name__}: {exc}"
-        cpu_after = {n: cpu_seconds(s.target.pid) for n, s in services.items()}
         answers_on = services["on"].answers
         counts = sink.wait_for_server_spans(answers_on, SPANS_DEADLINE)
         if "down" in services:
             report["down_spans_dropped"] = spans_dropped(services["down"].target.url)
     for load in loads:
-        if all(service.runs[load] for service in services.values()):
+        rounds = {len(service.runs[load]) for service in services.values()}
+        if len(rounds) == 1 and 0 not in rounds:  # a round every service finished
             report["loads"][load] = summarise(services, load)
     whole: dict[str, dict[str, Any]] = {
         name: {
             "cpu_s": cpu_after[name] - cpu_before[name],
-            "answers": services[name].answers - answered_before[name],
+            "answers": answered_after[name] - answered_before[name],
         }
-        for name in services
+        for name in cpu_after  # empty if the rounds did not finish
     }
     for row in whole.values():
         row["to_off"] = row["cpu_s"] / whole["off"]["cpu_s"] if whole["off"]["cpu_s"] else None
