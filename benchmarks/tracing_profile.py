@@ -28,30 +28,34 @@ from benchmarks.profile import read_collapsed, summarize
 from benchmarks.redis_log_profile import SAMPLE_RATE, recording
 
 # A frame of tracing's own code, and a frame of the code that answers (which
-# tracing wraps: the ASGI middleware calls the whole app).
+# tracing wraps: the ASGI middleware calls the whole app). py-spy names
+# OpenTelemetry's frames by their path within its namespace package:
+# `(trace/__init__.py:..)`, `(asgi/__init__.py:..)`, not `(opentelemetry/...)`.
 TRACING = re.compile(
-    r"\((opentelemetry|google/protobuf|requests|urllib3)/"
-    r"|\(qa_service/(generation/call_spans|observability/tracing)"
+    r"\((opentelemetry|asgi|trace|context|propagate|propagators|attributes|_shared_internal"
+    r"|metrics/_internal|http/trace_exporter|http/metric_exporter|common/_internal"
+    r"|google/protobuf|requests|urllib3)/"
+    r"|\(_decorator\.py|\(qa_service/(generation/call_spans|observability/tracing)"
 )
 ANSWERING = re.compile(
     r"\((qa_service|starlette|fastapi|uvicorn|uvloop|langchain_core|langchain_openai|openai"
-    r"|httpx|httpcore|h11|anyio|sse_starlette|pydantic|pydantic_core|redis)/"
+    r"|httpx|httpcore|h11|anyio|sse_starlette|pydantic|pydantic_core|redis|secure"
+    r"|asgi_correlation_id)/"
 )
 # Tracing's layers, by the frame a sample entered tracing's code at ("function
 # (path:line)", as py-spy names frames); the first that matches.
 LAYERS = {
     "ASGI middleware (server span; TracedRequests)": (
-        r"\(opentelemetry/instrumentation/asgi/"
-        r"|^(__call__|_untouched|_referred) \(qa_service/observability/tracing"
+        r"\(asgi/|^(TracedRequests\.\S+|_referred) \(qa_service/observability/tracing"
     ),
     "GenAI callback handler and traceparent (call_spans.py)": (
         r"\(qa_service/generation/call_spans"
     ),
-    "answer span and GenAI metrics (AnswerSpans)": r"\(qa_service/observability/tracing",
+    "answer span, phase spans, GenAI metrics (tracing.py)": (r"\(qa_service/observability/tracing"),
     "export thread (BatchSpanProcessor, OTLP encoding, HTTP)": (
-        r"\(opentelemetry/sdk/(_shared_internal|trace/export)/"
+        r"\((_shared_internal|http/trace_exporter|common/_internal)/"
     ),
-    "metric reader thread": r"\(opentelemetry/sdk/metrics/",
+    "metric reader thread": r"\((metrics/_internal/export|http/metric_exporter)/",
     "OpenTelemetry called from the app (current span, context)": r".",
 }
 
