@@ -1,7 +1,7 @@
 """Tracing benchmark (issue 24's "Done means"): the service's CPU with tracing on against off.
 
     uv run --frozen python -m benchmarks.tracing [--rounds 4] [--answers 200] ...
-    (./benchmarks/run.sh runs it with the defaults, about 6 minutes on 2 cores)
+    (./benchmarks/run.sh runs it with the defaults, about 11 minutes on 2 cores)
 
 Processes, all on 127.0.0.1 and up for the whole run, pinned as in
 benchmarks/load.py (the services on core 0; the stub, the collector and this
