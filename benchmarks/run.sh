@@ -29,6 +29,9 @@ uv run --frozen python -m benchmarks.load
 # cache off), upstream calls for a burst of identical questions; then on Redis.
 uv run --frozen python -m benchmarks.answer_cache
 uv run --frozen python -m benchmarks.answer_cache --redis
+# Tracing (issue 24): the service's CPU per short answer and per 1,000 tokens
+# with tracing on (a real OTLP collector), off, and with the collector down.
+uv run --frozen python -m benchmarks.tracing
 # QA_WORKERS=2 against 1: throughput at saturation, Redis store.
 uv run --frozen python -m benchmarks.workers
 # Where the service's CPU goes under load (py-spy sampling profile).
