@@ -41,8 +41,9 @@ from qa_service.generation.prompt_watch import open_prompt_watcher
 from qa_service.generation.providers import open_chat_model
 from qa_service.generation.writer import AIWriter, GenerationLimits
 from qa_service.observability.logs import redactor
+from qa_service.observability.spans import AnswerSpans, TracedRequests
 from qa_service.observability.telemetry import Telemetry
-from qa_service.observability.tracing import AnswerSpans, TracedRequests, open_tracing
+from qa_service.observability.tracing import open_tracing
 from qa_service.stores import open_stores
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from qa_service.core.draining import Drain
 from qa_service.core.events import AnswerEvent
 from qa_service.generation.probe import ProviderProbe
 from qa_service.generation.prompt_library import PromptLibrary
+from qa_service.observability.spans import AnswerSpans
 from qa_service.observability.telemetry import Telemetry
-from qa_service.observability.tracing import AnswerSpans
 
 
 @dataclass(frozen=True, slots=True)

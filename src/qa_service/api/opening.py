@@ -22,7 +22,7 @@ from qa_service.api.deps import Service, client_of
 from qa_service.core import errors
 from qa_service.core.errors import PublicError
 from qa_service.core.events import AnswerEvent, AnswerMeta
-from qa_service.observability.tracing import name_request, phase
+from qa_service.observability.spans import name_request, phase
 
 
 @dataclass(frozen=True, slots=True)
