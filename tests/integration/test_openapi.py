@@ -233,5 +233,11 @@ def test_real_responses_match_the_schema(
     assert all(status < 500 for counts in run.statuses.values() for status in counts)
     # Valid requests started real answers, whose streams were checked against
     # StreamEvent; not only refusals.
-    for name in ("GET /ai_write", "POST /ai_write", "HEAD /ai_write", "POST /v1/chat/completions"):
+    for name in (
+        "GET /ai_write",
+        "POST /ai_write",
+        "HEAD /ai_write",
+        "POST /v1/chat/completions",
+        "POST /v1/responses",
+    ):
         assert run.statuses[name][200] > 0, (name, run.statuses[name])
