@@ -85,20 +85,19 @@ from benchmarks.load import (
     LOAD_CORE,
     RESULTS,
     SERVICE_CORE,
-    START_DEADLINE,
     Ledger,
     Stream,
     Target,
+    ask_helper,
     core_busy_seconds,
     git_commit,
     one_stream,
     pieces,
     pin_load_generator,
     record_affinity,
+    run_helper,
     service_settings,
     spawned_on,
-    stop,
-    wait_line,
 )
 from benchmarks.measure import cpu_seconds, percentile, write_results
 from benchmarks.profile import read_collapsed, summarize
@@ -129,26 +128,16 @@ class CountingStub:
         self.url = url
 
     def calls(self, text: str) -> int:
-        assert self.process.stdin is not None
-        self.process.stdin.write(text + "\n")
-        self.process.stdin.flush()
-        return int(wait_line(self.process, START_DEADLINE))
+        return int(ask_helper(self.process, text))
 
 
 @contextmanager
 def run_counting_stub(spec: dict[str, Any]) -> Iterator[CountingStub]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.load_stub", json.dumps(spec), "--count-requests"],
-        cwd=REPO,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        port = int(wait_line(process, START_DEADLINE))
-        yield CountingStub(process, f"http://127.0.0.1:{port}")
-    finally:
-        stop(process)
+    with run_helper("benchmarks.load_stub", json.dumps(spec), "--count-requests") as (
+        process,
+        url,
+    ):
+        yield CountingStub(process, url)
 
 
 # ---------------------------------------------------------------- streams

@@ -213,6 +213,32 @@ def run_stub(spec: dict[str, Any]) -> Iterator[tuple[str, int]]:
         stop(process)
 
 
+@contextmanager
+def run_helper(module: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A helper process that answers questions on its stdin (a counting stub, an
+    OTLP sink): started, its URL from the port it prints first, stopped after."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = int(wait_line(process, START_DEADLINE))
+        yield process, f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+def ask_helper(process: subprocess.Popen[str], question: str) -> str:
+    """A helper's one-line answer to a one-line question on its stdin."""
+    assert process.stdin is not None
+    process.stdin.write(question + "\n")
+    process.stdin.flush()
+    return wait_line(process, START_DEADLINE)
+
+
 def wait_line(process: subprocess.Popen[str], timeout: float) -> str:
     """The first line a child prints, within `timeout` seconds."""
     import selectors

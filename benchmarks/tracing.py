@@ -61,27 +61,26 @@ from typing import Any
 import httpx
 import uvloop
 from tests.support.otlp_receiver import down_endpoint
-from tests.support.service import REPO, run_services
+from tests.support.service import run_services
 
 from benchmarks.load import (
     LOAD_CORE,
     RESULTS,
     SERVICE_CORE,
-    START_DEADLINE,
     Ledger,
     Stream,
     Target,
+    ask_helper,
     core_busy_seconds,
     git_commit,
     one_stream,
     pieces,
     pin_load_generator,
     record_affinity,
+    run_helper,
     run_stub,
     service_settings,
     spawned_on,
-    stop,
-    wait_line,
 )
 from benchmarks.measure import cpu_seconds, write_results
 from benchmarks.tracing_profile import profile_loads, profile_text
@@ -105,10 +104,7 @@ class Sink:
         self.endpoint = endpoint
 
     def counts(self) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        self.process.stdin.write("\n")
-        self.process.stdin.flush()
-        return dict(json.loads(wait_line(self.process, START_DEADLINE)))
+        return dict(json.loads(ask_helper(self.process, "")))
 
     def wait_for_server_spans(self, count: int, timeout: float) -> dict[str, Any]:
         """The counts once `count` server spans have arrived, or at `timeout`."""
@@ -122,18 +118,8 @@ class Sink:
 
 @contextmanager
 def run_sink() -> Iterator[Sink]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.otlp_sink"],
-        cwd=REPO,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        port = int(wait_line(process, START_DEADLINE))
-        yield Sink(process, f"http://127.0.0.1:{port}")
-    finally:
-        stop(process)
+    with run_helper("benchmarks.otlp_sink") as (process, endpoint):
+        yield Sink(process, endpoint)
 
 
 # ---------------------------------------------------------------- loads
