@@ -26,6 +26,7 @@ from typing import Any
 
 from qa_service.answers.chats import ChatStore
 from qa_service.generation.history import Turn
+from qa_service.wire.openai_responses import ResponseFacts
 
 RESPONSE_ID = re.compile(r"resp_[0-9a-f]{48}")
 
@@ -42,17 +43,16 @@ def new_item_id() -> str:
 class ResponseRecord:
     """One stored response: whose it is, its answer, and what it was asked."""
 
-    response_id: str
     answer_id: str
     client: str
-    # The id of its one output message, and the facts every rendering repeats.
-    item_id: str
-    model: str
-    created_at: int
-    max_output_tokens: int | None
-    previous_response_id: str | None
+    # What every rendering of it repeats: its ids, model, creation, cap.
+    facts: ResponseFacts
     # The conversation the provider was sent: the history, then the question.
     turns: tuple[Turn, ...]
+
+    @property
+    def response_id(self) -> str:
+        return self.facts.id
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -62,6 +62,7 @@ class ResponseRecord:
     @classmethod
     def from_json(cls, text: str) -> ResponseRecord:
         data: dict[str, Any] = json.loads(text)
+        data["facts"] = ResponseFacts(**data["facts"])
         data["turns"] = tuple(Turn(role, content) for role, content in data["turns"])
         return cls(**data)
 

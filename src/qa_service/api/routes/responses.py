@@ -141,7 +141,7 @@ async def retrieve_response(
     `starting_after` (from its start without it), then live, on any replica,
     with no new model call: how a client resumes a dropped stream."""
     record = await _stored(service, response_id, client_of(request))
-    facts = _facts_of(service, record)
+    facts = record.facts
     if not stream:
         return JSONResponse((await _state_now(service, record)).response())
     after = -1 if starting_after is None else starting_after
@@ -246,17 +246,7 @@ async def _keep(
 ) -> None:
     """Store the response for its client, or stop its answer: unstored, nobody
     could read it but this connection, and a failing store fails that too."""
-    record = ResponseRecord(
-        response_id=facts.id,
-        answer_id=opened.answer_id,
-        client=client,
-        item_id=facts.item_id,
-        model=facts.model,
-        created_at=facts.created_at,
-        max_output_tokens=facts.max_output_tokens,
-        previous_response_id=facts.previous_response_id,
-        turns=turns,
-    )
+    record = ResponseRecord(opened.answer_id, client, facts, turns)
     try:
         await service.responses.keep(record)
     except BaseException:
@@ -275,25 +265,12 @@ async def _stored(service: Service, response_id: str, client: str) -> ResponseRe
     return record
 
 
-def _facts_of(service: Service, record: ResponseRecord) -> ResponseFacts:
-    return ResponseFacts(
-        id=record.response_id,
-        item_id=record.item_id,
-        created_at=record.created_at,
-        model=record.model,
-        max_output_tokens=record.max_output_tokens,
-        previous_response_id=record.previous_response_id,
-        store=True,
-        temperature=service.settings.temperature,
-    )
-
-
 async def _state_now(service: Service, record: ResponseRecord) -> ResponseState:
     """The stored response as its answer's log stands now."""
     events = await service.registry.log_through(record.answer_id)
     if not events:
         raise QAServiceError(errors.RESPONSE_NOT_FOUND)
-    state = ResponseState(_facts_of(service, record))
+    state = ResponseState(record.facts)
     for event in events:
         state.take(event)
     return state
