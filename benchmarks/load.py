@@ -211,6 +211,7 @@ def run_stub(spec: dict[str, Any]) -> Iterator[tuple[str, int]]:
         yield f"http://127.0.0.1:{int(line)}", process.pid
     finally:
         stop(process)
+        process.stdout.close()  # unclosed, a test that runs it sees a ResourceWarning
 
 
 @contextmanager

@@ -78,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
                 open_admission(settings, stores.limit_counters, stores.slots)
             )
             telemetry.watch_client_slots(lambda: admission.slots.held)
+            telemetry.watch_event_loop(asyncio.get_running_loop())
             limits = GenerationLimits(
                 first_piece_seconds=settings.upstream_read_timeout_seconds,
                 idle_seconds=settings.upstream_idle_timeout_seconds,

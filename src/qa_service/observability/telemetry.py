@@ -7,6 +7,7 @@ many answers pass.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
@@ -102,6 +103,11 @@ class Telemetry:
             "qa_client_slots_held",
             "Clients' answers in progress this instance holds a QA_CLIENT_MAX_STREAMS slot for",
         )
+        self.asyncio_tasks = gauge(
+            "qa_asyncio_tasks",
+            "Tasks alive on the service's event loop: answers, readers, background loops. "
+            "At rest it returns to the same number; one that keeps climbing is a leak",
+        )
         self.auth_refusals = counter(
             "qa_auth_refusals",
             "Requests refused 401 unauthorized: no_credentials, wrong_key, bad_ticket "
@@ -137,6 +143,10 @@ class Telemetry:
     def watch_client_slots(self, held: Callable[[], int]) -> None:
         """Read at each scrape: a value that never returns to 0 at rest is a leak."""
         self.client_slots_held.labels(*self._labels).set_function(held)
+
+    def watch_event_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Count `loop`'s tasks at each scrape (read on the loop: /metrics is async)."""
+        self.asyncio_tasks.labels(*self._labels).set_function(lambda: len(asyncio.all_tasks(loop)))
 
     def connection_closed(self, reason: str) -> None:
         """The server ended a connection itself: `no_request` or `response_cut_off`."""
