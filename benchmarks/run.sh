@@ -36,3 +36,9 @@ uv run --frozen python -m benchmarks.tracing
 uv run --frozen python -m benchmarks.workers
 # Where the service's CPU goes under load (py-spy sampling profile).
 uv run --frozen python -m benchmarks.profile
+# The soak (issue 25): 30 minutes of mixed traffic (answers, hang-ups, cancels,
+# resumes on the other replica, refusals, slow readers) on two replicas over
+# Redis; every 30 s each replica's RSS, fds, asyncio tasks and connections, and
+# Redis' keys and memory. Exits 1 if a series grows, or Redis keeps a key of
+# ours past QA_RESUME_TTL_SECONDS. tests/integration/test_soak.py runs 2 minutes.
+uv run --frozen python -m benchmarks.soak
