@@ -143,6 +143,9 @@ def sample(stack: Stack) -> dict[str, Any]:
     for service in stack.services:
         process = psutil.Process(service.process.pid)
         metrics = read_metrics(service.url)
+        if not any(key.startswith("qa_asyncio_tasks{") for key in metrics):
+            # total() of a missing metric is 0: flat, and the tasks series would prove nothing.
+            raise RuntimeError(f"{service.url}/metrics has no qa_asyncio_tasks")
         replicas.append(
             {
                 "rss_mb": process.memory_info().rss / 2**20,
@@ -211,6 +214,7 @@ async def soak(plan: Plan, stack: Stack) -> dict[str, Any]:
         reading["t"] = round(reading["at"] - began, 1)
         reading["answers_in_ttl_window"] = traffic.tally.started_since(reading["at"] - window)
         samples.append(reading)
+        print(progress(reading), file=sys.stderr, flush=True)
     stop.set()
     await running  # each worker ends its exchange, within its deadline
     traffic_seconds = time.monotonic() - began
@@ -231,6 +235,17 @@ async def soak(plan: Plan, stack: Stack) -> dict[str, Any]:
         "redis_after_ttl": {"keys_left": keys_left, "empty_after_s": expired_after},
         "machine": load.summary(),
     }
+
+
+def progress(reading: dict[str, Any]) -> str:
+    """One line per sample, for a run watched as it goes."""
+    replicas = " | ".join(
+        f"rss {r['rss_mb']:.0f} MB fds {r['fds']} tasks {r['tasks']:.0f}"
+        f" redis {r['redis_connections']} provider {r['provider_connections']}"
+        f" live {r['active_streams']:.0f}"
+        for r in reading["replicas"]
+    )
+    return f"t={reading['t']:.0f}s {replicas} | keys {reading['keys']}"
 
 
 def sample_at_rest(stack: Stack) -> dict[str, Any]:

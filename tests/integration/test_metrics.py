@@ -6,6 +6,7 @@ import time
 
 import httpx
 
+from tests.support.daemon import wait_until
 from tests.support.metrics import delta, read_metrics, settled_metrics, total
 from tests.support.providers import marker
 from tests.support.service import RunningService
@@ -81,3 +82,29 @@ def test_series_do_not_grow_per_request(openai_service: RunningService) -> None:
         read_stream(openai_service.url, params={"query": marker()})
     # Any label that differs per request (an id, the query) would add series.
     assert set(read_metrics(openai_service.url)) == before
+
+
+def test_asyncio_tasks_count_an_answer_in_flight_and_fall_back_at_its_end(
+    openai_service: RunningService, stub: UpstreamStub
+) -> None:
+    url = openai_service.url
+    read_stream(url, params={"query": marker()})  # what a first stream starts once is there
+    at_rest = total(settled_metrics(url), "qa_asyncio_tasks")
+    assert at_rest >= 1  # the server's own loop, at least
+    key = marker()
+    stub.reply(key, Reply(pieces=["x"], first_delay=1.5))
+    with httpx.stream("GET", f"{url}/ai_write", params={"query": key}) as response:
+        lines = response.iter_lines()  # kept: a dropped iterator closes the response
+        next(lines)
+        # The answer's task and its request's, at least, while the provider is silent.
+        wait_until(
+            lambda: total(read_metrics(url), "qa_asyncio_tasks") >= at_rest + 2,
+            10,
+            "the answer's tasks counted",
+        )
+        assert any('"done"' in line for line in lines)
+    wait_until(
+        lambda: total(read_metrics(url), "qa_asyncio_tasks") == at_rest,
+        10,
+        "the tasks back to their number at rest",
+    )
