@@ -43,6 +43,7 @@ import argparse
 import asyncio
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
@@ -401,6 +402,8 @@ def parse_args(argv: list[str] | None) -> Plan:
 
 def main(argv: list[str] | None = None) -> None:
     plan = parse_args(argv)
+    # A SIGTERM unwinds like Ctrl-C: the services, redis-server and the stub are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started_at = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="soak-") as workdir:
         result = run(plan, Path(workdir))
