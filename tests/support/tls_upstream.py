@@ -7,8 +7,8 @@ connection pool never gets to reuse anything there. A real provider keeps
 connections alive and speaks TLS, mostly HTTP/2. This one is hypercorn (an
 ASGI server that speaks h2 and HTTP/1.1 over TLS, and HTTP/1.1 in the clear)
 serving the same SSE bytes as upstream_stub.py (its `Reply` and `_chunks`),
-and it records each connection it served: the client's (host, port) and the
-HTTP version, which is what a pool test or a burst benchmark counts.
+and it counts the connections it accepted, on each port, and the HTTP versions
+its requests came in: what a pool test or a burst benchmark counts.
 
 Its certificate comes from a CA made here with trustme, written to a
 directory; a client trusts it through `ca_file` (the service through the
@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import hypercorn.asyncio.run
 import trustme
 from hypercorn.asyncio import serve
+from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.config import Config
 
 from tests.support.ports import free_port
@@ -45,6 +47,24 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 # Longer than any client keep-alive under test, so the client decides when an
 # idle connection ends (hypercorn's default is 5 s).
 SERVER_KEEP_ALIVE_SECONDS = 600
+
+# Connections accepted, by the local port that accepted them. Counted where
+# hypercorn makes one TCPServer per accepted connection: a client's (host,
+# port) would undercount, as the kernel hands a closed connection's port out
+# again.
+_accepted: dict[int, int] = {}
+_accepted_lock = threading.Lock()
+
+
+class _CountingTCPServer(TCPServer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        port = self.writer.get_extra_info("sockname")[1]
+        with _accepted_lock:
+            _accepted[port] = _accepted.get(port, 0) + 1
+
+
+hypercorn.asyncio.run.TCPServer = _CountingTCPServer  # type: ignore[misc]
 
 
 @dataclass
@@ -75,30 +95,15 @@ class TlsUpstream:
         self.replies: dict[str, Reply] = {}
         self.default_reply = Reply()
         self._lock = threading.Lock()
-        # (scheme, client host, client port) -> HTTP version, one per connection.
-        self.connections: dict[tuple[str, str, int], str] = {}
+        self.http_versions: set[str] = set()
         self.requests = 0
         self.open_streams = 0
-
-    def connection_counts(self) -> dict[str, Any]:
-        """Connections served so far, by scheme and HTTP version; requests; streams open."""
-        with self._lock:
-            counts: dict[str, int] = {}
-            for (scheme, _, _), version in self.connections.items():
-                key = f"{scheme}/{version}"
-                counts[key] = counts.get(key, 0) + 1
-            return {
-                "connections": counts,
-                "requests": self.requests,
-                "open_streams": self.open_streams,
-            }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        client = scope.get("client") or ("?", 0)
         with self._lock:
-            self.connections[scope["scheme"], client[0], client[1]] = scope["http_version"]
+            self.http_versions.add(f"{scope['scheme']}/{scope['http_version']}")
             self.requests += 1
         body = b""
         while True:
@@ -194,6 +199,18 @@ class RunningTlsUpstream:
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
 
+    def connection_counts(self) -> dict[str, Any]:
+        """Connections accepted so far by scheme; HTTP versions seen; requests; streams open."""
+        with _accepted_lock:
+            https, http = _accepted.get(self.https_port, 0), _accepted.get(self.http_port, 0)
+        with self.app._lock:
+            return {
+                "connections": {"https": https, "http": http},
+                "http_versions": sorted(self.app.http_versions),
+                "requests": self.app.requests,
+                "open_streams": self.app.open_streams,
+            }
+
     @property
     def https_url(self) -> str:
         return f"https://127.0.0.1:{self.https_port}"
@@ -271,7 +288,7 @@ def main() -> None:
     print(stub.https_port, stub.http_port, flush=True)
     for line in sys.stdin:
         if line.strip() == "count":
-            print(json.dumps(stub.app.connection_counts()), flush=True)
+            print(json.dumps(stub.connection_counts()), flush=True)
     stub.stop()
 
 

@@ -57,7 +57,9 @@ async def open_chat_model(settings: Settings) -> AsyncIterator[Runnable[Any, Any
             settings.upstream_pool_timeout_seconds,
         )
         limits = upstream_limits(
-            settings.upstream_max_connections, settings.upstream_keepalive_seconds
+            settings.upstream_max_connections,
+            settings.upstream_max_idle_connections,
+            settings.upstream_keepalive_seconds,
         )
         # One pair of clients for both providers: the same timeouts, pool,
         # retry policy and response recording (an answer closes the

@@ -121,8 +121,10 @@ def upstream_timeout(
     return httpx.Timeout(read_timeout, connect=connect_timeout, pool=pool_timeout)
 
 
-def upstream_limits(max_connections: int, keepalive_seconds: float) -> httpx.Limits:
-    """A bounded pool that keeps every connection it opened warm for `keepalive_seconds`.
+def upstream_limits(
+    max_connections: int, max_idle_connections: int, keepalive_seconds: float
+) -> httpx.Limits:
+    """A bounded pool that keeps a few idle connections warm for `keepalive_seconds`.
 
     Bounded: past `max_connections` an answer waits for a free connection
     (the pool timeout), then ends `over_capacity` (failures.py); without a
@@ -131,20 +133,27 @@ def upstream_limits(max_connections: int, keepalive_seconds: float) -> httpx.Lim
     for the whole answer over HTTP/1.1, so the bound is set at or above the
     streams the service admits (QA_MAX_STREAMS), not below.
 
-    Warm: every idle connection is kept (httpx keeps 100 by default here, the
-    SDKs' figure), so a burst after a burst reuses them instead of paying a
-    handshake each. Kept for 60 s by default rather than httpx's 5 s: OpenAI's
-    and Groq's APIs sit behind Cloudflare, which closes an idle client
-    connection after 400 s (HTTP/1.1 keep-alive and HTTP/2 idle, its
-    "Connection limits" reference); NAT gateways on the way drop idle flows
-    after 350 s (AWS) or, as openai-python issue 3269 lists them, 120 s. A
-    connection the far end closed while we still hold it is what surfaces as
-    "Connection reset" on the next request (openai-python issue 371), so our
-    expiry stays well below the shortest of those.
+    Warm, but only a few: httpcore's pool checks every idle connection (a
+    poll of its socket) each time a request starts or ends, so each idle
+    connection kept makes every request dearer. Measured (benchmarks/
+    transport.py, README "The transport benchmark"): a burst of 200 short
+    answers over TLS cost the client 22 ms of CPU per answer with 100 idle
+    connections kept, against 3 to 5 with 0 to 20, handshakes included.
+    So `max_idle_connections` (10) stay open, enough for the first answers
+    after a pause, not the whole last burst.
+
+    Kept for 60 s rather than httpx's 5 s: OpenAI's and Groq's APIs sit
+    behind Cloudflare, which closes an idle client connection after 400 s
+    (HTTP/1.1 keep-alive and HTTP/2 idle, its "Connection limits"
+    reference); NAT gateways on the way drop idle flows after 350 s (AWS) or,
+    as openai-python issue 3269 lists them, 120 s. A connection the far end
+    closed while we still hold it is what surfaces as "Connection reset" on
+    the next request (openai-python issue 371), so our expiry stays well
+    below the shortest of those.
     """
     return httpx.Limits(
         max_connections=max_connections,
-        max_keepalive_connections=max_connections,
+        max_keepalive_connections=min(max_idle_connections, max_connections),
         keepalive_expiry=keepalive_seconds,
     )
 
