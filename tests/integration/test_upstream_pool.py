@@ -1,5 +1,5 @@
-"""The provider connection pool: bounded, reused over TLS, and a full pool ends an answer
-clearly instead of hanging it.
+"""The provider connection pool: warmed at start-up, bounded, reused over TLS, and a full
+pool ends an answer clearly instead of hanging it.
 
 Against tests/support/tls_upstream.py, which keeps connections alive and
 counts them, as a provider's edge would; the service trusts its CA through
@@ -109,3 +109,24 @@ def test_an_answer_that_finds_every_connection_in_use_ends_over_capacity(
     assert refused.kinds == ["meta", "error"]
     assert refused.last["error"]["code"] == "over_capacity"
     assert refused.last["error"]["retryable"] is True
+
+
+def test_the_first_answer_after_a_start_takes_the_connection_warmed_for_it(
+    tls_upstream: RunningTlsUpstream, workdir: Path
+) -> None:
+    key = marker()
+    tls_upstream.app.replies[key] = Reply(pieces=["warm"])
+
+    def opened() -> int:
+        return int(tls_upstream.connection_counts()["connections"]["https"])
+
+    before = opened()
+    with run_service(_settings(tls_upstream), workdir) as service:
+        _wait_until(lambda: opened() > before, "no connection was warmed at start-up")
+        warmed = opened()
+        stream = read_stream(service.url, params={"query": key})
+        answered = opened()
+
+    assert stream.text == "warm"
+    assert warmed - before == 1
+    assert answered == warmed  # no handshake of its own
