@@ -109,6 +109,7 @@ def test_an_answer_that_finds_every_connection_in_use_ends_over_capacity(
     assert refused.kinds == ["meta", "error"]
     assert refused.last["error"]["code"] == "over_capacity"
     assert refused.last["error"]["retryable"] is True
+    assert refused.last["error"]["retry_after_seconds"] == 1
 
 
 def test_the_first_answer_after_a_start_takes_the_connection_warmed_for_it(
