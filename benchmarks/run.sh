@@ -32,6 +32,10 @@ uv run --frozen python -m benchmarks.answer_cache --redis
 # Tracing (issue 24): the service's CPU per short answer and per 1,000 tokens
 # with tracing on (a real OTLP collector), off, and with the collector down.
 uv run --frozen python -m benchmarks.tracing
+# The provider connection (issue 25, steps 2 and 3), against main before it:
+# a burst of 200 short answers and 100 streams over HTTPS and plain HTTP, with
+# the connections each opened; HTTP/2 and the aiohttp transport beside httpx.
+uv run --frozen python -m benchmarks.transport
 # QA_WORKERS=2 against 1: throughput at saturation, Redis store.
 uv run --frozen python -m benchmarks.workers
 # Where the service's CPU goes under load (py-spy sampling profile).

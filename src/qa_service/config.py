@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     upstream_max_retry_wait_seconds: float = Field(default=8.0, ge=0)
     upstream_max_retries: int = Field(default=2, ge=0, le=10)
     upstream_close_timeout_seconds: float = Field(default=1.0, gt=0)
+    # The provider connection pool (generation/upstream.py says why these figures).
+    upstream_max_connections: int = Field(default=1000, ge=1, le=100_000)
+    upstream_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    upstream_keepalive_seconds: float = Field(default=60.0, ge=0)
+    upstream_max_idle_connections: int = Field(default=10, ge=0, le=100_000)
     demo_chunk_delay_ms: float = Field(default=40.0, ge=0)
     demo_pause_seconds: float = Field(default=20.0, ge=0)
     # Docker's default stop timeout is 10 s; the process exits within this + ~2.5 s.

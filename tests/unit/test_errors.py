@@ -93,6 +93,15 @@ def _wrapped(outer: Exception, cause: Exception) -> Exception:
         (openai.APITimeoutError(request=REQUEST), "upstream_timeout"),
         (groq.APITimeoutError(request=REQUEST), "upstream_timeout"),
         (httpx.ReadTimeout("slow"), "upstream_timeout"),
+        # Our own connection pool at its bound: not the provider's doing.
+        (
+            _wrapped(openai.APITimeoutError(request=REQUEST), httpx.PoolTimeout("full")),
+            "over_capacity",
+        ),
+        (
+            _wrapped(groq.APITimeoutError(request=REQUEST), httpx.PoolTimeout("full")),
+            "over_capacity",
+        ),
         (openai.APIError("in-stream error", request=REQUEST, body=None), "upstream_error"),
         (errors.UpstreamIncompleteError(), "upstream_incomplete"),
         (RuntimeError("a bug"), "internal_error"),

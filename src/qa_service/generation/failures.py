@@ -15,6 +15,7 @@ import openai
 
 from qa_service.core.errors import (
     INTERNAL,
+    OVER_CAPACITY,
     UPSTREAM_AUTH,
     UPSTREAM_BAD_REQUEST,
     UPSTREAM_ERROR,
@@ -85,6 +86,10 @@ def classify_failure(exc: BaseException) -> PublicError:
     # APIConnectionError, and langchain-openai wraps that again), so the
     # transport error that started it decides.
     causes = _cause_chain(exc)
+    # Our own pool at its bound (QA_UPSTREAM_MAX_CONNECTIONS), not the
+    # provider: the service is answering all it can.
+    if any(isinstance(cause, httpx.PoolTimeout) for cause in causes):
+        return OVER_CAPACITY
     for kinds, public in (
         (_CUT_ERRORS, UPSTREAM_INTERRUPTED),
         (_TIMEOUT_ERRORS, UPSTREAM_TIMEOUT),

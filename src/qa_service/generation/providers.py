@@ -6,10 +6,13 @@ langchain-openai caches a process-wide client and the SDKs build their own.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import Any, Literal
 
+import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
 
@@ -17,8 +20,22 @@ from qa_service.config import Settings
 from qa_service.generation.chat_models import TextFirstChatGroq, TextFirstChatOpenAI
 from qa_service.generation.demo import build_demo_model
 from qa_service.generation.failures import FALLBACK_FAILURES
-from qa_service.generation.sdk_clients import plain_chunks_client
-from qa_service.generation.upstream import build_async_client, build_sync_client, upstream_timeout
+from qa_service.generation.sdk_clients import (
+    PlainChunksAsyncGroq,
+    PlainChunksAsyncOpenAI,
+    plain_chunks_client,
+)
+from qa_service.generation.upstream import (
+    build_async_client,
+    build_sync_client,
+    upstream_limits,
+    upstream_timeout,
+)
+
+log = logging.getLogger(__name__)
+
+# The warm-up request's bound: it must never hold anything up for long.
+WARM_UP_TIMEOUT = httpx.Timeout(5.0)
 
 
 @asynccontextmanager
@@ -35,13 +52,20 @@ async def open_chat_model(settings: Settings) -> AsyncIterator[Runnable[Any, Any
 
     async with AsyncExitStack() as stack:
         timeout = upstream_timeout(
-            settings.upstream_connect_timeout_seconds, settings.upstream_read_timeout_seconds
+            settings.upstream_connect_timeout_seconds,
+            settings.upstream_read_timeout_seconds,
+            settings.upstream_pool_timeout_seconds,
         )
-        # One pair of clients for both providers: the same timeouts, retry
-        # policy and response recording (an answer closes the fallback's
-        # responses as it does the primary's).
+        limits = upstream_limits(
+            settings.upstream_max_connections,
+            settings.upstream_max_idle_connections,
+            settings.upstream_keepalive_seconds,
+        )
+        # One pair of clients for both providers: the same timeouts, pool,
+        # retry policy and response recording (an answer closes the
+        # fallback's responses as it does the primary's).
         async_client = await stack.enter_async_context(
-            build_async_client(timeout, settings.upstream_max_retry_wait_seconds)
+            build_async_client(timeout, limits, settings.upstream_max_retry_wait_seconds)
         )
         sync_client = stack.enter_context(build_sync_client(timeout))
         common: dict[str, Any] = {
@@ -56,24 +80,53 @@ async def open_chat_model(settings: Settings) -> AsyncIterator[Runnable[Any, Any
             "http_async_client": async_client,
             "http_client": sync_client,
         }
-        model = _build_model(settings, provider, settings.resolved_model, common)
+        sdk_client = _sdk_client(settings, provider, common)
+        model = _build_model(settings, provider, settings.resolved_model, sdk_client, common)
+        warm_up = asyncio.create_task(_warm_up(sdk_client), name="qa-upstream-warm-up")
+        stack.push_async_callback(_cancelled, warm_up)
         fallback_provider = settings.fallback_provider
         fallback_model = settings.resolved_fallback_model
         if fallback_provider is not None and fallback_model is not None:
-            fallback = _build_model(settings, fallback_provider, fallback_model, common)
+            fallback_client = _sdk_client(settings, fallback_provider, common)
+            fallback = _build_model(
+                settings, fallback_provider, fallback_model, fallback_client, common
+            )
             yield with_fallback(model, fallback)
         else:
             yield model
 
 
-def _build_model(
-    settings: Settings, provider: Literal["openai", "groq"], model: str, common: dict[str, Any]
-) -> BaseChatModel:
+async def _warm_up(sdk_client: PlainChunksAsyncOpenAI | PlainChunksAsyncGroq) -> None:
+    """One connection to the primary provider opened at start-up, left in the pool.
+
+    Then the first answer does not pay a TCP and TLS handshake (two or three
+    round trips to a provider) before its request. `GET /models` is the
+    request because it is free (no tokens) and any answer to it, even a 401,
+    leaves the connection open. Failures are only noted: the provider may be
+    down at start-up, and answers report that themselves.
+    """
+    try:
+        # Untyped, as in sdk_clients.py: openai 3.x types the timeout with httpx2.
+        options: dict[str, Any] = {"max_retries": 0, "timeout": WARM_UP_TIMEOUT}
+        await sdk_client.with_options(**options).models.list()
+    except Exception as exc:  # noqa: BLE001 - any failure leaves the pool cold, no more
+        log.debug("upstream warm-up failed exception=%s", type(exc).__name__)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+
+
+def _sdk_client(
+    settings: Settings, provider: Literal["openai", "groq"], common: dict[str, Any]
+) -> PlainChunksAsyncOpenAI | PlainChunksAsyncGroq:
     api_key = settings.openai_api_key if provider == "openai" else settings.groq_api_key
     base_url = settings.openai_base_url if provider == "openai" else settings.groq_base_url
     # Ours rather than the one LangChain would build: its streams hand chunks
     # up as dicts (sdk_clients.py).
-    sdk_client = plain_chunks_client(
+    return plain_chunks_client(
         provider,
         api_key=api_key.get_secret_value() if api_key is not None else None,
         base_url=base_url,
@@ -81,6 +134,17 @@ def _build_model(
         max_retries=common["max_retries"],
         http_client=common["http_async_client"],
     )
+
+
+def _build_model(
+    settings: Settings,
+    provider: Literal["openai", "groq"],
+    model: str,
+    sdk_client: PlainChunksAsyncOpenAI | PlainChunksAsyncGroq,
+    common: dict[str, Any],
+) -> BaseChatModel:
+    api_key = settings.openai_api_key if provider == "openai" else settings.groq_api_key
+    base_url = settings.openai_base_url if provider == "openai" else settings.groq_base_url
     if provider == "openai":
         return TextFirstChatOpenAI(
             model=model,

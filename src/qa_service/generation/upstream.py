@@ -113,17 +113,58 @@ async def _propagate_call(request: httpx.Request) -> None:
     propagate_call(request)
 
 
-def upstream_timeout(connect_timeout: float, read_timeout: float) -> httpx.Timeout:
-    """Connect bound, and the longest silence between two reads (and writes)."""
-    return httpx.Timeout(read_timeout, connect=connect_timeout)
+def upstream_timeout(
+    connect_timeout: float, read_timeout: float, pool_timeout: float
+) -> httpx.Timeout:
+    """Connect bound, the longest silence between two reads (and writes), and the
+    longest wait for a free connection when the pool is at its bound."""
+    return httpx.Timeout(read_timeout, connect=connect_timeout, pool=pool_timeout)
 
 
-def build_async_client(timeout: httpx.Timeout, max_retry_wait: float) -> httpx.AsyncClient:
+def upstream_limits(
+    max_connections: int, max_idle_connections: int, keepalive_seconds: float
+) -> httpx.Limits:
+    """A bounded pool that keeps a few idle connections warm for `keepalive_seconds`.
+
+    Bounded: past `max_connections` an answer waits for a free connection
+    (the pool timeout), then ends `over_capacity` (failures.py); without a
+    bound, a flood opens as many provider connections, and as many TLS
+    handshakes on our core, as it has answers. Streams hold their connection
+    for the whole answer over HTTP/1.1, so the bound is set at or above the
+    streams the service admits (QA_MAX_STREAMS), not below.
+
+    Warm, but only a few: httpcore's pool checks every idle connection (a
+    poll of its socket) each time a request starts or ends, so each idle
+    connection kept makes every request dearer. Measured (benchmarks/
+    transport.py, README "The transport benchmark"): a burst of 200 short
+    answers over TLS cost the client 22 ms of CPU per answer with 100 idle
+    connections kept, against 3 to 5 with 0 to 20, handshakes included.
+    So `max_idle_connections` (10) stay open, enough for the first answers
+    after a pause, not the whole last burst.
+
+    Kept for 60 s rather than httpx's 5 s: OpenAI's and Groq's APIs sit
+    behind Cloudflare, which closes an idle client connection after 400 s
+    (HTTP/1.1 keep-alive and HTTP/2 idle, its "Connection limits"
+    reference); NAT gateways on the way drop idle flows after 350 s (AWS) or,
+    as openai-python issue 3269 lists them, 120 s. A connection the far end
+    closed while we still hold it is what surfaces as "Connection reset" on
+    the next request (openai-python issue 371), so our expiry stays well
+    below the shortest of those.
+    """
+    return httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=min(max_idle_connections, max_connections),
+        keepalive_expiry=keepalive_seconds,
+    )
+
+
+def build_async_client(
+    timeout: httpx.Timeout, limits: httpx.Limits, max_retry_wait: float
+) -> httpx.AsyncClient:
     """An AsyncClient whose responses answers can close; the caller closes it."""
     return httpx.AsyncClient(
         timeout=timeout,
-        # Streams are long-lived: no pool cap below what the service admits.
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+        limits=limits,
         event_hooks={
             "request": [_propagate_call],
             "response": [_record_response, _retry_policy(max_retry_wait)],
