@@ -77,6 +77,12 @@ def new_eager_event_loop() -> asyncio.AbstractEventLoop:
     return EagerLoop()
 
 
+def tasks_start_eagerly() -> bool:
+    """Whether the running loop starts tasks eagerly (the ready log line says)."""
+    factory = asyncio.get_running_loop().get_task_factory()
+    return factory is not None and factory is getattr(asyncio, "eager_task_factory", None)
+
+
 def event_loop_setting(eager_tasks: bool) -> str:
     """uvicorn's `loop=` for QA_EAGER_TASKS: eager where Python supports it."""
     if eager_tasks and EAGER_TASKS_SUPPORTED:
