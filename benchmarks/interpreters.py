@@ -166,7 +166,8 @@ def run_group(
             variants["service_lazy"] = "false"
         with spawned_on(SERVICE_CORE, pinning):
             url, pid = stack.enter_context(
-                run_relay("benchmarks.chain_relay", stub_url, workdir, group.python)
+                # Eleven processes import on one core of a shared machine: generous.
+                run_relay("benchmarks.chain_relay", stub_url, workdir, group.python, deadline=120)
             )
             group.targets["chain_relay"] = Target("chain_relay", url, pid, "chain_relay")
             for name, eager in variants.items():

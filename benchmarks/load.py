@@ -253,7 +253,11 @@ def wait_line(process: subprocess.Popen[str], timeout: float) -> str:
 
 @contextmanager
 def run_relay(
-    module: str, stub_url: str, workdir: Path, python: str = sys.executable
+    module: str,
+    stub_url: str,
+    workdir: Path,
+    python: str = sys.executable,
+    deadline: float = START_DEADLINE,
 ) -> Iterator[tuple[str, int]]:
     port = free_port()
     env = service_env({"OPENAI_BASE_URL": f"{stub_url}/v1", "OPENAI_API_KEY": FAKE_KEY})
@@ -267,9 +271,9 @@ def run_relay(
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + START_DEADLINE
+        give_up = time.monotonic() + deadline
         while not port_open(port):
-            if process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is not None or time.monotonic() > give_up:
                 raise RuntimeError(f"{module} did not start (see {workdir})")
             time.sleep(0.1)
         yield f"http://127.0.0.1:{port}", process.pid
