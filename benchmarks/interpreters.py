@@ -1,7 +1,7 @@
 """The interpreter, measured: the service, its stub and the chain relay on each Python.
 
     uv run --frozen python -m benchmarks.interpreters [--python /path/to/python3.12 ...]
-    (./benchmarks/run.sh runs it with the defaults, about 9 minutes on 2 cores)
+    (./benchmarks/run.sh runs it with the defaults: 29 minutes beside other jobs, load 8-22)
 
 For each interpreter (this one, and every `--python`; by default also the
 python3.12 and python3.13 that pyenv or PATH offer), a virtualenv of the
@@ -11,9 +11,8 @@ benchmarks/results/work/venv-<version>) runs a group of its own, all on
 - the upstream stub (benchmarks/load_stub.py), on core 1 with this load
   generator (which stays on this process's Python for every group);
 - the chain relay (benchmarks/chain_relay.py), the baseline of its group;
-- the service, as configured (`QA_EAGER_TASKS` on), and on 3.12 and later
-  the same service with `QA_EAGER_TASKS=false` (`service_lazy`): what eager
-  task start is worth there. Relay and services on core 0.
+- the service, every setting at its default but load.py's `service_settings`.
+  Relay and service on core 0.
 
 Figures (benchmarks/load.py's scenarios and tracing.py's short answers,
 reused), every interpreter's group in turn within each round, `--rounds`
@@ -161,19 +160,18 @@ def run_group(
     with ExitStack() as stack:
         stub_url, stub_pid = stack.enter_context(run_stub(spec, group.python))
         group.targets["stub"] = Target("stub", stub_url, stub_pid, "stub")
-        variants = {"service": "true"}
-        if tuple(map(int, group.label.split("."))) >= (3, 12):
-            variants["service_lazy"] = "false"
         with spawned_on(SERVICE_CORE, pinning):
             url, pid = stack.enter_context(
                 # Eleven processes import on one core of a shared machine: generous.
                 run_relay("benchmarks.chain_relay", stub_url, workdir, group.python, deadline=120)
             )
             group.targets["chain_relay"] = Target("chain_relay", url, pid, "chain_relay")
-            for name, eager in variants.items():
-                settings = {**service_settings(stub_url), "QA_EAGER_TASKS": eager}
-                service = stack.enter_context(run_service(settings, workdir, python=group.python))
-                group.targets[name] = Target(name, service.url, service.process.pid, "service")
+            service = stack.enter_context(
+                run_service(service_settings(stub_url), workdir, python=group.python)
+            )
+            group.targets["service"] = Target(
+                "service", service.url, service.process.pid, "service"
+            )
         for name, target in group.targets.items():
             record_affinity(
                 f"{group.label}/{name}" if name != "stub" else name, target.pid, pinning
@@ -236,8 +234,8 @@ def summarise(groups: list[Group]) -> dict[str, Any]:
                 row[figure]["to_relay"] = statistics.median(
                     v / r for v, r in zip(values, relay[figure], strict=True)
                 )
-                # The same target on the first interpreter (service_lazy: the service there).
-                base = first.rounds.get(name, first.rounds["service"])[figure]
+                # The same target on the first interpreter.
+                base = first.rounds[name][figure]
                 row[figure]["to_first"] = statistics.median(
                     v / b for v, b in zip(values, base, strict=True)
                 )
@@ -246,19 +244,10 @@ def summarise(groups: list[Group]) -> dict[str, Any]:
                 "value": hold["growth_mb_per_stream"],
                 "to_relay": hold["growth_mb_per_stream"]
                 / group.hold["chain_relay"]["growth_mb_per_stream"],
-                "to_first": hold["growth_mb_per_stream"]
-                / first.hold.get(name, first.hold["service"])["growth_mb_per_stream"],
+                "to_first": hold["growth_mb_per_stream"] / first.hold[name]["growth_mb_per_stream"],
             }
             row["load_core_busy_max"] = max(group.rounds[name]["load_core_busy_max"])
             rows[name] = row
-        if "service_lazy" in rows:
-            eager, lazy = group.rounds["service"], group.rounds["service_lazy"]
-            rows["eager_to_lazy"] = {
-                figure: statistics.median(
-                    e / v for e, v in zip(eager[figure], lazy[figure], strict=True)
-                )
-                for figure in FIGURES
-            }
         summary[group.label] = rows
     return summary
 
@@ -289,8 +278,6 @@ def report_text(report: dict[str, Any]) -> str:
         lines.append(f"\n{title}")
         for label, rows in report["summary"].items():
             for name, row in rows.items():
-                if name == "eager_to_lazy":
-                    continue
                 cell = row[figure]
                 lines.append(
                     f"  {label:5} {name:12} {cell['median'] * scale:9.3f}"
@@ -300,18 +287,10 @@ def report_text(report: dict[str, Any]) -> str:
     lines.append(f"\nRSS growth per open stream, MB ({report['args']['hold_streams']} held)")
     for label, rows in report["summary"].items():
         for name, row in rows.items():
-            if name != "eager_to_lazy":
-                cell = row["rss_mb_per_stream"]
-                lines.append(
-                    f"  {label:5} {name:12} {cell['value']:9.3f}"
-                    f"  x{cell['to_relay']:.2f} relay  x{cell['to_first']:.2f}"
-                )
-    lines.append("\neager task start, service / service_lazy (median of per-round ratios)")
-    for label, rows in report["summary"].items():
-        if "eager_to_lazy" in rows:
+            cell = row["rss_mb_per_stream"]
             lines.append(
-                f"  {label:5} "
-                + "  ".join(f"{k} x{v:.3f}" for k, v in rows["eager_to_lazy"].items())
+                f"  {label:5} {name:12} {cell['value']:9.3f}"
+                f"  x{cell['to_relay']:.2f} relay  x{cell['to_first']:.2f}"
             )
     exact = report["exactness"]
     lines.append(

@@ -32,7 +32,12 @@ uv run --frozen python -m benchmarks.answer_cache --redis
 # Tracing (issue 24): the service's CPU per short answer and per 1,000 tokens
 # with tracing on (a real OTLP collector), off, and with the collector down.
 uv run --frozen python -m benchmarks.tracing
-# QA_WORKERS=2 against 1: throughput at saturation, Redis store.
+# QA_WORKERS=2 against 1: throughput at saturation, Redis store, and the
+# scaling on paper from per-core figures (the load side shares a core here).
 uv run --frozen python -m benchmarks.workers
+# The interpreter (issue 25): the service, its stub and the chain relay on 3.11,
+# 3.12 and 3.13 (where found), interleaved: CPU per 2-token answer and per
+# 1,000 tokens, a burst's time to first text, RSS per stream.
+uv run --frozen python -m benchmarks.interpreters
 # Where the service's CPU goes under load (py-spy sampling profile).
 uv run --frozen python -m benchmarks.profile

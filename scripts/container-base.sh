@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Builds the stand-in for python:3.13-slim that container tests use where no
+# Builds the stand-in for python:3.11-slim that container tests use where no
 # registry can be reached (see docs/CONTAINER_TESTS.md), and imports it into podman
-# as localhost/python-base:trixie. Debian trixie's python3 is 3.13, the Python
-# the Dockerfile ships. The root filesystem is cached as a tarball named by the
-# suite, so only the first run pays for debootstrap, and a tarball or an image
-# of another suite (bookworm's, with 3.11) is never taken for this one.
+# as localhost/python-base:bookworm. Debian bookworm's python3 is 3.11, the Python
+# the Dockerfile ships (trixie's is 3.13). The root filesystem is cached as a
+# tarball named by the suite, so only the first run pays for debootstrap, and a
+# tarball or an image of another suite is never taken for this one.
 set -euo pipefail
-SUITE=trixie
+SUITE=bookworm
 IMAGE=localhost/python-base:$SUITE
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/qa-service"
 TARBALL="$CACHE/python-base-$SUITE.tar"

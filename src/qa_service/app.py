@@ -34,7 +34,6 @@ from qa_service.api.routes.page import install_web
 from qa_service.config import Settings
 from qa_service.core.draining import Drain
 from qa_service.core.errors import SHUTTING_DOWN
-from qa_service.core.loops import tasks_start_eagerly
 from qa_service.generation.demo import DEMO_FALLBACK_NOTICE, SCENARIO_CONFIG_KEY, SCENARIOS
 from qa_service.generation.probe import build_probe
 from qa_service.generation.prompt_library import PromptLibrary
@@ -156,7 +155,6 @@ def create_app(settings: Settings) -> FastAPI:
                     "answer_store": "redis" if settings.redis_url else "memory",
                     "api_keys": len(keys) if keys is not None else "off",
                     "allowed_hosts": ["localhost", "IP addresses", *settings.allowed_hosts],
-                    "eager_tasks": tasks_start_eagerly(),
                 },
             )
             yield

@@ -80,7 +80,6 @@ def serve_command(host: str | None, port: int | None, *, listen_fd: int | None =
 
     from qa_service.app import create_app
     from qa_service.config import ConfigError, load_settings
-    from qa_service.core.loops import event_loop_setting
     from qa_service.generation.prompts import PromptError
     from qa_service.observability.logs import configure_logging
     from qa_service.server import (
@@ -114,7 +113,7 @@ def serve_command(host: str | None, port: int | None, *, listen_fd: int | None =
         app,
         host=host or settings.host,
         port=settings.port if port is None else port,
-        loop=event_loop_setting(settings.eager_tasks),
+        loop="uvloop",
         http=guarded_http_protocol(
             settings.request_header_timeout_seconds, app.state.telemetry.connection_closed
         ),

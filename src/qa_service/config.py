@@ -59,8 +59,6 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     # Worker processes on one socket (supervisor.py); more than one needs redis_url.
     workers: int = Field(default=1, ge=1, le=64)
-    # Tasks start eagerly on Python 3.12+ (core/loops.py); no effect on 3.11.
-    eager_tasks: bool = True
     provider: Literal["auto", "openai", "groq", "demo"] = "auto"
     model: str | None = Field(default=None, description="Model name; default depends on provider")
     # Asked when the provider fails before any text (generation/chat_models.py);
