@@ -2,7 +2,10 @@
 #   docker build -t qa-service .
 #   docker run -p 8000:8000 -e OPENAI_API_KEY=sk-... qa-service
 # The base image is a build argument so CI can substitute a locally built one.
-ARG BASE_IMAGE=python:3.12-slim
+# Python 3.11: the service's CPU per answer and per token was lowest on it of
+# 3.11, 3.12 and 3.13 (benchmarks/interpreters.py; benchmarks/README.md, "The
+# interpreter"), and the container tests' stand-in (Debian bookworm) runs it too.
+ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
 ARG UV_VERSION=0.13.9

@@ -198,9 +198,9 @@ def stop(process: subprocess.Popen[Any]) -> None:
 
 
 @contextmanager
-def run_stub(spec: dict[str, Any]) -> Iterator[tuple[str, int]]:
+def run_stub(spec: dict[str, Any], python: str = sys.executable) -> Iterator[tuple[str, int]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.load_stub", json.dumps(spec)],
+        [python, "-m", "benchmarks.load_stub", json.dumps(spec)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
@@ -253,22 +253,28 @@ def wait_line(process: subprocess.Popen[str], timeout: float) -> str:
 
 
 @contextmanager
-def run_relay(module: str, stub_url: str, workdir: Path) -> Iterator[tuple[str, int]]:
+def run_relay(
+    module: str,
+    stub_url: str,
+    workdir: Path,
+    python: str = sys.executable,
+    deadline: float = START_DEADLINE,
+) -> Iterator[tuple[str, int]]:
     port = free_port()
     env = service_env({"OPENAI_BASE_URL": f"{stub_url}/v1", "OPENAI_API_KEY": FAKE_KEY})
     env["PYTHONPATH"] = str(REPO)
     with (workdir / f"{module.rsplit('.', 1)[-1]}-{port}.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", module, str(port)],
+            [python, "-m", module, str(port)],
             cwd=REPO,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + START_DEADLINE
+        give_up = time.monotonic() + deadline
         while not port_open(port):
-            if process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is not None or time.monotonic() > give_up:
                 raise RuntimeError(f"{module} did not start (see {workdir})")
             time.sleep(0.1)
         yield f"http://127.0.0.1:{port}", process.pid

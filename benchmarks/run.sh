@@ -36,8 +36,13 @@ uv run --frozen python -m benchmarks.tracing
 # a burst of 200 short answers and 100 streams over HTTPS and plain HTTP, with
 # the connections each opened; HTTP/2 and the aiohttp transport beside httpx.
 uv run --frozen python -m benchmarks.transport
-# QA_WORKERS=2 against 1: throughput at saturation, Redis store.
+# QA_WORKERS=2 against 1: throughput at saturation, Redis store, and the
+# scaling on paper from per-core figures (the load side shares a core here).
 uv run --frozen python -m benchmarks.workers
+# The interpreter (issue 25): the service, its stub and the chain relay on 3.11,
+# 3.12 and 3.13 (where found), interleaved: CPU per 2-token answer and per
+# 1,000 tokens, a burst's time to first text, RSS per stream.
+uv run --frozen python -m benchmarks.interpreters
 # Where the service's CPU goes under load (py-spy sampling profile).
 uv run --frozen python -m benchmarks.profile
 # The soak (issue 25): 30 minutes of mixed traffic (answers, hang-ups, cancels,

@@ -1,7 +1,7 @@
 """docker-compose.yml brought up whole with podman-compose, on images built here.
 
 The file names `redis:7-alpine`, `nginx:1.27-alpine` and builds the service on
-`python:3.12-slim`; no registry can be reached from these machines, so an
+`python:3.11-slim`; no registry can be reached from these machines, so an
 override file (written per run, next to nothing in the repository) swaps in
 stand-ins built from Debian's packages on the local base image, and this run's
 service image. Everything else (the services, the replicas, the network, the

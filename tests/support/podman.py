@@ -24,7 +24,7 @@ from tests.support.service import REPO
 # One tag per run, so runs from two checkouts on one machine never build over,
 # or remove, each other's image.
 IMAGE = f"localhost/qa-service:test-{os.getpid()}"
-BASE_IMAGE = "localhost/python-base:test"
+BASE_IMAGE = "localhost/python-base:bookworm"  # scripts/container-base.sh
 PODMAN = ["podman", "--runtime", "/usr/sbin/runc"]
 ULIMITS = ["--ulimit", "nofile=1024:4096", "--ulimit", "nproc=1024:2048"]
 

@@ -91,13 +91,17 @@ def tool_env() -> dict[str, str]:
 
 @contextmanager
 def run_service(
-    settings: Mapping[str, str], workdir: Path, open_files: tuple[int, int] | None = None
+    settings: Mapping[str, str],
+    workdir: Path,
+    open_files: tuple[int, int] | None = None,
+    python: str = sys.executable,
 ) -> Iterator[RunningService]:
     """Start the service, wait until /readyz says ready, stop it afterwards.
 
-    `open_files`: the (soft, hard) limit on open files it starts with.
+    `open_files`: the (soft, hard) limit on open files it starts with;
+    `python`: the interpreter it runs on (benchmarks/interpreters.py).
     """
-    with run_services([settings], workdir, open_files) as (service,):
+    with run_services([settings], workdir, open_files, python) as (service,):
         yield service
 
 
@@ -106,6 +110,7 @@ def run_services(
     settings: Sequence[Mapping[str, str]],
     workdir: Path,
     open_files: tuple[int, int] | None = None,
+    python: str = sys.executable,
 ) -> Iterator[list[RunningService]]:
     """Start one service per entry of `settings` at once, wait until each is ready,
     stop them all afterwards.
@@ -115,7 +120,7 @@ def run_services(
     services: list[RunningService] = []
     try:
         for one in settings:
-            services.append(_launch(one, workdir, open_files))
+            services.append(_launch(one, workdir, open_files, python))
         for service in services:
             _wait_ready(service)
         yield services
@@ -183,14 +188,17 @@ class SharedServices:
 
 
 def _launch(
-    settings: Mapping[str, str], workdir: Path, open_files: tuple[int, int] | None = None
+    settings: Mapping[str, str],
+    workdir: Path,
+    open_files: tuple[int, int] | None = None,
+    python: str = sys.executable,
 ) -> RunningService:
     port = free_port()
     log_path = workdir / f"service-{port}.log"
     env = service_env({**settings, "QA_PORT": str(port)})
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "qa_service", "serve"],
+            [python, "-m", "qa_service", "serve"],
             env=env,
             cwd=workdir,  # no stray .env from the repository
             stdout=log,

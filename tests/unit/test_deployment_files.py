@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from qa_service.config import Settings, env_name
+from tests.support import podman
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,9 +93,27 @@ def test_env_example_names_only_real_settings() -> None:
     assert "OPENAI_API_KEY" in names
 
 
+# The Python each Debian suite's python3 is: the stand-in must run the image's.
+DEBIAN_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
+
+
+def test_the_container_tests_stand_in_ships_the_python_the_image_names() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    (shipped,) = re.findall(r"^ARG BASE_IMAGE=python:(\d+\.\d+)-slim$", dockerfile, re.M)
+    script = (REPO / "scripts" / "container-base.sh").read_text()
+    (suite,) = re.findall(r"^SUITE=(\w+)$", script, re.M)
+    assert DEBIAN_PYTHON[suite] == shipped
+    compose = (REPO / "docker-compose.yml").read_text()
+    assert f"BASE_IMAGE: python:{shipped}-slim" in compose
+    # A cached tarball or imported image of another suite is never taken for this one.
+    assert 'TARBALL="$CACHE/python-base-$SUITE.tar"' in script
+    assert "IMAGE=localhost/python-base:$SUITE" in script
+    assert f"localhost/python-base:{suite}" == podman.BASE_IMAGE
+
+
 def test_dockerfile_base_is_a_build_argument_and_cmd_is_exec_form() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert "ARG BASE_IMAGE=python:3.12-slim" in dockerfile
+    assert "ARG BASE_IMAGE=python:3.11-slim" in dockerfile
     assert 'CMD ["qa-service", "serve"]' in dockerfile
     assert "HEALTHCHECK" in dockerfile
     assert "USER qa" in dockerfile
