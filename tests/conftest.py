@@ -20,10 +20,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     tests, which load the machine on purpose (hundreds of streams, floods,
     fuzzing, drains), make one unit of their own: they run one at a time, as
     they were written to, beside the lighter tests only. Side by side, on two
-    cores, they starved each other's services past their deadlines.
+    cores, they starved each other's services past their deadlines. A slow
+    test marked `beside_others` (the soak: minutes of moderate traffic, judged
+    on growth, never on speed) keeps its module's group, so its minutes do not
+    lengthen the slow lane, which is the run's longest.
     """
     for item in items:
-        group = "slow" if item.get_closest_marker("slow") else item.nodeid.split("::")[0]
+        slow_lane = item.get_closest_marker("slow") and not item.get_closest_marker("beside_others")
+        group = "slow" if slow_lane else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
 
 
