@@ -10,6 +10,7 @@ core 1; when pinning is impossible the output and the JSON say so):
 - the upstream stub (benchmarks/load_stub.py), replying "Hi" "." at once;
 - `main`: the service from `--baseline-src` (main before this round's work);
 - `branch`: the service from this tree;
+- one more service for each `--src LABEL=DIR` (an intermediate step's src/);
 - `relay`: benchmarks/chain_relay.py, the same chain relayed by plain
   sse-starlette (the reference for what a start needs at least).
 
@@ -319,6 +320,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the src/ of main before this round (`git archive 94bbced src | tar -x -C DIR`);"
         " `none` leaves it out",
     )
+    parser.add_argument(
+        "--src",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="one more service, from the src/ in DIR, named LABEL (repeatable): an"
+        " intermediate step's tree, say, to measure each step in the same run",
+    )
     parser.add_argument("--no-relay", action="store_true", help="leave out the chain relay")
     parser.add_argument("--profile", action="store_true", help="py-spy on main and branch, after")
     args = parser.parse_args(argv)
@@ -353,12 +362,12 @@ def main(argv: list[str] | None = None) -> None:
     with_main = str(args.baseline_src) != "none"
     with ExitStack() as stack:
         stub_url, stub_pid = stack.enter_context(run_stub(spec))
-        settings = {"branch": service_settings(stub_url)}
+        base = service_settings(stub_url)
+        trees = [label_dir.split("=", 1) for label_dir in args.src]
         if with_main:
-            settings = {
-                "main": {**settings["branch"], "PYTHONPATH": str(args.baseline_src)},
-                **settings,
-            }
+            trees.insert(0, ["main", str(args.baseline_src)])
+        settings = {label: {**base, "PYTHONPATH": tree} for label, tree in trees}
+        settings["branch"] = base
         with spawned_on(SERVICE_CORE, pinning):
             running = stack.enter_context(run_services(list(settings.values()), workdir))
             targets = {
