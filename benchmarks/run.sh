@@ -32,6 +32,10 @@ uv run --frozen python -m benchmarks.answer_cache --redis
 # Tracing (issue 24): the service's CPU per short answer and per 1,000 tokens
 # with tracing on (a real OTLP collector), off, and with the collector down.
 uv run --frozen python -m benchmarks.tracing
+# Starting an answer (issue 25): the service's CPU per 2-token answer, 20 at a
+# time and in a burst of 200 (with its time to first text), against main before
+# the round (its exported src/) and the chain relay, in the same run.
+uv run --frozen python -m benchmarks.startup --profile
 # QA_WORKERS=2 against 1: throughput at saturation, Redis store.
 uv run --frozen python -m benchmarks.workers
 # Where the service's CPU goes under load (py-spy sampling profile).

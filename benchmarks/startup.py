@@ -318,7 +318,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=BASELINE_SRC,
         help="the src/ of main before this round (`git archive 94bbced src | tar -x -C DIR`);"
-        " `none` leaves it out",
+        " left out when there is none",
     )
     parser.add_argument(
         "--src",
@@ -359,7 +359,9 @@ def main(argv: list[str] | None = None) -> None:
     ledger = Ledger({"short": "".join(SHORT_PIECES)})
     workdir = RESULTS / "work"
     workdir.mkdir(parents=True, exist_ok=True)
-    with_main = str(args.baseline_src) != "none"
+    # Left out when there is no such tree (`git archive 94bbced src | tar -x -C DIR` makes one).
+    with_main = args.baseline_src.is_dir()
+    report["main_src"] = str(args.baseline_src) if with_main else None
     with ExitStack() as stack:
         stub_url, stub_pid = stack.enter_context(run_stub(spec))
         base = service_settings(stub_url)
