@@ -744,6 +744,30 @@ def git_commit() -> dict[str, Any]:
     }
 
 
+def report_start(args: argparse.Namespace, started_at: datetime, **more: Any) -> dict[str, Any]:
+    """What every result JSON starts with: when, the arguments, the commit, the machine
+    and its load average now (the caller adds `loadavg_end`), then `more`."""
+    return {
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "git": git_commit(),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_start": list(os.getloadavg()),
+        },
+        **more,
+    }
+
+
+def lift_open_files() -> None:
+    """The soft limit on open files up to the hard one (children inherit it): a
+    burst of hundreds of streams is twice as many sockets in a service."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def load_lines(key: str, load: dict[str, Any], names: tuple[str, ...]) -> list[str]:
     arrival = "open at once in steady state" if key == "e" else "concurrent streams started at once"
     lines = [
@@ -893,21 +917,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started_wall, started_at = time.perf_counter(), datetime.now(UTC)
-    report: dict[str, Any] = {
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "git": git_commit(),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg_start": list(os.getloadavg()),
-        },
-        "scenarios": {},
-    }
-    # 400 streams are 800+ sockets in a relay: lift the soft limit (children inherit it).
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    report = report_start(args, started_at, scenarios={})
+    # 400 streams are 800+ sockets in a relay.
+    lift_open_files()
 
     pinning = pin_load_generator(
         f"service and chain relay on core {SERVICE_CORE}, stub and load generator on {LOAD_CORE}"

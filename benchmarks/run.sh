@@ -36,6 +36,10 @@ uv run --frozen python -m benchmarks.tracing
 # a burst of 200 short answers and 100 streams over HTTPS and plain HTTP, with
 # the connections each opened; HTTP/2 and the aiohttp transport beside httpx.
 uv run --frozen python -m benchmarks.transport
+# Starting an answer (issue 25): the service's CPU per 2-token answer, 20 at a
+# time and in a burst of 200 (with its time to first text), against main before
+# the round (its exported src/) and the chain relay, in the same run.
+uv run --frozen python -m benchmarks.startup --profile
 # QA_WORKERS=2 against 1: throughput at saturation, Redis store, and the
 # scaling on paper from per-core figures (the load side shares a core here).
 uv run --frozen python -m benchmarks.workers

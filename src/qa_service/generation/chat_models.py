@@ -40,10 +40,11 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any, cast
 
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.outputs import ChatGenerationChunk
 from langchain_groq import ChatGroq
 from langchain_openai import ChatOpenAI
+from pydantic import PrivateAttr
 
 from qa_service.generation.batching import batch_waiting, capped, merge_chunks
 
@@ -54,7 +55,35 @@ class TextFirstChatModel(BaseChatModel):
     Its stream also keeps to the model's `max_tokens` in provider chunks, and
     merges the chunks that are already waiting when it is asked for the next
     (batching.py: under load, the chain's per-chunk cost is paid less often).
+
+    Its settings, as a call reports them to the callbacks (invocation params,
+    LangSmith params), are worked out once: the model is built at start-up and
+    never changed after, and LangChain rebuilt them (a `model.dict()` among
+    them) three times per answer (benchmarks/startup.py). A call with its own
+    `stop` or kwargs (an answer's `max_tokens`, bound by writer.py) still gets
+    them worked out for it.
     """
+
+    # What each of the two returned for a call with no stop and no kwargs.
+    _invocation_params: dict[str, Any] | None = PrivateAttr(default=None)
+    _ls_params: LangSmithParams | None = PrivateAttr(default=None)
+
+    def _get_invocation_params(
+        self, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        if stop is not None or kwargs:
+            return super()._get_invocation_params(stop=stop, **kwargs)
+        if self._invocation_params is None:
+            self._invocation_params = super()._get_invocation_params()
+        # Copies: LangChain adds to what it gets (ls_integration, say).
+        return dict(self._invocation_params)
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        if stop is not None or kwargs:
+            return super()._get_ls_params(stop=stop, **kwargs)
+        if self._ls_params is None:
+            self._ls_params = super()._get_ls_params()
+        return self._ls_params.copy()
 
     async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         # Typed AsyncIterator, but an async generator: closed with ours.
