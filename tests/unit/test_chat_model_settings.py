@@ -1,25 +1,16 @@
-"""The chat model's settings, worked out once per model (chat_models.py), and the chain's
-signatures, once per process (writer.py): what LangChain is told stays what it was."""
+"""The chat model's settings, worked out once per model (chat_models.py): what LangChain is
+told stays what it was."""
 
 from __future__ import annotations
 
-import inspect
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.prompts import BasePromptTemplate
-from langchain_core.runnables import RunnableSequence
-from langchain_core.runnables.utils import accepts_config, accepts_run_manager
 from langchain_openai import ChatOpenAI
 
 from qa_service.generation.chat_models import TextFirstChatModel, TextFirstChatOpenAI
-from qa_service.generation.prompts import load_prompts
-from qa_service.generation.writer import InlineStrOutputParser
-
-PROMPTS = load_prompts(Path(__file__).resolve().parents[2] / "prompts")
 
 
 def _openai_model() -> TextFirstChatOpenAI:
@@ -85,27 +76,3 @@ async def test_each_call_reports_its_own_cap_to_the_callbacks() -> None:
         caps += handler.caps
 
     assert caps == [None, 3, None]
-
-
-def test_the_chains_functions_carry_the_signature_inspect_would_give() -> None:
-    functions = (
-        RunnableSequence._atransform,
-        BasePromptTemplate._aformat_prompt_with_error_handling,
-        InlineStrOutputParser._atransform,
-    )
-    for function in functions:
-        assert "__signature__" in vars(function), function.__qualname__
-        code = function.__code__
-        named = code.co_argcount + code.co_kwonlyargcount
-        named += bool(code.co_flags & inspect.CO_VARARGS)
-        named += bool(code.co_flags & inspect.CO_VARKEYWORDS)
-        assert list(function.__signature__.parameters) == list(code.co_varnames[:named])
-    # What LangChain asks of them, per answer, still answered the same way.
-    sequence = (
-        PROMPTS["explain"].template
-        | GenericFakeChatModel(messages=iter(()))
-        | (InlineStrOutputParser())
-    )
-    assert accepts_run_manager(sequence._atransform)
-    assert accepts_config(sequence._atransform)
-    assert not accepts_config(InlineStrOutputParser()._atransform)

@@ -8,7 +8,6 @@ answer first needs it.
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
@@ -19,8 +18,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.outputs import ChatGeneration, Generation
-from langchain_core.prompts import BasePromptTemplate
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableSequence
+from langchain_core.runnables import Runnable, RunnableConfig
 
 from qa_service.core.errors import UpstreamStalledError
 from qa_service.generation.call_spans import CALL_TRACING, CallSpans
@@ -63,30 +61,6 @@ class InlineStrOutputParser(StrOutputParser):
 
 
 _Chain = Runnable[dict[str, Any], str]
-
-
-def _remember_signatures(*functions: Any) -> None:
-    """Give each function its signature, worked out once.
-
-    For every step it runs, LangChain asks whether the function takes a
-    `config` and a `run_manager` (runnables/utils.py accepts_config,
-    accepts_run_manager): `inspect.signature` twice, and inspect caches
-    nothing, so it builds the signature anew each time: six per answer, about
-    2% of the service's CPU for a short answer (benchmarks/startup.py's
-    profile). A function's `__signature__` is what inspect returns first,
-    so the answer is the same, worked out once per process.
-    """
-    for function in functions:
-        function.__signature__ = inspect.signature(function)
-
-
-# The three functions an answer's chain asks about: the sequence's, the
-# prompt's (formatting the question) and the parser's.
-_remember_signatures(
-    RunnableSequence._atransform,
-    BasePromptTemplate._aformat_prompt_with_error_handling,
-    InlineStrOutputParser._atransform,
-)
 
 
 class AIWriter:
