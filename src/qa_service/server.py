@@ -25,6 +25,7 @@ import uvicorn
 from sse_starlette.sse import AppStatus
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from qa_service.access.descriptors import streams_within
 from qa_service.core import errors
 from qa_service.core.draining import Drain
 
@@ -36,13 +37,6 @@ UVICORN_SHUTDOWN_SECONDS = 1
 
 # httptools.parse_url keeps URL offsets and lengths as uint16_t.
 MAX_URL_BYTES = 65_535
-
-
-# Descriptors an answer holds: the client's connection and the provider's.
-DESCRIPTORS_PER_STREAM = 2
-# What the process holds besides answers: its own files, the listening socket,
-# and up to 100 idle provider connections kept for reuse (upstream.py).
-DESCRIPTORS_RESERVED = 150
 
 
 def raise_open_file_limit() -> tuple[int, int]:
@@ -71,7 +65,8 @@ def _kernel_open_file_ceiling() -> int:
 
 
 def log_open_file_limit(before: int, after: int) -> None:
-    streams = max(0, (after - DESCRIPTORS_RESERVED) // DESCRIPTORS_PER_STREAM)
+    # Without Redis: QA_REDIS_URL's answers hold one more (access/descriptors.py).
+    streams = streams_within(after, redis=False) or 0
     level = logging.WARNING if streams < 1000 else logging.INFO
     log.log(
         level,

@@ -102,6 +102,15 @@ class Telemetry:
             "qa_client_slots_held",
             "Clients' answers in progress this instance holds a QA_CLIENT_MAX_STREAMS slot for",
         )
+        self.stream_limit = gauge(
+            "qa_stream_limit",
+            "Answers this instance admits at once now: the lowest of QA_MAX_STREAMS, what the "
+            "open-file limit allows and the adaptive limit (QA_ADAPTIVE_LIMIT)",
+        )
+        self.event_loop_lag = gauge(
+            "qa_event_loop_lag_seconds",
+            "The event loop's lag, smoothed, that moves the adaptive limit (0 with it off)",
+        )
         self.auth_refusals = counter(
             "qa_auth_refusals",
             "Requests refused 401 unauthorized: no_credentials, wrong_key, bad_ticket "
@@ -137,6 +146,11 @@ class Telemetry:
     def watch_client_slots(self, held: Callable[[], int]) -> None:
         """Read at each scrape: a value that never returns to 0 at rest is a leak."""
         self.client_slots_held.labels(*self._labels).set_function(held)
+
+    def watch_capacity(self, limit: Callable[[], int], lag: Callable[[], float]) -> None:
+        """Read at each scrape: the admission's bound now, and the loop's lag that moves it."""
+        self.stream_limit.labels(*self._labels).set_function(limit)
+        self.event_loop_lag.labels(*self._labels).set_function(lag)
 
     def connection_closed(self, reason: str) -> None:
         """The server ended a connection itself: `no_request` or `response_cut_off`."""
