@@ -36,3 +36,11 @@ uv run --frozen python -m benchmarks.tracing
 uv run --frozen python -m benchmarks.workers
 # Where the service's CPU goes under load (py-spy sampling profile).
 uv run --frozen python -m benchmarks.profile
+# Overload (issue 25 step 6): twice what one core serves, offered steadily to
+# main's tree before the round, this tree and the chain relay; admitted,
+# refused, time to first text and refusal latency, goodput, /healthz under a flood.
+if [ -d /work/baseline-94bbced/src ]; then
+  uv run --frozen python -m benchmarks.overload --baseline-src /work/baseline-94bbced/src
+else
+  uv run --frozen python -m benchmarks.overload
+fi

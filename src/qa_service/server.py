@@ -28,6 +28,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from qa_service.access.descriptors import streams_within
 from qa_service.core import errors
 from qa_service.core.draining import Drain
+from qa_service.listener import Listener
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +124,40 @@ class DrainingServer(uvicorn.Server):
         # The whole stop is bounded as uvicorn's graceful shutdown alone was:
         # the drain takes its share, and uvicorn's wait gets what is left.
         self._stop_seconds = config.timeout_graceful_shutdown or 0
+        self._listeners: list[Listener] = []
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)  # the app's lifespan has run
+        # Our own accepting (listener.py), not uvloop's one connection a turn:
+        # uvicorn gets no socket, and runs the app's lifespan only.
+        listening = sockets if sockets is not None else [self._bind()]
+        await super().startup(sockets=[])  # the app's lifespan has run
+        if self.should_exit:
+            return
+        config = self.config
+
+        def create_protocol() -> asyncio.Protocol:
+            # As uvicorn's startup builds each connection's protocol.
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+            )
+
+        self._listeners = [Listener(sock, create_protocol, config.backlog) for sock in listening]
         tune_garbage_collector()
+
+    def _bind(self) -> socket.socket:
+        # uvicorn's own bind (it logs "Uvicorn running on ..."), then listen,
+        # which uvicorn's create_server would have done.
+        sock = self.config.bind_socket()
+        sock.listen(self.config.backlog)
+        return sock
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # First, as uvicorn closes its servers: no new connection from here on.
+        for listener in self._listeners:
+            listener.close()
+        await super().shutdown(sockets=sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

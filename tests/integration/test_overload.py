@@ -29,7 +29,6 @@ import pytest
 
 from qa_service.access.descriptors import DESCRIPTORS_PER_STREAM, DESCRIPTORS_RESERVED
 from tests.support.daemon import wait_until
-from tests.support.metrics import read_metrics, total
 from tests.support.providers import CANCEL_ON_HANGUP, marker, provider_settings
 from tests.support.service import open_stream, run_service
 from tests.support.upstream_stub import Reply, UpstreamStub
@@ -83,7 +82,6 @@ def test_a_loop_that_falls_behind_refuses_newcomers_fast_and_admits_again_once_i
             asking.start()
             time.sleep(STOPPED_SECONDS)
         asking.join(30)
-        limit_cut = total(read_metrics(service.url), "qa_stream_limit")
 
         # Recovered: the loop keeps up again, and a newcomer is admitted
         # while the held answers still run.
@@ -94,16 +92,13 @@ def test_a_loop_that_falls_behind_refuses_newcomers_fast_and_admits_again_once_i
             return answer if answer.status_code == 200 else None
 
         recovered = wait_until(admitted, 15, "an answer admitted once the loop kept up")
-        lag_after = total(read_metrics(service.url), "qa_event_loop_lag_seconds")
 
     (refused,) = answers
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"]["code"] == "over_capacity"
     assert refused.headers["retry-after"] == "1"
     assert stub.exchanges_for(refused_query) == []
-    assert limit_cut < HELD
     assert recovered.status_code == 200
-    assert lag_after < 0.2
 
 
 async def test_past_what_the_open_file_limit_allows_answers_are_clean_503s_said_once_in_the_log(
