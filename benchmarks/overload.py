@@ -408,6 +408,13 @@ def report_text(report: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-src", type=Path, help="main's src/, measured as service_base")
+    parser.add_argument(
+        "--baseline-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for service_base only (repeatable), e.g. QA_ADAPTIVE_LIMIT=true",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="overload rounds per target")
     parser.add_argument("--tokens", type=int, default=100, help="tokens per stream")
     parser.add_argument("--rate", type=float, default=50.0, help="tokens/s per stream")
@@ -453,7 +460,8 @@ def main(argv: list[str] | None = None) -> None:
         stub_url, stub_pid = stack.enter_context(run_stub(spec))
         trees: list[tuple[str, dict[str, str]]] = [("service", {"QA_ADAPTIVE_LIMIT": "true"})]
         if args.baseline_src is not None:
-            trees.insert(0, ("service_base", {"PYTHONPATH": str(args.baseline_src)}))
+            base_env = dict(pair.split("=", 1) for pair in args.baseline_env)
+            trees.insert(0, ("service_base", {"PYTHONPATH": str(args.baseline_src), **base_env}))
         targets, flooded = [], []
         with spawned_on(SERVICE_CORE, pinning):
             chain_url, chain_pid = stack.enter_context(
