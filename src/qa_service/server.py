@@ -17,12 +17,14 @@ import resource
 import signal
 import socket
 import struct
+import sys
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, cast
 
 import uvicorn
 from sse_starlette.sse import AppStatus
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from qa_service.access.descriptors import streams_within
@@ -31,6 +33,8 @@ from qa_service.core.draining import Drain
 from qa_service.listener import Listener
 
 log = logging.getLogger(__name__)
+# Where uvicorn writes its start and its failures to bind.
+_uvicorn_log = logging.getLogger("uvicorn.error")
 
 # At least this much of the stop is left to uvicorn's own shutdown, once the
 # drain ends: closing the listener and the connections, then the app's end.
@@ -147,10 +151,24 @@ class DrainingServer(uvicorn.Server):
         tune_garbage_collector()
 
     def _bind(self) -> socket.socket:
-        # uvicorn's own bind (it logs "Uvicorn running on ..."), then listen,
-        # which uvicorn's create_server would have done.
-        sock = self.config.bind_socket()
-        sock.listen(self.config.backlog)
+        # As uvicorn's create_server would have: the same exit code and
+        # message when the port is taken, the same line once listening.
+        host, port = self.config.host, self.config.port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            sock = socket.create_server((host, port), family=family, backlog=self.config.backlog)
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            _uvicorn_log.error(
+                "[Errno %s] error while attempting to bind on address %r: %s",
+                exc.errno,
+                (host, port),
+                reason,
+            )
+            sys.exit(STARTUP_FAILURE)
+        _uvicorn_log.info(
+            "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", host, sock.getsockname()[1]
+        )
         return sock
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
