@@ -55,3 +55,11 @@ uv run --frozen python -m benchmarks.profile
 # Redis' keys and memory. Exits 1 if a series grows, or Redis keeps a key of
 # ours past QA_RESUME_TTL_SECONDS. tests/integration/test_soak.py runs 2 minutes.
 uv run --frozen python -m benchmarks.soak
+# Overload (issue 25 step 6): twice what one core serves, offered steadily to
+# main's tree before the round, this tree and the chain relay; admitted,
+# refused, time to first text and refusal latency, goodput, /healthz under a flood.
+if [ -d /work/baseline-94bbced/src ]; then
+  uv run --frozen python -m benchmarks.overload --baseline-src /work/baseline-94bbced/src
+else
+  uv run --frozen python -m benchmarks.overload
+fi

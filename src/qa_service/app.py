@@ -79,6 +79,11 @@ def create_app(settings: Settings) -> FastAPI:
             )
             telemetry.watch_client_slots(lambda: admission.slots.held)
             telemetry.watch_event_loop(asyncio.get_running_loop())
+            capacity = admission.capacity
+            telemetry.watch_capacity(
+                capacity.current_limit,
+                lambda: 0.0 if capacity.adaptive is None else capacity.adaptive.lag,
+            )
             limits = GenerationLimits(
                 first_piece_seconds=settings.upstream_read_timeout_seconds,
                 idle_seconds=settings.upstream_idle_timeout_seconds,

@@ -141,6 +141,13 @@ class Settings(BaseSettings):
     redis_outage_seconds: float = Field(default=30.0, ge=1, le=600)
     # Answers generating in this process at once; past it, 503 over_capacity.
     max_streams: int = Field(default=1000, ge=1, le=100_000)
+    # Under it, a limit that follows what the process keeps up with: the event
+    # loop's lag (access/adaptive_limit.py). Past it, 503 over_capacity too.
+    adaptive_limit: bool = True
+    # The loop lag (smoothed) above which the limit comes down.
+    adaptive_limit_lag_ms: float = Field(default=25.0, gt=0, le=10_000)
+    # The limit never comes down below this many answers.
+    adaptive_limit_min: int = Field(default=8, ge=1, le=100_000)
     # Per client (its API key, else its address): answers started per period
     # ("60/minute"), answers at once, and output tokens per period
     # ("200000/day"). Unset: no limit. Shared by replicas through QA_REDIS_URL.

@@ -17,18 +17,24 @@ import resource
 import signal
 import socket
 import struct
+import sys
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, cast
 
 import uvicorn
 from sse_starlette.sse import AppStatus
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from qa_service.access.descriptors import streams_within
 from qa_service.core import errors
 from qa_service.core.draining import Drain
+from qa_service.listener import Listener
 
 log = logging.getLogger(__name__)
+# Where uvicorn writes its start and its failures to bind.
+_uvicorn_log = logging.getLogger("uvicorn.error")
 
 # At least this much of the stop is left to uvicorn's own shutdown, once the
 # drain ends: closing the listener and the connections, then the app's end.
@@ -36,13 +42,6 @@ UVICORN_SHUTDOWN_SECONDS = 1
 
 # httptools.parse_url keeps URL offsets and lengths as uint16_t.
 MAX_URL_BYTES = 65_535
-
-
-# Descriptors an answer holds: the client's connection and the provider's.
-DESCRIPTORS_PER_STREAM = 2
-# What the process holds besides answers: its own files, the listening socket,
-# and up to 100 idle provider connections kept for reuse (upstream.py).
-DESCRIPTORS_RESERVED = 150
 
 
 def raise_open_file_limit() -> tuple[int, int]:
@@ -71,7 +70,8 @@ def _kernel_open_file_ceiling() -> int:
 
 
 def log_open_file_limit(before: int, after: int) -> None:
-    streams = max(0, (after - DESCRIPTORS_RESERVED) // DESCRIPTORS_PER_STREAM)
+    # Without Redis: QA_REDIS_URL's answers hold one more (access/descriptors.py).
+    streams = streams_within(after, redis=False) or 0
     level = logging.WARNING if streams < 1000 else logging.INFO
     log.log(
         level,
@@ -128,10 +128,54 @@ class DrainingServer(uvicorn.Server):
         # The whole stop is bounded as uvicorn's graceful shutdown alone was:
         # the drain takes its share, and uvicorn's wait gets what is left.
         self._stop_seconds = config.timeout_graceful_shutdown or 0
+        self._listeners: list[Listener] = []
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)  # the app's lifespan has run
+        # Our own accepting (listener.py), not uvloop's one connection a turn:
+        # uvicorn gets no socket, and runs the app's lifespan only.
+        listening = sockets if sockets is not None else [self._bind()]
+        await super().startup(sockets=[])  # the app's lifespan has run
+        if self.should_exit:
+            return
+        config = self.config
+
+        def create_protocol() -> asyncio.Protocol:
+            # As uvicorn's startup builds each connection's protocol.
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+            )
+
+        self._listeners = [Listener(sock, create_protocol, config.backlog) for sock in listening]
         tune_garbage_collector()
+
+    def _bind(self) -> socket.socket:
+        # As uvicorn's create_server would have: the same exit code and
+        # message when the port is taken, the same line once listening.
+        host, port = self.config.host, self.config.port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            sock = socket.create_server((host, port), family=family, backlog=self.config.backlog)
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            _uvicorn_log.error(
+                "[Errno %s] error while attempting to bind on address %r: %s",
+                exc.errno,
+                (host, port),
+                reason,
+            )
+            sys.exit(STARTUP_FAILURE)
+        _uvicorn_log.info(
+            "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", host, sock.getsockname()[1]
+        )
+        return sock
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # First, as uvicorn closes its servers: no new connection from here on.
+        for listener in self._listeners:
+            listener.close()
+        await super().shutdown(sockets=sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -16,7 +16,7 @@ import httpx
 
 from tests.support.metrics import read_metrics, total
 from tests.support.providers import CANCEL_ON_HANGUP, marker, provider_settings
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, open_stream, run_service
 from tests.support.sse import read_stream
 from tests.support.upstream_stub import Reply, UpstreamStub
 
@@ -26,15 +26,6 @@ def limited_service(stub: UpstreamStub, workdir: Path, **limits: str) -> Iterato
     settings = {**provider_settings("openai", stub), **CANCEL_ON_HANGUP, **limits}
     with run_service(settings, workdir) as service:
         yield service
-
-
-@contextmanager
-def open_stream(service: RunningService, query: str) -> Iterator[httpx.Response]:
-    """A stream held open (its headers read) until the block exits, which hangs up."""
-    with httpx.stream(
-        "GET", f"{service.url}/ai_write", params={"query": query}, timeout=10
-    ) as response:
-        yield response
 
 
 def slots_held(service: RunningService) -> float:

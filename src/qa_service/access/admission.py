@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 import anyio
 from limits.aio.storage import Storage
 
+from qa_service.access.adaptive_limit import AdaptiveLimit, LoopLagProbe
 from qa_service.access.capacity import StreamCapacity
+from qa_service.access.descriptors import open_file_limit, streams_within
 from qa_service.access.quotas import ClientQuotas
 from qa_service.access.slots import SLOT_LEASE_SECONDS, SlotKeeper, SlotStore
 from qa_service.answers.run import AnswerRun
@@ -165,12 +167,34 @@ async def open_admission(
     the slots' leases are renewed while the block runs."""
     slots = SlotKeeper(slot_store, SLOT_LEASE_SECONDS)
     keeper = asyncio.get_running_loop().create_task(slots.keep_leases())
+    capacity = build_capacity(settings)
+    probe = None
+    if capacity.adaptive is not None:
+        adaptive = capacity.adaptive
+        probe = LoopLagProbe(lambda lag: adaptive.observe(lag, capacity.in_use))
+        probe.start()
     try:
         yield Admission(
-            StreamCapacity(settings.max_streams),
+            capacity,
             ClientQuotas(counters, settings.rate_limit, settings.client_token_budget),
             slots,
             settings.client_max_streams,
         )
     finally:
+        if probe is not None:
+            probe.stop()
         keeper.cancel()
+
+
+def build_capacity(settings: Settings) -> StreamCapacity:
+    """QA_MAX_STREAMS, under it what the open-file limit allows, and the adaptive limit."""
+    descriptors_allow = streams_within(open_file_limit(), redis=settings.redis_url is not None)
+    ceiling = settings.max_streams
+    if descriptors_allow is not None:
+        ceiling = min(ceiling, descriptors_allow)
+    adaptive = None
+    if settings.adaptive_limit:
+        adaptive = AdaptiveLimit(
+            ceiling, settings.adaptive_limit_min, settings.adaptive_limit_lag_ms / 1000
+        )
+    return StreamCapacity(settings.max_streams, descriptors_allow, adaptive)

@@ -1,6 +1,12 @@
-"""QA_MAX_STREAMS: how many answers this process generates at once.
+"""How many answers this process generates at once: three bounds, the lowest wins.
 
-A counter, not a semaphore: over the cap a request is refused at once
+- QA_MAX_STREAMS, the hard ceiling;
+- what the open-file limit leaves room for (access/descriptors.py), said
+  once in the log the first time it refuses;
+- the adaptive limit (access/adaptive_limit.py), when on: what the event
+  loop keeps up with.
+
+A counter, not a semaphore: past the bound a request is refused at once
 (503 over_capacity), never queued, so a flood costs one comparison per request
 and no upstream call. Only answers count: idle connections, resumes and
 /healthz never take a place.
@@ -8,18 +14,58 @@ and no upstream call. Only answers count: idle connections, resumes and
 
 from __future__ import annotations
 
+import logging
+
+from qa_service.access.adaptive_limit import AdaptiveLimit
+
+log = logging.getLogger(__name__)
+
 
 class StreamCapacity:
-    def __init__(self, limit: int) -> None:
+    def __init__(
+        self,
+        limit: int,
+        descriptors_allow: int | None = None,
+        adaptive: AdaptiveLimit | None = None,
+    ) -> None:
         self.limit = limit
+        self.descriptors_allow = descriptors_allow
+        self.adaptive = adaptive
         self.in_use = 0
+        self._said_descriptors = False
 
     def try_take(self) -> bool:
         """Take a place if one is free. Synchronous, so check and take cannot interleave."""
         if self.in_use >= self.limit:
+            return False
+        if self.descriptors_allow is not None and self.in_use >= self.descriptors_allow:
+            self._say_descriptors_ran_out()
+            return False
+        if self.adaptive is not None and self.in_use >= self.adaptive.limit:
             return False
         self.in_use += 1
         return True
 
     def give_back(self) -> None:
         self.in_use -= 1
+
+    def current_limit(self) -> int:
+        """The bound that applies now, the lowest of the three (a metric)."""
+        bounds = [self.limit]
+        if self.descriptors_allow is not None:
+            bounds.append(self.descriptors_allow)
+        if self.adaptive is not None:
+            bounds.append(self.adaptive.limit)
+        return min(bounds)
+
+    def _say_descriptors_ran_out(self) -> None:
+        # Once per process: a flood would otherwise write a line per refusal,
+        # and the one line already says what to change.
+        if self._said_descriptors:
+            return
+        self._said_descriptors = True
+        log.warning(
+            "open file limit reached: new answers are refused with 503 over_capacity"
+            " until some end; raise the limit (ulimit -n, LimitNOFILE) to serve more",
+            extra={"streams": self.in_use, "streams_allowed": self.descriptors_allow},
+        )

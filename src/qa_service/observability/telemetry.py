@@ -108,6 +108,15 @@ class Telemetry:
             "Tasks alive on the service's event loop: answers, readers, background loops. "
             "At rest it returns to the same number; one that keeps climbing is a leak",
         )
+        self.stream_limit = gauge(
+            "qa_stream_limit",
+            "Answers this instance admits at once now: the lowest of QA_MAX_STREAMS, what the "
+            "open-file limit allows and the adaptive limit (QA_ADAPTIVE_LIMIT)",
+        )
+        self.event_loop_lag = gauge(
+            "qa_event_loop_lag_seconds",
+            "The event loop's lag, smoothed, that moves the adaptive limit (0 with it off)",
+        )
         self.auth_refusals = counter(
             "qa_auth_refusals",
             "Requests refused 401 unauthorized: no_credentials, wrong_key, bad_ticket "
@@ -147,6 +156,11 @@ class Telemetry:
     def watch_event_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Count `loop`'s tasks at each scrape (read on the loop: /metrics is async)."""
         self.asyncio_tasks.labels(*self._labels).set_function(lambda: len(asyncio.all_tasks(loop)))
+
+    def watch_capacity(self, limit: Callable[[], int], lag: Callable[[], float]) -> None:
+        """Read at each scrape: the admission's bound now, and the loop's lag that moves it."""
+        self.stream_limit.labels(*self._labels).set_function(limit)
+        self.event_loop_lag.labels(*self._labels).set_function(lag)
 
     def connection_closed(self, reason: str) -> None:
         """The server ended a connection itself: `no_request` or `response_cut_off`."""
