@@ -9,6 +9,11 @@ from typing import Any
 
 import psutil
 
+# Main before issue 25 (94bbced), the "before" of its figures: its src/ and
+# prompts/, exported here by ./benchmarks/run.sh (`git archive 94bbced src
+# prompts`), under the results' untracked work directory.
+BASELINE_SRC = Path(__file__).resolve().parent / "results" / "work" / "baseline" / "src"
+
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds the process has used so far."""

@@ -1,7 +1,7 @@
 """Overload: twice what one core serves, offered steadily; who is admitted, how fast, how exact.
 
     uv run --frozen python -m benchmarks.overload [--baseline-src DIR] [--rounds 3]
-    (./benchmarks/run.sh runs it against /work/baseline-94bbced/src when that exists)
+    (./benchmarks/run.sh runs it against main before issue 25, exported by run.sh)
 
 Issue 25 step 6. The same processes as benchmarks/load.py (its parts: the
 stub, pinning, the chain relay, the Ledger): the stub and this generator on
@@ -407,7 +407,11 @@ def report_text(report: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--baseline-src", type=Path, help="main's src/, measured as service_base")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="main's src/, measured as service_base (run.sh: BASELINE_SRC)",
+    )
     parser.add_argument(
         "--baseline-env",
         action="append",

@@ -3,6 +3,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
+# Issue 25's figures are against main before it (94bbced, or QA_BENCH_BASELINE):
+# its src/ and prompts/, exported once where benchmarks/measure.py's
+# BASELINE_SRC looks for them.
+baseline=benchmarks/results/work/baseline
+if [ ! -d "$baseline/src" ]; then
+    mkdir -p "$baseline"
+    git archive "${QA_BENCH_BASELINE:-94bbced}" src prompts | tar -x -C "$baseline"
+fi
 uv run --frozen python -m benchmarks.relay
 # The chain's CPU per chunk, stock StrOutputParser against the inline one.
 uv run --frozen python -m benchmarks.parser
@@ -23,7 +31,7 @@ uv run --frozen python -m benchmarks.admission_cost
 # duration at 200 (a burst, and steadily arriving), RSS per held stream at
 # 400, every stream checked for exactness; each against the stub and a naive
 # sse-starlette relay of the same chain in the same run.
-uv run --frozen python -m benchmarks.load
+uv run --frozen python -m benchmarks.load --baseline-src "$baseline/src"
 # The answer cache (issue 22): time to first text of a hit against a miss at one
 # stream, CPU per 1,000 tokens of hits against misses at 100 streams (and the
 # cache off), upstream calls for a burst of identical questions; then on Redis.
@@ -49,17 +57,13 @@ uv run --frozen python -m benchmarks.workers
 uv run --frozen python -m benchmarks.interpreters
 # Where the service's CPU goes under load (py-spy sampling profile).
 uv run --frozen python -m benchmarks.profile
+# Overload (issue 25 step 6): twice what one core serves, offered steadily to
+# main's tree before the round, this tree and the chain relay; admitted,
+# refused, time to first text and refusal latency, goodput, /healthz under a flood.
+uv run --frozen python -m benchmarks.overload --baseline-src "$baseline/src"
 # The soak (issue 25): 30 minutes of mixed traffic (answers, hang-ups, cancels,
 # resumes on the other replica, refusals, slow readers) on two replicas over
 # Redis; every 30 s each replica's RSS, fds, asyncio tasks and connections, and
 # Redis' keys and memory. Exits 1 if a series grows, or Redis keeps a key of
 # ours past QA_RESUME_TTL_SECONDS. tests/integration/test_soak.py runs 2 minutes.
 uv run --frozen python -m benchmarks.soak
-# Overload (issue 25 step 6): twice what one core serves, offered steadily to
-# main's tree before the round, this tree and the chain relay; admitted,
-# refused, time to first text and refusal latency, goodput, /healthz under a flood.
-if [ -d /work/baseline-94bbced/src ]; then
-  uv run --frozen python -m benchmarks.overload --baseline-src /work/baseline-94bbced/src
-else
-  uv run --frozen python -m benchmarks.overload
-fi

@@ -1,7 +1,7 @@
 """Start-up benchmark (issue 25, step 1): what starting an answer costs, against main and the relay.
 
     uv run --frozen python -m benchmarks.startup [--rounds 3] [--answers 400] [--burst 200]
-        [--baseline-src /work/baseline-94bbced/src] [--profile]
+        [--baseline-src DIR] [--profile]
     (./benchmarks/run.sh runs it with the defaults, about 6 minutes on 2 cores)
 
 Processes, all on 127.0.0.1 and up for the whole run, pinned as in
@@ -70,12 +70,11 @@ from benchmarks.load import (
     service_settings,
     spawned_on,
 )
-from benchmarks.measure import cpu_seconds, percentile, write_results
+from benchmarks.measure import BASELINE_SRC, cpu_seconds, percentile, write_results
 from benchmarks.profile import _no_line, package_of, read_collapsed
 from benchmarks.redis_log_profile import SAMPLE_RATE, recording
 from benchmarks.tracing import MARKERS, SHORT_PIECES, short_answers
 
-BASELINE_SRC = Path("/work/baseline-94bbced/src")
 LOADS = ("short", "burst")
 # Who a profiled sample's CPU is for: the innermost frame in one of these
 # packages (pydantic, json, copy, typing and the standard library are what
