@@ -252,10 +252,14 @@ def wait_line(process: subprocess.Popen[str], timeout: float) -> str:
 
 
 @contextmanager
-def run_relay(module: str, stub_url: str, workdir: Path) -> Iterator[tuple[str, int]]:
+def run_relay(
+    module: str, stub_url: str, workdir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
+    """A relay (chain_relay) on a free port; `extra_env` over its environment."""
     port = free_port()
     env = service_env({"OPENAI_BASE_URL": f"{stub_url}/v1", "OPENAI_API_KEY": FAKE_KEY})
     env["PYTHONPATH"] = str(REPO)
+    env.update(extra_env or {})
     with (workdir / f"{module.rsplit('.', 1)[-1]}-{port}.log").open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", module, str(port)],
