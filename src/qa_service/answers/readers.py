@@ -98,7 +98,8 @@ class LocalReaders:
         loops = []
         if (feed := self._store.start_following(answer_id)) is not None:
             loops.append(feed)
-        loops.append(Loop(lambda stop: self._keep_present(answer_id, stop), "reader-presence"))
+        if not self._store.attach_reader(answer_id):
+            loops.append(Loop(lambda stop: self._keep_present(answer_id, stop), "reader-presence"))
         return loops
 
     def count_out(self, answer_id: str, client: str | None) -> list[Loop]:
@@ -115,6 +116,7 @@ class LocalReaders:
         if followed.readers > 0:
             return []
         del self._answers[answer_id]
+        self._store.detach_reader(answer_id, self._presence)
         return followed.loops
 
     async def _keep_present(self, answer_id: str, stop: asyncio.Event) -> None:

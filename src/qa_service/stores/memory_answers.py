@@ -25,6 +25,8 @@ class _Log(GrowingLog):
     fingerprint: str = ""
     lease_until: float = 0.0
     reader_until: float = 0.0
+    # A reader in this process is attached (answers/readers.py).
+    reader_attached: bool = False
 
 
 class MemoryAnswerStore:
@@ -99,7 +101,19 @@ class MemoryAnswerStore:
 
     async def reader_present(self, answer_id: str) -> bool:
         log = self._logs.get(answer_id)
-        return log is not None and log.reader_until > time.monotonic()
+        return log is not None and (log.reader_attached or log.reader_until > time.monotonic())
+
+    def attach_reader(self, answer_id: str) -> bool:
+        # Every reader is in this process: its presence is a flag, with no loop
+        # refreshing it (a task, an Event and a timer per open stream saved).
+        if (log := self._logs.get(answer_id)) is not None:
+            log.reader_attached = True
+        return True
+
+    def detach_reader(self, answer_id: str, seconds: float) -> None:
+        if (log := self._logs.get(answer_id)) is not None:
+            log.reader_attached = False
+            log.reader_until = time.monotonic() + seconds
 
     async def request_cancel(self, answer_id: str) -> None:
         self._cancels.put_nowait(answer_id)
