@@ -140,8 +140,10 @@ async def hold(
     all_open = asyncio.Event()
     result: dict[str, Any] = {"streams": count, "rss_before_mb": before / 1024}
 
+    failed = 0
+
     async def tracked() -> Stream:
-        nonlocal first_texts
+        nonlocal first_texts, failed
         counted = False
 
         def on_event(event: dict[str, Any]) -> None:
@@ -149,17 +151,16 @@ async def hold(
             if not counted and event.get("text"):
                 counted = True
                 first_texts += 1
-                if first_texts == count:
+                if first_texts + failed == count:
                     all_open.set()
 
         try:
             marker = IDLE_MARKER if probe is not None else MARKERS["hold"]
             return await one_stream(target, marker_key, marker, on_event=on_event)
         finally:
-            if not counted:  # ended without text: the Ledger reports it
-                counted = True
-                first_texts += 1
-                if first_texts == count:
+            if not counted:  # ended without text: not open, and the Ledger reports it
+                failed += 1
+                if first_texts + failed == count:
                     all_open.set()
 
     started = time.perf_counter()
@@ -179,7 +180,10 @@ async def hold(
         await asyncio.sleep(args.settle)
         opened = await rss_kb_median(target.pid)
         result["rss_open_mb"] = opened / 1024
-        result["rss_mb_per_stream"] = (opened - before) / 1024 / count
+        # Only when every stream is open: one that failed holds nothing, and a
+        # round with failures says so (its figure left out of the summary).
+        result["failed_before_text"] = failed
+        result["rss_mb_per_stream"] = (opened - before) / 1024 / count if not failed else None
         if probe is not None:
             result["breakdown"] = await ask_probe_async(probe, target.pid, "snapshot")
         result["open_while_measured"] = sum(not s.done() for s in streams)
@@ -240,26 +244,37 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     names = list(rounds[0]["targets"])
     result: dict[str, Any] = {}
     for name in names:
-        values = [r["targets"][name]["rss_mb_per_stream"] for r in rounds]
+        values = [
+            r["targets"][name]["rss_mb_per_stream"]
+            for r in rounds
+            if r["targets"][name]["rss_mb_per_stream"] is not None
+        ]
+        if not values:
+            result[name] = {"rounds": [], "note": "no round with every stream open"}
+            continue
         result[name] = {
             "rss_mb_per_stream_median": statistics.median(values),
             "rss_mb_per_stream_min": min(values),
             "rss_mb_per_stream_max": max(values),
             "rounds": values,
         }
-    relay = result["chain_relay"]["rss_mb_per_stream_median"]
+    relay = result["chain_relay"].get("rss_mb_per_stream_median")
     for name in names:
-        result[name]["to_relay"] = result[name]["rss_mb_per_stream_median"] / relay
+        if relay and "rss_mb_per_stream_median" in result[name]:
+            result[name]["to_relay"] = result[name]["rss_mb_per_stream_median"] / relay
     if "service_base" in result:
         # Ratio per round (the same machine at the same moment), then their median.
-        result["service"]["to_base_by_round"] = [
-            r["targets"]["service"]["rss_mb_per_stream"]
-            / r["targets"]["service_base"]["rss_mb_per_stream"]
+        pairs = [
+            (
+                r["targets"]["service"]["rss_mb_per_stream"],
+                r["targets"]["service_base"]["rss_mb_per_stream"],
+            )
             for r in rounds
         ]
-        result["service"]["to_base_median"] = statistics.median(
-            result["service"]["to_base_by_round"]
-        )
+        ratios = [ours / base for ours, base in pairs if ours and base]
+        if ratios:
+            result["service"]["to_base_by_round"] = ratios
+            result["service"]["to_base_median"] = statistics.median(ratios)
     return result
 
 
@@ -319,9 +334,12 @@ def report_text(report: dict[str, Any]) -> str:
         f"  {'':14}{'median':>8}{'min':>8}{'max':>8}{'/relay':>8}  rounds",
     ]
     for name, row in report["summary"].items():
+        if not row["rounds"]:
+            lines.append(f"  {name:14}{row['note']}")
+            continue
         lines.append(
             f"  {name:14}{row['rss_mb_per_stream_median']:8.3f}{row['rss_mb_per_stream_min']:8.3f}"
-            f"{row['rss_mb_per_stream_max']:8.3f}{row['to_relay']:8.2f}  "
+            f"{row['rss_mb_per_stream_max']:8.3f}{row.get('to_relay', 0):8.2f}  "
             + " ".join(f"{v:.3f}" for v in row["rounds"])
         )
     if "to_base_median" in report["summary"].get("service", {}):
@@ -425,7 +443,11 @@ def main(argv: list[str] | None = None) -> None:
                     ours_cpu += sum(cpu_seconds(t.pid) for t in targets) - cpu0
                     if with_probe:
                         report["breakdown"] = {
-                            t.name: measured[t.name]["breakdown"] for t in targets
+                            t.name: {
+                                **measured[t.name]["breakdown"],
+                                "failed_before_text": measured[t.name]["failed_before_text"],
+                            }
+                            for t in targets
                         }
                     else:
                         report["rounds"].append(
