@@ -259,10 +259,13 @@ def run_relay(
     workdir: Path,
     python: str = sys.executable,
     deadline: float = START_DEADLINE,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, int]]:
+    """A relay (chain_relay) on a free port, on `python`; `extra_env` over its environment."""
     port = free_port()
     env = service_env({"OPENAI_BASE_URL": f"{stub_url}/v1", "OPENAI_API_KEY": FAKE_KEY})
     env["PYTHONPATH"] = str(REPO)
+    env.update(extra_env or {})
     with (workdir / f"{module.rsplit('.', 1)[-1]}-{port}.log").open("wb") as log:
         process = subprocess.Popen(
             [python, "-m", module, str(port)],

@@ -32,6 +32,10 @@ uv run --frozen python -m benchmarks.admission_cost
 # 400, every stream checked for exactness; each against the stub and a naive
 # sse-starlette relay of the same chain in the same run.
 uv run --frozen python -m benchmarks.load --baseline-src "$baseline/src"
+# Memory per open stream (issue 25): RSS per held stream at 400, 3 rounds of
+# fresh processes, beside the chain relay; then what holds it, by owner
+# (tracemalloc in each process, started after the warm-up).
+uv run --frozen python -m benchmarks.stream_memory --baseline-src "$baseline/src"
 # The answer cache (issue 22): time to first text of a hit against a miss at one
 # stream, CPU per 1,000 tokens of hits against misses at 100 streams (and the
 # cache off), upstream calls for a burst of identical questions; then on Redis.

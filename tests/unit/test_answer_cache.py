@@ -96,9 +96,16 @@ def _texts(events: list[AnswerEvent]) -> list[str]:
     return [event.text for event in events if isinstance(event, Text)]
 
 
-async def _settled(cache: AnswerCache) -> None:
-    """The cache's bookkeeping after each answer (keep, leave) has run."""
+async def _settled(cache: AnswerCache, registry: AnswerRegistry) -> None:
+    """The cache's bookkeeping after each answer (keep, leave) has run.
+
+    The answers' tasks first: a reader's stream can end a moment before the
+    task that wrote it, whose end starts that bookkeeping.
+    """
     async with asyncio.timeout(10):
+        while registry.count_generating():  # noqa: ASYNC110 - a count, with no event to wait on
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # the tasks' done callbacks, which start it
         await cache.aclose()
 
 
@@ -207,7 +214,7 @@ async def test_a_second_ask_replays_the_same_pieces_without_the_model() -> None:
     cache, registry, writer = _cache(charges=charges)
     first = await cache.start(REQUEST, META, "c")
     first_events = await _events(registry, first)
-    await _settled(cache)
+    await _settled(cache, registry)
     second = await cache.start(REQUEST, META, "c")
     second_events = await _events(registry, second)
 
@@ -237,7 +244,7 @@ async def test_identical_questions_in_flight_share_one_model_call() -> None:
     assert len({run.id for run in runs}) == 5
     assert all(_texts(stream) == _texts(streams[0]) for stream in streams)
     assert all(isinstance(stream[-1], Done) for stream in streams)
-    await _settled(cache)
+    await _settled(cache, registry)
     assert [client for client, _ in charges] == ["a"]  # the asker, once
 
 
@@ -251,7 +258,7 @@ async def test_the_asker_pays_the_whole_call_even_when_it_leaves_before_its_join
     await asyncio.sleep(0.02)
     await registry.cancel(asker.id)
     joiner_end = (await _events(registry, joiner))[-1]
-    await _settled(cache)
+    await _settled(cache, registry)
 
     assert isinstance(joiner_end, Done)
     assert joiner_end.summary.usage is not None
@@ -292,7 +299,7 @@ async def test_a_cancelled_answer_is_not_kept() -> None:
     run = await cache.start(REQUEST, META, "c")
     await asyncio.sleep(0.05)
     await registry.cancel(run.id)
-    await _settled(cache)
+    await _settled(cache, registry)
     again = await cache.start(REQUEST, META, "c")
     await _events(registry, again)
     assert again.meta.cache == "miss"
@@ -310,7 +317,7 @@ async def test_a_failed_or_cut_answer_is_not_served_again(scenario: str) -> None
         request = dataclasses.replace(REQUEST, configurable={SCENARIO_CONFIG_KEY: scenario})
     first = await cache.start(request, META, "c")
     first_end = (await _events(registry, first))[-1]
-    await _settled(cache)
+    await _settled(cache, registry)
     again = await cache.start(request, META, "c")
     await _events(registry, again)
 
@@ -335,18 +342,18 @@ async def test_joiners_of_a_failed_answer_all_see_its_error() -> None:
 async def test_no_cache_asks_afresh_and_keeps_the_result_and_no_store_keeps_nothing() -> None:
     cache, registry, writer = _cache()
     await _events(registry, await cache.start(REQUEST, META, "c"))
-    await _settled(cache)
+    await _settled(cache, registry)
     fresh = await cache.start(REQUEST, META, "c", CacheControls(no_cache=True))
     await _events(registry, fresh)
-    await _settled(cache)
+    await _settled(cache, registry)
     unstored_question = dataclasses.replace(REQUEST, question="respiration")
     unstored = await cache.start(unstored_question, META, "c", CacheControls(no_store=True))
     await _events(registry, unstored)
-    await _settled(cache)
+    await _settled(cache, registry)
     after = await cache.start(unstored_question, META, "c")
     await _events(registry, after)
 
-    await _settled(cache)
+    await _settled(cache, registry)
     replayed = await cache.start(REQUEST, META, "c")  # no-cache's answer was kept
 
     assert (fresh.meta.cache, unstored.meta.cache, after.meta.cache) == ("bypass", "bypass", "miss")
@@ -362,7 +369,7 @@ async def test_clients_do_not_share_answers_unless_the_scope_is_global(
 ) -> None:
     cache, registry, writer = _cache(global_scope=global_scope)
     await _events(registry, await cache.start(REQUEST, META, "alice"))
-    await _settled(cache)
+    await _settled(cache, registry)
     bobs = await cache.start(REQUEST, META, "bob")
     await _events(registry, bobs)
     assert bobs.meta.cache == bobs_outcome
@@ -488,7 +495,7 @@ async def test_a_joiner_refused_by_the_store_leaves_the_flight_it_was_counted_in
     registry.store.describe = store_down  # type: ignore[method-assign]
     with pytest.raises(StoreUnavailableError):
         await cache.start(REQUEST, META, "c")
-    await _settled(cache)
+    await _settled(cache, registry)
 
     assert await store.leave(key, "written-elsewhere") == 0  # its first reader alone
 
@@ -502,7 +509,7 @@ async def test_an_answer_the_fallback_wrote_is_not_kept_under_the_primarys_key()
 
     first = await cache.start(REQUEST, META, "c")
     first_end = (await _events(registry, first))[-1]
-    await _settled(cache)
+    await _settled(cache, registry)
     again = await cache.start(REQUEST, META, "c")
 
     assert isinstance(first_end, Done)

@@ -314,6 +314,19 @@ async def _stopped_on_hangup(run: AnswerRun) -> None:
     assert (run.stats.outcome, run.stats.error_code) == ("client_disconnected", None)
 
 
+async def test_with_grace_a_reader_attached_for_longer_keeps_its_answer_going(
+    underway: StartUnderway,
+) -> None:
+    # Its presence lasts as long as it is attached, with no loop renewing it
+    # (the in-process store); grace periods pass meanwhile.
+    answer = await underway(grace=0.3)
+    written = answer.writer.written
+    await asyncio.sleep(1.2)  # four graces, the reader attached but not reading
+
+    assert not answer.run.ended
+    assert answer.writer.written > written
+
+
 async def test_with_grace_a_client_that_cannot_resume_stops_its_answer_at_once() -> None:
     registry = _registry(_EndlessModel(messages=iter(())), grace=5)
     run = await registry.start(REQUEST, META)

@@ -36,7 +36,7 @@ async def test_close_ends_the_reading_task_even_when_its_source_swallows_the_can
     waiting = asyncio.Event()
     ahead = ReadAhead(_swallows_cancels(swallowed, closed, waiting))
     async with asyncio.timeout(5):
-        await ahead.queue.get()
+        await ahead.get()
         waiting.clear()
         await waiting.wait()  # the cancel lands inside the source's wait
 
@@ -56,7 +56,7 @@ async def test_a_source_that_ends_hands_over_everything_then_ended() -> None:
 
     ahead = ReadAhead(three())
     async with asyncio.timeout(5):
-        items = [await ahead.queue.get() for _ in range(4)]
+        items = [await ahead.get() for _ in range(4)]
 
     assert items == [0, 1, 2, Ended()]
     ahead.close()

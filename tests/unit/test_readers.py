@@ -75,3 +75,20 @@ async def test_bounds_of_zero_bound_nothing() -> None:
         readers.admit("a", "client")
     assert readers.answers == 1
     await readers.close()
+
+
+async def test_in_process_a_reader_is_present_while_attached_and_for_the_presence_after() -> None:
+    store = MemoryAnswerStore(300)
+    await store.create("a", "fingerprint")
+    readers = LocalReaders(store, presence_seconds=30)
+    assert not await store.reader_present("a")
+
+    place = readers.admit("a")
+    assert await store.reader_present("a")  # attached: no loop needs to renew it
+    await place.leave()
+    assert await store.reader_present("a")  # for the presence time after leaving
+
+    gone = LocalReaders(store, presence_seconds=0.001)
+    await gone.admit("a").leave()
+    await asyncio.sleep(0.01)
+    assert not await store.reader_present("a")

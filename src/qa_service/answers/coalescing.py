@@ -38,7 +38,7 @@ async def merge_texts(
         # The item that ended the last run of text, not yet sent.
         pending: AnswerEvent | Ended | None = None
         while True:
-            item = pending if pending is not None else await ahead.queue.get()
+            item = pending if pending is not None else await ahead.get()
             pending = None
             if isinstance(item, Ended):
                 if item.error is not None:
@@ -62,7 +62,7 @@ async def _next_text_within(
     while True:
         try:
             async with asyncio.timeout_at(deadline):
-                item = await ahead.queue.get()
+                item = await ahead.get()
         except TimeoutError:
             return None
         if not isinstance(item, Text):

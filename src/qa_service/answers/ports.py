@@ -84,6 +84,15 @@ class AnswerStore(Protocol):
 
     async def reader_present(self, answer_id: str) -> bool: ...
 
+    def attach_reader(self, answer_id: str) -> bool:
+        """This process has a reader of `answer_id` from now until `detach_reader`.
+        True: the store keeps that as state (its answers live in this process),
+        and no loop need `touch_reader`; False: the caller keeps the reader
+        present with `touch_reader` (answers/readers.py)."""
+
+    def detach_reader(self, answer_id: str, seconds: float) -> None:
+        """The reader `attach_reader` kept has gone: present for `seconds` more."""
+
     async def request_cancel(self, answer_id: str) -> None:
         """Ask whichever replica generates `answer_id` to stop it."""
 

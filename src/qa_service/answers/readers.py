@@ -2,12 +2,14 @@
 what an answer needs while any of them reads it.
 
 For each answer with a reader here there is one record, made by its first
-reader and dropped when its last one leaves. It keeps one loop refreshing the
-readers' presence in the store (the producer's resume grace counts from when
-the last reader anywhere left), and the store's one read of the answer for all
-of them (stores/followed.py). Readers past the bounds are refused with 429
-too_many_readers before their stream starts: a resume needs no key, so without
-a bound anyone could hold a replica's connections open (issue 20).
+reader and dropped when its last one leaves. It keeps the readers' presence in
+the store (the producer's resume grace counts from when the last reader
+anywhere left): one loop refreshing it on a store shared between processes,
+none on the in-process store, which holds it as state (attach_reader); and the
+store's one read of the answer for all of them (stores/followed.py). Readers
+past the bounds are refused with 429 too_many_readers before their stream
+starts: a resume needs no key, so without a bound anyone could hold a
+replica's connections open (issue 20).
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ class LocalReaders:
         loops = []
         if (feed := self._store.start_following(answer_id)) is not None:
             loops.append(feed)
-        loops.append(Loop(lambda stop: self._keep_present(answer_id, stop), "reader-presence"))
+        if not self._store.attach_reader(answer_id):
+            loops.append(Loop(lambda stop: self._keep_present(answer_id, stop), "reader-presence"))
         return loops
 
     def count_out(self, answer_id: str, client: str | None) -> list[Loop]:
@@ -115,6 +118,7 @@ class LocalReaders:
         if followed.readers > 0:
             return []
         del self._answers[answer_id]
+        self._store.detach_reader(answer_id, self._presence)
         return followed.loops
 
     async def _keep_present(self, answer_id: str, stop: asyncio.Event) -> None:

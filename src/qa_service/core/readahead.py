@@ -1,6 +1,6 @@
-"""Reading an async generator ahead, in a task of its own, into a queue.
+"""Reading an async generator ahead, in a task of its own.
 
-What the reader takes from the queue has already arrived, so it can take
+What the reader takes has already arrived, so it can take
 everything that is waiting at once (generation/batching.py), or wait for the
 next item with a deadline (answers/coalescing.py) without ever cancelling
 the source mid-step: a cancelled `anext()` would end an async generator.
@@ -28,16 +28,38 @@ class Ended:
 
 
 class ReadAhead(Generic[T]):
-    """`source` read by a task of its own into `queue`, ending with an `Ended`.
+    """`source` read by a task of its own, its items taken with `get` and
+    `waiting`, ending with an `Ended`. One reader at a time.
 
     Must run inside the event loop; `close` (always, in a `finally`) cancels
     the task inside its wait for the source, which then closes the source.
+
+    A list and a future, not an asyncio.Queue: every open stream holds one,
+    and a Queue's three deques and Event cost 2.8 KB before its first item
+    (benchmarks/stream_memory.py).
     """
 
     def __init__(self, source: AsyncGenerator[T]) -> None:
-        self.queue: asyncio.Queue[T | Ended] = asyncio.Queue()
+        self._items: list[T | Ended] = []
+        # The reader's wait in `get`, while it has nothing to take.
+        self._arrived: asyncio.Future[None] | None = None
         self._closed = False
         self._task = asyncio.get_running_loop().create_task(self._read(source))
+
+    async def get(self) -> T | Ended:
+        """The next item, waiting for it if need be. A cancelled wait loses nothing."""
+        while not self._items:
+            self._arrived = asyncio.get_running_loop().create_future()
+            try:
+                await self._arrived
+            finally:
+                self._arrived = None
+        return self._items.pop(0)
+
+    def _put(self, item: T | Ended) -> None:
+        self._items.append(item)
+        if self._arrived is not None and not self._arrived.done():
+            self._arrived.set_result(None)
 
     async def _read(self, source: AsyncGenerator[T]) -> None:
         loop = asyncio.get_running_loop()
@@ -47,7 +69,7 @@ class ReadAhead(Generic[T]):
                 async for item in source:
                     if self._closed:
                         break  # close's cancel was swallowed: see close
-                    self.queue.put_nowait(item)
+                    self._put(item)
                     if loop.time() - turn > TURN_SECONDS:
                         # Everything one network read brought is parsed without
                         # a pause; under load that is a lot, and a long turn
@@ -57,15 +79,13 @@ class ReadAhead(Generic[T]):
                         turn = loop.time()
         # Exception, never BaseException: our own cancel must end the task as cancelled.
         except Exception as exc:  # noqa: BLE001 - handed to the reader, which raises it
-            self.queue.put_nowait(Ended(exc))
+            self._put(Ended(exc))
         else:
-            self.queue.put_nowait(Ended())
+            self._put(Ended())
 
     def waiting(self) -> list[T | Ended]:
-        """Every item already in the queue, without waiting."""
-        items = []
-        while not self.queue.empty():
-            items.append(self.queue.get_nowait())
+        """Every item already read, without waiting."""
+        items, self._items = self._items, []
         return items
 
     def close(self) -> None:

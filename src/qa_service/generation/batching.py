@@ -44,7 +44,7 @@ async def batch_waiting(
     ahead = ReadAhead(source)
     try:
         while True:
-            batch = [await ahead.queue.get(), *ahead.waiting()]
+            batch = [await ahead.get(), *ahead.waiting()]
             ended: Ended | None = None
             last = batch[-1]
             if isinstance(last, Ended):

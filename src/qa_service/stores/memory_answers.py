@@ -33,6 +33,9 @@ class MemoryAnswerStore:
         self._logs: dict[str, _Log] = {}
         self._expiries: deque[tuple[float, str]] = deque()
         self._cancels: asyncio.Queue[str] = asyncio.Queue()
+        # Answers with a reader attached here now (answers/readers.py), their
+        # log created yet or not (a cache join can attach first).
+        self._attached: set[str] = set()
 
     async def create(
         self,
@@ -99,7 +102,20 @@ class MemoryAnswerStore:
 
     async def reader_present(self, answer_id: str) -> bool:
         log = self._logs.get(answer_id)
-        return log is not None and log.reader_until > time.monotonic()
+        return log is not None and (
+            answer_id in self._attached or log.reader_until > time.monotonic()
+        )
+
+    def attach_reader(self, answer_id: str) -> bool:
+        # Every reader is in this process: its presence is state here, with no
+        # loop refreshing it (a task, an Event and a timer per open stream saved).
+        self._attached.add(answer_id)
+        return True
+
+    def detach_reader(self, answer_id: str, seconds: float) -> None:
+        self._attached.discard(answer_id)
+        if (log := self._logs.get(answer_id)) is not None:
+            log.reader_until = time.monotonic() + seconds
 
     async def request_cancel(self, answer_id: str) -> None:
         self._cancels.put_nowait(answer_id)

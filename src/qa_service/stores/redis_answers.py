@@ -290,6 +290,12 @@ class RedisAnswerStore:
         async with self._calls():
             await self._reads.set(readers, 1, px=int(seconds * 1000))
 
+    def attach_reader(self, answer_id: str) -> bool:
+        return False  # readers on other replicas count too: they touch it in a loop
+
+    def detach_reader(self, answer_id: str, seconds: float) -> None:
+        pass  # its touches expire by themselves
+
     async def reader_present(self, answer_id: str) -> bool:
         until = self._present_here.get(answer_id)
         if until is not None:
