@@ -220,7 +220,7 @@ def start_targets(
                 "benchmarks.chain_relay",
                 stub_url,
                 workdir,
-                {**probe_env, "PYTHONPATH": f"{PROBE}:{REPO}"},
+                extra_env={**probe_env, "PYTHONPATH": f"{PROBE}:{REPO}"},
             )
         )
         targets.append(Target("chain_relay", url, pid, "chain_relay"))
