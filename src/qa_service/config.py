@@ -143,7 +143,11 @@ class Settings(BaseSettings):
     max_streams: int = Field(default=1000, ge=1, le=100_000)
     # Under it, a limit that follows what the process keeps up with: the event
     # loop's lag (access/adaptive_limit.py). Past it, 503 over_capacity too.
-    adaptive_limit: bool = True
+    # Off by default: a core taken by other processes lags the loop as much as
+    # the service's own answers do, and on a shared 2-core machine it came down
+    # to its floor and admitted 37 of 906 answers (configuration.md says when
+    # to turn it on).
+    adaptive_limit: bool = False
     # The loop lag (smoothed) above which the limit comes down.
     adaptive_limit_lag_ms: float = Field(default=25.0, gt=0, le=10_000)
     # The limit never comes down below this many answers.

@@ -83,11 +83,6 @@ def service_env(settings: Mapping[str, str]) -> dict[str, str]:
     # Under `coverage run`, these make the service measure itself too.
     env.update({k: v for k, v in os.environ.items() if k.startswith("COVERAGE_")})
     env.update({"QA_HOST": "127.0.0.1", "QA_PROMPTS_DIR": str(PROMPTS), "PYTHONUNBUFFERED": "1"})
-    # The adaptive limit refuses by how far the process's event loop falls
-    # behind, which on a machine shared with other jobs is their doing as much
-    # as the test's: off, unless a test (or benchmark) that is about it turns
-    # it on. QA_MAX_STREAMS and the open-file limit still apply.
-    env["QA_ADAPTIVE_LIMIT"] = "false"
     env.update(settings)
     return env
 
