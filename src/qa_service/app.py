@@ -82,7 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
             capacity = admission.capacity
             telemetry.watch_capacity(
                 capacity.current_limit,
-                lambda: 0.0 if capacity.adaptive is None else capacity.adaptive.lag,
+                lambda: capacity.loop_lag.lag,
             )
             limits = GenerationLimits(
                 first_piece_seconds=settings.upstream_read_timeout_seconds,

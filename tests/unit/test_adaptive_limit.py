@@ -9,8 +9,10 @@ import time
 import pytest
 
 from qa_service.access.adaptive_limit import AdaptiveLimit, LoopLagProbe
+from qa_service.access.admission import build_capacity
 from qa_service.access.capacity import StreamCapacity
 from qa_service.access.descriptors import streams_within
+from qa_service.config import Settings
 
 TARGET = 0.025
 
@@ -116,3 +118,23 @@ async def test_the_probe_reports_how_late_a_blocked_loop_fired_it() -> None:
         probe.stop()
 
     assert max(lags) >= 0.25
+
+
+def test_answers_are_capped_at_the_provider_pool_when_it_is_the_lower_bound() -> None:
+    # One admitted past the pool would wait for a connection through the SDK's
+    # retries and the fallback's (about 16 s) only to end over_capacity.
+    settings = Settings(max_streams=1000, upstream_max_connections=3)
+    capacity = build_capacity(settings)
+
+    assert [capacity.try_take() for _ in range(4)] == [True, True, True, False]
+    assert capacity.current_limit() == 3
+
+
+def test_with_the_adaptive_limit_off_the_lag_is_still_measured_and_never_refuses() -> None:
+    capacity = build_capacity(Settings(adaptive_limit=False, max_streams=5))
+    for _ in range(40):
+        capacity.loop_lag.observe(0.5, in_flight=capacity.in_use)
+
+    assert capacity.adaptive is None
+    assert capacity.loop_lag.lag > 0.4
+    assert [capacity.try_take() for _ in range(5)] == [True] * 5

@@ -71,6 +71,17 @@ class AdaptiveLimit:
             self._limit = min(self.ceiling, self._limit * (1 + REGROWTH))
 
 
+class SmoothedLag:
+    """The loop's lag, smoothed as AdaptiveLimit smooths it, with the limit off:
+    qa_event_loop_lag_seconds says a core is saturated whether or not it refuses."""
+
+    def __init__(self) -> None:
+        self.lag = 0.0
+
+    def observe(self, lag_seconds: float, in_flight: int) -> None:
+        self.lag += SMOOTHING * (lag_seconds - self.lag)
+
+
 class LoopLagProbe:
     """A timer on the running loop, every `interval`, handing `on_lag` how late it fired.
 

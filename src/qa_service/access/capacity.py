@@ -1,6 +1,10 @@
 """How many answers this process generates at once: three bounds, the lowest wins.
 
-- QA_MAX_STREAMS, the hard ceiling;
+- QA_MAX_STREAMS, the hard ceiling, or QA_UPSTREAM_MAX_CONNECTIONS when
+  lower: each answer holds a provider connection, and one admitted past the
+  pool would wait for one, through the SDK's retries and the fallback's
+  (about 16 s, 33 s with a fallback, with the defaults), to end over_capacity
+  anyway;
 - what the open-file limit leaves room for (access/descriptors.py), said
   once in the log the first time it refuses;
 - the adaptive limit (access/adaptive_limit.py), when on: what the event
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import logging
 
-from qa_service.access.adaptive_limit import AdaptiveLimit
+from qa_service.access.adaptive_limit import AdaptiveLimit, SmoothedLag
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,8 @@ class StreamCapacity:
         self.limit = limit
         self.descriptors_allow = descriptors_allow
         self.adaptive = adaptive
+        # What the lag probe feeds: the adaptive limit, or the lag alone.
+        self.loop_lag: AdaptiveLimit | SmoothedLag = adaptive or SmoothedLag()
         self.in_use = 0
         self._said_descriptors = False
 

@@ -115,7 +115,7 @@ class Telemetry:
         )
         self.event_loop_lag = gauge(
             "qa_event_loop_lag_seconds",
-            "The event loop's lag, smoothed, that moves the adaptive limit (0 with it off)",
+            "The event loop's lag, smoothed; it moves the adaptive limit when that is on",
         )
         self.auth_refusals = counter(
             "qa_auth_refusals",
