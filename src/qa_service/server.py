@@ -80,6 +80,12 @@ def log_open_file_limit(before: int, after: int) -> None:
     )
 
 
+# The collector's second and third thresholds: a middle-aged collection every
+# 10 young ones, a full one every 5 middle-aged ones (50 young ones: about
+# every 2 minutes of the soak's mixed traffic, 0.45 young ones a second).
+FULL_COLLECTION_CADENCE = (10, 5)
+
+
 def tune_garbage_collector() -> None:
     """For a serving process, once its app has started: the process owns its collector,
     so an app built in a test's process leaves that process's collector alone."""
@@ -95,7 +101,14 @@ def tune_garbage_collector() -> None:
     # text p99 5.6 s against p50 0.9 s at 200 streams, benchmarks/load.py
     # (d)). Rarer collections: reference counting frees all but cycles
     # at once anyway, and cycles wait a little longer.
-    gc.set_threshold(10_000, 20, 100)
+    # But not much longer: every cancelled or hung-up answer leaves cycles
+    # (CancelledError tracebacks through sse-starlette, httpcore, LangChain,
+    # holding its request, transport and chunks), and only a full collection
+    # frees them. At (10_000, 20, 100) one came every 2,000 young ones, over
+    # an hour of the soak's traffic: RSS grew about 4 MB a minute, linearly
+    # (benchmarks/README.md, "The soak's RSS growth: cycles the collector
+    # reached too rarely").
+    gc.set_threshold(10_000, *FULL_COLLECTION_CADENCE)
 
 
 class DrainingServer(uvicorn.Server):

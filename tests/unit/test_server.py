@@ -104,7 +104,7 @@ def test_the_protocol_class_carries_its_header_timeout() -> None:
     assert protocol.header_timeout == 2.5
 
 
-async def test_the_serving_process_freezes_start_up_objects_and_collects_rarely() -> None:
+async def test_the_serving_process_freezes_start_up_objects_and_collects_rarely_but_fully() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
@@ -118,7 +118,11 @@ async def test_the_serving_process_freezes_start_up_objects_and_collects_rarely(
     thresholds = gc.get_threshold()
     try:
         await server.startup()
-        assert gc.get_threshold() == (10_000, 20, 100)
+        young, middle, full = gc.get_threshold()
+        assert young == 10_000
+        # Cancelled answers leave cycles only a full collection frees: one
+        # every 2,000 young collections let the soak's RSS grow linearly.
+        assert middle * full <= 50
         assert gc.get_freeze_count() > 0
     finally:
         await server.shutdown()
