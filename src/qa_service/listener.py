@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 # accept() failing for want of resources: wait, as asyncio's loop does.
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 PAUSE_SECONDS = 1.0
+# At most this many a readiness: far above uvloop's one, and a flood of
+# thousands still leaves the loop a turn for what it already runs.
+ACCEPTS_PER_TURN = 128
 
 
 class Listener:
@@ -46,7 +49,7 @@ class Listener:
         self._loop.add_reader(sock.fileno(), self._accept_waiting)
 
     def _accept_waiting(self) -> None:
-        for _ in range(self._backlog):
+        for _ in range(min(self._backlog, ACCEPTS_PER_TURN)):
             try:
                 connection, _address = self._sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -54,10 +57,14 @@ class Listener:
             except ConnectionAbortedError:
                 continue  # the client gave up while it waited
             except OSError as exc:
-                if exc.errno not in _OUT_OF_RESOURCES:
-                    log.warning("could not accept a connection", extra={"errno": exc.errno})
-                    return
-                log.warning("could not accept a connection: out of descriptors; pausing 1 s")
+                # Paused on any error: the socket stays readable, and a
+                # persistent one would otherwise log at every turn.
+                reason = "out of descriptors" if exc.errno in _OUT_OF_RESOURCES else "error"
+                log.warning(
+                    "could not accept a connection (%s); pausing 1 s",
+                    reason,
+                    extra={"errno": exc.errno},
+                )
                 self._loop.remove_reader(self._sock.fileno())
                 self._loop.call_later(PAUSE_SECONDS, self._resume)
                 return
@@ -65,6 +72,9 @@ class Listener:
 
     def _open(self, connection: socket.socket) -> None:
         connection.setblocking(False)
+        # As uvloop's own accept does (asyncio's connect_accepted_socket does not).
+        if connection.family in (socket.AF_INET, socket.AF_INET6):
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         task = self._loop.create_task(self._loop.connect_accepted_socket(self._factory, connection))
         self._opening.add(task)
         task.add_done_callback(self._opened)
@@ -85,3 +95,7 @@ class Listener:
         self._closed = True
         self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
+        # Connections still opening would come after uvicorn's shutdown has
+        # listed the ones it closes.
+        for opening in self._opening:
+            opening.cancel()

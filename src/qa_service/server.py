@@ -161,11 +161,16 @@ class DrainingServer(uvicorn.Server):
             )
 
         self._listeners = [Listener(sock, create_protocol, config.backlog) for sock in listening]
+        if sockets is None:
+            # Once accepting, after "Application startup complete", as uvicorn says it.
+            host, port = listening[0].getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            _uvicorn_log.info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", shown, port)
         tune_garbage_collector()
 
     def _bind(self) -> socket.socket:
         # As uvicorn's create_server would have: the same exit code and
-        # message when the port is taken, the same line once listening.
+        # message when the port is taken.
         host, port = self.config.host, self.config.port
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
@@ -179,9 +184,6 @@ class DrainingServer(uvicorn.Server):
                 reason,
             )
             sys.exit(STARTUP_FAILURE)
-        _uvicorn_log.info(
-            "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", host, sock.getsockname()[1]
-        )
         return sock
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:

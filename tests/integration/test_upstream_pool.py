@@ -1,5 +1,5 @@
-"""The provider connection pool: warmed at start-up, bounded, reused over TLS, and a full
-pool ends an answer clearly instead of hanging it.
+"""The provider connection pool: warmed at start-up, bounded, reused over TLS, and answers
+past its bound refused at once instead of queued for it.
 
 Against tests/support/tls_upstream.py, which keeps connections alive and
 counts them, as a provider's edge would; the service trusts its CA through
@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.providers import FAST, OPENAI_KEY, marker
@@ -22,7 +23,7 @@ from tests.support.tls_upstream import RunningTlsUpstream, TlsFiles
 from tests.support.upstream_stub import Reply
 
 BOUND = 4
-BURST = 24
+WAVES = 6
 
 
 @pytest.fixture(scope="module")
@@ -51,49 +52,45 @@ def _wait_until(condition: object, what: str, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def test_a_burst_over_tls_reuses_connections_within_the_bound(
+def test_waves_of_answers_over_tls_reuse_connections_within_the_bound(
     tls_upstream: RunningTlsUpstream, workdir: Path
 ) -> None:
     key = marker()
     pieces = ["over ", "TLS ", "and ", "back"]
     tls_upstream.app.replies[key] = Reply(pieces=pieces, piece_delay=0.02)
-    settings = _settings(
-        tls_upstream,
-        QA_UPSTREAM_MAX_CONNECTIONS=str(BOUND),
-        # Generous: the burst queues for the pool by design, on a busy machine.
-        QA_UPSTREAM_POOL_TIMEOUT_SECONDS="60",
-    )
+    settings = _settings(tls_upstream, QA_UPSTREAM_MAX_CONNECTIONS=str(BOUND))
     before = tls_upstream.connection_counts()
-    with run_service(settings, workdir) as service:
-        with ThreadPoolExecutor(BURST) as pool:
-            streams = list(
-                pool.map(
-                    lambda _: read_stream(service.url, params={"query": key}, timeout=60),
-                    range(BURST),
-                )
+    with run_service(settings, workdir) as service, ThreadPoolExecutor(BOUND) as pool:
+        # As many at once as the bound admits, wave after wave.
+        streams = [
+            stream
+            for _ in range(WAVES)
+            for stream in pool.map(
+                lambda _: read_stream(service.url, params={"query": key}, timeout=60),
+                range(BOUND),
             )
+        ]
         after = tls_upstream.connection_counts()
 
-    assert [s.kinds[-1] for s in streams] == ["done"] * BURST
+    assert [s.kinds[-1] for s in streams] == ["done"] * (WAVES * BOUND)
     assert all(s.text == "".join(pieces) for s in streams)
-    assert after["requests"] - before["requests"] >= BURST
-    # The warm-up's connection included: never more than the bound.
+    assert after["requests"] - before["requests"] >= WAVES * BOUND
+    # The warm-up's connection included: never more than the bound, however
+    # many waves: each reuses the last one's connections.
     assert after["http_versions"] == ["https/1.1"]
     opened = after["connections"]["https"] - before["connections"]["https"]
     assert 1 <= opened <= BOUND
 
 
-def test_an_answer_that_finds_every_connection_in_use_ends_over_capacity(
+def test_an_answer_past_the_pools_bound_is_refused_at_once_with_no_provider_call(
     tls_upstream: RunningTlsUpstream, workdir: Path
 ) -> None:
+    # Admitted, it would wait for a connection through the SDK's retries (and a
+    # fallback's) only to end over_capacity: the bound caps admission instead.
     holding, waiting = marker(), marker()
     tls_upstream.app.replies[holding] = Reply(pieces=["held ", "never "], stall_after_pieces=1)
     tls_upstream.app.replies[waiting] = Reply(pieces=["never "])
-    settings = _settings(
-        tls_upstream,
-        QA_UPSTREAM_MAX_CONNECTIONS="1",
-        QA_UPSTREAM_POOL_TIMEOUT_SECONDS="0.5",
-    )
+    settings = _settings(tls_upstream, QA_UPSTREAM_MAX_CONNECTIONS="1")
     # The pool outside: the service stops first, which ends the held stream.
     with ThreadPoolExecutor(1) as pool, run_service(settings, workdir) as service:
         open_before = tls_upstream.app.open_streams
@@ -101,15 +98,14 @@ def test_an_answer_that_finds_every_connection_in_use_ends_over_capacity(
         _wait_until(
             lambda: tls_upstream.app.open_streams > open_before, "the first answer never started"
         )
+        requests_before = tls_upstream.connection_counts()["requests"]
+        refused = httpx.get(f"{service.url}/ai_write", params={"query": waiting}, timeout=15)
+        requests_after = tls_upstream.connection_counts()["requests"]
 
-        refused = read_stream(service.url, params={"query": waiting}, timeout=15)
-    # The stream had started (no first-text hold here): a clear error event,
-    # never a hang, and never the provider's fault.
-    assert refused.status == 200
-    assert refused.kinds == ["meta", "error"]
-    assert refused.last["error"]["code"] == "over_capacity"
-    assert refused.last["error"]["retryable"] is True
-    assert refused.last["error"]["retry_after_seconds"] == 1
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["code"] == "over_capacity"
+    assert requests_after == requests_before
 
 
 def test_the_first_answer_after_a_start_takes_the_connection_warmed_for_it(

@@ -168,11 +168,11 @@ async def open_admission(
     slots = SlotKeeper(slot_store, SLOT_LEASE_SECONDS)
     keeper = asyncio.get_running_loop().create_task(slots.keep_leases())
     capacity = build_capacity(settings)
-    probe = None
-    if capacity.adaptive is not None:
-        adaptive = capacity.adaptive
-        probe = LoopLagProbe(lambda lag: adaptive.observe(lag, capacity.in_use))
-        probe.start()
+    # Always on (a timer callback 40 times a second): the lag is exported
+    # whether or not it moves the limit.
+    lag = capacity.loop_lag
+    probe = LoopLagProbe(lambda sample: lag.observe(sample, capacity.in_use))
+    probe.start()
     try:
         yield Admission(
             capacity,
@@ -181,20 +181,19 @@ async def open_admission(
             settings.client_max_streams,
         )
     finally:
-        if probe is not None:
-            probe.stop()
+        probe.stop()
         keeper.cancel()
 
 
 def build_capacity(settings: Settings) -> StreamCapacity:
-    """QA_MAX_STREAMS, under it what the open-file limit allows, and the adaptive limit."""
+    """QA_MAX_STREAMS (or the provider pool's bound, when lower), under it what the
+    open-file limit allows, and the adaptive limit."""
     descriptors_allow = streams_within(open_file_limit(), redis=settings.redis_url is not None)
-    ceiling = settings.max_streams
-    if descriptors_allow is not None:
-        ceiling = min(ceiling, descriptors_allow)
+    hard_ceiling = min(settings.max_streams, settings.upstream_max_connections)
+    ceiling = hard_ceiling if descriptors_allow is None else min(hard_ceiling, descriptors_allow)
     adaptive = None
     if settings.adaptive_limit:
         adaptive = AdaptiveLimit(
             ceiling, settings.adaptive_limit_min, settings.adaptive_limit_lag_ms / 1000
         )
-    return StreamCapacity(settings.max_streams, descriptors_allow, adaptive)
+    return StreamCapacity(hard_ceiling, descriptors_allow, adaptive)

@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import Any, Literal
 
+import groq
 import httpx
+import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
 
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # The warm-up request's bound: it must never hold anything up for long.
 WARM_UP_TIMEOUT = httpx.Timeout(5.0)
+# Statuses of the warm-up that mean the key or the base URL is wrong.
+_MISCONFIGURED = frozenset({401, 403, 404})
 
 
 @asynccontextmanager
@@ -109,6 +113,10 @@ async def _warm_up(sdk_client: PlainChunksAsyncOpenAI | PlainChunksAsyncGroq) ->
         # Untyped, as in sdk_clients.py: openai 3.x types the timeout with httpx2.
         options: dict[str, Any] = {"max_retries": 0, "timeout": WARM_UP_TIMEOUT}
         await sdk_client.with_options(**options).models.list()
+    except (openai.APIStatusError, groq.APIStatusError) as exc:
+        # The earliest word of a wrong key or base URL: said once, status only.
+        level = logging.WARNING if exc.status_code in _MISCONFIGURED else logging.DEBUG
+        log.log(level, "upstream warm-up refused status=%s", exc.status_code)
     except Exception as exc:  # noqa: BLE001 - any failure leaves the pool cold, no more
         log.debug("upstream warm-up failed exception=%s", type(exc).__name__)
 
