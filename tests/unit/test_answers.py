@@ -28,6 +28,7 @@ from qa_service.answers.model import (
 )
 from qa_service.answers.registry import AnswerRegistry, CancelResult
 from qa_service.answers.run import AnswerRun, RunTiming
+from qa_service.api.opening import OPENING_ALLOWANCE_SECONDS
 from qa_service.core.errors import PRODUCER_LOST, SHUTTING_DOWN, QAServiceError
 from qa_service.core.events import AnswerEvent, AnswerMeta, Failed, Meta, Text, is_terminal
 from qa_service.generation.demo import SCENARIO_CONFIG_KEY, build_demo_model
@@ -325,6 +326,19 @@ async def test_with_grace_a_reader_attached_for_longer_keeps_its_answer_going(
 
     assert not answer.run.ended
     assert answer.writer.written > written
+
+
+async def test_an_opener_slow_to_attach_on_a_starved_loop_does_not_lose_its_answer() -> None:
+    # The allowance the opening request is given (api/opening.py): its stream's
+    # first step may come long after the grace, and the answer waits for it.
+    registry = _registry(_EndlessModel(messages=iter(())), grace=0.1, lease=0.3)
+    run = await registry.start(REQUEST, META, reader_within=OPENING_ALLOWANCE_SECONDS)
+    try:
+        await asyncio.sleep(1.0)  # ten graces and three heartbeats, no reader yet
+
+        assert not run.ended
+    finally:
+        await run.cancel()
 
 
 async def test_with_grace_a_client_that_cannot_resume_stops_its_answer_at_once() -> None:

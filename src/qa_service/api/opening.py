@@ -24,6 +24,15 @@ from qa_service.core.errors import PublicError
 from qa_service.core.events import AnswerEvent, AnswerMeta
 from qa_service.observability.spans import name_request, phase
 
+# How long after the first-text hold the request that opened an answer may
+# take to attach as its reader (its stream's first step) before the resume
+# grace starts counting. On a starved loop that took over 10 s (grace plus
+# hold), and answers whose client was still waiting ended `cancelled` (61 of
+# 6,600 in a burst, issue 25). A reader's first touch replaces it, and a
+# hang-up before it is seen when the stream starts, so only an opener that
+# never starts its stream could hold an answer this long.
+OPENING_ALLOWANCE_SECONDS = 30.0
+
 
 @dataclass(frozen=True, slots=True)
 class OpenedAnswer:
@@ -143,7 +152,7 @@ async def _start(
     service: Service, answer_request: AnswerRequest, meta: AnswerMeta, client: str, request: Request
 ) -> AnswerRun:
     """A new answer: through the answer cache when it is on."""
-    reader_within = service.settings.first_text_hold_seconds
+    reader_within = service.settings.first_text_hold_seconds + OPENING_ALLOWANCE_SECONDS
     if service.cache is None:
         return await service.registry.start(answer_request, meta, reader_within=reader_within)
     return await service.cache.start(
