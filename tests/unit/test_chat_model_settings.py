@@ -39,6 +39,18 @@ def test_a_change_to_the_settings_one_call_got_is_not_seen_by_the_next() -> None
     assert model._get_ls_params()["ls_max_tokens"] == 100
 
 
+def test_a_copy_with_other_settings_reports_its_own() -> None:
+    model = _openai_model()
+    model._get_invocation_params()  # remembered by the original
+    model._get_ls_params()
+
+    copy = model.model_copy(update={"temperature": 0.9})
+
+    assert copy._get_invocation_params()["temperature"] == 0.9
+    assert copy._get_ls_params()["ls_temperature"] == 0.9
+    assert model._get_invocation_params()["temperature"] == 0.3
+
+
 def test_a_calls_own_stop_and_kwargs_are_in_its_settings() -> None:
     model = _openai_model()
     model._get_invocation_params()  # the remembered ones exist

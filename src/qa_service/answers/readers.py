@@ -134,6 +134,9 @@ class LocalReaders:
     async def close(self) -> None:
         """Stop every answer's loops (the app's end)."""
         loops = [loop for followed in self._answers.values() for loop in followed.loops]
+        # As each reader's own leaving would: the store's attached set, too.
+        for answer_id in self._answers:
+            self._store.detach_reader(answer_id, self._presence)
         self._answers.clear()
         self._clients.clear()
         await stop_loops(loops)

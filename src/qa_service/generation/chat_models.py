@@ -36,9 +36,9 @@ which ends the answer with upstream_timeout first.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
-from typing import Any, cast
+from typing import Any, Self, cast
 
 from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.outputs import ChatGenerationChunk
@@ -84,6 +84,14 @@ class TextFirstChatModel(BaseChatModel):
         if self._ls_params is None:
             self._ls_params = super()._get_ls_params()
         return self._ls_params.copy()
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        # Pydantic copies private attributes: a copy with other settings
+        # would report the original's.
+        copy = super().model_copy(update=update, deep=deep)
+        copy._invocation_params = None
+        copy._ls_params = None
+        return copy
 
     async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         # Typed AsyncIterator, but an async generator: closed with ours.
