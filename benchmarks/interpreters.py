@@ -41,8 +41,6 @@ import argparse
 import asyncio
 import glob
 import os
-import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -66,12 +64,13 @@ from benchmarks.load import (
     Pinning,
     Target,
     core_busy_seconds,
-    git_commit,
     hold_one,
+    lift_open_files,
     own_cpu,
     pieces,
     pin_load_generator,
     record_affinity,
+    report_start,
     run_relay,
     run_stub,
     scenario_load,
@@ -329,8 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     workdir = RESULTS / "work"
     workdir.mkdir(exist_ok=True)
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    lift_open_files()
     groups = []
     for python in [sys.executable, *(args.python or found_interpreters())]:
         label, version = version_of(python)
@@ -353,20 +351,11 @@ def main(argv: list[str] | None = None) -> None:
             "short": "".join(SHORT_PIECES),
         }
     )
-    report: dict[str, Any] = {
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "args": vars(args),
-        "git": git_commit(),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg_start": list(os.getloadavg()),
-        },
-        "interpreters": [
-            {"label": g.label, "python": g.python, "version": g.version} for g in groups
-        ],
-    }
+    report = report_start(
+        args,
+        started_at,
+        interpreters=[{"label": g.label, "python": g.python, "version": g.version} for g in groups],
+    )
     pinning = pin_load_generator(
         f"relays and services on core {SERVICE_CORE}, stubs and the load generator on the other"
     )

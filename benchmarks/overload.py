@@ -43,8 +43,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
-import resource
 import statistics
 import sys
 import time
@@ -65,13 +63,14 @@ from benchmarks.load import (
     Stream,
     Target,
     core_busy_seconds,
-    git_commit,
     http_stream,
+    lift_open_files,
     one_stream,
     own_cpu,
     pieces,
     pin_load_generator,
     record_affinity,
+    report_start,
     run_relay,
     run_stub,
     service_settings,
@@ -438,19 +437,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started_wall, started_at = time.perf_counter(), datetime.now(UTC)
-    report: dict[str, Any] = {
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "git": git_commit(),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg_start": list(os.getloadavg()),
-        },
-    }
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    report = report_start(args, started_at)
+    lift_open_files()
     pinning = pin_load_generator(
         f"services and chain relay on core {SERVICE_CORE}, stub and load generator on {LOAD_CORE}"
     )

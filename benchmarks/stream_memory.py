@@ -39,8 +39,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
-import resource
 import signal
 import statistics
 import sys
@@ -65,12 +63,13 @@ from benchmarks.load import (
     Target,
     burst,
     core_busy_seconds,
-    git_commit,
+    lift_open_files,
     one_stream,
     own_cpu,
     pieces,
     pin_load_generator,
     record_affinity,
+    report_start,
     run_relay,
     run_stub,
     service_settings,
@@ -388,20 +387,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started_wall, started_at = time.perf_counter(), datetime.now(UTC)
-    report: dict[str, Any] = {
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "git": git_commit(),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg_start": list(os.getloadavg()),
-        },
-        "rounds": [],
-    }
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    report = report_start(
+        args,
+        started_at,
+        rounds=[],
+    )
+    lift_open_files()
     pinning = pin_load_generator(
         f"services and chain relay on core {SERVICE_CORE}, stub and load generator on {LOAD_CORE}"
     )

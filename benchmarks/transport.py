@@ -42,7 +42,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -66,11 +65,11 @@ from benchmarks.load import (
     Target,
     burst,
     core_busy_seconds,
-    git_commit,
     own_cpu,
     pieces,
     pin_load_generator,
     record_affinity,
+    report_start,
     spawned_on,
     stop,
     wait_line,
@@ -312,19 +311,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started_at = datetime.now(UTC)
-    report: dict[str, Any] = {
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "git": git_commit(),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg_start": list(os.getloadavg()),
-        },
-        "targets": {name: TARGETS[name] for name in args.targets.split(",")},
-        "scenarios": {},
-    }
+    report = report_start(
+        args,
+        started_at,
+        targets={name: TARGETS[name] for name in args.targets.split(",")},
+        scenarios={},
+    )
     spec = {
         MARKERS["short"]: {"pieces": pieces(2), "first_delay": 0.05, "piece_delay": 0.0},
         MARKERS["load"]: {
