@@ -62,6 +62,10 @@ def test_more_streams_resumed_on_another_replica_than_redis_pys_default_pool_all
             # A producer's lease is not what this test is about: long enough
             # that a burst of 130 starts on a busy machine cannot outlast it.
             "QA_PRODUCER_LEASE_SECONDS": "10",
+            # Nor is the resume grace: B's first presence touch, behind 130
+            # resumes on a busy machine, came more than the default 5 s after
+            # A's reader left (13 of 130 answers cancelled on a CI run).
+            "QA_RESUME_GRACE_SECONDS": "30",
         }
         with run_services([settings, settings], tmp_path) as (a, b):
             with ThreadPoolExecutor(STREAMS) as pool:

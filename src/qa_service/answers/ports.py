@@ -91,7 +91,9 @@ class AnswerStore(Protocol):
         present with `touch_reader` (answers/readers.py)."""
 
     def detach_reader(self, answer_id: str, seconds: float) -> None:
-        """The reader `attach_reader` kept has gone: present for `seconds` more."""
+        """This process's last reader of `answer_id` has gone: present for
+        `seconds` more, counted from now (the resume grace starts at the leave,
+        not at the reader's last touch)."""
 
     async def request_cancel(self, answer_id: str) -> None:
         """Ask whichever replica generates `answer_id` to stop it."""

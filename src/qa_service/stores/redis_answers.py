@@ -252,6 +252,10 @@ class RedisAnswerStore:
 
     async def release_lease(self, answer_id: str) -> None:
         self._written.producer_done(answer_id)
+        # Only its heartbeat asked these; a log whose writes failed is never
+        # let go (_let_go), and would keep its entries.
+        self._present_here.pop(answer_id, None)
+        self._stream_ttl_renewed.pop(answer_id, None)
         _, _, lease, _ = _keys(answer_id)
         async with self._calls():
             await self._client.delete(lease)
@@ -294,7 +298,13 @@ class RedisAnswerStore:
         return False  # readers on other replicas count too: they touch it in a loop
 
     def detach_reader(self, answer_id: str, seconds: float) -> None:
-        pass  # its touches expire by themselves
+        # Its producer here: the grace counts from this leave. Its last touch
+        # was up to a refresh earlier, or, on a starved loop, longer: a client
+        # that resumed at once on another replica found its answer cancelled
+        # before that replica's first touch (test_redis_pool, on a busy CI).
+        # A reader of an answer made elsewhere: its touches expire by themselves.
+        if self._written.holds(answer_id) and answer_id in self._present_here:
+            self._present_here[answer_id] = self._now() + seconds
 
     async def reader_present(self, answer_id: str) -> bool:
         until = self._present_here.get(answer_id)
