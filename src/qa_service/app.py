@@ -84,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
                 capacity.current_limit,
                 lambda: capacity.loop_lag.lag,
             )
+            capacity.on_refused = telemetry.over_capacity
             limits = GenerationLimits(
                 first_piece_seconds=settings.upstream_read_timeout_seconds,
                 idle_seconds=settings.upstream_idle_timeout_seconds,

@@ -108,7 +108,7 @@ def serve_command(host: str | None, port: int | None, *, listen_fd: int | None =
     except PortClaimError as exc:
         print(f"qa-service: {exc}", file=sys.stderr)
         return STARTUP_FAILED
-    log_open_file_limit(*raise_open_file_limit())
+    log_open_file_limit(*raise_open_file_limit(), settings)
     config = uvicorn.Config(
         app,
         host=host or settings.host,

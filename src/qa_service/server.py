@@ -28,6 +28,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from qa_service.access.descriptors import streams_within
+from qa_service.config import Settings
 from qa_service.core import errors
 from qa_service.core.draining import Drain
 from qa_service.listener import Listener
@@ -69,9 +70,16 @@ def _kernel_open_file_ceiling() -> int:
         return 1_048_576
 
 
-def log_open_file_limit(before: int, after: int) -> None:
-    # Without Redis: QA_REDIS_URL's answers hold one more (access/descriptors.py).
-    streams = streams_within(after, redis=False) or 0
+def log_open_file_limit(before: int, after: int, settings: Settings) -> None:
+    """The limit, and about how many answers at once it holds (as admission counts them)."""
+    streams = (
+        streams_within(
+            after,
+            redis=settings.redis_url is not None,
+            idle_connections=settings.upstream_max_idle_connections,
+        )
+        or 0
+    )
     level = logging.WARNING if streams < 1000 else logging.INFO
     log.log(
         level,

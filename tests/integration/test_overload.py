@@ -27,8 +27,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qa_service.access.descriptors import DESCRIPTORS_PER_STREAM, DESCRIPTORS_RESERVED
+from qa_service.access.descriptors import streams_within
+from qa_service.config import Settings
 from tests.support.daemon import wait_until
+from tests.support.metrics import read_metrics, total
 from tests.support.providers import CANCEL_ON_HANGUP, marker, provider_settings
 from tests.support.service import open_stream, run_service
 from tests.support.upstream_stub import Reply, UpstreamStub
@@ -105,7 +107,9 @@ async def test_past_what_the_open_file_limit_allows_answers_are_clean_503s_said_
     stub: UpstreamStub, tmp_path: Path
 ) -> None:
     open_files = 200
-    allowed = (open_files - DESCRIPTORS_RESERVED) // DESCRIPTORS_PER_STREAM
+    idle = Settings.model_fields["upstream_max_idle_connections"].default
+    allowed = streams_within(open_files, redis=False, idle_connections=idle)
+    assert allowed is not None
     # Twice what the descriptors hold without the cap: before it, these ended
     # as resets and empty replies (accept and connect failing with EMFILE).
     asked = 4 * allowed
@@ -144,6 +148,7 @@ async def test_past_what_the_open_file_limit_allows_answers_are_clean_503s_said_
         )
         await asyncio.sleep(0.5)  # a second line would be written by now
         said_again = [r for r in service.log_records() if "open file limit reached" in r["message"]]
+        refused_by = read_metrics(service.url)
 
     failures = [o for o in outcomes if isinstance(o, BaseException)]
     assert failures == [], failures[:3]
@@ -156,3 +161,6 @@ async def test_past_what_the_open_file_limit_allows_answers_are_clean_503s_said_
     assert len(said) == len(said_again) == 1
     assert said[0]["level"] == "WARNING"
     assert said[0]["streams_allowed"] == allowed
+    refusals = "qa_over_capacity_refusals_total"
+    assert total(refused_by, refusals, bound="open_files") == asked - allowed
+    assert total(refused_by, refusals) == asked - allowed

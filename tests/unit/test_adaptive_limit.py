@@ -75,10 +75,13 @@ def test_capacity_refuses_at_the_lowest_of_its_bounds_and_says_once_when_files_r
 ) -> None:
     adaptive = AdaptiveLimit(ceiling=10, floor=1, target_lag_seconds=TARGET)
     capacity = StreamCapacity(10, descriptors_allow=3, adaptive=adaptive)
+    refused_by: list[str] = []
+    capacity.on_refused = refused_by.append
     with caplog.at_level(logging.WARNING, "qa_service.access.capacity"):
         taken = [capacity.try_take() for _ in range(5)]
 
     assert taken == [True, True, True, False, False]
+    assert refused_by == ["open_files", "open_files"]
     assert capacity.current_limit() == 3
     said = [r for r in caplog.records if "open file limit" in r.getMessage()]
     assert len(said) == 1
@@ -89,13 +92,18 @@ def test_capacity_refuses_at_the_lowest_of_its_bounds_and_says_once_when_files_r
 
     assert capacity.current_limit() == 1
     assert capacity.try_take() is False  # one in use, a limit of one
+    assert refused_by[-1] == "adaptive"
 
 
 def test_the_open_file_limit_leaves_room_for_the_reserve_and_two_files_an_answer() -> None:
-    assert streams_within(1024, redis=False) == 437
-    assert streams_within(1024, redis=True) == 291
-    assert streams_within(100, redis=False) == 0
-    assert streams_within(None, redis=False) is None
+    assert streams_within(1024, redis=False, idle_connections=10) == 437
+    assert streams_within(1024, redis=True, idle_connections=10) == 291
+    assert streams_within(100, redis=False, idle_connections=10) == 0
+    assert streams_within(None, redis=False, idle_connections=10) is None
+
+
+def test_the_idle_provider_connections_come_out_of_the_open_file_limit() -> None:
+    assert streams_within(1024, redis=False, idle_connections=210) == 337
 
 
 async def test_the_probe_reports_how_late_a_blocked_loop_fired_it() -> None:
@@ -125,9 +133,12 @@ def test_answers_are_capped_at_the_provider_pool_when_it_is_the_lower_bound() ->
     # retries and the fallback's (about 16 s) only to end over_capacity.
     settings = Settings(max_streams=1000, upstream_max_connections=3)
     capacity = build_capacity(settings)
+    refused_by: list[str] = []
+    capacity.on_refused = refused_by.append
 
     assert [capacity.try_take() for _ in range(4)] == [True, True, True, False]
     assert capacity.current_limit() == 3
+    assert refused_by == ["max_streams"]
 
 
 def test_with_the_adaptive_limit_off_the_lag_is_still_measured_and_never_refuses() -> None:

@@ -188,7 +188,11 @@ async def open_admission(
 def build_capacity(settings: Settings) -> StreamCapacity:
     """QA_MAX_STREAMS (or the provider pool's bound, when lower), under it what the
     open-file limit allows, and the adaptive limit."""
-    descriptors_allow = streams_within(open_file_limit(), redis=settings.redis_url is not None)
+    descriptors_allow = streams_within(
+        open_file_limit(),
+        redis=settings.redis_url is not None,
+        idle_connections=settings.upstream_max_idle_connections,
+    )
     hard_ceiling = min(settings.max_streams, settings.upstream_max_connections)
     ceiling = hard_ceiling if descriptors_allow is None else min(hard_ceiling, descriptors_allow)
     adaptive = None

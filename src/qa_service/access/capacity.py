@@ -19,10 +19,17 @@ and no upstream call. Only answers count: idle connections, resumes and
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from qa_service.access.adaptive_limit import AdaptiveLimit, SmoothedLag
 
 log = logging.getLogger(__name__)
+
+# Which bound refused an answer (qa_over_capacity_refusals' `bound`): an
+# operator raises QA_MAX_STREAMS, the open-file limit, or adds instances.
+MAX_STREAMS = "max_streams"
+OPEN_FILES = "open_files"
+ADAPTIVE = "adaptive"
 
 
 class StreamCapacity:
@@ -39,18 +46,27 @@ class StreamCapacity:
         self.loop_lag: AdaptiveLimit | SmoothedLag = adaptive or SmoothedLag()
         self.in_use = 0
         self._said_descriptors = False
+        # Told which bound refused, each time one does (a metric's counter).
+        self.on_refused: Callable[[str], None] = lambda bound: None
 
     def try_take(self) -> bool:
         """Take a place if one is free. Synchronous, so check and take cannot interleave."""
-        if self.in_use >= self.limit:
-            return False
-        if self.descriptors_allow is not None and self.in_use >= self.descriptors_allow:
-            self._say_descriptors_ran_out()
-            return False
-        if self.adaptive is not None and self.in_use >= self.adaptive.limit:
+        bound = self._bound_reached()
+        if bound is not None:
+            self.on_refused(bound)
             return False
         self.in_use += 1
         return True
+
+    def _bound_reached(self) -> str | None:
+        if self.in_use >= self.limit:
+            return MAX_STREAMS
+        if self.descriptors_allow is not None and self.in_use >= self.descriptors_allow:
+            self._say_descriptors_ran_out()
+            return OPEN_FILES
+        if self.adaptive is not None and self.in_use >= self.adaptive.limit:
+            return ADAPTIVE
+        return None
 
     def give_back(self) -> None:
         self.in_use -= 1

@@ -16,10 +16,10 @@ DESCRIPTORS_PER_STREAM = 2
 # With Redis, one connection more per answer at the busiest: its appends and
 # lease renewals (the pools may hold more, but share them between answers).
 DESCRIPTORS_PER_STREAM_WITH_REDIS = 3
-# What the process holds besides answers: its own files, the listening
-# socket, up to 100 idle provider connections kept for reuse (upstream.py),
+# What the process holds besides answers and its idle provider connections:
+# its own files, the listening socket, its Redis pools' spare connections,
 # and the client connections of requests being refused at the same moment.
-DESCRIPTORS_RESERVED = 150
+DESCRIPTORS_RESERVED = 140
 
 
 def open_file_limit() -> int | None:
@@ -28,9 +28,12 @@ def open_file_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-def streams_within(open_files: int | None, redis: bool) -> int | None:
-    """Answers at once that `open_files` descriptors hold, or None for no bound."""
+def streams_within(open_files: int | None, redis: bool, idle_connections: int) -> int | None:
+    """Answers at once that `open_files` descriptors hold, or None for no bound;
+    `idle_connections`: the provider connections kept open for reuse
+    (QA_UPSTREAM_MAX_IDLE_CONNECTIONS, generation/upstream.py)."""
     if open_files is None:
         return None
     per_stream = DESCRIPTORS_PER_STREAM_WITH_REDIS if redis else DESCRIPTORS_PER_STREAM
-    return max(0, (open_files - DESCRIPTORS_RESERVED) // per_stream)
+    reserved = DESCRIPTORS_RESERVED + idle_connections
+    return max(0, (open_files - reserved) // per_stream)

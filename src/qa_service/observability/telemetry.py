@@ -113,6 +113,13 @@ class Telemetry:
             "Answers this instance admits at once now: the lowest of QA_MAX_STREAMS, what the "
             "open-file limit allows and the adaptive limit (QA_ADAPTIVE_LIMIT)",
         )
+        self.over_capacity_refusals = counter(
+            "qa_over_capacity_refusals",
+            "Answers refused 503 over_capacity, by the bound that refused them: max_streams "
+            "(QA_MAX_STREAMS, or QA_UPSTREAM_MAX_CONNECTIONS when lower), open_files (what the "
+            "open-file limit allows), adaptive (the adaptive limit, QA_ADAPTIVE_LIMIT)",
+            "bound",
+        )
         self.event_loop_lag = gauge(
             "qa_event_loop_lag_seconds",
             "The event loop's lag, smoothed; it moves the adaptive limit when that is on",
@@ -161,6 +168,9 @@ class Telemetry:
         """Read at each scrape: the admission's bound now, and the loop's lag that moves it."""
         self.stream_limit.labels(*self._labels).set_function(limit)
         self.event_loop_lag.labels(*self._labels).set_function(lag)
+
+    def over_capacity(self, bound: str) -> None:
+        self.over_capacity_refusals.labels(*self._labels, bound).inc()
 
     def connection_closed(self, reason: str) -> None:
         """The server ended a connection itself: `no_request` or `response_cut_off`."""
