@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
+import pytest
+
 from qa_service.core.readahead import Ended, ReadAhead
 
 
@@ -59,4 +61,31 @@ async def test_a_source_that_ends_hands_over_everything_then_ended() -> None:
         items = [await ahead.get() for _ in range(4)]
 
     assert items == [0, 1, 2, Ended()]
+    ahead.close()
+
+
+async def test_a_wait_cancelled_after_its_item_came_loses_nothing() -> None:
+    """coalescing.py waits for the next item with a deadline. A wait cancelled
+    in the moment after its item arrived, before it resumed, must leave that
+    item for the next `get` (a hand-over through the waiter lost it)."""
+    release = asyncio.Event()
+
+    async def one_then_waits() -> AsyncGenerator[str]:
+        yield "first"
+        await release.wait()
+        yield "second"
+
+    ahead = ReadAhead(one_then_waits())
+    async with asyncio.timeout(5):
+        assert await ahead.get() == "first"
+        waiter = asyncio.create_task(ahead.get())
+        await asyncio.sleep(0)  # it waits
+        release.set()
+        await asyncio.sleep(0)  # the source puts "second": the waiter is due to resume
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        items = [await ahead.get(), await ahead.get()]
+
+    assert items == ["second", Ended()]
     ahead.close()
