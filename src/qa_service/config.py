@@ -148,8 +148,12 @@ class Settings(BaseSettings):
     # to its floor and admitted 37 of 906 answers (configuration.md says when
     # to turn it on).
     adaptive_limit: bool = False
-    # The loop lag (smoothed) above which the limit comes down.
-    adaptive_limit_lag_ms: float = Field(default=25.0, gt=0, le=10_000)
+    # The loop lag (smoothed) above which the limit comes down. A first text
+    # waits for several turns of the loop, each about this long: at 25 ms,
+    # admitted answers' first text p99 was 1.4-1.9 s on a quiet core at twice
+    # its load, at 10 ms 0.7 s (benchmarks/README.md, "The lag target, on a
+    # quiet machine").
+    adaptive_limit_lag_ms: float = Field(default=10.0, gt=0, le=10_000)
     # The limit never comes down below this many answers.
     adaptive_limit_min: int = Field(default=8, ge=1, le=100_000)
     # Per client (its API key, else its address): answers started per period
