@@ -87,7 +87,7 @@ import uvloop
 from tests.support.ports import free_port
 from tests.support.service import REPO, run_service, service_env
 
-from benchmarks.measure import cpu_seconds, percentile, write_results
+from benchmarks.measure import cpu_seconds, percentile, source_tree, write_results
 
 RESULTS = REPO / "benchmarks" / "results"
 FAKE_KEY = "sk-bench-not-a-real-key"
@@ -905,7 +905,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hold-seconds", type=float, default=20.0, help="(c) each one's length")
     parser.add_argument(
         "--baseline-src",
-        type=Path,
+        type=source_tree,
         help="also measure the qa_service package in this src/ directory (earlier code, e.g."
         " `git archive COMMIT src | tar -x -C DIR`) as service_base, in the same run",
     )

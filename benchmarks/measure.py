@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +14,19 @@ import psutil
 # prompts/, exported here by ./benchmarks/run.sh (`git archive 94bbced src
 # prompts`), under the results' untracked work directory.
 BASELINE_SRC = Path(__file__).resolve().parent / "results" / "work" / "baseline" / "src"
+
+
+def source_tree(path: str) -> Path:
+    """An argparse type for a service's `src/` run through PYTHONPATH: absolute,
+    and holding the package. The services run in the results' work directory,
+    where a relative PYTHONPATH names nothing, and Python then imports the
+    installed tree instead, silently: until this check, `--baseline-src
+    benchmarks/results/work/baseline/src` (run.sh's own) measured this tree
+    against itself."""
+    tree = Path(path).resolve()
+    if not (tree / "qa_service" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"{tree} holds no qa_service package")
+    return tree
 
 
 def cpu_seconds(pid: int) -> float:

@@ -50,7 +50,6 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -77,7 +76,7 @@ from benchmarks.load import (
     service_settings,
     spawned_on,
 )
-from benchmarks.measure import cpu_seconds, percentile, write_results
+from benchmarks.measure import cpu_seconds, percentile, source_tree, write_results
 
 MARKER = "mk-overload"
 HEALTHZ_EVERY = 0.02
@@ -435,7 +434,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--baseline-src",
-        type=Path,
+        type=source_tree,
         help="main's src/, measured as service_base (run.sh: BASELINE_SRC)",
     )
     parser.add_argument(

@@ -46,7 +46,6 @@ import time
 from collections import Counter
 from contextlib import ExitStack
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -70,7 +69,7 @@ from benchmarks.load import (
     service_settings,
     spawned_on,
 )
-from benchmarks.measure import BASELINE_SRC, cpu_seconds, percentile, write_results
+from benchmarks.measure import BASELINE_SRC, cpu_seconds, percentile, source_tree, write_results
 from benchmarks.profile import _no_line, package_of, read_collapsed
 from benchmarks.redis_log_profile import SAMPLE_RATE, recording
 from benchmarks.tracing import MARKERS, SHORT_PIECES, short_answers
@@ -313,7 +312,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=1.0, help="quiet seconds around a load")
     parser.add_argument(
         "--baseline-src",
-        type=Path,
+        type=source_tree,
         default=BASELINE_SRC,
         help="the src/ of main before this round (`git archive 94bbced src | tar -x -C DIR`);"
         " left out when there is none",
@@ -351,7 +350,10 @@ def main(argv: list[str] | None = None) -> None:
     with ExitStack() as stack:
         stub_url, stub_pid = stack.enter_context(run_stub(spec))
         base = service_settings(stub_url)
-        trees = [label_dir.split("=", 1) for label_dir in args.src]
+        trees = [
+            [label, str(source_tree(tree))]
+            for label, tree in (label_dir.split("=", 1) for label_dir in args.src)
+        ]
         if with_main:
             trees.insert(0, ["main", str(args.baseline_src)])
         settings = {label: {**base, "PYTHONPATH": tree} for label, tree in trees}

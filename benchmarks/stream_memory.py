@@ -76,7 +76,7 @@ from benchmarks.load import (
     spawned_on,
     vm_rss_kb,
 )
-from benchmarks.measure import cpu_seconds, write_results
+from benchmarks.measure import cpu_seconds, source_tree, write_results
 
 PROBE = REPO / "benchmarks" / "memory_probe"
 PROBE_DEADLINE = 180.0  # a snapshot of 400 streams' allocations takes a while
@@ -378,7 +378,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--baseline-src",
-        type=Path,
+        type=source_tree,
         help="also measure the qa_service package in this src/ directory as service_base",
     )
     return parser.parse_args(argv)
