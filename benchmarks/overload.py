@@ -179,7 +179,9 @@ async def measure_capacity(
     """One core over the CPU-seconds per complete stream at `rate`."""
     window = await run_window(target, rate, args.calibrate_seconds, 0.0, healthz=False)
     complete = sum(s.outcome == "done" for s in window.streams)
-    per_stream = window.cpu_s / max(1, complete)
+    if complete == 0 or window.cpu_s <= 0:
+        raise RuntimeError(f"{target.name}: no stream completed at {rate:.1f}/s, no capacity")
+    per_stream = window.cpu_s / complete
     return {
         "rate_streams_per_s": rate,
         "streams": len(window.streams),
@@ -454,7 +456,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--calibrate-rate", type=float, default=8.0, help="streams/s, 1st pass")
     parser.add_argument("--calibrate-seconds", type=float, default=6.0)
     parser.add_argument(
-        "--calibrate-passes", type=int, default=5, help="at most, each at the last's estimate"
+        "--calibrate-passes",
+        type=lambda value: max(1, int(value)),
+        default=5,
+        help="at most (1 or more), each at the last's estimate",
     )
     parser.add_argument("--settle", type=float, default=1.0, help="pause between runs, s")
     parser.add_argument(

@@ -51,7 +51,7 @@ from tests.support.redis_server import run_redis
 from tests.support.service import run_services
 from tests.support.upstream_stub import UpstreamStub
 
-from benchmarks.measure import write_results
+from benchmarks.measure import source_tree, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -103,7 +103,9 @@ def main() -> None:
     parser.add_argument("--cancels", type=int, default=60)
     parser.add_argument("--lease", type=float, default=3.0)
     parser.add_argument("--stall", type=float, default=2.8)
-    parser.add_argument("--src", type=Path, default=None, help="run the service from this src/")
+    parser.add_argument(
+        "--src", type=source_tree, default=None, help="run the service from this src/"
+    )
     args = parser.parse_args()
     started_at = datetime.now(UTC)
     report = measure(args.hangups, args.cancels, args.lease, args.stall, args.src)

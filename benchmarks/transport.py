@@ -302,7 +302,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--scenarios", default="burst,load,first")
     parser.add_argument(
-        "--baseline-src", type=source_tree, default=BASELINE_SRC,
+        "--baseline-src", type=source_tree, default=str(BASELINE_SRC),
         help="main before issue 25, exported (git archive 94bbced src)",
     )  # fmt: skip
     return parser.parse_args(argv)

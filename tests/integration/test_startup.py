@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from qa_service.access.descriptors import streams_within
+from qa_service.config import Settings
 from tests.integration.conftest import RefusedStart
 from tests.support.service import RunningService, run_service, service_env
 
@@ -226,4 +228,7 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit_and_logged(workdir: Pat
     assert max_open[0] == max_open[1] or hard == resource.RLIM_INFINITY
     assert line["raised_from"] == soft
     assert line["open_files"] == raised
-    assert line["concurrent_streams_about"] == (raised - 150) // 2
+    idle = Settings.model_fields["upstream_max_idle_connections"].default
+    assert line["concurrent_streams_about"] == streams_within(
+        raised, redis=False, idle_connections=idle
+    )

@@ -252,8 +252,8 @@ class RedisAnswerStore:
 
     async def release_lease(self, answer_id: str) -> None:
         self._written.producer_done(answer_id)
-        # Only its heartbeat asked these; a log whose writes failed is never
-        # let go (_let_go), and would keep its entries.
+        # Its heartbeat, the only one to ask them, has stopped; a log whose
+        # writes failed is never let go (_let_go), and would keep its entries.
         self._present_here.pop(answer_id, None)
         self._stream_ttl_renewed.pop(answer_id, None)
         _, _, lease, _ = _keys(answer_id)
