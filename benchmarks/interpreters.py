@@ -70,6 +70,7 @@ from benchmarks.load import (
     pieces,
     pin_load_generator,
     record_affinity,
+    report_end,
     report_start,
     run_relay,
     run_stub,
@@ -291,15 +292,7 @@ def report_text(report: dict[str, Any]) -> str:
                 f"  {label:5} {name:12} {cell['value']:9.3f}"
                 f"  x{cell['to_relay']:.2f} relay  x{cell['to_first']:.2f}"
             )
-    exact = report["exactness"]
-    lines.append(
-        f"\nexactness: {exact['streams_checked']} streams, {exact['mismatches']} mismatches"
-    )
-    for mismatch in exact["first_mismatches"]:
-        lines.append(f"  MISMATCH {mismatch}")
-    if report.get("unfinished"):
-        lines.append(f"UNFINISHED: {report['unfinished']}")
-    lines.append(f"wall time {report['wall_s']:.0f} s; written to {report['written_to']}")
+    lines += report_end(report)
     return "\n".join(lines)
 
 

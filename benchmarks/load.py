@@ -764,6 +764,20 @@ def report_start(args: argparse.Namespace, started_at: datetime, **more: Any) ->
     }
 
 
+def report_end(report: dict[str, Any]) -> list[str]:
+    """What every report's table ends with: exactness (the Ledger's summary, its
+    first mismatches), whether the run was cut short, its wall time and JSON."""
+    exact = report["exactness"]
+    lines = [
+        f"\nexactness: {exact['streams_checked']} streams checked, {exact['mismatches']} mismatches"
+    ]
+    lines += [f"  MISMATCH {mismatch}" for mismatch in exact["first_mismatches"]]
+    if report.get("unfinished"):
+        lines.append(f"UNFINISHED: {report['unfinished']}")
+    lines.append(f"wall time {report['wall_s']:.0f} s; written to {report['written_to']}")
+    return lines
+
+
 def lift_open_files() -> None:
     """The soft limit on open files up to the hard one (children inherit it): a
     burst of hundreds of streams is twice as many sockets in a service."""

@@ -70,6 +70,7 @@ from benchmarks.load import (
     pieces,
     pin_load_generator,
     record_affinity,
+    report_end,
     report_start,
     run_relay,
     run_stub,
@@ -420,15 +421,7 @@ def report_text(report: dict[str, Any]) -> str:
             + f" ms (median {flood_row['healthz_p99_ms_median']:.0f}), p50 median"
             f" {flood_row['healthz_p50_ms_median']:.0f} ms"
         )
-    exact = report["exactness"]
-    lines.append(
-        f"\nexactness: {exact['streams_checked']} answers checked, {exact['mismatches']} mismatches"
-    )
-    for mismatch in exact["first_mismatches"][:5]:
-        lines.append(f"  MISMATCH {mismatch}")
-    if report.get("unfinished"):
-        lines.append(f"UNFINISHED: {report['unfinished']}")
-    lines.append(f"wall time {report['wall_s']:.0f} s; written to {report['written_to']}")
+    lines += report_end(report)
     return "\n".join(lines)
 
 

@@ -63,6 +63,7 @@ from benchmarks.load import (
     one_stream,
     pin_load_generator,
     record_affinity,
+    report_end,
     report_start,
     run_relay,
     run_stub,
@@ -289,14 +290,7 @@ def report_text(report: dict[str, Any]) -> str:
                 continue
             lines.append(f"  {name}: {row['cpu_ms']:.3f} ({row['samples']} samples)")
             lines += [f"    {ms:7.3f}  {layer}" for layer, ms in row["layers_ms"].items()]
-    exact = report["exactness"]
-    lines.append(
-        f"\nexactness: {exact['streams_checked']} answers checked, {exact['mismatches']} mismatches"
-    )
-    lines += [f"  MISMATCH {m}" for m in exact["first_mismatches"]]
-    if report.get("unfinished"):
-        lines.append(f"UNFINISHED: {report['unfinished']}")
-    lines.append(f"wall time {report['wall_s']:.0f} s; written to {report['written_to']}")
+    lines += report_end(report)
     return "\n".join(lines)
 
 

@@ -69,6 +69,7 @@ from benchmarks.load import (
     pieces,
     pin_load_generator,
     record_affinity,
+    report_end,
     report_start,
     run_relay,
     run_stub,
@@ -354,12 +355,7 @@ def report_text(report: dict[str, Any]) -> str:
             f"\nbreakdown: {count} idle streams open (tracemalloc, fresh processes, one round)"
         )
         lines += breakdown_table(breakdown, count)
-    exact = report["exactness"]
-    lines.append(
-        f"\nexactness: {exact['streams_checked']} streams checked, {exact['mismatches']} mismatches"
-    )
-    lines += [f"  MISMATCH {m}" for m in exact["first_mismatches"]]
-    lines.append(f"wall time {report['wall_s']:.0f} s; written to {report['written_to']}")
+    lines += report_end(report)
     return "\n".join(lines)
 
 

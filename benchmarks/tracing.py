@@ -77,6 +77,7 @@ from benchmarks.load import (
     pieces,
     pin_load_generator,
     record_affinity,
+    report_end,
     run_helper,
     run_stub,
     service_settings,
@@ -330,14 +331,7 @@ def report_text(report: dict[str, Any]) -> str:
         lines += profile_text(report["profile"])
     if "down_spans_dropped" in report:
         lines.append(f"down: {report['down_spans_dropped']:.0f} spans dropped (its /metrics)")
-    exact = report["exactness"]
-    lines.append(
-        f"exactness: {exact['streams_checked']} answers checked, {exact['mismatches']} mismatches"
-    )
-    lines += [f"  MISMATCH {m}" for m in exact["first_mismatches"]]
-    if report.get("unfinished"):
-        lines.append(f"UNFINISHED: {report['unfinished']}")
-    lines.append(f"wall time {report['wall_s']:.0f} s; written to {report['written_to']}")
+    lines += report_end(report)
     return "\n".join(lines)
 
 
