@@ -24,9 +24,14 @@ def source_tree(path: str) -> Path:
     benchmarks/results/work/baseline/src` (run.sh's own) measured this tree
     against itself."""
     tree = Path(path).resolve()
-    if not (tree / "qa_service" / "__init__.py").is_file():
+    if not holds_package(tree):
         raise argparse.ArgumentTypeError(f"{tree} holds no qa_service package")
     return tree
+
+
+def holds_package(tree: Path) -> bool:
+    """Whether a PYTHONPATH of `tree` runs its own service, not the installed one."""
+    return (tree / "qa_service" / "__init__.py").is_file()
 
 
 def cpu_seconds(pid: int) -> float:

@@ -70,7 +70,14 @@ from benchmarks.load import (
     service_settings,
     spawned_on,
 )
-from benchmarks.measure import BASELINE_SRC, cpu_seconds, percentile, source_tree, write_results
+from benchmarks.measure import (
+    BASELINE_SRC,
+    cpu_seconds,
+    holds_package,
+    percentile,
+    source_tree,
+    write_results,
+)
 from benchmarks.profile import _no_line, package_of, read_collapsed
 from benchmarks.redis_log_profile import SAMPLE_RATE, recording
 from benchmarks.tracing import MARKERS, SHORT_PIECES, short_answers
@@ -338,8 +345,9 @@ def main(argv: list[str] | None = None) -> None:
     ledger = Ledger({"short": "".join(SHORT_PIECES)})
     workdir = RESULTS / "work"
     workdir.mkdir(parents=True, exist_ok=True)
-    # Left out when there is no such tree (`git archive 94bbced src | tar -x -C DIR` makes one).
-    with_main = args.baseline_src.is_dir()
+    # Left out when there is no such tree (`git archive 94bbced src | tar -x -C DIR` makes
+    # one); a directory without the package would run this tree as "main".
+    with_main = holds_package(args.baseline_src.resolve())
     report["main_src"] = str(args.baseline_src) if with_main else None
     with ExitStack() as stack:
         stub_url, stub_pid = stack.enter_context(run_stub(spec))
